@@ -1,0 +1,21 @@
+/** The architecture registry: model_type -> spec. */
+import { UnsupportedError } from '../errors.js';
+import { bloom } from './bloom.js';
+import { gpt2 } from './gpt2.js';
+import { llama } from './llama.js';
+import { opt } from './opt.js';
+import type { ArchSpec } from './spec.js';
+
+const specs: readonly ArchSpec[] = [gpt2, opt, bloom, llama];
+
+export const supportedModelTypes: readonly string[] = specs.flatMap((s) => s.modelTypes);
+
+export function archFor(modelType: string, culprit: string): ArchSpec {
+  const spec = specs.find((s) => s.modelTypes.includes(modelType));
+  if (!spec) {
+    throw new UnsupportedError(culprit, `model_type "${modelType}" is not supported (supported: ${supportedModelTypes.join(', ')})`);
+  }
+  return spec;
+}
+
+export type { ArchSpec, ArchTraits, ModelDims } from './spec.js';

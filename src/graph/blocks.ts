@@ -1,0 +1,115 @@
+/**
+ * Block emitters for the plain (standard-ops) decoder. Each takes the emit context, a name
+ * scope and its input tensor name, adds its nodes, and returns its output name.
+ * Shapes: B batch, S new tokens, P past tokens, T = P + S, E hidden, H heads, Hkv KV heads,
+ * D head dim, I intermediate, V vocab.
+ */
+import type { Activation, ModelDims, NormKind } from '../arch/spec.js';
+import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
+import { float, int, ints, str, type Graph } from './ir.js';
+import type { WeightSource } from './weights.js';
+
+export type FloatType = 'float32' | 'float16';
+
+export interface EmitContext {
+  g: Graph;
+  w: WeightSource;
+  /** Activations and weights. Inputs ids/masks are int64; logits are always float32. */
+  dtype: FloatType;
+  dims: ModelDims;
+}
+
+/** Adds a weight initializer checked against the shape the config implies. */
+export function weight(ctx: EmitContext, name: string, view: WeightView, shape: number[]): string {
+  ctx.w.shape(view, shape);
+  return ctx.g.initializer({ name, type: ctx.dtype, dims: shape, data: () => ctx.w.read(view) });
+}
+
+/**
+ *   x [B,S,in] -> MatMul(W [in,out]) -> Add(b [out]) -> [B,S,out]
+ */
+export function linear(ctx: EmitContext, scope: string, x: string, lw: LinearWeights, inDim: number, outDim: number): string {
+  const w = weight(ctx, `${weightName(scope)}.weight`, lw.weight, [inDim, outDim]);
+  const y = ctx.g.op1('MatMul', [x, w], `${scope}/MatMul`);
+  if (!lw.bias) return y;
+  const b = weight(ctx, `${weightName(scope)}.bias`, lw.bias, [outDim]);
+  return ctx.g.op1('Add', [y, b], `${scope}/Add`);
+}
+
+/**
+ * LayerNorm:  x -> LayerNormalization(scale, bias, eps)
+ * RMSNorm:    x -> x * 1/sqrt(mean(x^2) + eps) * scale      (decomposed: no standard op before opset 23)
+ */
+export function normalize(ctx: EmitContext, scope: string, x: string, kind: NormKind, nw: NormWeights): string {
+  const { g, dims } = ctx;
+  const E = dims.hiddenSize;
+  const scale = weight(ctx, `${weightName(scope)}.weight`, nw.weight, [E]);
+  if (kind === 'layernorm') {
+    const bias = nw.bias ? weight(ctx, `${weightName(scope)}.bias`, nw.bias, [E]) : '';
+    return g.op1('LayerNormalization', bias ? [x, scale, bias] : [x, scale], `${scope}/LayerNorm`, {
+      axis: int(-1),
+      epsilon: float(dims.normEps),
+    });
+  }
+  const sq = g.op1('Mul', [x, x], `${scope}/Pow`);
+  const mean = g.op1('ReduceMean', [sq, g.constInt64([-1])], `${scope}/ReduceMean`, { keepdims: int(1) });
+  const eps = g.op1('Add', [mean, g.constFloat([dims.normEps], ctx.dtype, true)], `${scope}/Add`);
+  const rms = g.op1('Sqrt', [eps], `${scope}/Sqrt`);
+  const inv = g.op1('Reciprocal', [rms], `${scope}/Reciprocal`);
+  const normed = g.op1('Mul', [x, inv], `${scope}/Mul`);
+  return g.op1('Mul', [normed, scale], `${scope}/Mul_1`);
+}
+
+export function activate(ctx: EmitContext, scope: string, x: string, act: Activation): string {
+  const g = ctx.g;
+  switch (act) {
+    case 'gelu_tanh':
+      return g.op1('Gelu', [x], `${scope}/Gelu`, { approximate: str('tanh') });
+    case 'gelu_erf':
+      return g.op1('Gelu', [x], `${scope}/Gelu`);
+    case 'relu':
+      return g.op1('Relu', [x], `${scope}/Relu`);
+    case 'silu':
+      return g.op1('Mul', [x, g.op1('Sigmoid', [x], `${scope}/Sigmoid`)], `${scope}/Mul`);
+  }
+}
+
+/** [B,S,heads*D] -> [B,heads,S,D] */
+export function splitHeads(ctx: EmitContext, scope: string, x: string, heads: number): string {
+  const r = ctx.g.op1('Reshape', [x, ctx.g.constInt64([0, 0, heads, ctx.dims.headDim])], `${scope}/Reshape`);
+  return ctx.g.op1('Transpose', [r], `${scope}/Transpose`, { perm: ints([0, 2, 1, 3]) });
+}
+
+/** [B,H,S,D] -> [B,S,H*D] */
+export function mergeHeads(ctx: EmitContext, scope: string, x: string): string {
+  const t = ctx.g.op1('Transpose', [x], `${scope}/Transpose`, { perm: ints([0, 2, 1, 3]) });
+  return ctx.g.op1('Reshape', [t, ctx.g.constInt64([0, 0, ctx.dims.numHeads * ctx.dims.headDim])], `${scope}/Reshape`);
+}
+
+/**
+ * Rotary embedding, rotate-half form (HF llama):
+ *   x [B,H,S,D] --Split(D/2)--> x1, x2 ; rot = Concat(-x2, x1)
+ *   out = x * cos [B,1,S,D] + rot * sin [B,1,S,D]
+ */
+export function rotary(ctx: EmitContext, scope: string, x: string, cos: string, sin: string): string {
+  const g = ctx.g;
+  const half = ctx.dims.headDim / 2;
+  const [x1, x2] = g.op('Split', [x, g.constInt64([half, half])], { axis: int(-1) }, { name: `${scope}/Split`, outputs: 2 });
+  const rot = g.op1('Concat', [g.op1('Neg', [x2!], `${scope}/Neg`), x1!], `${scope}/Concat`, { axis: int(-1) });
+  return g.op1('Add', [g.op1('Mul', [x, cos], `${scope}/Mul`), g.op1('Mul', [rot, sin], `${scope}/Mul_1`)], `${scope}/Add`);
+}
+
+/** [B,Hkv,T,D] -> [B,H,T,D] by repeating each KV head H/Hkv times (grouped-query attention). */
+export function repeatKv(ctx: EmitContext, scope: string, x: string): string {
+  const { g, dims } = ctx;
+  const rep = dims.numHeads / dims.numKvHeads;
+  if (rep === 1) return x;
+  const u = g.op1('Unsqueeze', [x, g.constInt64([2])], `${scope}/Unsqueeze`);
+  const e = g.op1('Expand', [u, g.constInt64([1, 1, rep, 1, 1])], `${scope}/Expand`);
+  return g.op1('Reshape', [e, g.constInt64([0, dims.numHeads, -1, dims.headDim])], `${scope}/Reshape`);
+}
+
+/** `model.layers.0.attn.q_proj` from `/model/layers.0/attn/q_proj`. */
+export function weightName(scope: string): string {
+  return scope.replace(/^\//, '').replaceAll('/', '.');
+}

@@ -1,0 +1,239 @@
+/**
+ * The plain decoder graph: standard ONNX ops only, with the I/O contract transformers.js
+ * expects of a decoder (`input_ids`, `attention_mask`, `position_ids` where positions are
+ * used, `past_key_values.{i}.key|value` -> `logits`, `present.{i}.key|value`).
+ *
+ *   input_ids ──Gather(embed)──(+ learned positions)──(embedding norm)── h
+ *   attention_mask ── causal & padding bias [B,1,S,T] (+ ALiBi [B,H,1,T])
+ *   position_ids ── rotary cos/sin [B,1,S,D]
+ *   for each layer:  h = h + attention(norm(h));  h = h + mlp(norm(h))
+ *   norm ── lm head ── logits [B,S,V] (float32)
+ */
+import type { ArchSpec, LayerWeights, ModelDims, WeightView } from '../arch/spec.js';
+import type { RawConfig } from '../checkpoint/config.js';
+import { activate, linear, mergeHeads, normalize, repeatKv, rotary, splitHeads, weight, type EmitContext, type FloatType } from './blocks.js';
+import { Graph, int, ints } from './ir.js';
+import type { WeightSource } from './weights.js';
+
+export interface DecoderGraphOptions {
+  spec: ArchSpec;
+  dims: ModelDims;
+  config: RawConfig;
+  weights: WeightSource;
+  dtype: FloatType;
+}
+
+/** Symbolic dimension names, as transformers.js resolves them for the empty cache. */
+export const DIM = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', total: 'total_sequence_length' };
+
+export function kvNames(layer: number) {
+  return {
+    pastKey: `past_key_values.${layer}.key`,
+    pastValue: `past_key_values.${layer}.value`,
+    presentKey: `present.${layer}.key`,
+    presentValue: `present.${layer}.value`,
+  };
+}
+
+export function usesPositionIds(spec: ArchSpec): boolean {
+  return spec.traits.position !== 'alibi';
+}
+
+export function buildReferenceDecoder(o: DecoderGraphOptions): Graph {
+  const { spec, dims } = o;
+  const g = new Graph(`fusegen-${spec.modelTypes[0]}-reference`);
+  const ctx: EmitContext = { g, w: o.weights, dtype: o.dtype, dims };
+
+  const inputIds = g.input('input_ids', 'int64', [DIM.batch, DIM.seq]);
+  const mask = g.input('attention_mask', 'int64', [DIM.batch, DIM.total]);
+  const positionIds = usesPositionIds(spec) ? g.input('position_ids', 'int64', [DIM.batch, DIM.seq]) : '';
+  for (let i = 0; i < dims.numLayers; i++) {
+    const n = kvNames(i);
+    g.input(n.pastKey, o.dtype, [DIM.batch, dims.numKvHeads, DIM.past, dims.headDim]);
+    g.input(n.pastValue, o.dtype, [DIM.batch, dims.numKvHeads, DIM.past, dims.headDim]);
+  }
+
+  const globals = spec.globals(dims, o.config);
+  let h = embed(ctx, inputIds, positionIds, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset);
+  if (globals.embedNorm) h = normalize(ctx, '/model/embed_norm', h, spec.traits.norm, globals.embedNorm);
+
+  const bias = attentionBias(ctx, inputIds, mask, spec.traits.position === 'alibi');
+  const rope = spec.traits.position === 'rotary' ? rotaryTables(ctx, positionIds) : undefined;
+
+  for (let i = 0; i < dims.numLayers; i++) {
+    const lw = spec.layer(i, dims, o.config);
+    const scope = `/model/layers.${i}`;
+    const a = attention(ctx, `${scope}/attn`, normalize(ctx, `${scope}/input_layernorm`, h, spec.traits.norm, lw.inputNorm), lw, i, bias, rope);
+    h = g.op1('Add', [h, a], `${scope}/residual_add`);
+    const m = mlp(ctx, `${scope}/mlp`, normalize(ctx, `${scope}/post_attention_layernorm`, h, spec.traits.norm, lw.postAttentionNorm), lw, spec);
+    h = g.op1('Add', [h, m], `${scope}/residual_add_1`);
+  }
+
+  h = normalize(ctx, '/model/norm', h, spec.traits.norm, globals.finalNorm);
+  const logits = lmHead(ctx, h, globals.lmHead, globals.embedTokens);
+  g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: ['logits'] });
+  g.output('logits', 'float32', [DIM.batch, DIM.seq, dims.vocabSize]);
+  for (let i = 0; i < dims.numLayers; i++) {
+    const n = kvNames(i);
+    g.output(n.presentKey, o.dtype, [DIM.batch, dims.numKvHeads, DIM.total, dims.headDim]);
+    g.output(n.presentValue, o.dtype, [DIM.batch, dims.numKvHeads, DIM.total, dims.headDim]);
+  }
+  return g;
+}
+
+/** Token embeddings, plus learned positions where the architecture has them. */
+function embed(ctx: EmitContext, ids: string, positionIds: string, tokens: WeightView, positions: WeightView | undefined, offset: number): string {
+  const { g, dims } = ctx;
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
+  const h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
+  if (!positions) return h;
+  const rows = ctx.w.shape(positions)[0]!;
+  const posTable = weight(ctx, 'model.embed_positions.weight', positions, [rows, dims.hiddenSize]);
+  const idx = offset ? g.op1('Add', [positionIds, g.constInt64([offset], true)], '/model/embed_positions/Add') : positionIds;
+  const p = g.op1('Gather', [posTable, idx], '/model/embed_positions/Gather');
+  return g.op1('Add', [h, p], '/model/embed_positions/Add_1');
+}
+
+/**
+ * Additive attention bias shared by all layers:
+ *   key k is visible to query q iff k <= P + q (causal) and attention_mask[b, k] == 1
+ *   bias [B,1,S,T] = 0 where visible, float min elsewhere
+ * With ALiBi (BLOOM), plus slope[h] * key position, where positions count only unpadded
+ * tokens: pos = (cumsum(mask) - 1) * mask, giving [B,H,S,T].
+ */
+function attentionBias(ctx: EmitContext, ids: string, mask: string, alibi: boolean): string {
+  const { g } = ctx;
+  const s = '/model/attn_mask';
+  const S = g.op1('Shape', [ids], `${s}/Shape`, { start: int(1), end: int(2) });
+  const T = g.op1('Shape', [mask], `${s}/Shape_1`, { start: int(1), end: int(2) });
+  const scalar = (x: string, n: string) => g.op1('Squeeze', [x, g.constInt64([0])], `${s}/${n}`);
+  const zero = g.constInt64([0], true);
+  const one = g.constInt64([1], true);
+  const Ts = scalar(T, 'Squeeze');
+  const P = g.op1('Sub', [Ts, scalar(S, 'Squeeze_1')], `${s}/Sub`);
+  const kpos = g.op1('Range', [zero, Ts, one], `${s}/Range`); // [T]
+  const qpos = g.op1('Range', [P, Ts, one], `${s}/Range_1`); // [S]
+  const causal = g.op1('LessOrEqual', [
+    g.op1('Unsqueeze', [kpos, g.constInt64([0])], `${s}/Unsqueeze`), // [1,T]
+    g.op1('Unsqueeze', [qpos, g.constInt64([1])], `${s}/Unsqueeze_1`), // [S,1]
+  ], `${s}/LessOrEqual`); // [S,T]
+  const pad = g.op1('Unsqueeze', [g.op1('Cast', [mask], `${s}/Cast`, { to: int(9) }), g.constInt64([1, 2])], `${s}/Unsqueeze_2`); // [B,1,1,T]
+  const visible = g.op1('And', [causal, pad], `${s}/And`); // [B,1,S,T]
+  const min = ctx.dtype === 'float16' ? -65504 : -3.4028234663852886e38;
+  const bias = g.op1('Where', [visible, g.constFloat([0], ctx.dtype, true), g.constFloat([min], ctx.dtype, true)], `${s}/Where`);
+  if (!alibi) return bias;
+
+  const a = '/model/alibi';
+  const cum = g.op1('CumSum', [mask, g.constInt64([1], true)], `${a}/CumSum`);
+  const pos = g.op1('Mul', [g.op1('Sub', [cum, one], `${a}/Sub`), mask], `${a}/Mul`); // [B,T]
+  const posF = g.op1('Cast', [pos], `${a}/Cast`, { to: int(ctx.dtype === 'float16' ? 10 : 1) });
+  const slopes = g.initializer({
+    name: 'model.alibi.slopes',
+    type: ctx.dtype,
+    dims: [ctx.dims.numHeads, 1, 1],
+    data: () => Float32Array.from(alibiSlopes(ctx.dims.numHeads)),
+  });
+  const bias4 = g.op1('Mul', [slopes, g.op1('Unsqueeze', [posF, g.constInt64([1, 2])], `${a}/Unsqueeze`)], `${a}/Mul_1`); // [B,H,1,T]
+  return g.op1('Add', [bias, bias4], `${a}/Add`);
+}
+
+/** BLOOM's per-head slopes: a geometric sequence, interleaved when H is not a power of 2. */
+export function alibiSlopes(heads: number): number[] {
+  const p2 = 2 ** Math.floor(Math.log2(heads));
+  const base = 2 ** -(2 ** -(Math.log2(p2) - 3));
+  const slopes = Array.from({ length: p2 }, (_, i) => base ** (i + 1));
+  if (p2 !== heads) {
+    const extraBase = 2 ** -(2 ** -(Math.log2(2 * p2) - 3));
+    const remaining = Math.min(p2, heads - p2);
+    for (let i = 0; i < remaining; i++) slopes.push(extraBase ** (2 * i + 1));
+  }
+  return slopes;
+}
+
+/**
+ *   position_ids [B,S] -> float -> * inv_freq [D/2] -> freqs [B,S,D/2] -> Concat(freqs, freqs) [B,S,D]
+ *   cos, sin -> Unsqueeze(1) -> [B,1,S,D]
+ */
+function rotaryTables(ctx: EmitContext, positionIds: string): { cos: string; sin: string } {
+  const { g, dims } = ctx;
+  const s = '/model/rotary_emb';
+  const half = dims.headDim / 2;
+  const invFreq = g.initializer({
+    name: 'model.rotary_emb.inv_freq',
+    type: 'float32',
+    dims: [half],
+    data: () => Float32Array.from({ length: half }, (_, i) => 1 / dims.ropeTheta ** ((2 * i) / dims.headDim)),
+  });
+  const pos = g.op1('Unsqueeze', [g.op1('Cast', [positionIds], `${s}/Cast`, { to: int(1) }), g.constInt64([-1])], `${s}/Unsqueeze`);
+  const freqs = g.op1('Mul', [pos, invFreq], `${s}/Mul`);
+  const emb = g.op1('Unsqueeze', [g.op1('Concat', [freqs, freqs], `${s}/Concat`, { axis: int(-1) }), g.constInt64([1])], `${s}/Unsqueeze_1`);
+  const to = (x: string, n: string) => (ctx.dtype === 'float16' ? g.op1('Cast', [x], `${s}/${n}/Cast`, { to: int(10) }) : x);
+  return { cos: to(g.op1('Cos', [emb], `${s}/Cos`), 'Cos'), sin: to(g.op1('Sin', [emb], `${s}/Sin`), 'Sin') };
+}
+
+/**
+ *   x ─┬─ q_proj ─ heads ─(rotary)────────────────────────── q [B,H,S,D]
+ *      ├─ k_proj ─ heads ─(rotary)─ Concat(past_key) ─ present_key ─ repeat ─ k [B,H,T,D]
+ *      └─ v_proj ─ heads ────────── Concat(past_value) ─ present_value ─ repeat ─ v
+ *   Softmax(q k^T / sqrt(D) + bias) v ─ merge heads ─ o_proj
+ */
+function attention(ctx: EmitContext, scope: string, x: string, lw: LayerWeights, layer: number, bias: string, rope?: { cos: string; sin: string }): string {
+  const { g, dims } = ctx;
+  const E = dims.hiddenSize;
+  const D = dims.headDim;
+  const n = kvNames(layer);
+  let q = splitHeads(ctx, `${scope}/q_heads`, linear(ctx, `${scope}/q_proj`, x, lw.q, E, dims.numHeads * D), dims.numHeads);
+  let k = splitHeads(ctx, `${scope}/k_heads`, linear(ctx, `${scope}/k_proj`, x, lw.k, E, dims.numKvHeads * D), dims.numKvHeads);
+  const v = splitHeads(ctx, `${scope}/v_heads`, linear(ctx, `${scope}/v_proj`, x, lw.v, E, dims.numKvHeads * D), dims.numKvHeads);
+  if (rope) {
+    q = rotary(ctx, `${scope}/q_rotary`, q, rope.cos, rope.sin);
+    k = rotary(ctx, `${scope}/k_rotary`, k, rope.cos, rope.sin);
+  }
+  const kAll = g.op('Concat', [n.pastKey, k], { axis: int(2) }, { name: `${scope}/k_cache/Concat`, outputNames: [n.presentKey] })[0]!;
+  const vAll = g.op('Concat', [n.pastValue, v], { axis: int(2) }, { name: `${scope}/v_cache/Concat`, outputNames: [n.presentValue] })[0]!;
+  const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
+  const scores = g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`);
+  const scaled = g.op1('Mul', [scores, g.constFloat([1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
+  const probs = g.op1('Softmax', [g.op1('Add', [scaled, bias], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
+  const ctxOut = g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`);
+  return linear(ctx, `${scope}/o_proj`, mergeHeads(ctx, `${scope}/merge_heads`, ctxOut), lw.o, dims.numHeads * D, E);
+}
+
+/**
+ *   plain:  x ─ up ─ act ─ down
+ *   gated:  x ─┬─ gate ─ act ─┐
+ *              └─ up ─────────Mul ─ down
+ */
+function mlp(ctx: EmitContext, scope: string, x: string, lw: LayerWeights, spec: ArchSpec): string {
+  const { g, dims } = ctx;
+  const E = dims.hiddenSize;
+  const I = dims.intermediateSize;
+  const up = linear(ctx, `${scope}/up_proj`, x, lw.up, E, I);
+  let hidden: string;
+  if (spec.traits.gatedMlp && lw.gate) {
+    const gate = activate(ctx, `${scope}/act`, linear(ctx, `${scope}/gate_proj`, x, lw.gate, E, I), spec.traits.activation);
+    hidden = g.op1('Mul', [gate, up], `${scope}/Mul`);
+  } else {
+    hidden = activate(ctx, `${scope}/act`, up, spec.traits.activation);
+  }
+  return linear(ctx, `${scope}/down_proj`, hidden, lw.down, I, E);
+}
+
+/**
+ * Tied heads reuse the embedding table through Gemm(transB) instead of storing a
+ * transposed copy:  h [B,S,E] -> [B*S,E] -> Gemm(embed^T) -> [B*S,V] -> [B,S,V]
+ */
+function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView): string {
+  const { g, dims } = ctx;
+  const s = '/lm_head';
+  const tied = head.source === tokens.source && head.transpose && !head.rows && !head.cols;
+  if (!tied) {
+    const w = weight(ctx, 'lm_head.weight', head, [dims.hiddenSize, dims.vocabSize]);
+    return g.op1('MatMul', [h, w], `${s}/MatMul`);
+  }
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
+  const flat = g.op1('Reshape', [h, g.constInt64([-1, dims.hiddenSize])], `${s}/Reshape`);
+  const y = g.op1('Gemm', [flat, table], `${s}/Gemm`, { transB: int(1) });
+  const outShape = g.op1('Concat', [g.op1('Shape', [h], `${s}/Shape`, { start: int(0), end: int(2) }), g.constInt64([dims.vocabSize])], `${s}/Concat`, { axis: int(0) });
+  return g.op1('Reshape', [y, outShape], `${s}/Reshape_1`);
+}

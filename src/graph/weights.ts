@@ -1,0 +1,94 @@
+/**
+ * Resolves an architecture's weight views against a checkpoint's tensors: finds the name
+ * under the spec's prefixes, checks the shape the graph expects, and produces the data
+ * (sliced, transposed) on demand, one tensor at a time.
+ */
+import type { TensorStore } from '../checkpoint/safetensors.js';
+import { InputError } from '../errors.js';
+import type { WeightView } from '../arch/spec.js';
+
+export class WeightSource {
+  constructor(
+    private readonly store: TensorStore,
+    private readonly prefixes: readonly string[],
+    /** Named in errors: the checkpoint directory. */
+    private readonly where: string,
+  ) {}
+
+  /** The checkpoint's name for a spec-relative name, trying each prefix. */
+  resolve(name: string): string {
+    for (const candidate of [name, ...this.prefixes.map((p) => p + name)]) {
+      if (this.store.has(candidate)) return candidate;
+    }
+    throw new InputError(this.where, `missing tensor "${name}" (also looked for ${this.prefixes.map((p) => `"${p}${name}"`).join(', ')})`);
+  }
+
+  has(name: string): boolean {
+    return [name, ...this.prefixes.map((p) => p + name)].some((n) => this.store.has(n));
+  }
+
+  /** Shape after slicing and transposing; `expected` is checked when given. */
+  shape(view: WeightView, expected?: number[]): number[] {
+    const name = this.resolve(view.source);
+    const src = this.store.info(name).shape;
+    if (src.length !== 1 && src.length !== 2) throw new InputError(this.where, `tensor "${name}" has rank ${src.length}, expected 1 or 2`);
+    const rows = view.rows ? sum(view.rows, src[0]!, name, this.where) : src[0]!;
+    const cols = src.length === 2 ? (view.cols ? sum(view.cols, src[1]!, name, this.where) : src[1]!) : undefined;
+    let shape = cols === undefined ? [rows] : [rows, cols];
+    if (view.transpose && cols !== undefined) shape = [cols, rows];
+    if (expected && (expected.length !== shape.length || expected.some((d, i) => d !== shape[i]))) {
+      throw new InputError(this.where, `tensor "${name}" has shape [${src.join(', ')}]; the config implies [${expected.join(', ')}]${view.transpose ? ' (transposed)' : ''}`);
+    }
+    return shape;
+  }
+
+  read(view: WeightView): Float32Array {
+    const name = this.resolve(view.source);
+    const src = this.store.info(name).shape;
+    const data = this.store.readFloat32(name);
+    const nRows = src[0]!;
+    const nCols = src.length === 2 ? src[1]! : 1;
+    const rows = view.rows ?? [[0, nRows]];
+    const cols = view.cols ?? [[0, nCols]];
+    const outRows = rows.reduce((a, [, n]) => a + n, 0);
+    const outCols = cols.reduce((a, [, n]) => a + n, 0);
+    let out = data;
+    if (view.rows || view.cols) {
+      out = new Float32Array(outRows * outCols);
+      let r = 0;
+      for (const [r0, rn] of rows) {
+        for (let i = r0; i < r0 + rn; i++, r++) {
+          let c = 0;
+          for (const [c0, cn] of cols) {
+            out.set(data.subarray(i * nCols + c0, i * nCols + c0 + cn), r * outCols + c);
+            c += cn;
+          }
+        }
+      }
+    }
+    if (view.transpose && src.length === 2) out = transpose(out, outRows, outCols);
+    return out;
+  }
+}
+
+function sum(ranges: Array<[number, number]>, extent: number, name: string, where: string): number {
+  let total = 0;
+  for (const [start, n] of ranges) {
+    if (start < 0 || n < 0 || start + n > extent) throw new InputError(where, `tensor "${name}" is too small for the configured dimensions (needs index ${start + n} of ${extent})`);
+    total += n;
+  }
+  return total;
+}
+
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  const B = 64; // blocked for cache locality on large matrices
+  for (let i0 = 0; i0 < rows; i0 += B) {
+    for (let j0 = 0; j0 < cols; j0 += B) {
+      const iEnd = Math.min(i0 + B, rows);
+      const jEnd = Math.min(j0 + B, cols);
+      for (let i = i0; i < iEnd; i++) for (let j = j0; j < jEnd; j++) out[j * rows + i] = a[i * cols + j]!;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,84 @@
+/** Pieces every pipeline shares: capacity checks, end-of-sequence handling, logits top-k. */
+import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { openWeights } from '../checkpoint/checkpoint.js';
+import { CapacityError } from '../errors.js';
+import type { SequenceResult, TopK } from './types.js';
+
+/** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
+export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength: number, maxNewTokens: number): void {
+  const need = promptLength + maxNewTokens;
+  if (need > maxTokens) {
+    throw new CapacityError('--max_tokens', `the longest prompt (${promptLength} tokens) plus --max_new_tokens ${maxNewTokens} needs ${need} tokens of KV cache; --max_tokens is ${maxTokens}`);
+  }
+  if (need > ckpt.dims.maxPositions) {
+    throw new CapacityError('--max_new_tokens', `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
+  }
+}
+
+/**
+ * Cuts each row at its first end-of-sequence token (Hugging Face pads finished rows; some
+ * loops keep generating for them) and decodes as the seed does: the whole sequence,
+ * special tokens skipped.
+ */
+export function finishSequences(
+  tokenizer: PreTrainedTokenizer,
+  prompts: string[],
+  promptIds: number[][],
+  generated: number[][],
+  eosIds: number[],
+  topKs?: TopK[][],
+): SequenceResult[] {
+  return prompts.map((prompt, b) => {
+    const row = generated[b]!;
+    const eosAt = row.findIndex((t) => eosIds.includes(t));
+    const newIds = eosAt >= 0 ? row.slice(0, eosAt + 1) : row;
+    const ids = promptIds[b]!;
+    const seq: SequenceResult = {
+      prompt,
+      promptIds: ids,
+      newIds,
+      finishReason: eosAt >= 0 ? 'eos' : 'length',
+      text: tokenizer.decode([...ids, ...newIds], { skip_special_tokens: true }),
+      generatedText: tokenizer.decode(newIds, { skip_special_tokens: true }),
+    };
+    if (topKs) seq.topK = topKs[b]!.slice(0, newIds.length);
+    return seq;
+  });
+}
+
+/** The k largest entries, largest first (ties: lower id first). */
+export function topK(row: ArrayLike<number>, k: number): TopK {
+  const ids: number[] = [];
+  const values: number[] = [];
+  if (k <= 0) return { ids, values };
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (ids.length === k && !(v > values[k - 1]!)) continue;
+    // Insert at the sorted position; when full, the last entry falls off.
+    let j = ids.length < k ? ids.length : k - 1;
+    while (j > 0 && values[j - 1]! < v) {
+      values[j] = values[j - 1]!;
+      ids[j] = ids[j - 1]!;
+      j--;
+    }
+    values[j] = v;
+    ids[j] = i;
+  }
+  return { ids, values };
+}
+
+/** Parameters as stored in the checkpoint (float tensors only). */
+export function parameterCount(ckpt: Checkpoint): number {
+  const store = openWeights(ckpt);
+  try {
+    let n = 0;
+    for (const name of store.names()) {
+      const info = store.info(name);
+      if (info.dtype === 'F32' || info.dtype === 'F16' || info.dtype === 'BF16') n += info.shape.reduce((a, b) => a * b, 1);
+    }
+    return n;
+  } finally {
+    store.close();
+  }
+}

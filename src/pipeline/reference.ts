@@ -1,0 +1,129 @@
+/**
+ * The reference pipeline: transformers.js text generation on the plain (standard-ops)
+ * ONNX export of the checkpoint. This is our "Hugging Face baseline": the same library
+ * JS users already run, on a graph with nothing fused.
+ */
+import { AutoModelForCausalLM, AutoTokenizer, env, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { UnsupportedError } from '../errors.js';
+import { exportReferenceModel } from '../graph/export.js';
+import { checkCapacity, finishSequences, parameterCount, topK } from './common.js';
+import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
+
+// Models come from local directories only: never the network.
+env.allowRemoteModels = false;
+env.allowLocalModels = true;
+
+export interface ReferenceOptions {
+  device: Device;
+  dtype: DType;
+  /** KV-cache capacity in tokens (prompt + new tokens), as the seed's --max_tokens. */
+  maxTokens: number;
+  cacheDir?: string;
+}
+
+export class ReferencePipeline implements TextGenerationPipeline {
+  private constructor(
+    readonly info: PipelineInfo,
+    private readonly ckpt: Checkpoint,
+    private readonly maxTokens: number,
+    private readonly tokenizer: PreTrainedTokenizer,
+    private readonly model: PreTrainedModel,
+  ) {}
+
+  static async create(ckpt: Checkpoint, o: ReferenceOptions): Promise<ReferencePipeline> {
+    const t0 = performance.now();
+    if (o.dtype !== 'float32' && o.dtype !== 'float16') {
+      throw new UnsupportedError('--dtype', `${o.dtype} is not available for the reference pipeline (float32 or float16)`);
+    }
+    if (o.device === 'cuda') throw new UnsupportedError('--device', 'cuda is not available for the reference pipeline yet (cpu or webgpu)');
+    const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
+    const tokenizer = await AutoTokenizer.from_pretrained(exported.dir);
+    tokenizer.padding_side = 'left';
+    const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device });
+    const parameters = parameterCount(ckpt);
+    const info: PipelineInfo = {
+      name: 'reference',
+      device: o.device,
+      dtype: o.dtype,
+      modelDir: ckpt.dir,
+      modelType: ckpt.modelType,
+      executionProviders: [o.device],
+      parameters,
+      parameterBytes: parameters * (o.dtype === 'float16' ? 2 : 4),
+      loadMs: performance.now() - t0,
+    };
+    return new ReferencePipeline(info, ckpt, o.maxTokens, tokenizer, model);
+  }
+
+  /** Tokenizes as the seed does: special tokens added, left padding with pad = eos. */
+  private encode(prompts: string[]) {
+    return this.tokenizer(prompts, { add_special_tokens: true, padding: true }) as { input_ids: Tensor; attention_mask: Tensor };
+  }
+
+  /** Throws before any work when the request cannot fit the KV cache or the positions. */
+  validate(request: GenerateRequest): void {
+    const { input_ids } = this.encode(request.prompts);
+    checkCapacity(this.ckpt, this.maxTokens, input_ids.dims[1]!, request.maxNewTokens);
+  }
+
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    const t0 = performance.now();
+    const inputs = this.encode(request.prompts);
+    const [batch, promptLength] = inputs.input_ids.dims as [number, number];
+    checkCapacity(this.ckpt, this.maxTokens, promptLength, request.maxNewTokens);
+
+    const k = request.recordTopK ?? 0;
+    const recorded: TopK[][] = Array.from({ length: batch }, () => []);
+    const recordLogits = (ids: bigint[][], logits: Tensor) => {
+      const data = logits.data as Float32Array;
+      const vocab = logits.dims.at(-1)!;
+      for (let b = 0; b < batch; b++) recorded[b]!.push(topK(data.subarray(b * vocab, (b + 1) * vocab), k));
+      return logits;
+    };
+    const stepTimes: number[] = [];
+    let generated: number[][] = Array.from({ length: batch }, () => []);
+    let first = true;
+    const streamer = {
+      put: (value: bigint[][]) => {
+        if (first) {
+          first = false; // the prompt comes first
+          return;
+        }
+        stepTimes.push(performance.now());
+        value.forEach((row, b) => generated[b]!.push(Number(row[0])));
+      },
+      end: () => {},
+    };
+    if (request.doSample) random.seed(request.seed ?? 0);
+    await this.model.generate({
+      ...inputs,
+      max_new_tokens: request.maxNewTokens,
+      do_sample: request.doSample,
+      streamer: streamer as never,
+      logits_processor: (k > 0 ? [recordLogits] : []) as never,
+    } as never);
+    const totalMs = performance.now() - t0;
+
+    const promptIds = (inputs.input_ids.tolist() as bigint[][]).map((row, b) => {
+      const mask = (inputs.attention_mask.tolist() as bigint[][])[b]!;
+      return row.filter((_, i) => mask[i] === 1n).map(Number);
+    });
+    const sequences = finishSequences(this.tokenizer, request.prompts, promptIds, generated, this.ckpt.eosTokenIds, k > 0 ? recorded : undefined);
+    generated = [];
+    return {
+      sequences,
+      promptLength,
+      steps: stepTimes.length,
+      timings: {
+        firstTokenMs: (stepTimes[0] ?? t0) - t0,
+        decodeStepMs: stepTimes.slice(1).map((t, i) => t - stepTimes[i]!),
+        totalMs,
+      },
+    };
+  }
+
+  async dispose(): Promise<void> {
+    await this.model.dispose();
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * What every pipeline (reference, injected) takes and returns: plain data, so that compare
+ * and bench never need to know which pipeline produced a trace.
+ */
+
+export type Device = 'cpu' | 'webgpu' | 'cuda';
+export type DType = 'float32' | 'float16' | 'int8' | 'int4' | 'bfloat16';
+
+export interface GenerateRequest {
+  prompts: string[];
+  maxNewTokens: number;
+  /** false: greedy. */
+  doSample: boolean;
+  /** Seeds the sampler (ignored when greedy). */
+  seed?: number;
+  /** Record the top-k logits of every generated step (0: none). */
+  recordTopK?: number;
+}
+
+export interface TopK {
+  ids: number[];
+  values: number[];
+}
+
+export interface SequenceResult {
+  prompt: string;
+  /** Prompt ids without padding, as the tokenizer produced them (special tokens included). */
+  promptIds: number[];
+  /** Generated ids, up to and including the first end-of-sequence token. */
+  newIds: number[];
+  finishReason: 'eos' | 'length';
+  /** Prompt and continuation decoded without special tokens, as the seed prints `out=`. */
+  text: string;
+  /** The continuation alone. */
+  generatedText: string;
+  /** Per generated step, when requested. */
+  topK?: TopK[];
+}
+
+export interface GenerateTimings {
+  /** From the call to the first generated token (tokenization and prefill). */
+  firstTokenMs: number;
+  /** Wall time of each step after the first (decode steps), in order. */
+  decodeStepMs: number[];
+  totalMs: number;
+}
+
+export interface GenerateResult {
+  sequences: SequenceResult[];
+  /** Longest padded prompt: the prefill length. */
+  promptLength: number;
+  /** Steps actually run (all rows together). */
+  steps: number;
+  timings: GenerateTimings;
+}
+
+export interface PipelineInfo {
+  name: 'reference' | 'injected';
+  device: Device;
+  dtype: DType;
+  modelDir: string;
+  modelType: string;
+  /** Execution provider(s) the session really uses. */
+  executionProviders: string[];
+  /** Bytes of weights the model holds (for bandwidth figures). */
+  parameterBytes: number;
+  parameters: number;
+  loadMs: number;
+}
+
+export interface TextGenerationPipeline {
+  readonly info: PipelineInfo;
+  generate(request: GenerateRequest): Promise<GenerateResult>;
+  dispose(): Promise<void>;
+}
