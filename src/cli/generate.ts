@@ -1,0 +1,125 @@
+/**
+ * `fusegen generate`: the seed's inference-test.py. Loads a pipeline, runs the seed's
+ * prompts, prints the seed's lines, and with --test_performance the seed's statistics
+ * beside correctly defined ones.
+ */
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { UnsupportedError, UsageError } from '../errors.js';
+import { ReferencePipeline } from '../pipeline/reference.js';
+import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
+import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
+import { seedBatch } from '../../fixtures/prompts.js';
+import { intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
+
+export interface GenerateOptions {
+  model: string | undefined;
+  checkpoint_path: string | undefined;
+  save_mp_checkpoint_path: string | undefined;
+  batch_size: number;
+  dtype: DType | undefined;
+  hf_baseline: boolean;
+  use_kernel: boolean;
+  max_tokens: number;
+  max_new_tokens: number;
+  greedy: boolean;
+  use_meta_tensor: boolean;
+  test_performance: boolean;
+  local_rank: number;
+  world_size: number;
+  trust_remote_code: boolean;
+  device: Device;
+  seed: number;
+}
+
+export const generateOptions: OptionTable<GenerateOptions> = {
+  model: { flag: 'model', arg: 'dir', help: 'Hugging Face checkpoint directory (default: the embedded tiny OPT, generated on first use)', parse: text },
+  checkpoint_path: { flag: 'checkpoint_path', arg: 'path', help: 'checkpoint to load weights from with --use_meta_tensor (not available yet)', parse: text },
+  save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
+  batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
+  dtype: {
+    flag: 'dtype',
+    arg: 'type',
+    help: 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)',
+    parse: oneOf<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' }),
+  },
+  hf_baseline: { flag: 'hf_baseline', help: 'run the reference pipeline (transformers.js on the plain graph)', default: false },
+  use_kernel: { flag: 'use_kernel', help: 'run the kernel-injected pipeline (not available yet)', default: false },
+  max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },
+  max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens to generate per prompt', default: 50, parse: intAtLeast(1) },
+  greedy: { flag: 'greedy', help: 'greedy decoding (default: sampling, as in the seed)', default: false },
+  use_meta_tensor: { flag: 'use_meta_tensor', help: 'build the model from its config and stream weights (not available yet)', default: false },
+  test_performance: { flag: 'test_performance', help: 'run 30 iterations (3 warm-up) and print latency, bandwidth and FLOP/s', default: false },
+  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process (env LOCAL_RANK)', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+  world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (env WORLD_SIZE; > 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
+  trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
+  device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
+  seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
+};
+
+/** Flags the seed has that later work implements: refused, never silently ignored. */
+function refuseUnavailable(o: GenerateOptions): void {
+  if (o.use_kernel) throw new UnsupportedError('--use_kernel', 'kernel injection is not available yet; run without it for the reference pipeline');
+  if (o.use_meta_tensor) throw new UnsupportedError('--use_meta_tensor', 'meta-tensor loading is not available yet');
+  if (o.checkpoint_path !== undefined) throw new UnsupportedError('--checkpoint_path', 'loading from a checkpoints file is not available yet (it goes with --use_meta_tensor)');
+  if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
+  if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
+  if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
+}
+
+export function resolveDtype(o: GenerateOptions): DType {
+  return o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16');
+}
+
+export interface Io {
+  out: (line: string) => void;
+  /** Set when the user interrupts; loops stop at the next iteration boundary. */
+  interrupted: () => boolean;
+}
+
+const DASHES = '-'.repeat(60);
+
+export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
+  refuseUnavailable(o);
+  const dtype = resolveDtype(o);
+  const t0 = performance.now();
+  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
+  const pipe: TextGenerationPipeline & { validate(r: { prompts: string[]; maxNewTokens: number }): void } = await ReferencePipeline.create(ckpt, {
+    device: o.device,
+    dtype,
+    maxTokens: o.max_tokens,
+  });
+  const initMs = performance.now() - t0;
+  try {
+    const prompts = seedBatch(o.batch_size);
+    const request = { prompts, maxNewTokens: o.max_new_tokens, doSample: !o.greedy, seed: o.seed };
+    pipe.validate(request); // capacity errors before any output
+
+    // The seed runs twice (the first is warm-up) and reports the second; 30 with --test_performance.
+    const iterations = o.test_performance ? 30 : 2;
+    const runs: RunTiming[] = [];
+    let last: GenerateResult | undefined;
+    for (let i = 0; i < iterations && !io.interrupted(); i++) {
+      const t = performance.now();
+      last = await pipe.generate(request);
+      runs.push({ totalMs: performance.now() - t, result: last });
+    }
+    if (!last) return 130;
+
+    io.out(`initialization time: ${initMs}ms`);
+    io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toString()} sec`);
+    for (const s of last.sequences) io.out(`\nin=${s.prompt}\nout=${s.text}\n${DASHES}`);
+    if (o.test_performance) {
+      for (const line of seedPerfLines(runs, o.max_new_tokens, ckpt.dims, dtype, o.batch_size)) io.out(line);
+      for (const line of decodeStats(runs, pipe.info, o.batch_size)) io.out(line);
+    }
+    if (io.interrupted()) {
+      io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);
+      return 130;
+    }
+    io.out('Done !');
+    return 0;
+  } finally {
+    await pipe.dispose();
+  }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/**
+ * The CLI edge: parses flags from the option tables, runs the command, and turns every
+ * FusegenError into one line on stderr with exit code 2. Nothing else catches errors.
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { FusegenError } from '../errors.js';
+import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
+import type { OptionTable } from './options.js';
+
+function addOptions<O>(cmd: Command, table: OptionTable<O>): void {
+  for (const spec of Object.values(table) as Array<OptionTable<O>[keyof O]>) {
+    const opt = new Option(spec.arg ? `--${spec.flag} <${spec.arg}>` : `--${spec.flag}`, spec.help);
+    if (spec.parse) opt.argParser((raw: string) => spec.parse!(raw, spec.flag));
+    cmd.addOption(opt);
+  }
+}
+
+/** Parsed flags plus defaults (environment first, then the table's). */
+function resolve<O>(table: OptionTable<O>, parsed: Record<string, unknown>): O {
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(table) as Array<[string, OptionTable<O>[keyof O]]>) {
+    const envRaw = spec.env ? process.env[spec.env] : undefined;
+    out[key] = parsed[spec.flag] ?? (envRaw !== undefined && spec.parse ? spec.parse(envRaw, spec.flag) : spec.default);
+  }
+  return out as O;
+}
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+export async function main(argv: string[], io: CliIo = { out: (l) => console.log(l), err: (l) => console.error(l) }): Promise<number> {
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    io.err('interrupt: finishing the current step; press Ctrl-C again to abort');
+  };
+  const program = new Command('fusegen')
+    .description('Kernel-injected LLM inference for Node.js, checked against a reference pipeline')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+
+  let code = 0;
+  const generate = program.command('generate').description("run the seed's prompts through a pipeline (DeepSpeed's inference-test.py)").exitOverride();
+  addOptions(generate, generateOptions);
+  generate.action(async (parsed: Record<string, unknown>) => {
+    code = await runGenerate(resolve<GenerateOptions>(generateOptions, parsed), { out: io.out, interrupted: () => interrupted });
+  });
+  for (const name of ['compare', 'bench']) {
+    program
+      .command(name)
+      .allowUnknownOption()
+      .description(`${name} suite (not available yet)`)
+      .action(() => {
+        io.err(`error: fusegen ${name} is not available yet; use fusegen generate`);
+        code = 2;
+      });
+  }
+
+  process.on('SIGINT', onSigint);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version exit through here with code 0.
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    if (e instanceof FusegenError) {
+      io.err(`error: ${e.message}`);
+      return 2;
+    }
+    io.err(`error: ${(e as Error).stack ?? String(e)}`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+// Run when executed directly (also through npm's bin symlink), not when imported by tests.
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) {
+  process.exitCode = await main(process.argv.slice(2));
+}

@@ -1,0 +1,42 @@
+/**
+ * Command options, each defined once in a typed table that drives commander (flags, help,
+ * defaults) and the parsed, typed result. Flag names keep the seed's snake_case.
+ */
+import { UsageError } from '../errors.js';
+
+export interface OptionSpec<T> {
+  /** Flag without dashes, e.g. `batch_size`. */
+  flag: string;
+  /** Value placeholder; absent for boolean switches. */
+  arg?: string;
+  help: string;
+  /** Default value, or a function of the other parsed options (resolved after parsing). */
+  default?: T;
+  /** Environment variable that provides the default, as the seed reads LOCAL_RANK. */
+  env?: string;
+  parse?: (raw: string, flag: string) => T;
+}
+
+export type OptionTable<O> = { [K in keyof O]-?: OptionSpec<O[K]> };
+
+export function intAtLeast(min: number) {
+  return (raw: string, flag: string): number => {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${flag}`, `expected an integer, got "${raw}"`);
+    if (n < min) throw new UsageError(`--${flag}`, `must be at least ${min}, got ${n}`);
+    return n;
+  };
+}
+
+export function oneOf<T extends string>(choices: readonly T[], aliases: Record<string, T> = {}) {
+  return (raw: string, flag: string): T => {
+    const v = aliases[raw] ?? raw;
+    if (!(choices as readonly string[]).includes(v)) throw new UsageError(`--${flag}`, `expected one of ${choices.join(', ')}, got "${raw}"`);
+    return v as T;
+  };
+}
+
+export function text(raw: string, flag: string): string {
+  if (raw.trim() === '') throw new UsageError(`--${flag}`, 'must not be empty');
+  return raw;
+}
