@@ -12,11 +12,10 @@ import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { openWeights } from '../checkpoint/checkpoint.js';
 import type { FloatType } from './blocks.js';
 import { buildReferenceDecoder } from './decoder.js';
+import type { Graph } from './ir.js';
 import { writeModel } from './onnx-writer.js';
 import { WeightSource } from './weights.js';
 
-/** Bump when the emitted graph changes, so stale cached exports are not reused. */
-export const EXPORTER_VERSION = 'reference-1';
 
 const COPIED_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
@@ -42,17 +41,11 @@ export function defaultCacheDir(): string {
 export function exportReferenceModel(ckpt: Checkpoint, o: ExportOptions): ExportedModel {
   const t0 = performance.now();
   const cacheDir = o.cacheDir ?? defaultCacheDir();
-  const key = contentKey(ckpt, [EXPORTER_VERSION, o.dtype], cacheDir);
-  const dir = join(cacheDir, 'exports', key);
   const tjsDtype = o.dtype === 'float16' ? 'fp16' : 'fp32';
-  if (existsSync(join(dir, 'fusegen-export.json'))) return { dir, tjsDtype, cached: true, key, exportMs: performance.now() - t0 };
-
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(join(tmp, 'onnx'), { recursive: true });
   const store = openWeights(ckpt);
   try {
-    for (const f of COPIED_FILES) if (existsSync(join(ckpt.dir, f))) copyFileSync(join(ckpt.dir, f), join(tmp, f));
+    // Building the graph reads only tensor headers (weights are produced when written), so
+    // its structure can be part of the cache key: any change to the emitters is a new export.
     const graph = buildReferenceDecoder({
       spec: ckpt.spec,
       dims: ckpt.dims,
@@ -60,22 +53,35 @@ export function exportReferenceModel(ckpt: Checkpoint, o: ExportOptions): Export
       weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir),
       dtype: o.dtype,
     });
-    const file = tjsDtype === 'fp16' ? 'model_fp16.onnx' : 'model.onnx';
-    const written = writeModel(graph, {
-      path: join(tmp, 'onnx', file),
-      opsets: [{ domain: '', version: 20 }],
-      metadata: { source: ckpt.dir, exporter: EXPORTER_VERSION },
-    });
-    writeFileSync(join(tmp, 'fusegen-export.json'), JSON.stringify({ key, source: ckpt.dir, dtype: o.dtype, exporter: EXPORTER_VERSION, file, ...written }, null, 2));
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (e) {
+    const key = contentKey(ckpt, [o.dtype, graphSignature(graph)], cacheDir);
+    const dir = join(cacheDir, 'exports', key);
+    if (existsSync(join(dir, 'fusegen-export.json'))) return { dir, tjsDtype, cached: true, key, exportMs: performance.now() - t0 };
+
+    const tmp = `${dir}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    mkdirSync(join(tmp, 'onnx'), { recursive: true });
+    try {
+      for (const f of COPIED_FILES) if (existsSync(join(ckpt.dir, f))) copyFileSync(join(ckpt.dir, f), join(tmp, f));
+      const file = tjsDtype === 'fp16' ? 'model_fp16.onnx' : 'model.onnx';
+      const written = writeModel(graph, { path: join(tmp, 'onnx', file), opsets: [{ domain: '', version: 20 }], metadata: { source: ckpt.dir } });
+      writeFileSync(join(tmp, 'fusegen-export.json'), JSON.stringify({ key, source: ckpt.dir, dtype: o.dtype, file, ...written }, null, 2));
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(tmp, dir);
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+    return { dir, tjsDtype, cached: false, key, exportMs: performance.now() - t0 };
   } finally {
     store.close();
   }
-  return { dir, tjsDtype, cached: false, key, exportMs: performance.now() - t0 };
+}
+
+/** The graph's structure: nodes, I/O and initializer names, types and shapes (no data). */
+function graphSignature(g: Graph): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify([g.inputs, g.outputs, g.nodes, g.initializers.map((i) => [i.name, i.type, i.dims])]));
+  return h.digest('hex');
 }
 
 /**

@@ -7,7 +7,7 @@ import { AutoModelForCausalLM, AutoTokenizer, env, random, type PreTrainedModel,
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { exportReferenceModel } from '../graph/export.js';
-import { checkCapacity, finishSequences, parameterCount, topK } from './common.js';
+import { checkCapacity, deviceError, finishSequences, parameterCount, topK } from './common.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
 // Models come from local directories only: never the network.
@@ -40,7 +40,9 @@ export class ReferencePipeline implements TextGenerationPipeline {
     const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
     const tokenizer = await AutoTokenizer.from_pretrained(exported.dir);
     tokenizer.padding_side = 'left';
-    const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device });
+    const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
+      throw deviceError(o.device, e);
+    });
     const parameters = parameterCount(ckpt);
     const info: PipelineInfo = {
       name: 'reference',

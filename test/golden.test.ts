@@ -1,0 +1,89 @@
+/**
+ * The outside judge: Hugging Face transformers (PyTorch, fp32, CPU) on the same fixture
+ * checkpoints, from fixtures/golden/make_goldens.py. The reference pipeline must reproduce
+ * the greedy tokens exactly and the top-k logits of every step within 1e-4, alone and in a
+ * left-padded batch.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { ReferencePipeline } from '../src/pipeline/reference.js';
+import type { SequenceResult } from '../src/pipeline/types.js';
+
+interface GoldenRow {
+  new_ids: number[];
+  text: string;
+  steps: Array<{ ids: number[]; values: number[] }>;
+}
+interface Golden {
+  max_new_tokens: number;
+  top_k: number;
+  checkpoint: { config_sha256: string; weights_sha256: string };
+  single: Array<GoldenRow & { prompt: string; input_ids: number[] }>;
+  batch: { prompts: string[]; input_ids: number[][]; rows: GoldenRow[] };
+}
+
+const LOGIT_ATOL = 1e-4;
+
+function sha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/** Largest |ours - golden| over the golden's top-k ids at every step; Infinity if an id is missing from ours. */
+function maxLogitError(seq: SequenceResult, gold: GoldenRow): number {
+  let err = 0;
+  gold.steps.forEach((step, i) => {
+    const ours = seq.topK![i]!;
+    step.ids.forEach((id, j) => {
+      const k = ours.ids.indexOf(id);
+      err = Math.max(err, k < 0 ? Infinity : Math.abs(ours.values[k]! - step.values[j]!));
+    });
+  });
+  return err;
+}
+
+/** Byte-fallback pieces that are not valid UTF-8 decode differently across tokenizer libraries. */
+function comparableText(s: string): boolean {
+  return !s.includes('\uFFFD');
+}
+
+describe.each(FIXTURE_ARCHS)('%s reference pipeline against Hugging Face goldens', (arch) => {
+  const golden = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'golden', `${arch}.json`), 'utf8')) as Golden;
+  let pipe: ReferencePipeline;
+
+  beforeAll(async () => {
+    pipe = await ReferencePipeline.create(openCheckpoint(tinyModelDir(arch)), { device: 'cpu', dtype: 'float32', maxTokens: 1024 });
+  });
+  afterAll(async () => {
+    await pipe?.dispose();
+  });
+
+  it('the fixture generator still writes the checkpoint the goldens were made from', () => {
+    expect(sha256(join(tinyModelDir(arch), 'model.safetensors'))).toBe(golden.checkpoint.weights_sha256);
+    expect(sha256(join(tinyModelDir(arch), 'config.json'))).toBe(golden.checkpoint.config_sha256);
+  });
+
+  it('matches tokens, tokenization and logits for each prompt alone', async () => {
+    for (const g of golden.single) {
+      const r = await pipe.generate({ prompts: [g.prompt], maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: golden.top_k });
+      const seq = r.sequences[0]!;
+      expect(seq.promptIds, g.prompt).toEqual(g.input_ids);
+      expect(seq.newIds, g.prompt).toEqual(g.new_ids);
+      expect(maxLogitError(seq, g), g.prompt).toBeLessThan(LOGIT_ATOL);
+      if (comparableText(g.text)) expect(seq.text).toBe(g.text);
+    }
+  });
+
+  it('matches tokens and logits in one left-padded batch of all eight prompts', async () => {
+    const r = await pipe.generate({ prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: golden.top_k });
+    expect(r.promptLength).toBe(golden.batch.input_ids[0]!.length);
+    r.sequences.forEach((seq, i) => {
+      const g = golden.batch.rows[i]!;
+      expect(seq.newIds, seq.prompt).toEqual(g.new_ids);
+      expect(maxLogitError(seq, g), seq.prompt).toBeLessThan(LOGIT_ATOL);
+    });
+  });
+});
