@@ -1,5 +1,5 @@
 /** GPT-2: learned positions, pre-LayerNorm, gelu_new, Conv1D projections ([in, out]). */
-import { optionalString, positiveInt, positiveNumber, type RawConfig } from '../checkpoint/config.js';
+import { optionalPositiveInt, optionalString, positiveInt, positiveNumber, type RawConfig } from '../checkpoint/config.js';
 import { UnsupportedError } from '../errors.js';
 import { norm, type ArchSpec, type LinearWeights, type ModelDims } from './spec.js';
 
@@ -40,7 +40,7 @@ export const gpt2: ArchSpec = {
       numHeads,
       numKvHeads: numHeads,
       headDim: hiddenSize / numHeads,
-      intermediateSize: (config['n_inner'] as number | null | undefined) ?? 4 * hiddenSize,
+      intermediateSize: optionalPositiveInt(config, path, 'n_inner') ?? 4 * hiddenSize,
       maxPositions: positiveInt(config, path, 'n_positions', 'max_position_embeddings'),
       normEps: positiveNumber(config, path, 'layer_norm_epsilon', 1e-5),
       ropeTheta: 0,

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { archFor } from '../arch/index.js';
 import type { ArchSpec, ModelDims } from '../arch/spec.js';
 import { InputError } from '../errors.js';
-import { readGenerationConfig, readModelConfig, tokenIds, type RawConfig } from './config.js';
+import { readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from './config.js';
 import { openCheckpointTensors, type TensorStore } from './safetensors.js';
 
 export interface Checkpoint {
@@ -31,11 +31,14 @@ export function openCheckpoint(dirArg: string): Checkpoint {
   const modelType = config['model_type'] as string;
   const spec = archFor(modelType, `${configPath}: model_type`);
   const dims = spec.dims(config, configPath);
-  if (!Number.isInteger(dims.headDim) || dims.headDim % 2 !== 0) {
-    throw new InputError(`${configPath}: num_attention_heads`, `hidden size ${dims.hiddenSize} / ${dims.numHeads} heads gives head dim ${dims.headDim}, expected an even integer`);
+  const needsEven = spec.traits.position === 'rotary'; // rotate-half splits each head in two
+  if (!Number.isInteger(dims.headDim) || (needsEven && dims.headDim % 2 !== 0)) {
+    const field = ['num_attention_heads', 'n_head'].find((k) => config[k] !== undefined) ?? 'num_attention_heads';
+    throw new InputError(`${configPath}: ${field}`, `hidden size ${dims.hiddenSize} / ${dims.numHeads} heads gives head dim ${dims.headDim}, expected ${needsEven ? 'an even' : 'an'} integer`);
   }
   for (const f of TOKENIZER_FILES) {
     if (!existsSync(join(dir, f))) throw new InputError(join(dir, f), 'file not found (fusegen needs the fast tokenizer files)');
+    readJsonObject(join(dir, f));
   }
   const generationConfig = readGenerationConfig(dir);
   const eos = tokenIds(generationConfig, 'eos_token_id');

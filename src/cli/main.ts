@@ -6,7 +6,7 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { FusegenError } from '../errors.js';
+import { FusegenError, UsageError } from '../errors.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
 import type { OptionTable } from './options.js';
 
@@ -23,9 +23,19 @@ function resolve<O>(table: OptionTable<O>, parsed: Record<string, unknown>): O {
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(table) as Array<[string, OptionTable<O>[keyof O]]>) {
     const envRaw = spec.env ? process.env[spec.env] : undefined;
-    out[key] = parsed[spec.flag] ?? (envRaw !== undefined && spec.parse ? spec.parse(envRaw, spec.flag) : spec.default);
+    out[key] = parsed[spec.flag] ?? (envRaw !== undefined && spec.parse ? parseEnv(spec.env!, envRaw, spec) : spec.default);
   }
   return out as O;
+}
+
+/** An environment default is blamed on the variable, not on a flag the user never typed. */
+function parseEnv<T>(name: string, raw: string, spec: { flag: string; parse?: (raw: string, flag: string) => T }): T {
+  try {
+    return spec.parse!(raw, spec.flag);
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`${name} (environment, default for --${spec.flag})`, e.message.slice(e.culprit.length + 2));
+    throw e;
+  }
 }
 
 export interface CliIo {

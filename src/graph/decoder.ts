@@ -87,8 +87,8 @@ function embed(ctx: EmitContext, ids: string, positionIds: string, tokens: Weigh
   const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
   const h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
   if (!positions) return h;
-  const rows = ctx.w.shape(positions)[0]!;
-  const posTable = weight(ctx, 'model.embed_positions.weight', positions, [rows, dims.hiddenSize]);
+  // The table must cover every position the config promises, or long runs would index past it.
+  const posTable = weight(ctx, 'model.embed_positions.weight', positions, [dims.maxPositions + offset, dims.hiddenSize]);
   const idx = offset ? g.op1('Add', [positionIds, g.constInt64([offset], true)], '/model/embed_positions/Add') : positionIds;
   const p = g.op1('Gather', [posTable, idx], '/model/embed_positions/Gather');
   return g.op1('Add', [h, p], '/model/embed_positions/Add_1');

@@ -8,11 +8,12 @@ import type { SequenceResult, TopK } from './types.js';
 /** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
 export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength: number, maxNewTokens: number): void {
   const need = promptLength + maxNewTokens;
-  if (need > maxTokens) {
-    throw new CapacityError('--max_tokens', `the longest prompt (${promptLength} tokens) plus --max_new_tokens ${maxNewTokens} needs ${need} tokens of KV cache; --max_tokens is ${maxTokens}`);
-  }
+  // The model's positions first: raising --max_tokens cannot fix that one.
   if (need > ckpt.dims.maxPositions) {
     throw new CapacityError('--max_new_tokens', `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
+  }
+  if (need > maxTokens) {
+    throw new CapacityError('--max_tokens', `the longest prompt (${promptLength} tokens) plus --max_new_tokens ${maxNewTokens} needs ${need} tokens of KV cache; --max_tokens is ${maxTokens}`);
   }
 }
 
@@ -90,4 +91,8 @@ export function deviceError(device: string, e: unknown): unknown {
     return new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
   }
   return e;
+}
+
+export function firstLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
 }

@@ -5,9 +5,10 @@
  */
 import { AutoModelForCausalLM, AutoTokenizer, env, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { UnsupportedError } from '../errors.js';
+import { join } from 'node:path';
+import { InputError, UnsupportedError } from '../errors.js';
 import { exportReferenceModel } from '../graph/export.js';
-import { checkCapacity, deviceError, finishSequences, parameterCount, topK } from './common.js';
+import { checkCapacity, deviceError, finishSequences, firstLine, parameterCount, topK } from './common.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
 // Models come from local directories only: never the network.
@@ -38,7 +39,9 @@ export class ReferencePipeline implements TextGenerationPipeline {
     }
     if (o.device === 'cuda') throw new UnsupportedError('--device', 'cuda is not available for the reference pipeline yet (cpu or webgpu)');
     const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
-    const tokenizer = await AutoTokenizer.from_pretrained(exported.dir);
+    const tokenizer = await AutoTokenizer.from_pretrained(exported.dir).catch((e: unknown) => {
+      throw new InputError(join(ckpt.dir, 'tokenizer.json'), `transformers.js cannot load the tokenizer (${firstLine(e)})`);
+    });
     tokenizer.padding_side = 'left';
     const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
       throw deviceError(o.device, e);

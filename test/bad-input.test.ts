@@ -1,0 +1,438 @@
+/**
+ * Bad input at the library level: each case copies a tiny fixture checkpoint into a fresh
+ * temp dir, breaks one thing, and checks the typed error and that it names the culprit (the
+ * file, the JSON field, the tensor). Also: a failed export never poisons the export cache,
+ * and a successful one is reused until the checkpoint's content changes.
+ */
+import { describe, it, expect, afterEach } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openSafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/checkpoint/safetensors.js';
+import { CapacityError, FusegenError, InputError, UnsupportedError, UsageError } from '../src/errors.js';
+import { exportReferenceModel } from '../src/graph/export.js';
+
+type ErrorClass = typeof InputError | typeof UnsupportedError | typeof UsageError | typeof CapacityError;
+
+const tmpDirs: string[] = [];
+
+function tmpDir(tag: string): string {
+  const d = fs.mkdtempSync(join(os.tmpdir(), `fusegen-bad-${tag}-`));
+  tmpDirs.push(d);
+  return d;
+}
+
+afterEach(() => {
+  for (const d of tmpDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A private copy of a tiny fixture checkpoint. */
+function copyFixture(arch: FixtureArch): string {
+  const dir = tmpDir(arch);
+  fs.cpSync(tinyModelDir(arch), dir, { recursive: true });
+  return dir;
+}
+
+function readConfig(dir: string): Record<string, unknown> {
+  return JSON.parse(fs.readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+}
+
+/** Copies `arch`'s fixture and edits its config.json. */
+function withConfig(arch: FixtureArch, edit: (c: Record<string, unknown>) => void): { dir: string; configPath: string } {
+  const dir = copyFixture(arch);
+  const config = readConfig(dir);
+  edit(config);
+  const configPath = join(dir, 'config.json');
+  fs.writeFileSync(configPath, JSON.stringify(config, null, 2));
+  return { dir, configPath };
+}
+
+/**
+ * Rewrites `dir/model.safetensors` through the real writer, copying every tensor from the
+ * original except where `edit` says otherwise: null drops the tensor, a spec + data replaces it.
+ */
+function rewriteWeights(
+  dir: string,
+  edit: (t: TensorToWrite, data: () => Float32Array) => { spec: TensorToWrite; data: Float32Array } | null | undefined,
+): void {
+  const file = join(dir, 'model.safetensors');
+  const store = openSafetensorsFile(file);
+  try {
+    const replaced = new Map<string, Float32Array>();
+    const specs: TensorToWrite[] = [];
+    for (const name of store.names()) {
+      const info = store.info(name);
+      if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') throw new Error(`fixture tensor ${name} is ${info.dtype}`);
+      const spec: TensorToWrite = { name, dtype: info.dtype, shape: info.shape };
+      const change = edit(spec, () => store.readFloat32(name));
+      if (change === null) continue;
+      if (change === undefined) {
+        specs.push(spec);
+      } else {
+        specs.push(change.spec);
+        replaced.set(change.spec.name, change.data);
+      }
+    }
+    // writeSafetensors renames a temp file over the original; the open store keeps reading the old inode.
+    writeSafetensors(file, specs, (t) => replaced.get(t.name) ?? store.readFloat32(t.name));
+  } finally {
+    store.close();
+  }
+}
+
+/**
+ * Rewrites `dir/model.safetensors` by hand with `name` relabelled as an integer tensor (I32 has
+ * F32's element size, so the header stays self-consistent): the writer refuses to write non-float
+ * dtypes, but checkpoints in the wild can contain them.
+ */
+function relabelDtype(dir: string, name: string, dtype: 'I32'): void {
+  const file = join(dir, 'model.safetensors');
+  const store = openSafetensorsFile(file);
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  try {
+    for (const n of store.names()) {
+      const info = store.info(n);
+      const raw = store.readRaw(n);
+      header[n] = { dtype: n === name ? dtype : info.dtype, shape: info.shape, data_offsets: [offset, offset + raw.length] };
+      chunks.push(raw);
+      offset += raw.length;
+    }
+  } finally {
+    store.close();
+  }
+  if (!(name in header)) throw new Error(`no tensor ${name} to relabel`);
+  const text = Buffer.from(JSON.stringify(header), 'utf8');
+  const padded = Buffer.concat([text, Buffer.alloc((8 - (text.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(padded.length));
+  fs.writeFileSync(file, Buffer.concat([len, padded, ...chunks]));
+}
+
+function caught(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected an error, but the call returned normally');
+}
+
+/**
+ * Asserts a FusegenError of class `cls` whose culprit is `culprit` (a string: exact match; a
+ * RegExp: matched) and whose message contains every fragment. The message always starts with the
+ * culprit, so what the CLI prints (`error: <message>`) names it too.
+ */
+function expectError(fn: () => unknown, cls: ErrorClass, culprit: string | RegExp, ...fragments: string[]): FusegenError {
+  const e = caught(fn);
+  expect(e, String(e)).toBeInstanceOf(cls);
+  const fe = e as FusegenError;
+  if (typeof culprit === 'string') expect(fe.culprit).toBe(culprit);
+  else expect(fe.culprit).toMatch(culprit);
+  expect(fe.message.startsWith(`${fe.culprit}: `)).toBe(true);
+  for (const f of fragments) expect(fe.message).toContain(f);
+  expect(fe.message).not.toContain('\n');
+  return fe;
+}
+
+/** Runs the reference export of `dir` into `cacheDir`. */
+function exportDir(dir: string, cacheDir: string) {
+  return exportReferenceModel(openCheckpoint(dir), { dtype: 'float32', cacheDir });
+}
+
+/** Directories under <cacheDir>/exports that are not complete exports, and leftover temp entries anywhere in the cache. */
+function cacheDebris(cacheDir: string): string[] {
+  const bad: string[] = [];
+  const exports = join(cacheDir, 'exports');
+  if (fs.existsSync(exports)) {
+    for (const e of fs.readdirSync(exports, { withFileTypes: true })) {
+      if (e.isDirectory() && !fs.existsSync(join(exports, e.name, 'fusegen-export.json'))) bad.push(`incomplete ${e.name}`);
+    }
+  }
+  if (fs.existsSync(cacheDir)) {
+    for (const rel of fs.readdirSync(cacheDir, { recursive: true }) as string[]) {
+      if (/\.tmp(-|$)/.test(rel)) bad.push(`temp ${rel}`);
+    }
+  }
+  return bad;
+}
+
+describe('checkpoint directory and config.json', () => {
+  it('missing model directory', () => {
+    const dir = join(tmpDir('missing'), 'no-such-model');
+    expectError(() => openCheckpoint(dir), InputError, dir, 'not found');
+  });
+
+  it('model path that is a file, not a directory', () => {
+    const file = join(tmpDir('file'), 'model.safetensors');
+    fs.writeFileSync(file, 'not a directory');
+    expectError(() => openCheckpoint(file), InputError, file, 'not a directory');
+  });
+
+  it('missing config.json', () => {
+    const dir = copyFixture('opt');
+    fs.rmSync(join(dir, 'config.json'));
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'config.json'), 'not found');
+  });
+
+  it('config.json that is not JSON', () => {
+    const dir = copyFixture('opt');
+    fs.writeFileSync(join(dir, 'config.json'), '{"model_type": "opt",');
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'config.json'), 'malformed JSON');
+  });
+
+  it('config.json that is a JSON array', () => {
+    const dir = copyFixture('opt');
+    fs.writeFileSync(join(dir, 'config.json'), JSON.stringify([readConfig(tinyModelDir('opt'))]));
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'config.json'), 'JSON object');
+  });
+
+  it('model_type missing', () => {
+    const { dir, configPath } = withConfig('opt', (c) => delete c['model_type']);
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: model_type`, 'missing');
+  });
+
+  it('unknown model_type: UnsupportedError listing the supported types', () => {
+    const { dir, configPath } = withConfig('opt', (c) => (c['model_type'] = 'mamba'));
+    const e = expectError(() => openCheckpoint(dir), UnsupportedError, `${configPath}: model_type`, '"mamba"');
+    for (const t of ['gpt2', 'opt', 'bloom', 'llama']) expect(e.message).toContain(t);
+  });
+});
+
+describe('config.json dimensions', () => {
+  it('gpt2 without n_embd names the field', () => {
+    const { dir, configPath } = withConfig('gpt2', (c) => delete c['n_embd']);
+    expectError(() => openCheckpoint(dir), InputError, new RegExp(`^${escape(configPath)}: n_embd\\b`), 'missing');
+  });
+
+  it('opt without hidden_size names the field', () => {
+    const { dir, configPath } = withConfig('opt', (c) => delete c['hidden_size']);
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: hidden_size`, 'missing');
+  });
+
+  it('a dimension of the wrong type ("four") names the field and the value', () => {
+    for (const arch of ['opt', 'llama'] as const) {
+      const { dir, configPath } = withConfig(arch, (c) => (c['num_attention_heads'] = 'four'));
+      expectError(() => openCheckpoint(dir), InputError, `${configPath}: num_attention_heads`, 'positive integer', '"four"');
+    }
+  });
+
+  it('a negative or fractional dimension names the field', () => {
+    const { dir, configPath } = withConfig('bloom', (c) => (c['n_layer'] = 1.5));
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: n_layer`, '1.5');
+    const neg = withConfig('llama', (c) => (c['intermediate_size'] = -128));
+    expectError(() => openCheckpoint(neg.dir), InputError, `${neg.configPath}: intermediate_size`, '-128');
+  });
+
+  // BUG (src/arch/gpt2.ts): n_inner is cast, never checked; a bad value only surfaces at export,
+  // blamed on a tensor ("the config implies [64, wide]"), not on the field.
+  it('gpt2 n_inner of the wrong type names the field when the checkpoint is opened', () => {
+    const { dir, configPath } = withConfig('gpt2', (c) => (c['n_inner'] = 'wide'));
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: n_inner`, '"wide"');
+  });
+
+  it('hidden size not divisible by the number of heads (opt: num_attention_heads)', () => {
+    const { dir, configPath } = withConfig('opt', (c) => (c['num_attention_heads'] = 5));
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: num_attention_heads`, '64', '5');
+  });
+
+  // BUG (src/checkpoint/checkpoint.ts): the head-dim check always blames num_attention_heads, a
+  // field gpt2's config.json does not have (its heads are n_head).
+  it('hidden size not divisible by the number of heads (gpt2: blames n_head, the field it has)', () => {
+    const { dir, configPath } = withConfig('gpt2', (c) => (c['n_head'] = 5));
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: n_head`, '64', '5');
+  });
+
+  it('llama num_key_value_heads that does not divide the heads', () => {
+    const { dir, configPath } = withConfig('llama', (c) => (c['num_key_value_heads'] = 3));
+    expectError(() => openCheckpoint(dir), InputError, `${configPath}: num_key_value_heads`, '3', '4');
+  });
+});
+
+describe('unsupported features are refused by field', () => {
+  const cases: Array<[string, FixtureArch, string, unknown]> = [
+    ['opt post-LayerNorm', 'opt', 'do_layer_norm_before', false],
+    ['opt projected embeddings', 'opt', 'word_embed_proj_dim', 32],
+    ['gpt2 relu', 'gpt2', 'activation_function', 'relu'],
+    ['llama yarn rope scaling', 'llama', 'rope_scaling', { rope_type: 'yarn', factor: 4 }],
+    ['bloom post-LayerNorm residual', 'bloom', 'apply_residual_connection_post_layernorm', true],
+  ];
+  it.each(cases)('%s', (_label, arch, field, value) => {
+    const { dir, configPath } = withConfig(arch, (c) => (c[field] = value));
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${configPath}: ${field}`);
+  });
+
+  it('the rejected value is named in the message', () => {
+    const relu = withConfig('gpt2', (c) => (c['activation_function'] = 'relu'));
+    expectError(() => openCheckpoint(relu.dir), UnsupportedError, `${relu.configPath}: activation_function`, '"relu"');
+    const yarn = withConfig('llama', (c) => (c['rope_scaling'] = { rope_type: 'yarn', factor: 4 }));
+    expectError(() => openCheckpoint(yarn.dir), UnsupportedError, `${yarn.configPath}: rope_scaling`, 'yarn');
+    const proj = withConfig('opt', (c) => (c['word_embed_proj_dim'] = 32));
+    expectError(() => openCheckpoint(proj.dir), UnsupportedError, `${proj.configPath}: word_embed_proj_dim`, '32', '64');
+  });
+
+  it('the unmodified fixtures open cleanly (the cases above fail for their one change)', () => {
+    for (const arch of ['gpt2', 'opt', 'bloom', 'llama'] as const) {
+      const ckpt = openCheckpoint(copyFixture(arch));
+      expect(ckpt.modelType).toBe(arch);
+      expect(ckpt.dims.hiddenSize).toBe(64);
+    }
+  });
+});
+
+describe('tokenizer and generation config', () => {
+  it('missing tokenizer.json', () => {
+    const dir = copyFixture('llama');
+    fs.rmSync(join(dir, 'tokenizer.json'));
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'tokenizer.json'), 'not found');
+  });
+
+  it('malformed generation_config.json', () => {
+    const dir = copyFixture('gpt2');
+    fs.writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": 50256');
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'generation_config.json'), 'malformed JSON');
+  });
+
+  it('generation_config.json that is not an object', () => {
+    const dir = copyFixture('gpt2');
+    fs.writeFileSync(join(dir, 'generation_config.json'), '"greedy"');
+    expectError(() => openCheckpoint(dir), InputError, join(dir, 'generation_config.json'), 'JSON object');
+  });
+});
+
+describe('weights, checked when the reference export runs', () => {
+  it('no weights at all', () => {
+    const dir = copyFixture('opt');
+    fs.rmSync(join(dir, 'model.safetensors'));
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, dir, 'no weights', 'model.safetensors');
+    expect(cacheDebris(cache)).toEqual([]);
+  });
+
+  it('a tensor missing from the weights is named', () => {
+    const dir = copyFixture('gpt2');
+    const dropped = 'transformer.h.1.ln_2.bias';
+    rewriteWeights(dir, (t) => (t.name === dropped ? null : undefined));
+    const check = openSafetensorsFile(join(dir, 'model.safetensors'));
+    expect(check.names()).not.toContain(dropped);
+    expect(check.names().length).toBeGreaterThan(10);
+    check.close();
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, dir, 'h.1.ln_2.bias');
+    expect(cacheDebris(cache)).toEqual([]);
+  });
+
+  it('a tensor with the wrong shape is named with both shapes', () => {
+    const dir = copyFixture('gpt2');
+    const name = 'transformer.h.0.ln_1.weight';
+    rewriteWeights(dir, (t, data) => (t.name === name ? { spec: { ...t, shape: [32] }, data: data().slice(0, 32) } : undefined));
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, dir, `"${name}"`, '[32]', '[64]');
+  });
+
+  it('a fused QKV matrix too small for the configured heads is named (bloom)', () => {
+    const dir = copyFixture('bloom');
+    const name = 'transformer.h.1.self_attention.query_key_value.weight';
+    // [3E, E] -> [2E, E]: the q/k/v row slices for the last heads fall outside it.
+    rewriteWeights(dir, (t, data) => (t.name === name ? { spec: { ...t, shape: [128, 64] }, data: data().slice(0, 128 * 64) } : undefined));
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, dir, `"${name}"`);
+  });
+
+  // BUG (src/graph/decoder.ts, embed): the learned position table's row count is never checked
+  // against the config, so generating past the table's end crashes ONNX Runtime (Gather out of
+  // bounds, exit 1) instead of an InputError before any work.
+  it('a learned position table shorter than the configured positions is named with both shapes', () => {
+    const { dir } = withConfig('gpt2', (c) => {
+      c['n_positions'] = 4096;
+      c['n_ctx'] = 4096;
+    });
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, dir, 'wpe.weight', '1024', '4096');
+  });
+
+  it('a truncated model.safetensors is named', () => {
+    const dir = copyFixture('llama');
+    const file = join(dir, 'model.safetensors');
+    const size = fs.statSync(file).size;
+    fs.truncateSync(file, Math.floor(size / 2));
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, file);
+    expect(cacheDebris(cache)).toEqual([]);
+  });
+
+  it('an integer tensor where a float weight belongs is named', () => {
+    const dir = copyFixture('opt');
+    const name = 'model.decoder.layers.1.fc2.weight';
+    relabelDtype(dir, name, 'I32');
+    const cache = tmpDir('cache');
+    expectError(() => exportDir(dir, cache), InputError, join(dir, 'model.safetensors'), `"${name}"`, 'I32');
+  });
+});
+
+describe('the export cache', () => {
+  it('a failed export leaves no incomplete directory and no temp files; fixing the input then exports', () => {
+    const dir = copyFixture('opt');
+    const cache = tmpDir('cache');
+    // The bad tensor is found while the ONNX file is being written, inside the temp directory.
+    relabelDtype(dir, 'model.decoder.layers.1.fc2.weight', 'I32');
+    expectError(() => exportDir(dir, cache), InputError, join(dir, 'model.safetensors'), 'I32');
+    expect(cacheDebris(cache)).toEqual([]);
+    const exportsDir = join(cache, 'exports');
+    const before = fs.existsSync(exportsDir) ? fs.readdirSync(exportsDir) : [];
+    expect(before).toEqual([]);
+
+    fs.copyFileSync(join(tinyModelDir('opt'), 'model.safetensors'), join(dir, 'model.safetensors'));
+    const good = exportDir(dir, cache);
+    expect(good.cached).toBe(false);
+    expect(fs.existsSync(join(good.dir, 'fusegen-export.json'))).toBe(true);
+    expect(fs.existsSync(join(good.dir, 'onnx', 'model.onnx'))).toBe(true);
+    expect(cacheDebris(cache)).toEqual([]);
+  });
+
+  it('a successful export is reused, and a changed weight file gives a new key', () => {
+    const dir = copyFixture('gpt2');
+    const cache = tmpDir('cache');
+    const first = exportDir(dir, cache);
+    expect(first.cached).toBe(false);
+    expect(first.dir).toBe(join(cache, 'exports', first.key));
+    const again = exportDir(dir, cache);
+    expect(again.cached).toBe(true);
+    expect(again.key).toBe(first.key);
+    expect(again.dir).toBe(first.dir);
+
+    // Same names, shapes and size: only one value changes.
+    rewriteWeights(dir, (t, data) => {
+      if (t.name !== 'transformer.h.0.ln_1.bias') return undefined;
+      const d = data();
+      d[0] = d[0]! + 0.5;
+      return { spec: t, data: d };
+    });
+    const changed = exportDir(dir, cache);
+    expect(changed.cached).toBe(false);
+    expect(changed.key).not.toBe(first.key);
+    expect(fs.existsSync(join(changed.dir, 'fusegen-export.json'))).toBe(true);
+    expect(cacheDebris(cache)).toEqual([]);
+  });
+
+  it('an export directory without its completion marker is rebuilt, not used', () => {
+    const dir = copyFixture('bloom');
+    const cache = tmpDir('cache');
+    const first = exportDir(dir, cache);
+    // What an interrupted export that somehow reached the final name would leave.
+    fs.rmSync(join(first.dir, 'fusegen-export.json'));
+    fs.writeFileSync(join(first.dir, 'onnx', 'model.onnx'), 'partial');
+    const again = exportDir(dir, cache);
+    expect(again.cached).toBe(false);
+    expect(again.key).toBe(first.key);
+    expect(fs.existsSync(join(again.dir, 'fusegen-export.json'))).toBe(true);
+    expect(fs.statSync(join(again.dir, 'onnx', 'model.onnx')).size).toBeGreaterThan(1000);
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
