@@ -52,7 +52,9 @@ export const llama: ArchSpec = {
       numKvHeads,
       headDim: optionalPositiveInt(config, path, 'head_dim') ?? hiddenSize / numHeads,
       intermediateSize: positiveInt(config, path, 'intermediate_size'),
-      maxPositions: Infinity,
+      // Rotary has no table, but the model was trained to this length and the fused op's
+      // cos/sin caches are sized by it.
+      maxPositions,
       normEps: positiveNumber(config, path, 'rms_norm_eps', 1e-6),
       ropeTheta: positiveNumber(config, path, 'rope_theta', 10000),
     };

@@ -113,3 +113,69 @@ export function repeatKv(ctx: EmitContext, scope: string, x: string): string {
 export function weightName(scope: string): string {
   return scope.replace(/^\//, '').replaceAll('/', '.');
 }
+
+/** Token embeddings, plus learned positions where the architecture has them. */
+export function embed(ctx: EmitContext, ids: string, positionIds: string, tokens: WeightView, positions: WeightView | undefined, offset: number): string {
+  const { g, dims } = ctx;
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
+  const h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
+  if (!positions) return h;
+  // The table must cover every position the config promises, or long runs would index past it.
+  const posTable = weight(ctx, 'model.embed_positions.weight', positions, [dims.maxPositions + offset, dims.hiddenSize]);
+  const idx = offset ? g.op1('Add', [positionIds, g.constInt64([offset], true)], '/model/embed_positions/Add') : positionIds;
+  const p = g.op1('Gather', [posTable, idx], '/model/embed_positions/Gather');
+  return g.op1('Add', [h, p], '/model/embed_positions/Add_1');
+}
+
+/** BLOOM's per-head slopes: a geometric sequence, interleaved when H is not a power of 2. */
+export function alibiSlopes(heads: number): number[] {
+  const p2 = 2 ** Math.floor(Math.log2(heads));
+  const base = 2 ** -(2 ** -(Math.log2(p2) - 3));
+  const slopes = Array.from({ length: p2 }, (_, i) => base ** (i + 1));
+  if (p2 !== heads) {
+    const extraBase = 2 ** -(2 ** -(Math.log2(2 * p2) - 3));
+    const remaining = Math.min(p2, heads - p2);
+    for (let i = 0; i < remaining; i++) slopes.push(extraBase ** (2 * i + 1));
+  }
+  return slopes;
+}
+
+/**
+ *   position_ids [B,S] -> float -> * inv_freq [D/2] -> freqs [B,S,D/2] -> Concat(freqs, freqs) [B,S,D]
+ *   cos, sin -> Unsqueeze(1) -> [B,1,S,D]
+ */
+export function rotaryTables(ctx: EmitContext, positionIds: string): { cos: string; sin: string } {
+  const { g, dims } = ctx;
+  const s = '/model/rotary_emb';
+  const half = dims.headDim / 2;
+  const invFreq = g.initializer({
+    name: 'model.rotary_emb.inv_freq',
+    type: 'float32',
+    dims: [half],
+    data: () => Float32Array.from({ length: half }, (_, i) => 1 / dims.ropeTheta ** ((2 * i) / dims.headDim)),
+  });
+  const pos = g.op1('Unsqueeze', [g.op1('Cast', [positionIds], `${s}/Cast`, { to: int(1) }), g.constInt64([-1])], `${s}/Unsqueeze`);
+  const freqs = g.op1('Mul', [pos, invFreq], `${s}/Mul`);
+  const emb = g.op1('Unsqueeze', [g.op1('Concat', [freqs, freqs], `${s}/Concat`, { axis: int(-1) }), g.constInt64([1])], `${s}/Unsqueeze_1`);
+  const to = (x: string, n: string) => (ctx.dtype === 'float16' ? g.op1('Cast', [x], `${s}/${n}/Cast`, { to: int(10) }) : x);
+  return { cos: to(g.op1('Cos', [emb], `${s}/Cos`), 'Cos'), sin: to(g.op1('Sin', [emb], `${s}/Sin`), 'Sin') };
+}
+
+/**
+ * Tied heads reuse the embedding table through Gemm(transB) instead of storing a
+ * transposed copy:  h [B,S,E] -> [B*S,E] -> Gemm(embed^T) -> [B*S,V] -> [B,S,V]
+ */
+export function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView): string {
+  const { g, dims } = ctx;
+  const s = '/lm_head';
+  const tied = head.source === tokens.source && head.transpose && !head.rows && !head.cols;
+  if (!tied) {
+    const w = weight(ctx, 'lm_head.weight', head, [dims.hiddenSize, dims.vocabSize]);
+    return g.op1('MatMul', [h, w], `${s}/MatMul`);
+  }
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
+  const flat = g.op1('Reshape', [h, g.constInt64([-1, dims.hiddenSize])], `${s}/Reshape`);
+  const y = g.op1('Gemm', [flat, table], `${s}/Gemm`, { transB: int(1) });
+  const outShape = g.op1('Concat', [g.op1('Shape', [h], `${s}/Shape`, { start: int(0), end: int(2) }), g.constInt64([dims.vocabSize])], `${s}/Concat`, { axis: int(0) });
+  return g.op1('Reshape', [y, outShape], `${s}/Reshape_1`);
+}

@@ -7,13 +7,13 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { openWeights } from '../checkpoint/checkpoint.js';
 import type { FloatType } from './blocks.js';
 import { buildReferenceDecoder } from './decoder.js';
 import type { Graph } from './ir.js';
-import { writeModel } from './onnx-writer.js';
+import { writeModel, type Opset } from './onnx-writer.js';
 import { WeightSource } from './weights.js';
 
 
@@ -27,54 +27,78 @@ export interface ExportOptions {
 
 export interface ExportedModel {
   dir: string;
-  /** transformers.js' dtype name for the file written: fp32 -> model.onnx, fp16 -> model_fp16.onnx */
-  tjsDtype: 'fp32' | 'fp16';
+  /** Path of the .onnx file inside `dir`. */
+  path: string;
   cached: boolean;
   key: string;
   exportMs: number;
+  /** Whatever the builder reported (fusion counts, ...), kept in fusegen-export.json. */
+  meta: Record<string, unknown>;
 }
 
 export function defaultCacheDir(): string {
   return process.env['FUSEGEN_CACHE'] ?? join(process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'fusegen');
 }
 
-export function exportReferenceModel(ckpt: Checkpoint, o: ExportOptions): ExportedModel {
+export interface GraphExport {
+  /** Distinguishes exports of one checkpoint: `reference-float32`, `injected-...`. */
+  variant: string;
+  /** File name inside the export directory, e.g. `onnx/model.onnx`. */
+  file: string;
+  opsets: Opset[];
+  /** Also copy config and tokenizer files (what transformers.js loads). */
+  copyModelFiles: boolean;
+  build: (weights: WeightSource) => { graph: Graph; meta?: Record<string, unknown> };
+}
+
+/** Builds a graph from the checkpoint and writes it, or reuses an identical earlier export. */
+export function exportGraph(ckpt: Checkpoint, spec: GraphExport, cacheDir = defaultCacheDir()): ExportedModel {
   const t0 = performance.now();
-  const cacheDir = o.cacheDir ?? defaultCacheDir();
-  const tjsDtype = o.dtype === 'float16' ? 'fp16' : 'fp32';
   const store = openWeights(ckpt);
   try {
     // Building the graph reads only tensor headers (weights are produced when written), so
     // its structure can be part of the cache key: any change to the emitters is a new export.
-    const graph = buildReferenceDecoder({
-      spec: ckpt.spec,
-      dims: ckpt.dims,
-      config: ckpt.config,
-      weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir),
-      dtype: o.dtype,
-    });
-    const key = contentKey(ckpt, [o.dtype, graphSignature(graph)], cacheDir);
+    const { graph, meta = {} } = spec.build(new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir));
+    const key = contentKey(ckpt, [spec.variant, graphSignature(graph)], cacheDir);
     const dir = join(cacheDir, 'exports', key);
-    if (existsSync(join(dir, 'fusegen-export.json'))) return { dir, tjsDtype, cached: true, key, exportMs: performance.now() - t0 };
+    const path = join(dir, spec.file);
+    const manifest = join(dir, 'fusegen-export.json');
+    if (existsSync(manifest)) return { dir, path, cached: true, key, exportMs: performance.now() - t0, meta };
 
     const tmp = `${dir}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(join(tmp, 'onnx'), { recursive: true });
+    mkdirSync(dirname(join(tmp, spec.file)), { recursive: true });
     try {
-      for (const f of COPIED_FILES) if (existsSync(join(ckpt.dir, f))) copyFileSync(join(ckpt.dir, f), join(tmp, f));
-      const file = tjsDtype === 'fp16' ? 'model_fp16.onnx' : 'model.onnx';
-      const written = writeModel(graph, { path: join(tmp, 'onnx', file), opsets: [{ domain: '', version: 20 }], metadata: { source: ckpt.dir } });
-      writeFileSync(join(tmp, 'fusegen-export.json'), JSON.stringify({ key, source: ckpt.dir, dtype: o.dtype, file, ...written }, null, 2));
+      if (spec.copyModelFiles) for (const f of COPIED_FILES) if (existsSync(join(ckpt.dir, f))) copyFileSync(join(ckpt.dir, f), join(tmp, f));
+      const written = writeModel(graph, { path: join(tmp, spec.file), opsets: spec.opsets, metadata: { source: ckpt.dir, variant: spec.variant } });
+      writeFileSync(join(tmp, 'fusegen-export.json'), JSON.stringify({ key, source: ckpt.dir, variant: spec.variant, file: spec.file, ...written, ...meta }, null, 2));
       rmSync(dir, { recursive: true, force: true });
       renameSync(tmp, dir);
     } catch (e) {
       rmSync(tmp, { recursive: true, force: true });
       throw e;
     }
-    return { dir, tjsDtype, cached: false, key, exportMs: performance.now() - t0 };
+    return { dir, path, cached: false, key, exportMs: performance.now() - t0, meta };
   } finally {
     store.close();
   }
+}
+
+/** The plain graph in the layout transformers.js loads: config, tokenizer, onnx/model{,_fp16}.onnx. */
+export function exportReferenceModel(ckpt: Checkpoint, o: ExportOptions): ExportedModel & { tjsDtype: 'fp32' | 'fp16' } {
+  const tjsDtype = o.dtype === 'float16' ? 'fp16' : 'fp32';
+  const exported = exportGraph(
+    ckpt,
+    {
+      variant: `reference-${o.dtype}`,
+      file: tjsDtype === 'fp16' ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx',
+      opsets: [{ domain: '', version: 20 }],
+      copyModelFiles: true,
+      build: (weights) => ({ graph: buildReferenceDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights, dtype: o.dtype }) }),
+    },
+    o.cacheDir,
+  );
+  return { ...exported, tjsDtype };
 }
 
 /** The graph's structure: nodes, I/O and initializer names, types and shapes (no data). */

@@ -4,7 +4,7 @@
  * plain and the fused graph of one model can be compared node by node.
  */
 
-export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool';
+export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
 export type Dim = number | string;
 
 export interface ValueInfo {

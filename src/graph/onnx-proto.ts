@@ -84,7 +84,7 @@ const root = protobuf.Root.fromJSON(schema);
 export const ModelProto = root.lookupType('onnx.ModelProto');
 
 /** onnx.TensorProto.DataType */
-export const DataType = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10 } as const;
+export const DataType = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10 } as const;
 /** onnx.AttributeProto.AttributeType */
 export const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7 } as const;
 export const DataLocation = { DEFAULT: 0, EXTERNAL: 1 } as const;

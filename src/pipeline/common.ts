@@ -93,6 +93,3 @@ export function deviceError(device: string, e: unknown): unknown {
   return e;
 }
 
-export function firstLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
-}

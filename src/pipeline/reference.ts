@@ -3,17 +3,13 @@
  * ONNX export of the checkpoint. This is our "Hugging Face baseline": the same library
  * JS users already run, on a graph with nothing fused.
  */
-import { AutoModelForCausalLM, AutoTokenizer, env, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
+import { AutoModelForCausalLM, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { join } from 'node:path';
-import { InputError, UnsupportedError } from '../errors.js';
+import { UnsupportedError } from '../errors.js';
 import { exportReferenceModel } from '../graph/export.js';
-import { checkCapacity, deviceError, finishSequences, firstLine, parameterCount, topK } from './common.js';
+import { checkCapacity, deviceError, finishSequences, parameterCount, topK } from './common.js';
+import { loadTokenizer } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
-
-// Models come from local directories only: never the network.
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
 
 export interface ReferenceOptions {
   device: Device;
@@ -39,10 +35,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
     }
     if (o.device === 'cuda') throw new UnsupportedError('--device', 'cuda is not available for the reference pipeline yet (cpu or webgpu)');
     const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
-    const tokenizer = await AutoTokenizer.from_pretrained(exported.dir).catch((e: unknown) => {
-      throw new InputError(join(ckpt.dir, 'tokenizer.json'), `transformers.js cannot load the tokenizer (${firstLine(e)})`);
-    });
-    tokenizer.padding_side = 'left';
+    const tokenizer = await loadTokenizer(ckpt);
     const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
       throw deviceError(o.device, e);
     });

@@ -1,0 +1,256 @@
+/**
+ * The injected decoder: the model's forward pass with blocks replaced by fused ONNX Runtime
+ * ops as the architecture's policy says, each fusion switchable. Its I/O contract serves
+ * fusegen's own generate loop, with the KV cache in one buffer allocated per run:
+ *
+ *   input_ids [B,S], position_ids [B,S]          right-padded rows; positions 0.. per row
+ *   seqlens_k [B] int32                          tokens in each row's cache after this step, - 1
+ *   total_sequence_length [] int32               max over rows of (seqlens_k + 1)
+ *   logits_index [B,L]                           which of the S positions get logits
+ *   past_key_values.{i}.key|value [B,Hkv,M,D]    the cache (M = capacity) -> present.{i}.key|value
+ *   -> logits [B,L,V] float32
+ *
+ *   ids ── embed (+ positions) ── (embed norm) ── norm ─┐
+ *   for each layer:   attention ── SkipNorm(+residual) ── MLP ── SkipNorm(+residual, next norm)
+ *   gather logits_index ── lm head ── logits
+ */
+import type { ArchSpec, LayerWeights, ModelDims, NormKind } from '../arch/spec.js';
+import type { RawConfig } from '../checkpoint/config.js';
+import { alibiSlopes, embed, lmHead, mergeHeads, normalize, repeatKv, rotary, rotaryTables, splitHeads } from '../graph/blocks.js';
+import { kvNames } from '../graph/decoder.js';
+import { float, Graph, int, ints } from '../graph/ir.js';
+import type { WeightSource } from '../graph/weights.js';
+import { addNorm, biasGelu, cacheRowIndices, countFusion, MS, projection, splitLast, type InjectContext, type LinearSource } from './blocks.js';
+import type { FusionCounts, InjectionPlan } from './plan.js';
+import type { InjectionPolicy } from './policy.js';
+
+export const IO = {
+  inputIds: 'input_ids',
+  positionIds: 'position_ids',
+  seqlensK: 'seqlens_k',
+  totalSequenceLength: 'total_sequence_length',
+  logitsIndex: 'logits_index',
+  logits: 'logits',
+} as const;
+
+export interface InjectedDecoderOptions {
+  spec: ArchSpec;
+  dims: ModelDims;
+  config: RawConfig;
+  weights: WeightSource;
+  plan: InjectionPlan;
+  policy: InjectionPolicy;
+}
+
+/** Per-model tensors every attention block reads. */
+interface AttentionInputs {
+  /** GQA's rotary caches [maxPos, D/2], or the plain path's cos/sin [B,1,S,D]. */
+  rope?: { cos: string; sin: string };
+  /** Additive bias: ALiBi [B,H,S,T] (fused), or causal mask (+ ALiBi) [B,1|H,S,M] (plain). */
+  bias?: string;
+  /** Plain path: cache rows the new tokens go to, [B,Hkv,S,D]. */
+  cacheRows?: string;
+}
+
+export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph; fused: FusionCounts } {
+  const { spec, dims, plan, policy } = o;
+  const g = new Graph(`fusegen-${spec.modelTypes[0]}-injected`);
+  const ctx: InjectContext = { g, w: o.weights, dtype: plan.dtype, dims, plan, fused: {} };
+  const cacheShape = ['batch_size', dims.numKvHeads, 'max_cache_length', dims.headDim];
+
+  const ids = g.input(IO.inputIds, 'int64', ['batch_size', 'sequence_length']);
+  const pos = g.input(IO.positionIds, 'int64', ['batch_size', 'sequence_length']);
+  g.input(IO.seqlensK, 'int32', ['batch_size']);
+  g.input(IO.totalSequenceLength, 'int32', []);
+  const logitsIndex = g.input(IO.logitsIndex, 'int64', ['batch_size', 'logits_length']);
+  for (let i = 0; i < dims.numLayers; i++) {
+    g.input(kvNames(i).pastKey, plan.dtype, cacheShape);
+    g.input(kvNames(i).pastValue, plan.dtype, cacheShape);
+  }
+
+  const globals = spec.globals(dims, o.config);
+  let h = embed(ctx, ids, pos, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset);
+  if (globals.embedNorm) h = normalize(ctx, '/model/embed_norm', h, spec.traits.norm, globals.embedNorm);
+  const att = attentionInputs(ctx, pos, policy);
+
+  const norm: NormKind = spec.traits.norm;
+  const layers = Array.from({ length: dims.numLayers }, (_, i) => spec.layer(i, dims, o.config));
+  let residual = h;
+  let normed = normalize(ctx, '/model/layers.0/input_layernorm', h, norm, layers[0]!.inputNorm);
+  layers.forEach((lw, i) => {
+    const scope = `/model/layers.${i}`;
+    const a = attention(ctx, `${scope}/attn`, normed, lw, i, att, policy);
+    ({ normed, sum: residual } = addNorm(ctx, `${scope}/post_attention_layernorm`, residual, a.y, a.bias, norm, lw.postAttentionNorm));
+    const m = mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec);
+    const next = layers[i + 1];
+    const nextScope = next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm';
+    ({ normed, sum: residual } = addNorm(ctx, nextScope, residual, m.y, m.bias, norm, next ? next.inputNorm : globals.finalNorm));
+  });
+
+  // Only the requested positions reach the LM head: [B,S,E] -> [B,L,E].
+  const idx = g.op1('Expand', [g.op1('Unsqueeze', [logitsIndex, g.constInt64([-1])], '/model/logits_gather/Unsqueeze'), g.constInt64([1, 1, dims.hiddenSize])], '/model/logits_gather/Expand');
+  const picked = g.op1('GatherElements', [normed, idx], '/model/logits_gather/GatherElements', { axis: int(1) });
+  const logits = lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
+  g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
+  g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
+  for (let i = 0; i < dims.numLayers; i++) {
+    g.output(kvNames(i).presentKey, plan.dtype, cacheShape);
+    g.output(kvNames(i).presentValue, plan.dtype, cacheShape);
+  }
+  return { graph: g, fused: ctx.fused };
+}
+
+function attentionInputs(ctx: InjectContext, pos: string, policy: InjectionPolicy): AttentionInputs {
+  const { g, dims, plan } = ctx;
+  const fused = plan.fusions.attention;
+  const out: AttentionInputs = {};
+  if (policy.attention.positions === 'rotary') out.rope = fused ? rotaryCaches(ctx) : rotaryTables(ctx, pos);
+  // Keys the bias spans: GQA wants total_sequence_length, the plain path the whole cache.
+  const keys = fused
+    ? g.op1('Cast', [IO.totalSequenceLength], '/model/attn_bias/Cast_total', { to: int(7) })
+    : g.op1('Squeeze', [g.op1('Shape', [kvNames(0).pastKey], '/model/attn_bias/Shape', { start: int(2), end: int(3) }), g.constInt64([0])], '/model/attn_bias/Squeeze');
+  if (policy.attention.positions === 'alibi') out.bias = alibiBias(ctx, pos, keys);
+  if (!fused) {
+    const mask = causalMask(ctx, pos, keys);
+    out.bias = out.bias ? g.op1('Add', [out.bias, mask], '/model/attn_bias/Add') : mask;
+    out.cacheRows = cacheRowIndices(ctx, pos);
+  }
+  return out;
+}
+
+/** cos/sin of position x inverse frequency for every position, [maxPos, D/2], as GQA expects. */
+function rotaryCaches(ctx: InjectContext): { cos: string; sin: string } {
+  const { dims } = ctx;
+  const half = dims.headDim / 2;
+  const table = (fn: (x: number) => number) => () => {
+    const out = new Float32Array(dims.maxPositions * half);
+    for (let p = 0; p < dims.maxPositions; p++) {
+      for (let i = 0; i < half; i++) out[p * half + i] = fn(Math.fround(p * Math.fround(1 / dims.ropeTheta ** ((2 * i) / dims.headDim))));
+    }
+    return out;
+  };
+  const mk = (name: string, fn: (x: number) => number) => ctx.g.initializer({ name, type: ctx.dtype, dims: [dims.maxPositions, half], data: table(fn) });
+  return { cos: mk('model.rotary_emb.cos_cache', Math.cos), sin: mk('model.rotary_emb.sin_cache', Math.sin) };
+}
+
+/**
+ * ALiBi relative to each query's position, which softmax cannot tell from BLOOM's absolute
+ * form and keeps float16 exact at long contexts:
+ *   bias [B,H,S,T] = slope[h] * (key j - position[b,s])
+ */
+function alibiBias(ctx: InjectContext, pos: string, keys: string): string {
+  const { g, dims } = ctx;
+  const s = '/model/alibi';
+  const slopes = g.initializer({ name: 'model.alibi.slopes', type: 'float32', dims: [1, dims.numHeads, 1, 1], data: () => Float32Array.from(alibiSlopes(dims.numHeads)) });
+  const j = g.op1('Cast', [g.op1('Range', [g.constInt64([0], true), keys, g.constInt64([1], true)], `${s}/Range`)], `${s}/Cast`, { to: int(1) }); // [T]
+  const p = g.op1('Unsqueeze', [g.op1('Cast', [pos], `${s}/Cast_1`, { to: int(1) }), g.constInt64([1, 3])], `${s}/Unsqueeze`); // [B,1,S,1]
+  const bias = g.op1('Mul', [slopes, g.op1('Sub', [j, p], `${s}/Sub`)], `${s}/Mul`); // [B,H,S,T]
+  return ctx.dtype === 'float16' ? g.op1('Cast', [bias], `${s}/Cast_2`, { to: int(10) }) : bias;
+}
+
+/** Plain path: key j is visible to a query at position p iff j <= p. [B,1,S,M] */
+function causalMask(ctx: InjectContext, pos: string, keys: string): string {
+  const { g } = ctx;
+  const s = '/model/attn_mask';
+  const j = g.op1('Range', [g.constInt64([0], true), keys, g.constInt64([1], true)], `${s}/Range`);
+  const visible = g.op1('LessOrEqual', [j, g.op1('Unsqueeze', [pos, g.constInt64([1, 3])], `${s}/Unsqueeze`)], `${s}/LessOrEqual`);
+  const min = ctx.dtype === 'float16' ? -65504 : -3.4028234663852886e38;
+  return g.op1('Where', [visible, g.constFloat([0], ctx.dtype, true), g.constFloat([min], ctx.dtype, true)], `${s}/Where`);
+}
+
+function qkvSource(lw: LayerWeights, dims: ModelDims): LinearSource {
+  const D = dims.headDim;
+  return {
+    weights: [lw.q.weight, lw.k.weight, lw.v.weight],
+    biases: [lw.q.bias, lw.k.bias, lw.v.bias],
+    outDims: [dims.numHeads * D, dims.numKvHeads * D, dims.numKvHeads * D],
+  };
+}
+
+function single(lw: { weight: LinearSource['weights'][number]; bias?: LinearSource['weights'][number] }, outDim: number): LinearSource {
+  return { weights: [lw.weight], biases: [lw.bias], outDims: [outDim] };
+}
+
+/**
+ *   fused:  x ── QKV (packed) ── GroupQueryAttention(past, seqlens_k, total, rotary caches, ALiBi) ── o_proj
+ *   plain:  x ── q, k, v ── heads ── (rotary) ── k, v scattered into the cache at their positions
+ *                ── Softmax(q k^T / sqrt(D) + mask (+ ALiBi)) v ── merge heads ── o_proj
+ * The o_proj bias is left for the following SkipLayerNorm to add when that fusion is on.
+ */
+function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, layer: number, att: AttentionInputs, policy: InjectionPolicy): { y: string; bias?: string } {
+  const { g, dims, plan } = ctx;
+  const E = dims.hiddenSize;
+  const D = dims.headDim;
+  const n = kvNames(layer);
+  const qkv = qkvSource(lw, dims);
+  let q: string, k: string, v: string;
+  let packed: string | undefined;
+  if (plan.fusions.packedQkv) {
+    packed = projection(ctx, `${scope}/qkv_proj`, x, qkv, E).y;
+    countFusion(ctx, 'PackedQKV');
+  }
+  const split = () => (packed ? splitLast(g, `${scope}/qkv_split`, packed, qkv.outDims) : ['q_proj', 'k_proj', 'v_proj'].map((p, i) => projection(ctx, `${scope}/${p}`, x, { weights: [qkv.weights[i]!], biases: [qkv.biases[i]], outDims: [qkv.outDims[i]!] }, E).y));
+
+  let out: string;
+  if (plan.fusions.attention) {
+    const [qi, ki, vi] = packed ? [packed, '', ''] : split();
+    const inputs = [qi!, ki!, vi!, n.pastKey, n.pastValue, IO.seqlensK, IO.totalSequenceLength, att.rope?.cos ?? '', att.rope?.sin ?? '', '', att.bias ?? ''];
+    while (inputs[inputs.length - 1] === '') inputs.pop();
+    out = g.op('GroupQueryAttention', inputs, {
+      num_heads: int(dims.numHeads),
+      kv_num_heads: int(dims.numKvHeads),
+      scale: float(1 / Math.sqrt(D)),
+      do_rotary: int(policy.attention.positions === 'rotary' ? 1 : 0),
+      rotary_interleaved: int(0),
+      local_window_size: int(-1),
+    }, { name: `${scope}/GroupQueryAttention`, domain: MS, outputNames: [`${scope}/GroupQueryAttention/output_0`, n.presentKey, n.presentValue] })[0]!;
+    countFusion(ctx, 'GroupQueryAttention');
+  } else {
+    [q, k, v] = split() as [string, string, string];
+    q = splitHeads(ctx, `${scope}/q_heads`, q, dims.numHeads);
+    k = splitHeads(ctx, `${scope}/k_heads`, k, dims.numKvHeads);
+    v = splitHeads(ctx, `${scope}/v_heads`, v, dims.numKvHeads);
+    if (att.rope) {
+      q = rotary(ctx, `${scope}/q_rotary`, q, att.rope.cos, att.rope.sin);
+      k = rotary(ctx, `${scope}/k_rotary`, k, att.rope.cos, att.rope.sin);
+    }
+    const kAll = g.op('ScatterElements', [n.pastKey, att.cacheRows!, k], { axis: int(2) }, { name: `${scope}/k_cache/ScatterElements`, outputNames: [n.presentKey] })[0]!;
+    const vAll = g.op('ScatterElements', [n.pastValue, att.cacheRows!, v], { axis: int(2) }, { name: `${scope}/v_cache/ScatterElements`, outputNames: [n.presentValue] })[0]!;
+    const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
+    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
+    const probs = g.op1('Softmax', [g.op1('Add', [scores, att.bias!], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
+    out = mergeHeads(ctx, `${scope}/merge_heads`, g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`));
+  }
+  return projection(ctx, `${scope}/o_proj`, out, single(lw.o, E), dims.numHeads * D, plan.fusions.skipNorm);
+}
+
+/**
+ *   single:  x ── up (+ bias, act: FastGelu/BiasGelu fused) ── down
+ *   gated:   x ── gate|up (packed) ── Split ── SiLU(gate) * up ── down
+ */
+function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec): { y: string; bias?: string } {
+  const { g, dims, plan } = ctx;
+  const E = dims.hiddenSize;
+  const I = dims.intermediateSize;
+  let hidden: string;
+  if (policy.mlp === 'gated' && lw.gate) {
+    let gate: string, up: string;
+    if (plan.fusions.packedGateUp) {
+      const gu = projection(ctx, `${scope}/gate_up_proj`, x, { weights: [lw.gate.weight, lw.up.weight], biases: [lw.gate.bias, lw.up.bias], outDims: [I, I] }, E).y;
+      [gate, up] = splitLast(g, `${scope}/gate_up_split`, gu, [I, I]) as [string, string];
+      countFusion(ctx, 'PackedGateUp');
+    } else {
+      gate = projection(ctx, `${scope}/gate_proj`, x, single(lw.gate, I), E).y;
+      up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E).y;
+    }
+    const act = g.op1('Mul', [gate, g.op1('Sigmoid', [gate], `${scope}/act/Sigmoid`)], `${scope}/act/Mul`);
+    hidden = g.op1('Mul', [act, up], `${scope}/Mul`);
+  } else if (policy.activation) {
+    const up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E, true);
+    hidden = biasGelu(ctx, `${scope}/act`, up.y, up.bias, policy.activation);
+  } else {
+    const up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E).y;
+    hidden = spec.traits.activation === 'relu' ? g.op1('Relu', [up], `${scope}/act/Relu`) : g.op1('Gelu', [up], `${scope}/act/Gelu`);
+  }
+  return projection(ctx, `${scope}/down_proj`, hidden, single(lw.down, E), I, plan.fusions.skipNorm);
+}

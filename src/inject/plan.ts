@@ -1,0 +1,37 @@
+/**
+ * What kernel injection does to a model, as switches: one per fusion, so each can be turned
+ * off to blame it (ONNX Runtime's fusion options idea). All off gives the plain graph: the
+ * same inputs, outputs and node names in standard ops only.
+ */
+import type { FloatType } from '../graph/blocks.js';
+
+export interface FusionSwitches {
+  /** GroupQueryAttention over a KV cache in one max-length buffer (off: the same contract in standard ops). */
+  attention: boolean;
+  /** One MatMul for Q, K and V, fed packed to the attention op. */
+  packedQkv: boolean;
+  /** The residual add folded into the next norm: SkipLayerNormalization / SkipSimplifiedLayerNormalization. */
+  skipNorm: boolean;
+  /** Projection bias and GELU in one op: FastGelu (tanh) or BiasGelu (erf). */
+  biasGelu: boolean;
+  /** One MatMul for the gate and up projections of a gated MLP. */
+  packedGateUp: boolean;
+}
+
+export const ALL_FUSIONS: FusionSwitches = { attention: true, packedQkv: true, skipNorm: true, biasGelu: true, packedGateUp: true };
+export const NO_FUSIONS: FusionSwitches = { attention: false, packedQkv: false, skipNorm: false, biasGelu: false, packedGateUp: false };
+
+/** Block-wise weight quantization of the linear layers through MatMulNBits (0: none). */
+export interface Quantization {
+  bits: 0 | 4 | 8;
+  blockSize: number;
+}
+
+export interface InjectionPlan {
+  fusions: FusionSwitches;
+  quant: Quantization;
+  dtype: FloatType;
+}
+
+/** What the builder fused, counted per fused op type (printed and tested). */
+export type FusionCounts = Record<string, number>;

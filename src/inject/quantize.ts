@@ -1,0 +1,61 @@
+/**
+ * Symmetric block-wise quantization in MatMulNBits' layout (com.microsoft, bits 4 or 8):
+ *   B       uint8 [N, nBlocks, blockSize * bits / 8]: row n holds column n of W [K, N];
+ *           4-bit values pack two per byte, the even element in the low nibble
+ *   scales  [N * nBlocks], one per (column, block)
+ *   zero point: the op's default 2^(bits-1), so no zero_points input is written
+ * Dequantized weight = (q - 2^(bits-1)) * scale, q rounded to nearest from W / scale.
+ */
+
+export interface QuantizedWeight {
+  packed: Uint8Array;
+  scales: Float32Array;
+  nBlocks: number;
+  blobSize: number;
+}
+
+export function quantizeBlockwise(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number): QuantizedWeight {
+  const nBlocks = Math.ceil(K / blockSize);
+  const blobSize = (blockSize * bits) / 8;
+  const zero = 1 << (bits - 1);
+  const qmax = zero - 1;
+  const packed = new Uint8Array(N * nBlocks * blobSize);
+  const scales = new Float32Array(N * nBlocks);
+  for (let n = 0; n < N; n++) {
+    for (let blk = 0; blk < nBlocks; blk++) {
+      const k0 = blk * blockSize;
+      const k1 = Math.min(K, k0 + blockSize);
+      let amax = 0;
+      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[k * N + n]!));
+      const scale = Math.fround(amax / qmax);
+      scales[n * nBlocks + blk] = scale;
+      const inv = scale === 0 ? 0 : 1 / scale;
+      const base = (n * nBlocks + blk) * blobSize;
+      for (let i = 0; i < blockSize; i++) {
+        const k = k0 + i;
+        // Padding past K quantizes to 0 (the zero point), contributing nothing.
+        const q = k < k1 ? Math.max(-zero, Math.min(qmax, Math.round(w[k * N + n]! * inv))) : 0;
+        const u = q + zero;
+        if (bits === 8) packed[base + i] = u;
+        else packed[base + (i >> 1)]! |= i & 1 ? u << 4 : u;
+      }
+    }
+  }
+  return { packed, scales, nBlocks, blobSize };
+}
+
+/** The weight MatMulNBits computes with, [K, N]: for tests and accuracy reports. */
+export function dequantize(q: QuantizedWeight, K: number, N: number, bits: 4 | 8, blockSize: number): Float32Array {
+  const out = new Float32Array(K * N);
+  const zero = 1 << (bits - 1);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const blk = Math.floor(k / blockSize);
+      const i = k % blockSize;
+      const base = (n * q.nBlocks + blk) * q.blobSize;
+      const u = bits === 8 ? q.packed[base + i]! : (q.packed[base + (i >> 1)]! >> (i & 1 ? 4 : 0)) & 0xf;
+      out[k * N + n] = (u - zero) * q.scales[n * q.nBlocks + blk]!;
+    }
+  }
+  return out;
+}

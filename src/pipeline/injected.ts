@@ -1,0 +1,251 @@
+/**
+ * fusegen's own generate loop over the injected graph (inject/decoder.ts), the counterpart
+ * of DeepSpeed's InferenceEngine. Prompts are right-padded; each row keeps its own length
+ * (seqlens_k) and positions; the KV cache has a fixed capacity for the whole run and stays
+ * on the device between steps (WebGPU/CUDA outputs are kept as GPU buffers and fed back).
+ * With every fusion switched off the same loop runs the plain graph.
+ */
+import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { UnsupportedError } from '../errors.js';
+import type { FloatType } from '../graph/blocks.js';
+import { kvNames } from '../graph/decoder.js';
+import { exportGraph, type ExportedModel } from '../graph/export.js';
+import { buildInjectedDecoder, IO } from '../inject/decoder.js';
+import { policyFor } from '../inject/index.js';
+import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
+import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtTensor } from '../runtime/ort.js';
+import { checkCapacity, finishSequences, parameterCount, topK } from './common.js';
+import { makeSampler } from './sampling.js';
+import { encode, loadTokenizer, padId } from './tokenizer.js';
+import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
+
+export interface InjectedOptions {
+  device: Device;
+  dtype: DType;
+  /** KV-cache capacity in tokens: prompt plus new tokens must fit. */
+  maxTokens: number;
+  /** Default: every fusion on (kernel injection); NO_FUSIONS gives the plain graph. */
+  fusions?: FusionSwitches;
+  cacheDir?: string;
+}
+
+/** dtype -> graph float type and weight quantization. int8/int4 keep activations in float32 on cpu, float16 elsewhere. */
+export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): InjectionPlan {
+  const act: FloatType = device === 'cpu' ? 'float32' : 'float16';
+  switch (dtype) {
+    case 'float32':
+    case 'float16':
+      return { fusions, dtype, quant: { bits: 0, blockSize: 32 } };
+    case 'int8':
+      return { fusions, dtype: act, quant: { bits: 8, blockSize: 32 } };
+    case 'int4':
+      return { fusions, dtype: act, quant: { bits: 4, blockSize: 32 } };
+    case 'bfloat16':
+      throw new UnsupportedError('--dtype', 'bfloat16 has no ONNX Runtime kernels for these ops; use float16 or float32');
+  }
+}
+
+export function exportInjectedModel(ckpt: Checkpoint, plan: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
+  const policy = policyFor(ckpt.modelType);
+  const on = Object.entries(plan.fusions).filter(([, v]) => v).map(([k]) => k);
+  const exported = exportGraph(
+    ckpt,
+    {
+      variant: `injected-${plan.dtype}-q${plan.quant.bits}-${on.join('+') || 'plain'}`,
+      file: 'model.onnx',
+      opsets: [{ domain: '', version: 20 }, { domain: 'com.microsoft', version: 1 }],
+      copyModelFiles: false,
+      build: (weights) => {
+        const { graph, fused } = buildInjectedDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights, plan, policy });
+        return { graph, meta: { fused } };
+      },
+    },
+    cacheDir,
+  );
+  return { ...exported, fused: exported.meta['fused'] as FusionCounts };
+}
+
+export class InjectedPipeline implements TextGenerationPipeline {
+  private constructor(
+    readonly info: PipelineInfo,
+    readonly fused: FusionCounts,
+    private readonly ckpt: Checkpoint,
+    private readonly plan: InjectionPlan,
+    private readonly maxTokens: number,
+    private readonly tokenizer: PreTrainedTokenizer,
+    private readonly session: Session,
+  ) {}
+
+  static async create(ckpt: Checkpoint, o: InjectedOptions): Promise<InjectedPipeline> {
+    const t0 = performance.now();
+    const plan = planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS);
+    const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
+    const tokenizer = await loadTokenizer(ckpt);
+    const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
+    const session = await Session.create(exported.path, o.device, { deviceOutputs: presents });
+    const parameters = parameterCount(ckpt);
+    const bytesPerParam = plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4;
+    const info: PipelineInfo = {
+      name: 'injected',
+      device: o.device,
+      dtype: o.dtype,
+      modelDir: ckpt.dir,
+      modelType: ckpt.modelType,
+      executionProviders: [o.device],
+      parameters,
+      parameterBytes: Math.round(parameters * bytesPerParam),
+      loadMs: 0,
+    };
+    const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
+    // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.
+    await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false });
+    const placement = session.verifyPlacement();
+    info.executionProviders = Object.keys(placement.byProvider);
+    info.loadMs = performance.now() - t0;
+    return pipe;
+  }
+
+  get fusionsOn(): boolean {
+    return Object.values(this.plan.fusions).some(Boolean);
+  }
+
+  validate(request: GenerateRequest): void {
+    const longest = Math.max(...request.prompts.map((p) => encode(this.tokenizer, p).length));
+    checkCapacity(this.ckpt, this.maxTokens, longest, request.maxNewTokens);
+  }
+
+  /** An empty cache of `capacity` rows per layer, host-side (uploaded by the first run). */
+  private emptyCache(batch: number, capacity: number): Feeds {
+    const { numKvHeads, headDim, numLayers } = this.ckpt.dims;
+    const feeds: Feeds = {};
+    for (let i = 0; i < numLayers; i++) {
+      const n = kvNames(i);
+      feeds[n.pastKey] = zeros(this.plan.dtype, [batch, numKvHeads, capacity, headDim]);
+      feeds[n.pastValue] = zeros(this.plan.dtype, [batch, numKvHeads, capacity, headDim]);
+    }
+    return feeds;
+  }
+
+  /**
+   * One forward step over right-padded rows. `tokens[b]` are row b's new tokens, starting at
+   * position `start[b]`; logits come back for the positions in `logitsAt[b]` (indices into
+   * the new tokens). The cache is updated and returned for the next step.
+   */
+  private async step(cache: Feeds, tokens: number[][], start: number[], logitsAt: number[][]): Promise<{ logits: Float32Array; cache: Feeds }> {
+    const B = tokens.length;
+    const S = Math.max(...tokens.map((t) => t.length));
+    const L = logitsAt[0]!.length;
+    const pad = padId(this.tokenizer, this.ckpt.eosTokenIds);
+    const ids: number[] = [];
+    const pos: number[] = [];
+    for (let b = 0; b < B; b++) {
+      for (let s = 0; s < S; s++) {
+        ids.push(tokens[b]![s] ?? pad);
+        pos.push(start[b]! + s);
+      }
+    }
+    const totals = tokens.map((t, b) => start[b]! + t.length);
+    const feeds: Feeds = {
+      ...cache,
+      [IO.inputIds]: int64(ids, [B, S]),
+      [IO.positionIds]: int64(pos, [B, S]),
+      [IO.seqlensK]: int32(totals.map((t) => t - 1), [B]),
+      [IO.totalSequenceLength]: int32([Math.max(...totals)], []),
+      [IO.logitsIndex]: int64(logitsAt.flat(), [B, L]),
+    };
+    const onHost = this.session.device === 'cpu';
+    // On the CPU the cache tensors are bound as outputs too, so the op updates them in place.
+    const fetches = onHost ? Object.fromEntries([[IO.logits, null], ...Object.keys(cache).map((k) => [k.replace('past_key_values', 'present'), cache[k]!])]) : undefined;
+    const out = await this.session.run(feeds, fetches);
+    const next: Feeds = {};
+    for (const k of Object.keys(cache)) {
+      const present = k.replace('past_key_values', 'present');
+      if (onHost) next[k] = cache[k]!;
+      else {
+        next[k] = out[present]!;
+        if (cache[k]!.location === 'gpu-buffer') cache[k]!.dispose();
+      }
+    }
+    return { logits: await readFloat32(out[IO.logits]!), cache: next };
+  }
+
+  async generate(request: GenerateRequest): Promise<GenerateResult> {
+    const t0 = performance.now();
+    const prompts = request.prompts.map((p) => encode(this.tokenizer, p));
+    const B = prompts.length;
+    const lens = prompts.map((p) => p.length);
+    const longest = Math.max(...lens);
+    checkCapacity(this.ckpt, this.maxTokens, longest, request.maxNewTokens);
+    const V = this.ckpt.dims.vocabSize;
+    const k = request.recordTopK ?? 0;
+    const sample = makeSampler(request.doSample, request.seed ?? 0);
+    const eos = this.ckpt.eosTokenIds;
+
+    let cache = this.emptyCache(B, Math.min(this.maxTokens, longest + request.maxNewTokens));
+    const generated: number[][] = Array.from({ length: B }, () => []);
+    const recorded: TopK[][] = Array.from({ length: B }, () => []);
+    const done = new Array<boolean>(B).fill(false);
+    const stepTimes: number[] = [];
+    let tokens = prompts;
+    let start = new Array<number>(B).fill(0);
+    let logitsAt = lens.map((n) => [n - 1]);
+    try {
+      for (let t = 0; t < request.maxNewTokens; t++) {
+        const r = await this.step(cache, tokens, start, logitsAt);
+        cache = r.cache;
+        for (let b = 0; b < B; b++) {
+          const row = r.logits.subarray(b * V, (b + 1) * V);
+          const next = sample(row);
+          if (!done[b]) {
+            generated[b]!.push(next);
+            if (k > 0) recorded[b]!.push(topK(row, k));
+            if (eos.includes(next)) done[b] = true;
+          }
+        }
+        stepTimes.push(performance.now());
+        if (done.every(Boolean)) break;
+        start = start.map((s, b) => s + tokens[b]!.length);
+        tokens = generated.map((g) => [g[g.length - 1]!]); // finished rows keep stepping; their tokens are ignored
+        logitsAt = lens.map(() => [0]);
+      }
+    } finally {
+      for (const t of Object.values(cache)) if (t.location === 'gpu-buffer') t.dispose();
+    }
+    const sequences = finishSequences(this.tokenizer, request.prompts, prompts, generated, eos, k > 0 ? recorded : undefined);
+    return {
+      sequences,
+      promptLength: longest,
+      steps: stepTimes.length,
+      timings: {
+        firstTokenMs: stepTimes[0]! - t0,
+        decodeStepMs: stepTimes.slice(1).map((t, i) => t - stepTimes[i]!),
+        totalMs: performance.now() - t0,
+      },
+    };
+  }
+
+  /**
+   * Teacher-forced logits: each row (token ids) run as one prefill, logits returned for
+   * positions from[b] .. length-1 (the positions that predict tokens from[b]+1 ...).
+   * The no-cache twin of generate's per-step logits.
+   */
+  async score(rows: number[][], from: number[]): Promise<Float32Array[][]> {
+    const B = rows.length;
+    const L = Math.max(...rows.map((r, b) => r.length - from[b]!));
+    const longest = Math.max(...rows.map((r) => r.length));
+    const logitsAt = rows.map((r, b) => Array.from({ length: L }, (_, i) => Math.min(from[b]! + i, r.length - 1)));
+    const cache = this.emptyCache(B, longest);
+    const { logits, cache: used } = await this.step(cache, rows, new Array<number>(B).fill(0), logitsAt);
+    for (const t of Object.values(used)) if (t.location === 'gpu-buffer') t.dispose();
+    const V = this.ckpt.dims.vocabSize;
+    return rows.map((r, b) => Array.from({ length: r.length - from[b]! }, (_, i) => logits.slice((b * L + i) * V, (b * L + i + 1) * V)));
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export { NO_FUSIONS, ALL_FUSIONS };
+export type { OrtTensor };
