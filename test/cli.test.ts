@@ -234,12 +234,13 @@ describe('generate: bad flags', () => {
     { args: ['--device', 'tpu'], culprit: '--device' },
     { args: ['--bogus'], culprit: '--bogus', typed: false },
     { args: ['--max_tokens', '8'], culprit: '--max_tokens' },
-    { args: ['--use_kernel'], culprit: '--use_kernel' },
+    { args: ['--use_kernel', '--hf_baseline'], culprit: '--hf_baseline' },
     { args: ['--use_meta_tensor'], culprit: '--use_meta_tensor' },
     { args: ['--world_size', '2'], culprit: '--world_size' },
     { args: ['--checkpoint_path', 'x'], culprit: '--checkpoint_path' },
     { args: ['--save_mp_checkpoint_path', 'x'], culprit: '--save_mp_checkpoint_path' },
-    { args: ['--dtype', 'int8'], culprit: '--dtype' },
+    { args: ['--dtype', 'int8', '--hf_baseline'], culprit: '--dtype' },
+    { args: ['--dtype', 'bfloat16', '--use_kernel'], culprit: '--dtype' },
     { args: ['--device', 'cuda'], culprit: '--device' },
   ];
   it.each(cases)('$args', async ({ args, culprit, typed }) => {

@@ -5,6 +5,8 @@
  */
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
+import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
+import { InjectedPipeline } from '../pipeline/injected.js';
 import { ReferencePipeline } from '../pipeline/reference.js';
 import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
@@ -43,8 +45,8 @@ export const generateOptions: OptionTable<GenerateOptions> = {
     help: 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)',
     parse: oneOf<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' }),
   },
-  hf_baseline: { flag: 'hf_baseline', help: 'run the reference pipeline (transformers.js on the plain graph)', default: false },
-  use_kernel: { flag: 'use_kernel', help: 'run the kernel-injected pipeline (not available yet)', default: false },
+  hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph (default: fusegen\'s loop on the plain graph)', default: false },
+  use_kernel: { flag: 'use_kernel', help: 'kernel injection: fused ONNX Runtime ops (GroupQueryAttention, SkipLayerNorm, FastGelu, packed projections)', default: false },
   max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens to generate per prompt', default: 50, parse: intAtLeast(1) },
   greedy: { flag: 'greedy', help: 'greedy decoding (default: sampling, as in the seed)', default: false },
@@ -59,7 +61,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
 function refuseUnavailable(o: GenerateOptions): void {
-  if (o.use_kernel) throw new UnsupportedError('--use_kernel', 'kernel injection is not available yet; run without it for the reference pipeline');
+  if (o.use_kernel && o.hf_baseline) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.use_meta_tensor) throw new UnsupportedError('--use_meta_tensor', 'meta-tensor loading is not available yet');
   if (o.checkpoint_path !== undefined) throw new UnsupportedError('--checkpoint_path', 'loading from a checkpoints file is not available yet (it goes with --use_meta_tensor)');
   if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
@@ -84,11 +86,10 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const dtype = resolveDtype(o);
   const t0 = performance.now();
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
-  const pipe: TextGenerationPipeline & { validate(r: { prompts: string[]; maxNewTokens: number }): void } = await ReferencePipeline.create(ckpt, {
-    device: o.device,
-    dtype,
-    maxTokens: o.max_tokens,
-  });
+  // As the seed: --hf_baseline is the plain library; otherwise our engine, with or without injection.
+  const pipe: TextGenerationPipeline = o.hf_baseline
+    ? await ReferencePipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens })
+    : await InjectedPipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, fusions: o.use_kernel ? ALL_FUSIONS : NO_FUSIONS });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);

@@ -14,7 +14,7 @@ import { exportGraph, type ExportedModel } from '../graph/export.js';
 import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
-import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtTensor } from '../runtime/ort.js';
+import { int32, int64, readFloat32, Session, zeros, type Feeds } from '../runtime/ort.js';
 import { checkCapacity, finishSequences, parameterCount, topK } from './common.js';
 import { makeSampler } from './sampling.js';
 import { encode, loadTokenizer, padId } from './tokenizer.js';
@@ -200,7 +200,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
           if (!done[b]) {
             generated[b]!.push(next);
             if (k > 0) recorded[b]!.push(topK(row, k));
-            if (eos.includes(next)) done[b] = true;
+            if (!request.ignoreEos && eos.includes(next)) done[b] = true;
           }
         }
         stepTimes.push(performance.now());
@@ -212,7 +212,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
     } finally {
       for (const t of Object.values(cache)) if (t.location === 'gpu-buffer') t.dispose();
     }
-    const sequences = finishSequences(this.tokenizer, request.prompts, prompts, generated, eos, k > 0 ? recorded : undefined);
+    const sequences = finishSequences(this.tokenizer, request.prompts, prompts, generated, request.ignoreEos ? [] : eos, k > 0 ? recorded : undefined);
     return {
       sequences,
       promptLength: longest,
@@ -248,4 +248,3 @@ export class InjectedPipeline implements TextGenerationPipeline {
 }
 
 export { NO_FUSIONS, ALL_FUSIONS };
-export type { OrtTensor };

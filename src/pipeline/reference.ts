@@ -6,6 +6,7 @@
 import { AutoModelForCausalLM, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
+import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';
 import { checkCapacity, deviceError, finishSequences, parameterCount, topK } from './common.js';
 import { loadTokenizer } from './tokenizer.js';
@@ -33,7 +34,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
     if (o.dtype !== 'float32' && o.dtype !== 'float16') {
       throw new UnsupportedError('--dtype', `${o.dtype} is not available for the reference pipeline (float32 or float16)`);
     }
-    if (o.device === 'cuda') throw new UnsupportedError('--device', 'cuda is not available for the reference pipeline yet (cpu or webgpu)');
+    if (o.device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
     const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
     const tokenizer = await loadTokenizer(ckpt);
     const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
@@ -98,6 +99,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
       ...inputs,
       max_new_tokens: request.maxNewTokens,
       do_sample: request.doSample,
+      ...(request.ignoreEos ? { min_new_tokens: request.maxNewTokens } : {}),
       streamer: streamer as never,
       logits_processor: (k > 0 ? [recordLogits] : []) as never,
     } as never);
@@ -107,7 +109,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
       const mask = (inputs.attention_mask.tolist() as bigint[][])[b]!;
       return row.filter((_, i) => mask[i] === 1n).map(Number);
     });
-    const sequences = finishSequences(this.tokenizer, request.prompts, promptIds, generated, this.ckpt.eosTokenIds, k > 0 ? recorded : undefined);
+    const sequences = finishSequences(this.tokenizer, request.prompts, promptIds, generated, request.ignoreEos ? [] : this.ckpt.eosTokenIds, k > 0 ? recorded : undefined);
     generated = [];
     return {
       sequences,

@@ -15,6 +15,8 @@ export interface GenerateRequest {
   seed?: number;
   /** Record the top-k logits of every generated step (0: none). */
   recordTopK?: number;
+  /** Benchmarks: always generate maxNewTokens (end-of-sequence does not stop a row). */
+  ignoreEos?: boolean;
 }
 
 export interface TopK {
@@ -70,6 +72,8 @@ export interface PipelineInfo {
 
 export interface TextGenerationPipeline {
   readonly info: PipelineInfo;
+  /** Throws (before any work) when the request cannot fit the KV cache or the positions. */
+  validate(request: GenerateRequest): void;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   dispose(): Promise<void>;
 }

@@ -13,8 +13,9 @@ export interface RunTiming {
   result: GenerateResult;
 }
 
-/** The seed's warm-up: its first 3 iterations are dropped (1 when there are only a few). */
-export function measured<T>(runs: T[]): T[] {
+/** Drops warm-up runs: the seed's 3 by default (1 when there are only a few). */
+export function measured<T>(runs: T[], warmup?: number): T[] {
+  if (warmup !== undefined) return runs.slice(warmup);
   if (runs.length > 3) return runs.slice(3);
   return runs.length > 1 ? runs.slice(1) : runs;
 }
@@ -65,8 +66,8 @@ export interface DecodeFigures {
   tflops: number;
 }
 
-export function decodeFigures(runs: RunTiming[], info: PipelineInfo, batch: number): DecodeFigures {
-  const m = measured(runs);
+export function decodeFigures(runs: RunTiming[], info: PipelineInfo, batch: number, warmup?: number): DecodeFigures {
+  const m = measured(runs, warmup);
   const ttft = median(m.map((r) => r.result.timings.firstTokenMs));
   const steps = m.flatMap((r) => r.result.timings.decodeStepMs);
   const perRun = m.filter((r) => r.result.timings.decodeStepMs.length > 0).map((r) => r.result.timings.decodeStepMs.reduce((a, b) => a + b, 0) / r.result.timings.decodeStepMs.length);

@@ -24,6 +24,8 @@ const COMPUTE_OPS = new Set([
   'FastGelu', 'BiasGelu', 'Gelu', 'RotaryEmbedding',
 ]);
 
+export const CUDA_MISSING = 'cuda: the CUDA execution provider is not installed (see README: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js)';
+
 /** The CUDA EP ships separately from onnxruntime-node; it is usable once its library is installed. */
 export function cudaInstalled(): boolean {
   const require = createRequire(import.meta.url);
@@ -54,9 +56,7 @@ export class Session {
   ) {}
 
   static async create(path: string, device: Device, o: SessionOptions = {}): Promise<Session> {
-    if (device === 'cuda' && !cudaInstalled()) {
-      throw new UnsupportedError('--device', 'cuda: the CUDA execution provider is not installed (see README: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js)');
-    }
+    if (device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
     const profileDir = mkdtempSync(join(tmpdir(), 'fusegen-profile-'));
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: [device],
