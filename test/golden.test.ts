@@ -1,30 +1,21 @@
 /**
  * The outside judge: Hugging Face transformers (PyTorch, fp32, CPU) on the same fixture
- * checkpoints, from fixtures/golden/make_goldens.py. The reference pipeline must reproduce
+ * checkpoints, from fixtures/golden/make_goldens.py. Every pipeline on the CPU in float32 (the
+ * reference, and fusegen's loop on the plain and on the kernel-injected graph) must reproduce
  * the greedy tokens exactly and the top-k logits of every step within 1e-4, alone and in a
- * left-padded batch.
+ * padded batch.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { loadGolden, type GoldenRow } from './helpers.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
+import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
-import type { SequenceResult } from '../src/pipeline/types.js';
-
-interface GoldenRow {
-  new_ids: number[];
-  text: string;
-  steps: Array<{ ids: number[]; values: number[] }>;
-}
-interface Golden {
-  max_new_tokens: number;
-  top_k: number;
-  checkpoint: { config_sha256: string; weights_sha256: string };
-  single: Array<GoldenRow & { prompt: string; input_ids: number[] }>;
-  batch: { prompts: string[]; input_ids: number[][]; rows: GoldenRow[] };
-}
+import type { SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
 
 const LOGIT_ATOL = 1e-4;
 
@@ -50,12 +41,19 @@ function comparableText(s: string): boolean {
   return !s.includes('\uFFFD');
 }
 
-describe.each(FIXTURE_ARCHS)('%s reference pipeline against Hugging Face goldens', (arch) => {
-  const golden = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'golden', `${arch}.json`), 'utf8')) as Golden;
-  let pipe: ReferencePipeline;
+const PIPELINES = {
+  reference: (arch: string) => ReferencePipeline.create(openCheckpoint(tinyModelDir(arch as never)), { device: 'cpu', dtype: 'float32', maxTokens: 1024 }),
+  plain: (arch: string) => InjectedPipeline.create(openCheckpoint(tinyModelDir(arch as never)), { device: 'cpu', dtype: 'float32', maxTokens: 1024, fusions: NO_FUSIONS }),
+  injected: (arch: string) => InjectedPipeline.create(openCheckpoint(tinyModelDir(arch as never)), { device: 'cpu', dtype: 'float32', maxTokens: 1024, fusions: ALL_FUSIONS }),
+};
+const CASES = FIXTURE_ARCHS.flatMap((arch) => (Object.keys(PIPELINES) as Array<keyof typeof PIPELINES>).map((pipeline) => ({ arch, pipeline })));
+
+describe.each(CASES)('$arch $pipeline pipeline against Hugging Face goldens', ({ arch, pipeline }) => {
+  const golden = loadGolden(arch);
+  let pipe: TextGenerationPipeline;
 
   beforeAll(async () => {
-    pipe = await ReferencePipeline.create(openCheckpoint(tinyModelDir(arch)), { device: 'cpu', dtype: 'float32', maxTokens: 1024 });
+    pipe = await PIPELINES[pipeline](arch);
   });
   afterAll(async () => {
     await pipe?.dispose();
