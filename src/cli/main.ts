@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { FusegenError, UsageError } from '../errors.js';
+import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
 import type { OptionTable } from './options.js';
 
@@ -61,7 +62,12 @@ export async function main(argv: string[], io: CliIo = { out: (l) => console.log
   generate.action(async (parsed: Record<string, unknown>) => {
     code = await runGenerate(resolve<GenerateOptions>(generateOptions, parsed), { out: io.out, interrupted: () => interrupted });
   });
-  for (const name of ['compare', 'bench']) {
+  const compare = program.command('compare').description("reference vs fusegen on the seed's prompts: verdicts, reports, gate (DeepSpeed's ds-hf-compare.py)").exitOverride();
+  addOptions(compare, compareOptions);
+  compare.action(async (parsed: Record<string, unknown>) => {
+    code = await runCompareCommand(resolve<CompareCliOptions>(compareOptions, parsed), argv.slice(1), { out: io.out, interrupted: () => interrupted });
+  });
+  for (const name of ['bench']) {
     program
       .command(name)
       .allowUnknownOption()

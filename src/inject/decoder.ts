@@ -199,7 +199,7 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     out = g.op('GroupQueryAttention', inputs, {
       num_heads: int(dims.numHeads),
       kv_num_heads: int(dims.numKvHeads),
-      scale: float(1 / Math.sqrt(D)),
+      scale: float(plan.attentionScale ?? 1 / Math.sqrt(D)),
       do_rotary: int(policy.attention.positions === 'rotary' ? 1 : 0),
       rotary_interleaved: int(0),
       local_window_size: int(-1),
@@ -217,7 +217,7 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     const kAll = g.op('ScatterElements', [n.pastKey, att.cacheRows!, k], { axis: int(2) }, { name: `${scope}/k_cache/ScatterElements`, outputNames: [n.presentKey] })[0]!;
     const vAll = g.op('ScatterElements', [n.pastValue, att.cacheRows!, v], { axis: int(2) }, { name: `${scope}/v_cache/ScatterElements`, outputNames: [n.presentValue] })[0]!;
     const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
-    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
+    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([plan.attentionScale ?? 1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
     const probs = g.op1('Softmax', [g.op1('Add', [scores, att.bias!], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
     out = mergeHeads(ctx, `${scope}/merge_heads`, g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`));
   }

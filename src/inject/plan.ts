@@ -31,6 +31,8 @@ export interface InjectionPlan {
   fusions: FusionSwitches;
   quant: Quantization;
   dtype: FloatType;
+  /** Softmax scale of attention; default 1/sqrt(head_dim). (compare's tests break it on purpose.) */
+  attentionScale?: number;
 }
 
 /** What the builder fused, counted per fused op type (printed and tested). */

@@ -27,6 +27,7 @@ export interface InjectedOptions {
   maxTokens: number;
   /** Default: every fusion on (kernel injection); NO_FUSIONS gives the plain graph. */
   fusions?: FusionSwitches;
+  attentionScale?: number;
   cacheDir?: string;
 }
 
@@ -52,7 +53,7 @@ export function exportInjectedModel(ckpt: Checkpoint, plan: InjectionPlan, cache
   const exported = exportGraph(
     ckpt,
     {
-      variant: `injected-${plan.dtype}-q${plan.quant.bits}-${on.join('+') || 'plain'}`,
+      variant: `injected-${plan.dtype}-q${plan.quant.bits}-${on.join('+') || 'plain'}${plan.attentionScale ? `-scale${plan.attentionScale}` : ''}`,
       file: 'model.onnx',
       opsets: [{ domain: '', version: 20 }, { domain: 'com.microsoft', version: 1 }],
       copyModelFiles: false,
@@ -79,7 +80,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
 
   static async create(ckpt: Checkpoint, o: InjectedOptions): Promise<InjectedPipeline> {
     const t0 = performance.now();
-    const plan = planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS);
+    const plan = { ...planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS), ...(o.attentionScale ? { attentionScale: o.attentionScale } : {}) };
     const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
@@ -194,8 +195,10 @@ export class InjectedPipeline implements TextGenerationPipeline {
       for (let t = 0; t < request.maxNewTokens; t++) {
         const r = await this.step(cache, tokens, start, logitsAt);
         cache = r.cache;
+        const suppressEos = !request.ignoreEos && t < (request.minNewTokens ?? 0);
         for (let b = 0; b < B; b++) {
           const row = r.logits.subarray(b * V, (b + 1) * V);
+          if (suppressEos) for (const e of eos) row[e] = -Infinity; // as HF's MinNewTokensLengthLogitsProcessor
           const next = sample(row);
           if (!done[b]) {
             generated[b]!.push(next);

@@ -3,7 +3,7 @@
  * ONNX export of the checkpoint. This is our "Hugging Face baseline": the same library
  * JS users already run, on a graph with nothing fused.
  */
-import { AutoModelForCausalLM, random, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
+import { AutoModelForCausalLM, random, Tensor as TjsTensor, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
@@ -99,7 +99,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
       ...inputs,
       max_new_tokens: request.maxNewTokens,
       do_sample: request.doSample,
-      ...(request.ignoreEos ? { min_new_tokens: request.maxNewTokens } : {}),
+      ...(request.ignoreEos ? { min_new_tokens: request.maxNewTokens } : request.minNewTokens ? { min_new_tokens: request.minNewTokens } : {}),
       streamer: streamer as never,
       logits_processor: (k > 0 ? [recordLogits] : []) as never,
     } as never);
@@ -121,6 +121,19 @@ export class ReferencePipeline implements TextGenerationPipeline {
         totalMs,
       },
     };
+  }
+
+  async score(rows: number[][], from: number[]): Promise<Float32Array[][]> {
+    const out: Float32Array[][] = [];
+    for (const [b, row] of rows.entries()) {
+      const ids = new TjsTensor('int64', BigInt64Array.from(row.map(BigInt)), [1, row.length]);
+      const mask = new TjsTensor('int64', new BigInt64Array(row.length).fill(1n), [1, row.length]);
+      const { logits } = (await this.model({ input_ids: ids, attention_mask: mask })) as { logits: Tensor };
+      const data = (logits.data instanceof Float32Array ? logits.data : Float32Array.from(logits.data as ArrayLike<number>)) as Float32Array;
+      const V = logits.dims.at(-1)!;
+      out.push(Array.from({ length: row.length - from[b]! }, (_, i) => data.slice((from[b]! + i) * V, (from[b]! + i + 1) * V)));
+    }
+    return out;
   }
 
   async dispose(): Promise<void> {

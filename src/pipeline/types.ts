@@ -17,6 +17,8 @@ export interface GenerateRequest {
   recordTopK?: number;
   /** Benchmarks: always generate maxNewTokens (end-of-sequence does not stop a row). */
   ignoreEos?: boolean;
+  /** End-of-sequence is suppressed until this many tokens were generated (HF min_new_tokens). */
+  minNewTokens?: number;
 }
 
 export interface TopK {
@@ -74,6 +76,11 @@ export interface TextGenerationPipeline {
   readonly info: PipelineInfo;
   /** Throws (before any work) when the request cannot fit the KV cache or the positions. */
   validate(request: GenerateRequest): void;
+  /**
+   * Teacher-forced logits, no cache: each row of token ids in one pass; full logits rows for
+   * positions from[b] .. length - 1 (position p predicts token p + 1).
+   */
+  score(rows: number[][], from: number[]): Promise<Float32Array[][]>;
   generate(request: GenerateRequest): Promise<GenerateResult>;
   dispose(): Promise<void>;
 }

@@ -56,10 +56,12 @@ export function seedPerfLines(runs: RunTiming[], maxNewTokens: number, dims: Mod
 
 export interface DecodeFigures {
   runs: number;
+  /** Time to first token (tokenization and prefill), median over runs. */
   ttftMs: number;
-  /** Time per output token: (latency - TTFT) / (tokens - 1), median over runs. */
+  /** Time per output token after the first (prefill excluded): median and p90 over all decode steps. */
   tpotMs: number;
   tpotP90Ms: number;
+  /** Throughput: tokens over the summed decode time, so slow steps count in full. */
   decodeTokensPerSec: number;
   prefillTokensPerSec: number;
   bandwidthGBps: number;
@@ -70,15 +72,15 @@ export function decodeFigures(runs: RunTiming[], info: PipelineInfo, batch: numb
   const m = measured(runs, warmup);
   const ttft = median(m.map((r) => r.result.timings.firstTokenMs));
   const steps = m.flatMap((r) => r.result.timings.decodeStepMs);
-  const perRun = m.filter((r) => r.result.timings.decodeStepMs.length > 0).map((r) => r.result.timings.decodeStepMs.reduce((a, b) => a + b, 0) / r.result.timings.decodeStepMs.length);
-  const tpot = median(perRun);
+  const tpot = median(steps);
+  const meanStep = steps.reduce((a, b) => a + b, 0) / steps.length;
   const prompt = median(m.map((r) => r.result.promptLength));
   return {
     runs: m.length,
     ttftMs: ttft,
     tpotMs: tpot,
     tpotP90Ms: percentile(steps, 90),
-    decodeTokensPerSec: (batch * 1000) / tpot,
+    decodeTokensPerSec: (batch * 1000) / meanStep,
     prefillTokensPerSec: (batch * prompt * 1000) / ttft,
     bandwidthGBps: info.parameterBytes / (tpot / 1000) / 1e9,
     tflops: (2 * info.parameters * batch) / (tpot / 1000) / 1e12,
@@ -89,7 +91,7 @@ export function decodeStats(runs: RunTiming[], info: PipelineInfo, batch: number
   const d = decodeFigures(runs, info, batch);
   const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   return [
-    `fusegen figures (${info.name} pipeline, ${info.device}, ${info.dtype}, batch ${batch}, median of ${d.runs} runs after warm-up):`,
+    `fusegen figures (${info.name} pipeline, ${info.device}, ${info.dtype}, batch ${batch}, ${d.runs} runs after warm-up):`,
     `  Time to first token:   ${fmt(d.ttftMs)} ms (prefill ${fmt(d.prefillTokensPerSec, 1)} tokens/s)`,
     `  Time per output token: ${fmt(d.tpotMs, 3)} ms (p90 ${fmt(d.tpotP90Ms, 3)} ms; prefill excluded)`,
     `  Decode throughput:     ${fmt(d.decodeTokensPerSec, 1)} tokens/s`,

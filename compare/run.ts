@@ -1,0 +1,317 @@
+/**
+ * The compare suite (DeepSpeed's ds-hf-compare.py): the same prompts through the reference
+ * pipeline and fusegen's pipeline, greedy; per prompt a token diff, teacher-forced logit
+ * statistics and a verdict under the tolerance policy; triage of mismatches; both pipelines
+ * timed side by side; a gate exit code.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
+import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { CapacityError, UsageError } from '../src/errors.js';
+import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
+import { InjectedPipeline } from '../src/pipeline/injected.js';
+import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
+import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
+import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
+import { decodeFigures, type RunTiming } from '../src/report/perf.js';
+import { environment } from './environment.js';
+import { similarity, teacherForced, tokenDiff } from './metrics.js';
+import { TOLERANCE, tokenVerdict, type Tolerance } from './tolerance.js';
+
+export interface CompareOptions {
+  model: string;
+  candidateModel?: string;
+  dtype: DType;
+  device: Device;
+  useKernel: boolean;
+  numInputs: number;
+  minLength: number;
+  maxLength: number;
+  batchSize: number;
+  printOutputs: boolean;
+  /** Timed runs per pipeline after the correctness pass (which warms both up). */
+  speedRepeats: number;
+  /** Baseline report to compare throughput against, and the largest drop accepted (percent). */
+  baseline?: { file: string; report: CompareReport };
+  maxRegression: number;
+  command: string[];
+  /** Builds the candidate with this attention scale: a deliberate defect the gate must catch. */
+  candidateAttentionScale?: number;
+}
+
+export interface CompareIo {
+  out: (line: string) => void;
+  interrupted: () => boolean;
+}
+
+const DASHES = '-'.repeat(60);
+
+/** Python's repr() of a str, so `baseline output:` lines read as the seed prints them. */
+export function pyRepr(s: string): string {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  let out = q;
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '\\') out += '\\\\';
+    else if (ch === q) out += `\\${q}`;
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else out += ch;
+  }
+  return out + q;
+}
+
+/** The reference runs float16 when asked, else float32 (transformers.js has no int8/int4 path). */
+function referenceDtype(dtype: DType): DType {
+  return dtype === 'float16' ? 'float16' : 'float32';
+}
+
+function checkCandidate(ref: Checkpoint, cand: Checkpoint): void {
+  if (cand.modelType !== ref.modelType) throw new UsageError('--candidate_model', `model_type ${cand.modelType} differs from --model's ${ref.modelType}`);
+  const tok = (c: Checkpoint) => readFileSync(join(c.dir, 'tokenizer.json'), 'utf8');
+  if (tok(cand) !== tok(ref)) throw new UsageError('--candidate_model', 'tokenizer.json differs from --model\'s: token ids would not be comparable');
+  if (cand.dims.vocabSize !== ref.dims.vocabSize) throw new UsageError('--candidate_model', `vocab_size ${cand.dims.vocabSize} differs from ${ref.dims.vocabSize}`);
+}
+
+function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, batch: number): PipelineSpeed {
+  const f = decodeFigures(runs, pipe.info, batch, 0);
+  const mid = [...runs].sort((a, b) => a.totalMs - b.totalMs)[runs.length >> 1]!.result;
+  return {
+    pipeline: name,
+    ttftMs: f.ttftMs,
+    tpotMedianMs: f.tpotMs,
+    tpotP90Ms: f.tpotP90Ms,
+    decodeTokensPerSec: f.decodeTokensPerSec,
+    prefillTokensPerSec: f.prefillTokensPerSec,
+    perPosition: mid.timings.decodeStepMs.map((ms, i): [number, number] => [mid.promptLength + i + 1, ms]),
+  };
+}
+
+export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
+  const tol: Tolerance = TOLERANCE[o.dtype];
+  if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
+  let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
+  if (o.numInputs > COMPARE_PROMPTS.length) {
+    io.out(`Warning: num_inputs (${o.numInputs}) is greater than the number of test inputs (${COMPARE_PROMPTS.length}). Using all test inputs.`);
+    prompts = [...COMPARE_PROMPTS];
+  }
+  const refCkpt = openCheckpoint(o.model);
+  const candCkpt = o.candidateModel ? openCheckpoint(o.candidateModel) : refCkpt;
+  if (o.candidateModel) checkCandidate(refCkpt, candCkpt);
+  const tokenizer = await loadTokenizer(refCkpt);
+  const lengths = prompts.map((p) => encode(tokenizer, p).length);
+  const longest = Math.max(...lengths);
+  if (longest >= o.maxLength) throw new CapacityError('--max_length', `the longest prompt has ${longest} tokens; --max_length ${o.maxLength} leaves no room to generate`);
+  if (o.maxLength > refCkpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.maxLength} exceeds the model's ${refCkpt.dims.maxPositions} positions`);
+
+  const fusions: FusionSwitches = o.useKernel ? ALL_FUSIONS : NO_FUSIONS;
+  const ref = await ReferencePipeline.create(refCkpt, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
+  const pipes: TextGenerationPipeline[] = [ref];
+  const report: CompareReport = {
+    schema: COMPARE_SCHEMA,
+    status: 'complete',
+    createdAt: new Date().toISOString(),
+    command: o.command,
+    model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir },
+    settings: { dtype: o.dtype, device: o.device, useKernel: o.useKernel, batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
+    tolerance: { ...tol },
+    environment: { ...environment(), executionProviders: {}, adapter: null },
+    fusions: {},
+    prompts: [],
+    speed: null,
+    summary: { matches: 0, tolerated: 0, mismatches: 0, errored: 0 },
+    gate: { exitCode: 0, reasons: [] },
+  };
+  const triagePipes = new Map<string, InjectedPipeline>();
+  try {
+    const cand = await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
+    pipes.push(cand);
+    report.fusions = cand.fused;
+    report.environment.executionProviders = { reference: ref.info.executionProviders, candidate: cand.info.executionProviders };
+
+    let seedMatches = 0;
+    let firstBatch: { request: Parameters<TextGenerationPipeline['generate']>[0] } | undefined;
+    for (let start = 0; start < prompts.length && !io.interrupted(); start += o.batchSize) {
+      const batch = prompts.slice(start, start + o.batchSize);
+      const batchLongest = Math.max(...lengths.slice(start, start + o.batchSize));
+      // HF's min_length / max_length count the (padded) prompt.
+      const request = { prompts: batch, maxNewTokens: o.maxLength - batchLongest, minNewTokens: Math.max(0, o.minLength - batchLongest), doSample: false, recordTopK: tol.topN };
+      firstBatch ??= { request };
+      let refGen: GenerateResult | undefined;
+      let candGen: GenerateResult | undefined;
+      let batchError: string | undefined;
+      try {
+        refGen = await ref.generate(request);
+        candGen = await cand.generate(request);
+      } catch (e) {
+        batchError = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+      }
+      for (const [i, prompt] of batch.entries()) {
+        const index = start + i;
+        const result = refGen && candGen
+          ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, ref, cand, tol, tokenizer)
+          : errored(index, prompt, batchError ?? 'no result');
+        if (result.verdict === 'mismatch' && tol.gate) result.triage = await triage(refGen!.sequences[i]!, ref, { o, candCkpt, fusions, tol, cache: triagePipes });
+        report.prompts.push(result);
+        const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
+        if (textsEqual) seedMatches++;
+        if (o.printOutputs) {
+          io.out(`baseline output: {'generated_text': ${pyRepr(result.reference.text)}}`);
+          io.out(`optimized output: [{'generated_text': ${pyRepr(result.candidate.text)}}]`);
+          io.out(DASHES);
+          io.out(textsEqual ? 'outputs match' : 'outputs do not match');
+          io.out(`The similarity ratio is: ${result.similarity * 100}%`);
+        }
+      }
+    }
+    io.out(`Matches: ${seedMatches}\nMismatches: ${report.prompts.length - seedMatches}`);
+    if (io.interrupted()) {
+      report.status = 'interrupted';
+      report.stoppedBy = `interrupted after ${report.prompts.length} of ${prompts.length} prompts`;
+    } else if (firstBatch) {
+      // Both pipelines timed on the same prompts; the correctness pass above was their warm-up.
+      const timed = async (p: TextGenerationPipeline): Promise<RunTiming[]> => {
+        const runs: RunTiming[] = [];
+        for (let r = 0; r < o.speedRepeats; r++) {
+          const t = performance.now();
+          const result = await p.generate({ ...firstBatch!.request, recordTopK: 0 });
+          runs.push({ totalMs: performance.now() - t, result });
+        }
+        return runs;
+      };
+      const batchSize = firstBatch.request.prompts.length;
+      const refSpeed = speedOf('reference', await timed(ref), ref, batchSize);
+      const candSpeed = speedOf(o.useKernel ? 'injected' : 'plain', await timed(cand), cand, batchSize);
+      report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs };
+    }
+  } catch (e) {
+    report.status = 'failed';
+    report.stoppedBy = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+  } finally {
+    for (const p of [...pipes, ...triagePipes.values()]) await p.dispose();
+  }
+  summarize(report, tol, o);
+  return report;
+}
+
+function errored(index: number, prompt: string, reason: string): PromptResult {
+  const empty = { ids: [], tokens: [], text: '' };
+  return { index, prompt, verdict: 'errored', reason, reference: empty, candidate: empty, firstDivergence: null, similarity: 0, diff: [], logits: null };
+}
+
+async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, ref: TextGenerationPipeline, cand: TextGenerationPipeline, tol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<PromptResult> {
+  const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
+  const verdict = tokenVerdict(r, c, tol);
+  const firstDivergence = verdict.status === 'match' ? null : verdict.position;
+  const base: PromptResult = {
+    index,
+    prompt,
+    verdict: 'match',
+    reason: '',
+    reference: { ids: r.newIds, tokens: tokens(r.newIds), text: r.text },
+    candidate: { ids: c.newIds, tokens: tokens(c.newIds), text: c.text },
+    firstDivergence,
+    similarity: similarity(r.text, c.text),
+    diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
+    logits: null,
+  };
+  try {
+    // Teacher forcing: both sides read the reference's tokens; the last position predicts past the end.
+    const row = [...r.promptIds, ...r.newIds];
+    const [refLogits, candLogits] = [(await ref.score([row], [0]))[0]!.slice(0, -1), (await cand.score([row], [0]))[0]!.slice(0, -1)];
+    const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
+    base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
+    const logitsOk = tf.agreement.withinTolerance;
+    const logitWhy = `teacher-forced logits: max |error| ${tf.agreement.maxAbs.toExponential(2)}, ${tf.agreement.outOfTolerance} of ${tf.agreement.positions} positions beyond atol ${tol.atol} + rtol ${tol.rtol}, top-1 agreement ${(tf.agreement.top1Agreement * 100).toFixed(1)}%`;
+    if (verdict.status === 'mismatch') Object.assign(base, { verdict: 'mismatch', reason: `tokens part at ${verdict.position}: ${verdict.reason}` });
+    else if (!logitsOk) Object.assign(base, { verdict: 'mismatch', reason: logitWhy });
+    else if (verdict.status === 'tolerated') Object.assign(base, { verdict: 'tolerated', reason: `tokens part at ${verdict.position} on a near-tie (reference margin ${verdict.margin.toFixed(4)}); ${logitWhy}` });
+    else base.reason = logitWhy;
+  } catch (e) {
+    Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
+  }
+  return base;
+}
+
+interface TriageContext {
+  o: CompareOptions;
+  candCkpt: Checkpoint;
+  fusions: FusionSwitches;
+  tol: Tolerance;
+  cache: Map<string, InjectedPipeline>;
+}
+
+/**
+ * Reruns the candidate's teacher-forced logits with one thing changed at a time: the CPU
+ * instead of the device, no fusions, each fusion off, no quantization. What fixes the
+ * mismatch is what is to blame.
+ */
+async function triage(r: SequenceResult, ref: TextGenerationPipeline, t: TriageContext): Promise<NonNullable<PromptResult['triage']>> {
+  const { o } = t;
+  const row = [...r.promptIds, ...r.newIds];
+  const refLogits = (await ref.score([row], [0]))[0]!.slice(0, -1);
+  const runs: TriageRun[] = [];
+  const attempt = async (variant: string, device: Device, dtype: DType, fusions: FusionSwitches) => {
+    let pipe = t.cache.get(variant);
+    if (!pipe) {
+      pipe = await InjectedPipeline.create(t.candCkpt, { device, dtype, maxTokens: o.maxLength, fusions });
+      t.cache.set(variant, pipe);
+    }
+    const tf = teacherForced(refLogits, (await pipe.score([row], [0]))[0]!.slice(0, -1), r.promptIds.length, t.tol);
+    const run: TriageRun = { variant, verdict: tf.agreement.withinTolerance ? 'match' : 'mismatch', maxAbs: tf.agreement.maxAbs };
+    runs.push(run);
+    return run.verdict === 'match';
+  };
+  const on = (Object.keys(t.fusions) as Array<keyof FusionSwitches>).filter((k) => t.fusions[k]);
+  let blame: string;
+  if (o.device !== 'cpu' && (await attempt('cpu', 'cpu', o.dtype === 'float16' ? 'float32' : o.dtype, t.fusions))) blame = `the ${o.device} kernels (the same graph matches on the CPU)`;
+  else if (on.length > 0 && (await attempt('plain', o.device, o.dtype, NO_FUSIONS))) {
+    const culprits: string[] = [];
+    for (const f of on) if (await attempt(`no-${f}`, o.device, o.dtype, { ...t.fusions, [f]: false })) culprits.push(f);
+    blame = culprits.length ? `fusion: ${culprits.join(', ')}` : 'a combination of fusions (each alone is fine)';
+  } else if ((o.dtype === 'int8' || o.dtype === 'int4') && (await attempt('unquantized', o.device, 'float32', t.fusions))) blame = `${o.dtype} quantization`;
+  else blame = o.candidateModel ? 'the candidate checkpoint: no kernel, fusion or precision change explains it' : 'not explained by the device, the fusions or quantization';
+  return { runs, blame };
+}
+
+function summarize(report: CompareReport, tol: Tolerance, o: CompareOptions): void {
+  const count = (v: PromptResult['verdict']) => report.prompts.filter((p) => p.verdict === v).length;
+  report.summary = { matches: count('match'), tolerated: count('tolerated'), mismatches: count('mismatch'), errored: count('errored') };
+  const reasons: string[] = [];
+  if (report.status !== 'complete') reasons.push(`run ${report.status}: ${report.stoppedBy ?? ''}`);
+  if (report.summary.errored) reasons.push(`${report.summary.errored} prompt(s) errored`);
+  if (tol.gate && report.summary.mismatches) reasons.push(`${report.summary.mismatches} prompt(s) mismatch beyond the ${report.settings.dtype} tolerance`);
+  if (o.baseline && report.speed) {
+    const base = o.baseline.report.speed?.candidate.decodeTokensPerSec;
+    if (base) {
+      const now = report.speed.candidate.decodeTokensPerSec;
+      const regressionPct = ((base - now) / base) * 100;
+      report.gate.baseline = { file: o.baseline.file, decodeTokensPerSec: base, regressionPct, maxRegressionPct: o.maxRegression };
+      if (regressionPct > o.maxRegression) reasons.push(`decode throughput ${now.toFixed(1)} tokens/s is ${regressionPct.toFixed(1)}% below the baseline's ${base.toFixed(1)} (more than ${o.maxRegression}%)`);
+    }
+  }
+  report.gate.reasons = reasons;
+  report.gate.exitCode = reasons.length ? 1 : 0;
+}
+
+export function summaryTable(report: CompareReport): string[] {
+  const lines = ['', 'prompt  verdict     first-diff  similarity  max|dlogit|  mean KL (decode)'];
+  for (const p of report.prompts) {
+    const maxAbs = p.logits ? Math.max(p.logits.prefill.maxAbs, p.logits.decode.maxAbs) : NaN;
+    lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${Number.isFinite(maxAbs) ? maxAbs.toExponential(2).padStart(11) : 'n/a'.padStart(11)}  ${p.logits ? p.logits.decode.meanKl.toExponential(2) : 'n/a'}`);
+  }
+  const s = report.summary;
+  lines.push(`summary: ${s.matches} match, ${s.tolerated} tolerated, ${s.mismatches} mismatch, ${s.errored} errored (${report.settings.dtype}, ${report.settings.device}, tolerance atol ${report.tolerance.atol} rtol ${report.tolerance.rtol})`);
+  if (report.speed) {
+    const { reference: r, candidate: c } = report.speed;
+    const row = (x: PipelineSpeed) => `${x.pipeline.padEnd(10)} TTFT ${x.ttftMs.toFixed(2)} ms | per token ${x.tpotMedianMs.toFixed(3)} ms (p90 ${x.tpotP90Ms.toFixed(3)}) | decode ${x.decodeTokensPerSec.toFixed(1)} tok/s | prefill ${x.prefillTokensPerSec.toFixed(1)} tok/s`;
+    lines.push(row(r), row(c), `decode speedup: ${report.speed.decodeSpeedup.toFixed(2)}x`);
+  }
+  for (const t of report.prompts.filter((p) => p.triage)) lines.push(`triage prompt ${t.index}: ${t.triage!.blame}`);
+  lines.push(report.gate.exitCode === 0 ? 'gate: pass' : `gate: FAIL (${report.gate.reasons.join('; ')})`);
+  return lines;
+}

@@ -1,0 +1,99 @@
+/**
+ * `fusegen compare`: DeepSpeed's ds-hf-compare.py, grown into a gate. Prints the seed's
+ * lines, then a summary table; writes JSON and HTML reports; exit 0 when every prompt
+ * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
+import { runCompare, summaryTable } from '../../compare/run.js';
+import { InputError } from '../errors.js';
+import type { DType, Device } from '../pipeline/types.js';
+import type { CompareReport } from '../report/compare-report.js';
+import { validateCompareReport } from '../report/compare-validate.js';
+import { writeCompareReports } from '../report/write.js';
+import { intAtLeast, oneOf, text, type OptionTable } from './options.js';
+
+export interface CompareCliOptions {
+  model: string | undefined;
+  candidate_model: string | undefined;
+  dtype: DType | undefined;
+  num_inputs: number;
+  min_length: number;
+  max_length: number;
+  print_outputs: boolean;
+  use_kernel: boolean;
+  device: Device;
+  batch_size: number;
+  report_dir: string;
+  baseline: string | undefined;
+  max_regression: number;
+  speed_repeats: number;
+  local_rank: number;
+}
+
+export const compareOptions: OptionTable<CompareCliOptions> = {
+  model: { flag: 'model', arg: 'dir', help: 'checkpoint for the reference (default: the embedded tiny OPT)', parse: text },
+  candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', parse: text },
+  dtype: {
+    flag: 'dtype',
+    arg: 'type',
+    help: 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu devices); the reference runs float16 for float16, else float32',
+    parse: oneOf<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' }),
+  },
+  num_inputs: { flag: 'num_inputs', arg: 'n', help: "how many of the seed's 43 prompts", default: 1, parse: intAtLeast(1) },
+  min_length: { flag: 'min_length', arg: 'n', help: 'minimum total tokens (prompt included), as HF min_length', default: 200, parse: intAtLeast(1) },
+  max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },
+  print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
+  use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
+  device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
+  batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
+  report_dir: { flag: 'report_dir', arg: 'dir', help: 'where the JSON and HTML reports go', default: 'reports', parse: text },
+  baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report: fail when decode throughput fell more than --max_regression', parse: text },
+  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode tokens/s against --baseline, percent', default: 10, parse: intAtLeast(0) },
+  speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
+  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process (env LOCAL_RANK)', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+};
+
+function loadBaseline(file: string): { file: string; report: CompareReport } {
+  if (!existsSync(file)) throw new InputError(file, 'baseline report not found');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new InputError(file, `malformed JSON (${(e as Error).message})`);
+  }
+  try {
+    validateCompareReport(raw);
+  } catch (e) {
+    throw new InputError(file, `not a compare report: ${(e as Error).message}`);
+  }
+  return { file, report: raw };
+}
+
+export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
+  const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
+  const report = await runCompare(
+    {
+      model: o.model ?? ensureDefaultModel(),
+      candidateModel: o.candidate_model,
+      dtype: o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16'),
+      device: o.device,
+      useKernel: o.use_kernel,
+      numInputs: o.num_inputs,
+      minLength: o.min_length,
+      maxLength: o.max_length,
+      batchSize: o.batch_size,
+      printOutputs: o.print_outputs,
+      speedRepeats: o.speed_repeats,
+      baseline,
+      maxRegression: o.max_regression,
+      command: ['fusegen', 'compare', ...argv],
+    },
+    io,
+  );
+  for (const line of summaryTable(report)) io.out(line);
+  const written = writeCompareReports(report, o.report_dir);
+  io.out(`reports: ${written.json}\n         ${written.html}`);
+  if (report.status === 'interrupted') return 130;
+  return report.gate.exitCode;
+}

@@ -1,0 +1,95 @@
+/**
+ * The compare report: plain data, versioned. `compare` builds it, the JSON and HTML
+ * reporters see only this object. Bump COMPARE_SCHEMA when a field changes meaning.
+ */
+
+export const COMPARE_SCHEMA = 'fusegen.compare/1';
+
+export type Verdict = 'match' | 'tolerated' | 'mismatch' | 'errored';
+
+/** Teacher-forced logits of the candidate against the reference, on the reference's tokens. */
+export interface LogitStats {
+  positions: number;
+  maxAbs: number;
+  maxRel: number;
+  top1Agreement: number;
+  /** Mean KL(reference || candidate) over positions, in nats. */
+  meanKl: number;
+}
+
+export interface TriageRun {
+  /** What was changed: `cpu` (same graph on the CPU), `plain` (all fusions off), `no-<fusion>`, `unquantized`. */
+  variant: string;
+  verdict: Exclude<Verdict, 'errored'>;
+  maxAbs: number;
+}
+
+export interface PromptResult {
+  index: number;
+  prompt: string;
+  verdict: Verdict;
+  /** Why, in one line (the tolerance rule that decided, or the error). */
+  reason: string;
+  reference: { ids: number[]; tokens: string[]; text: string };
+  candidate: { ids: number[]; tokens: string[]; text: string };
+  /** First generated position where the tokens differ; null when identical. */
+  firstDivergence: number | null;
+  /** difflib.SequenceMatcher ratio of the two generated texts, as the seed prints it. */
+  similarity: number;
+  /** Token-level diff of the generated ids (the `diff` package), as runs of equal/removed/added tokens. */
+  diff: Array<{ kind: 'equal' | 'removed' | 'added'; tokens: string[] }>;
+  logits: { prefill: LogitStats; decode: LogitStats; perPositionMaxAbs: number[] } | null;
+  /** Only for mismatches: reruns that say whether the device kernel, a fusion or quantization is to blame. */
+  triage?: { runs: TriageRun[]; blame: string };
+}
+
+export interface PipelineSpeed {
+  pipeline: string;
+  ttftMs: number;
+  tpotMedianMs: number;
+  tpotP90Ms: number;
+  decodeTokensPerSec: number;
+  prefillTokensPerSec: number;
+  /** Per-token latency against context position: [position, ms] of the measured run. */
+  perPosition: Array<[number, number]>;
+}
+
+export interface CompareReport {
+  schema: typeof COMPARE_SCHEMA;
+  status: 'complete' | 'interrupted' | 'failed';
+  /** Set when status is not complete: what stopped the run. */
+  stoppedBy?: string;
+  createdAt: string;
+  command: string[];
+  model: { dir: string; modelType: string; candidateDir: string };
+  settings: {
+    dtype: string;
+    device: string;
+    useKernel: boolean;
+    batchSize: number;
+    numInputs: number;
+    minLength: number;
+    maxLength: number;
+  };
+  tolerance: { atol: number; rtol: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
+  environment: {
+    node: string;
+    platform: string;
+    fusegen: string;
+    onnxruntimeNode: string;
+    transformersJs: string;
+    gitCommit: string | null;
+    /** Execution providers that really ran each pipeline's nodes (from profiling). */
+    executionProviders: Record<string, string[]>;
+    adapter: string | null;
+  };
+  fusions: Record<string, number>;
+  prompts: PromptResult[];
+  speed: { reference: PipelineSpeed; candidate: PipelineSpeed; decodeSpeedup: number } | null;
+  summary: { matches: number; tolerated: number; mismatches: number; errored: number };
+  gate: {
+    exitCode: 0 | 1;
+    reasons: string[];
+    baseline?: { file: string; decodeTokensPerSec: number; regressionPct: number; maxRegressionPct: number };
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * The JSON Schema (draft 2020-12) of the compare report, and its validator.
+ *
+ * The schema describes the report as it is written to disk: JSON has no NaN or Infinity,
+ * so a measured figure that is not finite (an empty run's median, an infinite KL) is `null`
+ * in the file; those fields are `number | null` here ("metric" below), and every reader
+ * shows them as "n/a". `validateCompareReport` therefore checks the object's JSON form,
+ * which is exactly what `writeCompareReports` writes.
+ *
+ * Beyond the schema it checks what JSON Schema cannot say: the summary counts are the
+ * prompts' verdicts, prompt indexes are unique, and each side's ids and tokens pair up.
+ */
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
+
+const str = { type: 'string' } as const;
+const nonEmpty = { type: 'string', minLength: 1 } as const;
+const count = { type: 'integer', minimum: 0 } as const;
+const strings = { type: 'array', items: str } as const;
+/** A measured figure: null where it was NaN or +-Infinity (the JSON form). */
+const metric = { $ref: '#/$defs/metric' } as const;
+const nonNegMetric = { $ref: '#/$defs/nonNegMetric' } as const;
+const share = { $ref: '#/$defs/share' } as const;
+
+function object(properties: Record<string, unknown>, optional: string[] = []): Record<string, unknown> {
+  return {
+    type: 'object',
+    properties,
+    required: Object.keys(properties).filter((k) => !optional.includes(k)),
+    additionalProperties: false,
+  };
+}
+
+const VERDICTS = ['match', 'tolerated', 'mismatch', 'errored'] as const;
+
+export const COMPARE_REPORT_JSON_SCHEMA = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: 'urn:fusegen:compare:1',
+  title: 'fusegen compare report',
+  description: `The report \`fusegen compare\` writes (${COMPARE_SCHEMA}). Measured figures that were not finite are null.`,
+  ...object({
+    schema: { const: COMPARE_SCHEMA },
+    status: { enum: ['complete', 'interrupted', 'failed'] },
+    stoppedBy: nonEmpty,
+    createdAt: {
+      type: 'string',
+      pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$',
+    },
+    command: strings,
+    model: object({ dir: nonEmpty, modelType: nonEmpty, candidateDir: nonEmpty }),
+    settings: object({
+      dtype: nonEmpty,
+      device: nonEmpty,
+      useKernel: { type: 'boolean' },
+      batchSize: { type: 'integer', minimum: 1 },
+      numInputs: count,
+      minLength: count,
+      maxLength: count,
+    }),
+    tolerance: object({
+      atol: { type: 'number', minimum: 0 },
+      rtol: { type: 'number', minimum: 0 },
+      minTop1Agreement: { type: 'number', minimum: 0, maximum: 1 },
+      nearTie: { type: 'number', minimum: 0 },
+      topN: { type: 'integer', minimum: 1 },
+      gate: { type: 'boolean' },
+    }),
+    environment: object({
+      node: str,
+      platform: str,
+      fusegen: str,
+      onnxruntimeNode: str,
+      transformersJs: str,
+      gitCommit: { type: ['string', 'null'] },
+      executionProviders: { type: 'object', additionalProperties: strings },
+      adapter: { type: ['string', 'null'] },
+    }),
+    fusions: { type: 'object', additionalProperties: count },
+    prompts: { type: 'array', items: { $ref: '#/$defs/promptResult' } },
+    speed: {
+      ...object({ reference: { $ref: '#/$defs/pipelineSpeed' }, candidate: { $ref: '#/$defs/pipelineSpeed' }, decodeSpeedup: nonNegMetric }),
+      type: ['object', 'null'],
+    },
+    summary: object({ matches: count, tolerated: count, mismatches: count, errored: count }),
+    gate: object(
+      {
+        exitCode: { enum: [0, 1] },
+        reasons: strings,
+        baseline: object({ file: nonEmpty, decodeTokensPerSec: nonNegMetric, regressionPct: metric, maxRegressionPct: { type: 'number' } }),
+      },
+      ['baseline'],
+    ),
+  }, ['stoppedBy']),
+  // A run that did not complete says what stopped it.
+  if: { properties: { status: { const: 'complete' } } },
+  else: { required: ['stoppedBy'] },
+  $defs: {
+    metric: { type: ['number', 'null'] },
+    nonNegMetric: { type: ['number', 'null'], minimum: 0 },
+    share: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+    logitStats: object({ positions: count, maxAbs: nonNegMetric, maxRel: nonNegMetric, top1Agreement: share, meanKl: nonNegMetric }),
+    generation: object({ ids: { type: 'array', items: count }, tokens: strings, text: str }),
+    promptResult: {
+      ...object(
+        {
+          index: count,
+          prompt: str,
+          verdict: { enum: VERDICTS },
+          reason: str,
+          reference: { $ref: '#/$defs/generation' },
+          candidate: { $ref: '#/$defs/generation' },
+          firstDivergence: { type: ['integer', 'null'], minimum: 0 },
+          similarity: share,
+          diff: { type: 'array', items: object({ kind: { enum: ['equal', 'removed', 'added'] }, tokens: strings }) },
+          logits: {
+            ...object({ prefill: { $ref: '#/$defs/logitStats' }, decode: { $ref: '#/$defs/logitStats' }, perPositionMaxAbs: { type: 'array', items: nonNegMetric } }),
+            type: ['object', 'null'],
+          },
+          triage: object({
+            runs: { type: 'array', items: object({ variant: nonEmpty, verdict: { enum: VERDICTS.filter((v) => v !== 'errored') }, maxAbs: nonNegMetric }) },
+            blame: str,
+          }),
+        },
+        ['triage'],
+      ),
+      // Triage reruns exist only for mismatches.
+      if: { required: ['triage'] },
+      then: { properties: { verdict: { const: 'mismatch' } } },
+    },
+    pipelineSpeed: object({
+      pipeline: nonEmpty,
+      ttftMs: nonNegMetric,
+      tpotMedianMs: nonNegMetric,
+      tpotP90Ms: nonNegMetric,
+      decodeTokensPerSec: nonNegMetric,
+      prefillTokensPerSec: nonNegMetric,
+      perPosition: {
+        type: 'array',
+        items: { type: 'array', prefixItems: [count, nonNegMetric], items: false, minItems: 2 },
+      },
+    }),
+  },
+} as const;
+
+let compiled: ValidateFunction | undefined;
+
+function validator(): ValidateFunction {
+  if (!compiled) {
+    const ajv = new Ajv2020({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
+    compiled = ajv.compile(COMPARE_REPORT_JSON_SCHEMA);
+  }
+  return compiled;
+}
+
+/** `/prompts/0/verdict` -> `prompts[0].verdict`; the root is `(root)`. */
+function readablePath(pointer: string, child?: string): string {
+  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (child !== undefined) parts.push(child);
+  let out = '';
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : /^[A-Za-z_$][\w$]*$/.test(p) ? (out ? `.${p}` : p) : `[${JSON.stringify(p)}]`;
+  return out || '(root)';
+}
+
+function describe(e: ErrorObject): string | null {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'if':
+      return null; // the failing then/else branch is reported by its own error
+    case 'required':
+      return `${readablePath(e.instancePath, String(p['missingProperty']))}: is required`;
+    case 'additionalProperties':
+      return `${readablePath(e.instancePath, String(p['additionalProperty']))}: is not allowed`;
+    case 'enum':
+      return `${readablePath(e.instancePath)}: must be one of ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'const':
+      return `${readablePath(e.instancePath)}: must be ${JSON.stringify(p['allowedValue'])}`;
+    default:
+      return `${readablePath(e.instancePath)}: ${e.message ?? e.keyword}`;
+  }
+}
+
+function semanticErrors(r: CompareReport): string[] {
+  const out: string[] = [];
+  const tally = { matches: 0, tolerated: 0, mismatches: 0, errored: 0 };
+  const key = { match: 'matches', tolerated: 'tolerated', mismatch: 'mismatches', errored: 'errored' } as const;
+  const seen = new Set<number>();
+  r.prompts.forEach((p, i) => {
+    tally[key[p.verdict]]++;
+    if (seen.has(p.index)) out.push(`prompts[${i}].index: ${p.index} is used twice`);
+    seen.add(p.index);
+    for (const side of ['reference', 'candidate'] as const) {
+      if (p[side].ids.length !== p[side].tokens.length) out.push(`prompts[${i}].${side}: ${p[side].ids.length} ids but ${p[side].tokens.length} tokens`);
+    }
+  });
+  for (const k of Object.keys(tally) as Array<keyof typeof tally>) {
+    if (r.summary[k] !== tally[k]) out.push(`summary.${k}: is ${r.summary[k]} but the prompts have ${tally[k]}`);
+  }
+  return out;
+}
+
+const SHOWN = 5;
+
+/**
+ * Throws one line naming the first few violations (path: message) unless `r` is a valid
+ * compare report. Checks the JSON form of `r` (non-finite numbers become null).
+ */
+export function validateCompareReport(r: unknown): asserts r is CompareReport {
+  let data: unknown;
+  try {
+    data = JSON.parse(JSON.stringify(r) ?? 'null') as unknown;
+  } catch (e) {
+    throw new Error(`invalid compare report: not plain JSON data (${e instanceof Error ? e.message : String(e)})`);
+  }
+  const validate = validator();
+  let problems: string[];
+  if (validate(data)) {
+    problems = semanticErrors(data as CompareReport);
+  } else {
+    problems = [...new Set((validate.errors ?? []).map(describe).filter((m): m is string => m !== null))];
+  }
+  if (problems.length === 0) return;
+  const more = problems.length > SHOWN ? ` (and ${problems.length - SHOWN} more)` : '';
+  throw new Error(`invalid compare report: ${problems.slice(0, SHOWN).join('; ')}${more}`);
+}

@@ -1,0 +1,178 @@
+/**
+ * The compare suite end to end on the tiny fixtures: verdicts, reports, and a gate that
+ * catches real defects (a perturbed attention weight, a wrong attention scale) while passing
+ * an identical copy.
+ */
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { pyRepr, runCompare, type CompareOptions } from '../compare/run.js';
+import { similarity, klDivergence } from '../compare/metrics.js';
+import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
+import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safetensors.js';
+import { main } from '../src/cli/main.js';
+import type { CompareReport } from '../src/report/compare-report.js';
+
+function options(o: Partial<CompareOptions> = {}): CompareOptions {
+  return {
+    model: tinyModelDir('opt'),
+    dtype: 'float32',
+    device: 'cpu',
+    useKernel: true,
+    numInputs: 2,
+    minLength: 30,
+    maxLength: 40,
+    batchSize: 1,
+    printOutputs: false,
+    speedRepeats: 2,
+    maxRegression: 10,
+    command: ['test'],
+    ...o,
+  };
+}
+
+const quiet = { out: () => {}, interrupted: () => false };
+
+/** A copy of a fixture with one attention weight scaled (or none when factor is 1). */
+function candidateCopy(arch: FixtureArch, factor: number): string {
+  const src = tinyModelDir(arch);
+  const dir = mkdtempSync(join(tmpdir(), `fusegen-cand-${arch}-`));
+  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
+  const store = openSafetensorsFile(join(src, 'model.safetensors'));
+  const target = store.names().find((n) => /layers?\.0\..*(q_proj|c_attn|query_key_value)\.weight$|h\.0\.(attn\.c_attn|self_attention\.query_key_value)\.weight$/.test(n))!;
+  const tensors = store.names().map((name) => ({ name, dtype: 'F32' as const, shape: store.info(name).shape }));
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
+    const data = store.readFloat32(t.name);
+    if (t.name === target) for (let i = 0; i < data.length; i++) data[i] = data[i]! * factor;
+    return data;
+  });
+  store.close();
+  return dir;
+}
+
+describe('compare on the tiny fixtures', () => {
+  it('the injected pipeline matches the reference on every prompt, with speed measured side by side', async () => {
+    const lines: string[] = [];
+    const report = await runCompare(options({ numInputs: 3, printOutputs: true }), { out: (l) => lines.push(l), interrupted: () => false });
+    expect(report.status).toBe('complete');
+    expect(report.summary).toEqual({ matches: 3, tolerated: 0, mismatches: 0, errored: 0 });
+    expect(report.gate.exitCode).toBe(0);
+    expect(report.fusions['GroupQueryAttention']).toBe(2);
+    for (const p of report.prompts) {
+      expect(p.reference.ids).toEqual(p.candidate.ids);
+      expect(p.reference.ids.length).toBeGreaterThanOrEqual(30 - 12); // min_length counts the prompt
+      expect(p.logits!.decode.maxAbs).toBeLessThan(1e-4);
+      expect(p.logits!.prefill.positions).toBeGreaterThan(0);
+      expect(p.similarity).toBe(1);
+    }
+    expect(report.speed!.candidate.tpotMedianMs).toBeGreaterThan(0);
+    expect(report.speed!.decodeSpeedup).toBeCloseTo(report.speed!.reference.tpotMedianMs / report.speed!.candidate.tpotMedianMs);
+    expect(lines).toContain('outputs match');
+    expect(lines.filter((l) => l.startsWith('baseline output: {\'generated_text\': '))).toHaveLength(3);
+    expect(lines).toContain('The similarity ratio is: 100%');
+    expect(lines).toContain('Matches: 3\nMismatches: 0');
+  });
+
+  describe.each(FIXTURE_ARCHS)('%s: the gate', (arch) => {
+    it('fails a candidate with one attention weight perturbed, and passes an identical copy', async () => {
+      const same = await runCompare(options({ model: tinyModelDir(arch), candidateModel: candidateCopy(arch, 1), numInputs: 1 }), quiet);
+      expect(same.gate.exitCode).toBe(0);
+      expect(same.summary.matches).toBe(1);
+      const bad = await runCompare(options({ model: tinyModelDir(arch), candidateModel: candidateCopy(arch, 1.05), numInputs: 1 }), quiet);
+      expect(bad.gate.exitCode).toBe(1);
+      expect(bad.summary.mismatches).toBe(1);
+      expect(bad.prompts[0]!.triage!.blame).toMatch(/candidate checkpoint/);
+      expect(bad.gate.reasons.join()).toMatch(/mismatch beyond the float32 tolerance/);
+    });
+  });
+
+  it('fails an injected graph built with a wrong attention scale', async () => {
+    const report = await runCompare(options({ model: tinyModelDir('llama'), numInputs: 1, candidateAttentionScale: 0.5 / Math.sqrt(16) }), quiet);
+    expect(report.gate.exitCode).toBe(1);
+    expect(report.prompts[0]!.verdict).toBe('mismatch');
+    expect(report.prompts[0]!.logits!.prefill.maxAbs).toBeGreaterThan(1e-2);
+  });
+
+  it('an interrupted run keeps the prompts it finished and says so', async () => {
+    let calls = 0;
+    const report = await runCompare(options({ numInputs: 3 }), { out: () => {}, interrupted: () => ++calls > 2 });
+    expect(report.status).toBe('interrupted');
+    expect(report.prompts.length).toBeGreaterThan(0);
+    expect(report.prompts.length).toBeLessThan(3);
+    expect(report.gate.exitCode).toBe(1);
+  });
+});
+
+describe('compare command', () => {
+  async function cli(args: string[]) {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['compare', ...args], { out: (l) => out.push(l), err: (l) => err.push(l) });
+    return { code, out, err };
+  }
+  const base = () => ['--model', tinyModelDir('gpt2'), '--use_kernel', '--min_length', '20', '--max_length', '30', '--speed_repeats', '2'];
+
+  it('writes a valid JSON report and an HTML report, and gates on a baseline', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-reports-'));
+    const first = await cli([...base(), '--report_dir', dir]);
+    expect(first.code, first.err.join('\n')).toBe(0);
+    expect(first.out).toContain('Matches: 1\nMismatches: 0');
+    expect(first.out).toContain('gate: pass');
+    const json = readdirSync(dir).find((f) => f.endsWith('-compare.json'))!;
+    expect(existsSync(join(dir, json.replace(/\.json$/, '.html')))).toBe(true);
+    const report = JSON.parse(readFileSync(join(dir, json), 'utf8')) as CompareReport;
+    expect(report.schema).toBe('fusegen.compare/1');
+    expect(report.environment.executionProviders['candidate']).toEqual(['CPUExecutionProvider']);
+
+    // A baseline ten times faster than this machine: the regression gate must fire.
+    const fast = { ...report, speed: { ...report.speed!, candidate: { ...report.speed!.candidate, decodeTokensPerSec: report.speed!.candidate.decodeTokensPerSec * 10 } } };
+    writeFileSync(join(dir, 'fast.json'), JSON.stringify(fast));
+    const slow = await cli([...base(), '--report_dir', dir, '--baseline', join(dir, 'fast.json')]);
+    expect(slow.code).toBe(1);
+    expect(slow.out.join('\n')).toMatch(/below the baseline/);
+    const lenient = await cli([...base(), '--report_dir', dir, '--baseline', join(dir, 'fast.json'), '--max_regression', '100']);
+    expect(lenient.code).toBe(0);
+  });
+
+  it.each([
+    [['--min_length', '50', '--max_length', '40'], '--min_length'],
+    [['--max_length', '3'], '--max_length'],
+    [['--candidate_model', tinyModelDir('llama')], '--candidate_model'],
+    [['--baseline', '/does/not/exist.json'], '/does/not/exist.json'],
+    [['--num_inputs', '0'], '--num_inputs'],
+  ])('%j is refused with one line naming %s and exit 2', async (args, culprit) => {
+    const r = await cli(['--model', tinyModelDir('opt'), ...args, '--report_dir', mkdtempSync(join(tmpdir(), 'fusegen-r-'))]);
+    expect(r.code).toBe(2);
+    expect(r.err).toHaveLength(1);
+    expect(r.err[0]).toContain(culprit);
+    expect(r.out.filter((l) => l.startsWith('reports:'))).toHaveLength(0);
+  });
+
+  it('warns as the seed does when --num_inputs exceeds the 43 prompts', async () => {
+    let warned = '';
+    await runCompare(options({ numInputs: 50, maxLength: 60, minLength: 1, speedRepeats: 1 }), { out: (l) => (warned ||= l), interrupted: () => true });
+    expect(warned).toBe('Warning: num_inputs (50) is greater than the number of test inputs (43). Using all test inputs.');
+  });
+});
+
+describe('compare metrics', () => {
+  it("similarity is Python difflib's SequenceMatcher ratio, autojunk included", () => {
+    // Values from CPython 3.11: SequenceMatcher(None, a, b).ratio(), b = a.replace('lazy', 'sleepy', 3).replace('fox', 'cat')
+    const a = 'The quick brown fox jumps over the lazy dog. '.repeat(6);
+    const b = a.replace('lazy', 'sleepy').replace('lazy', 'sleepy').replace('lazy', 'sleepy').replaceAll('fox', 'cat');
+    expect(similarity(a, b)).toBe(0.46153846153846156);
+    expect(similarity('hello world this is', 'hello word this was')).toBe(0.8947368421052632);
+    expect(similarity('', '')).toBe(1);
+  });
+  it("prints strings as Python's repr does", () => {
+    expect(pyRepr('plain')).toBe("'plain'");
+    expect(pyRepr("it's")).toBe('"it\'s"');
+    expect(pyRepr('a\nb\\c\u0001')).toBe("'a\\nb\\\\c\\x01'");
+  });
+  it('KL divergence is zero for equal rows, positive and shift-invariant otherwise', () => {
+    expect(klDivergence([1, 2, 3], [1, 2, 3])).toBeCloseTo(0, 12);
+    expect(klDivergence([1, 2, 3], [11, 12, 13])).toBeCloseTo(0, 12);
+    expect(klDivergence([3, 0, 0], [0, 3, 0])).toBeGreaterThan(0.5);
+  });
+});
