@@ -41,7 +41,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
   ...object({
     schema: { const: COMPARE_SCHEMA },
     status: { enum: ['complete', 'interrupted', 'failed'] },
-    stoppedBy: nonEmpty,
+    stoppedBy: str,
     createdAt: {
       type: 'string',
       pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$',

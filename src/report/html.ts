@@ -298,7 +298,7 @@ function headerSection(r: CompareReport): string {
   const banner =
     r.status === 'complete'
       ? ''
-      : `<div class="banner status-${esc(r.status)}" role="alert"><strong>${r.status === 'interrupted' ? 'Run interrupted' : 'Run failed'}</strong> — stopped by: <span class="stopped-by">${rich(r.stoppedBy ?? 'unknown', true)}</span>. This report covers the ${r.prompts.length} prompt${r.prompts.length === 1 ? '' : 's'} that finished.</div>`;
+      : `<div class="banner status-${esc(r.status)}" role="alert"><strong>${r.status === 'interrupted' ? 'Run interrupted' : 'Run failed'}</strong> — stopped by: <span class="stopped-by">${rich(r.stoppedBy || 'not recorded', true)}</span>. This report covers the ${r.prompts.length} prompt${r.prompts.length === 1 ? '' : 's'} that finished.</div>`;
   const eps = Object.entries(r.environment.executionProviders);
   const t = r.tolerance;
   return `<header class="page-head">
