@@ -10,17 +10,9 @@ import {
   type FixtureTokenizer,
   type TokenizerFamily,
 } from '../fixtures/tokenizers.js';
+import { SEED_PROMPTS } from '../fixtures/prompts.js';
 
-const PROMPTS: readonly string[] = [
-  'DeepSpeed is a machine learning framework',
-  'He is working on',
-  'He has a',
-  'He got all',
-  'Everyone is happy and I can',
-  'The new movie that got Oscar this year',
-  'In the far far distance from our galaxy,',
-  'Peace is the only way',
-];
+const PROMPTS = SEED_PROMPTS;
 
 /** The special token a family puts in front of every encoding, if any. */
 const PREPENDED: Record<TokenizerFamily, number | null> = { gpt2: null, opt: 2, bloom: null, llama: 1 };

@@ -3,7 +3,7 @@
  * lines, then a summary table; writes JSON and HTML reports; exit 0 when every prompt
  * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { runCompare, summaryTable } from '../../compare/run.js';
 import { InputError } from '../errors.js';
@@ -11,7 +11,7 @@ import type { DType, Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { writeCompareReports } from '../report/write.js';
-import { intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -34,12 +34,7 @@ export interface CompareCliOptions {
 export const compareOptions: OptionTable<CompareCliOptions> = {
   model: { flag: 'model', arg: 'dir', help: 'checkpoint for the reference (default: the embedded tiny OPT)', parse: text },
   candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', parse: text },
-  dtype: {
-    flag: 'dtype',
-    arg: 'type',
-    help: 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu devices); the reference runs float16 for float16, else float32',
-    parse: oneOf<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' }),
-  },
+  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu devices); the reference runs float16 for float16, else float32'),
   num_inputs: { flag: 'num_inputs', arg: 'n', help: "how many of the seed's 43 prompts", default: 1, parse: intAtLeast(1) },
   min_length: { flag: 'min_length', arg: 'n', help: 'minimum total tokens (prompt included), as HF min_length', default: 200, parse: intAtLeast(1) },
   max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },
@@ -55,13 +50,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
 };
 
 function loadBaseline(file: string): { file: string; report: CompareReport } {
-  if (!existsSync(file)) throw new InputError(file, 'baseline report not found');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new InputError(file, `malformed JSON (${(e as Error).message})`);
-  }
+  const raw: unknown = readJsonObject(file);
   try {
     validateCompareReport(raw);
   } catch (e) {

@@ -11,7 +11,7 @@ import { ReferencePipeline } from '../pipeline/reference.js';
 import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
-import { intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 
 export interface GenerateOptions {
@@ -39,12 +39,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   checkpoint_path: { flag: 'checkpoint_path', arg: 'path', help: 'checkpoint to load weights from with --use_meta_tensor (not available yet)', parse: text },
   save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
-  dtype: {
-    flag: 'dtype',
-    arg: 'type',
-    help: 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)',
-    parse: oneOf<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' }),
-  },
+  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)'),
   hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph (default: fusegen\'s loop on the plain graph)', default: false },
   use_kernel: { flag: 'use_kernel', help: 'kernel injection: fused ONNX Runtime ops (GroupQueryAttention, SkipLayerNorm, FastGelu, packed projections)', default: false },
   max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },

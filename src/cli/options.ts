@@ -40,3 +40,8 @@ export function text(raw: string, flag: string): string {
   if (raw.trim() === '') throw new UsageError(`--${flag}`, 'must not be empty');
   return raw;
 }
+
+/** --dtype, shared by the commands: the seed's names plus int4, with bf16/fp32/fp16 aliases. */
+export function dtypeOption<D extends string>(choices: readonly D[], help: string): OptionSpec<D | undefined> {
+  return { flag: 'dtype', arg: 'type', help, parse: oneOf<D>(choices, { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' } as unknown as Record<string, D>) };
+}

@@ -3,7 +3,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { openWeights } from '../checkpoint/checkpoint.js';
 import { CapacityError, UnsupportedError } from '../errors.js';
-import type { SequenceResult, TopK } from './types.js';
+import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';
 
 /** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
 export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength: number, maxNewTokens: number): void {
@@ -93,3 +93,19 @@ export function deviceError(device: string, e: unknown): unknown {
   return e;
 }
 
+
+/** What a pipeline reports about itself; weight bytes at `bytesPerParameter` (quantized: bits / 8). */
+export function pipelineInfo(name: PipelineInfo['name'], ckpt: Checkpoint, device: Device, dtype: DType, bytesPerParameter: number, loadMs: number): PipelineInfo {
+  const parameters = parameterCount(ckpt);
+  return {
+    name,
+    device,
+    dtype,
+    modelDir: ckpt.dir,
+    modelType: ckpt.modelType,
+    executionProviders: [device],
+    parameters,
+    parameterBytes: Math.round(parameters * bytesPerParameter),
+    loadMs,
+  };
+}

@@ -15,7 +15,7 @@ import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
 import { int32, int64, readFloat32, Session, zeros, type Feeds } from '../runtime/ort.js';
-import { checkCapacity, finishSequences, parameterCount, topK } from './common.js';
+import { checkCapacity, finishSequences, pipelineInfo, topK } from './common.js';
 import { makeSampler } from './sampling.js';
 import { encode, loadTokenizer, padId } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
@@ -85,19 +85,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
     const session = await Session.create(exported.path, o.device, { deviceOutputs: presents });
-    const parameters = parameterCount(ckpt);
-    const bytesPerParam = plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4;
-    const info: PipelineInfo = {
-      name: 'injected',
-      device: o.device,
-      dtype: o.dtype,
-      modelDir: ckpt.dir,
-      modelType: ckpt.modelType,
-      executionProviders: [o.device],
-      parameters,
-      parameterBytes: Math.round(parameters * bytesPerParam),
-      loadMs: 0,
-    };
+    const info = pipelineInfo('injected', ckpt, o.device, o.dtype, plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4, 0);
     const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
     // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false });

@@ -8,7 +8,7 @@ import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';
-import { checkCapacity, deviceError, finishSequences, parameterCount, topK } from './common.js';
+import { checkCapacity, deviceError, finishSequences, pipelineInfo, topK } from './common.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
@@ -40,18 +40,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
     const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
       throw deviceError(o.device, e);
     });
-    const parameters = parameterCount(ckpt);
-    const info: PipelineInfo = {
-      name: 'reference',
-      device: o.device,
-      dtype: o.dtype,
-      modelDir: ckpt.dir,
-      modelType: ckpt.modelType,
-      executionProviders: [o.device],
-      parameters,
-      parameterBytes: parameters * (o.dtype === 'float16' ? 2 : 4),
-      loadMs: performance.now() - t0,
-    };
+    const info = pipelineInfo('reference', ckpt, o.device, o.dtype, o.dtype === 'float16' ? 2 : 4, performance.now() - t0);
     return new ReferencePipeline(info, ckpt, o.maxTokens, tokenizer, model);
   }
 

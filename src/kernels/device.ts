@@ -1,0 +1,164 @@
+/**
+ * The only module that imports `webgpu` (Dawn's Node binding). Opens one GPU device per
+ * process, loads WGSL kernels from src/kernels/wgsl, and offers the small buffer helpers
+ * the engine and the kernel tests share.
+ *
+ * The object `create()` returns must stay referenced for as long as the device lives
+ * (losing it crashes the process), so it is kept in a module-level variable.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { create, globals } from 'webgpu';
+import { UnsupportedError } from '../errors.js';
+
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+}
+
+export interface GpuContext {
+  device: GPUDevice;
+  adapter: AdapterInfo;
+  /** shader-f16: weights can be stored as f16. */
+  f16: boolean;
+  timestamps: boolean;
+}
+
+let gpuRoot: GPU | undefined;
+let opened: Promise<GpuContext> | undefined;
+
+export function openGpu(): Promise<GpuContext> {
+  opened ??= (async () => {
+    Object.assign(globalThis, globals);
+    gpuRoot = create([]);
+    const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
+    const f16 = adapter.features.has('shader-f16');
+    const timestamps = adapter.features.has('timestamp-query');
+    const requiredFeatures: GPUFeatureName[] = [];
+    if (f16) requiredFeatures.push('shader-f16');
+    if (timestamps) requiredFeatures.push('timestamp-query');
+    const device = await adapter.requestDevice({
+      requiredFeatures,
+      requiredLimits: {
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxBufferSize: adapter.limits.maxBufferSize,
+        maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+        maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
+      },
+    });
+    const i = adapter.info;
+    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps };
+  })();
+  return opened;
+}
+
+function wgslDir(): string {
+  // src/kernels/wgsl, found from src/kernels (tests) or dist/src/kernels (the CLI).
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return join(dir, 'src', 'kernels', 'wgsl');
+}
+
+/** A kernel's WGSL text with `{{NAME}}` placeholders replaced. */
+export function loadWgsl(file: string, defines: Record<string, string | number> = {}): string {
+  let code = readFileSync(join(wgslDir(), file), 'utf8');
+  for (const [k, v] of Object.entries(defines)) code = code.replaceAll(`{{${k}}}`, String(v));
+  const left = code.match(/\{\{[A-Z_0-9]+\}\}/);
+  if (left) throw new Error(`${file}: placeholder ${left[0]} not defined`);
+  return code;
+}
+
+/**
+ * One compute pipeline. Convention for every kernel: `@group(0) @binding(0)` is a uniform
+ * `Params` struct, bindings 1.. are storage buffers in the order the kernel lists them.
+ */
+export class Kernel {
+  readonly pipeline: GPUComputePipeline;
+
+  constructor(
+    readonly ctx: GpuContext,
+    readonly label: string,
+    file: string,
+    defines: Record<string, string | number> = {},
+    entryPoint = 'main',
+  ) {
+    const module = ctx.device.createShaderModule({ label, code: loadWgsl(file, defines) });
+    this.pipeline = ctx.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint } });
+  }
+
+  /** Bind groups are made once per set of buffers and reused every step. */
+  bind(params: GPUBuffer, storage: GPUBuffer[]): GPUBindGroup {
+    return this.ctx.device.createBindGroup({
+      label: this.label,
+      layout: this.pipeline.getBindGroupLayout(0),
+      entries: [params, ...storage].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+  }
+
+  encode(pass: GPUComputePassEncoder, group: GPUBindGroup, x: number, y = 1, z = 1): void {
+    pass.setPipeline(this.pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(x, y, z);
+  }
+}
+
+const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
+
+export function storageBuffer(ctx: GpuContext, bytes: number, label?: string): GPUBuffer {
+  return ctx.device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: STORAGE });
+}
+
+/** A storage buffer holding `data` (padded to 16 bytes). */
+export function upload(ctx: GpuContext, data: ArrayBufferView, label?: string): GPUBuffer {
+  const buf = storageBuffer(ctx, data.byteLength, label);
+  ctx.device.queue.writeBuffer(buf, 0, data.buffer, data.byteOffset, data.byteLength);
+  return buf;
+}
+
+/** A uniform buffer with the given 32-bit words (u32 or f32 views of one ArrayBuffer). */
+export function uniform(ctx: GpuContext, words: ArrayBuffer, label?: string): GPUBuffer {
+  const buf = ctx.device.createBuffer({ label, size: Math.max(16, Math.ceil(words.byteLength / 16) * 16), usage: 0x40 | 0x8 }); // UNIFORM | COPY_DST
+  ctx.device.queue.writeBuffer(buf, 0, words);
+  return buf;
+}
+
+/** Packs mixed u32/f32 params in declaration order (all 4-byte members). */
+export function params(...fields: Array<{ u32: number } | { f32: number } | { i32: number }>): ArrayBuffer {
+  const buf = new ArrayBuffer(Math.max(16, Math.ceil((fields.length * 4) / 16) * 16));
+  const view = new DataView(buf);
+  fields.forEach((f, i) => {
+    if ('u32' in f) view.setUint32(i * 4, f.u32, true);
+    else if ('i32' in f) view.setInt32(i * 4, f.i32, true);
+    else view.setFloat32(i * 4, f.f32, true);
+  });
+  return buf;
+}
+
+/** Copies `bytes` of a buffer back to the host. */
+export async function readback(ctx: GpuContext, buf: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  const size = Math.ceil(bytes / 4) * 4;
+  const staging = ctx.device.createBuffer({ size, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
+  const enc = ctx.device.createCommandEncoder();
+  enc.copyBufferToBuffer(buf, 0, staging, 0, size);
+  ctx.device.queue.submit([enc.finish()]);
+  await staging.mapAsync(1); // GPUMapMode.READ
+  const out = staging.getMappedRange().slice(0, bytes);
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** Encodes one compute pass with `fn` and submits it. */
+export function submit(ctx: GpuContext, fn: (pass: GPUComputePassEncoder) => void): void {
+  const enc = ctx.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  fn(pass);
+  pass.end();
+  ctx.device.queue.submit([enc.finish()]);
+}
+
+/** float32 -> float16 bits for f16 weight buffers. */
+export { float32ToFloat16Bits } from '../checkpoint/safetensors.js';
