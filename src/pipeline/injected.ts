@@ -15,10 +15,10 @@ import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
 import { int32, int64, readFloat32, Session, zeros, type Feeds } from '../runtime/ort.js';
-import { checkCapacity, finishSequences, pipelineInfo, topK } from './common.js';
-import { makeSampler } from './sampling.js';
+import { checkCapacity, pipelineInfo } from './common.js';
+import { generateLoop } from './loop.js';
 import { encode, loadTokenizer, padId } from './tokenizer.js';
-import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
+import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
 
 export interface InjectedOptions {
   device: Device;
@@ -160,60 +160,27 @@ export class InjectedPipeline implements TextGenerationPipeline {
   }
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
-    const t0 = performance.now();
-    const prompts = request.prompts.map((p) => encode(this.tokenizer, p));
-    const B = prompts.length;
-    const lens = prompts.map((p) => p.length);
-    const longest = Math.max(...lens);
-    checkCapacity(this.ckpt, this.maxTokens, longest, request.maxNewTokens);
-    const V = this.ckpt.dims.vocabSize;
-    const k = request.recordTopK ?? 0;
-    const sample = makeSampler(request.doSample, request.seed ?? 0);
-    const eos = this.ckpt.eosTokenIds;
-
-    let cache = this.emptyCache(B, Math.min(this.maxTokens, longest + request.maxNewTokens));
-    const generated: number[][] = Array.from({ length: B }, () => []);
-    const recorded: TopK[][] = Array.from({ length: B }, () => []);
-    const done = new Array<boolean>(B).fill(false);
-    const stepTimes: number[] = [];
-    let tokens = prompts;
-    let start = new Array<number>(B).fill(0);
-    let logitsAt = lens.map((n) => [n - 1]);
-    try {
-      for (let t = 0; t < request.maxNewTokens; t++) {
-        const r = await this.step(cache, tokens, start, logitsAt);
-        cache = r.cache;
-        const suppressEos = !request.ignoreEos && t < (request.minNewTokens ?? 0);
-        for (let b = 0; b < B; b++) {
-          const row = r.logits.subarray(b * V, (b + 1) * V);
-          if (suppressEos) for (const e of eos) row[e] = -Infinity; // as HF's MinNewTokensLengthLogitsProcessor
-          const next = sample(row);
-          if (!done[b]) {
-            generated[b]!.push(next);
-            if (k > 0) recorded[b]!.push(topK(row, k));
-            if (!request.ignoreEos && eos.includes(next)) done[b] = true;
-          }
-        }
-        stepTimes.push(performance.now());
-        if (done.every(Boolean)) break;
-        start = start.map((s, b) => s + tokens[b]!.length);
-        tokens = generated.map((g) => [g[g.length - 1]!]); // finished rows keep stepping; their tokens are ignored
-        logitsAt = lens.map(() => [0]);
-      }
-    } finally {
+    let cache: Feeds = {};
+    const release = () => {
       for (const t of Object.values(cache)) if (t.location === 'gpu-buffer') t.dispose();
-    }
-    const sequences = finishSequences(this.tokenizer, request.prompts, prompts, generated, request.ignoreEos ? [] : eos, k > 0 ? recorded : undefined);
-    return {
-      sequences,
-      promptLength: longest,
-      steps: stepTimes.length,
-      timings: {
-        firstTokenMs: stepTimes[0]! - t0,
-        decodeStepMs: stepTimes.slice(1).map((t, i) => t - stepTimes[i]!),
-        totalMs: performance.now() - t0,
-      },
     };
+    return generateLoop(
+      {
+        begin: (batch, capacity) => {
+          cache = this.emptyCache(batch, capacity);
+        },
+        step: async (input) => {
+          const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]));
+          cache = r.cache;
+          return { logits: r.logits };
+        },
+        end: release,
+      },
+      request,
+      this.ckpt,
+      this.tokenizer,
+      this.maxTokens,
+    );
   }
 
   /**

@@ -1,0 +1,152 @@
+/**
+ * A checkpoint's weights in GPU buffers, in the layouts the WGSL kernels read: linear
+ * weights [out, in] (each output's inputs contiguous, the GEMV-friendly layout), norm
+ * parameters and biases f32, matrices f32 or f16, or block-quantized (int8/int4) in
+ * MatMulNBits' layout. Read one tensor at a time from the checkpoint.
+ */
+import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { openWeights } from '../checkpoint/checkpoint.js';
+import { transpose, WeightSource } from '../graph/weights.js';
+import type { Quantization } from '../inject/plan.js';
+import { quantizeBlockwise } from '../inject/quantize.js';
+import { float32ToFloat16Bits, upload, type GpuContext } from './device.js';
+
+export type MatrixType = 'f32' | 'f16';
+
+export interface GpuMatrix {
+  buffer: GPUBuffer;
+  /** Rows (outputs) and columns (inputs). */
+  n: number;
+  k: number;
+  type: MatrixType;
+  /** Block-quantized: the packed buffer is `buffer`, scales here. */
+  quant?: { bits: 4 | 8; blockSize: number; scales: GPUBuffer };
+}
+
+export interface GpuLinear {
+  w: GpuMatrix;
+  bias?: GPUBuffer;
+}
+
+export interface GpuNorm {
+  gamma: GPUBuffer;
+  beta?: GPUBuffer;
+}
+
+export interface GpuLayer {
+  inputNorm: GpuNorm;
+  q: GpuLinear;
+  k: GpuLinear;
+  v: GpuLinear;
+  o: GpuLinear;
+  postAttentionNorm: GpuNorm;
+  /** Up projection; for gated MLPs gate rows then up rows, [2I, E]. */
+  up: GpuLinear;
+  down: GpuLinear;
+}
+
+export interface GpuWeights {
+  embed: GpuMatrix;
+  positions?: GpuMatrix;
+  embedNorm?: GpuNorm;
+  layers: GpuLayer[];
+  finalNorm: GpuNorm;
+  lmHead: GpuMatrix;
+  /** Bytes held in GPU buffers. */
+  bytes: number;
+}
+
+/** The view read as [out, in]: the arch specs view linears as [in, out], so flip the transpose. */
+function outIn(view: WeightView): WeightView {
+  return { ...view, transpose: !view.transpose };
+}
+
+export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixType, quant: Quantization): GpuWeights {
+  const store = openWeights(ckpt);
+  const w = new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir);
+  const { dims, spec, config } = ckpt;
+  let bytes = 0;
+  const buf = (data: ArrayBufferView, label: string) => {
+    bytes += data.byteLength;
+    return upload(ctx, data, label);
+  };
+  const f32 = (view: WeightView, label: string) => buf(w.read(view), label);
+  const matrixData = (data: Float32Array, n: number, k: number, label: string, q: Quantization): GpuMatrix => {
+    if (q.bits) {
+      const packed = quantizeBlockwise(transpose(data, n, k), k, n, q.bits, q.blockSize) /* takes W as [K, N] */;
+      return { buffer: buf(packed.packed, label), n, k, type, quant: { bits: q.bits, blockSize: q.blockSize, scales: buf(packed.scales, `${label}.scales`) } };
+    }
+    const out = type === 'f16' ? Uint16Array.from(data, float32ToFloat16Bits) : data;
+    return { buffer: buf(out, label), n, k, type };
+  };
+  const matrix = (views: WeightView[], label: string, q: Quantization = { bits: 0, blockSize: 32 }): GpuMatrix => {
+    const parts = views.map((v) => ({ data: w.read(outIn(v)), shape: w.shape(outIn(v)) }));
+    const k = parts[0]!.shape[1]!;
+    const n = parts.reduce((a, p) => a + p.shape[0]!, 0);
+    const data = new Float32Array(n * k);
+    let off = 0;
+    for (const p of parts) {
+      data.set(p.data, off);
+      off += p.data.length;
+    }
+    return matrixData(data, n, k, label, q);
+  };
+  const biasOf = (views: Array<WeightView | undefined>, outs: number[], label: string): GPUBuffer | undefined => {
+    if (views.every((v) => !v)) return undefined;
+    const data = new Float32Array(outs.reduce((a, b) => a + b, 0));
+    let off = 0;
+    views.forEach((v, i) => {
+      if (v) data.set(w.read(v), off);
+      off += outs[i]!;
+    });
+    return buf(data, label);
+  };
+  const linear = (lw: LinearWeights, out: number, label: string): GpuLinear => {
+    const m = matrix([lw.weight], label, quant);
+    const bias = biasOf([lw.bias], [out], `${label}.bias`);
+    return bias ? { w: m, bias } : { w: m };
+  };
+  const norm = (nw: NormWeights, label: string): GpuNorm => (nw.bias ? { gamma: f32(nw.weight, label), beta: f32(nw.bias, `${label}.beta`) } : { gamma: f32(nw.weight, label) });
+
+  try {
+    const g = spec.globals(dims, config);
+    const D = dims.headDim;
+    const embed = matrixData(w.read(g.embedTokens), dims.vocabSize, dims.hiddenSize, 'embed', { bits: 0, blockSize: 32 });
+    const layers: GpuLayer[] = [];
+    for (let i = 0; i < dims.numLayers; i++) {
+      const lw = spec.layer(i, dims, config);
+      const gated = spec.traits.gatedMlp && lw.gate;
+      layers.push({
+        inputNorm: norm(lw.inputNorm, `l${i}.ln1`),
+        q: linear(lw.q, dims.numHeads * D, `l${i}.q`),
+        k: linear(lw.k, dims.numKvHeads * D, `l${i}.k`),
+        v: linear(lw.v, dims.numKvHeads * D, `l${i}.v`),
+        o: linear(lw.o, dims.hiddenSize, `l${i}.o`),
+        postAttentionNorm: norm(lw.postAttentionNorm, `l${i}.ln2`),
+        up: gated
+          ? { w: matrix([lw.gate!.weight, lw.up.weight], `l${i}.gate_up`, quant), ...optional(biasOf([lw.gate!.bias, lw.up.bias], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up.bias`)) }
+          : linear(lw.up, dims.intermediateSize, `l${i}.up`),
+        down: linear(lw.down, dims.hiddenSize, `l${i}.down`),
+      });
+    }
+    const tied = g.lmHead.source === g.embedTokens.source && !!g.lmHead.transpose;
+    const weights: GpuWeights = {
+      embed,
+      layers,
+      finalNorm: norm(g.finalNorm, 'final_norm'),
+      lmHead: tied ? embed : matrix([g.lmHead], 'lm_head'),
+      bytes: 0,
+    };
+    if (g.embedPositions) weights.positions = matrixData(w.read(g.embedPositions), w.shape(g.embedPositions)[0]!, dims.hiddenSize, 'positions', { bits: 0, blockSize: 32 });
+    if (g.embedNorm) weights.embedNorm = norm(g.embedNorm, 'embed_norm');
+    weights.bytes = bytes;
+    return weights;
+  } finally {
+    store.close();
+  }
+}
+
+function optional(bias: GPUBuffer | undefined): { bias?: GPUBuffer } {
+  return bias ? { bias } : {};
+}

@@ -1,0 +1,89 @@
+/**
+ * fusegen's generate loop, shared by every engine that runs its own steps (the ONNX Runtime
+ * injected graph, the WGSL kernels). Rows are right-padded: each keeps its own length and
+ * positions. The engine supplies one step; the loop owns tokenization, capacity checks,
+ * end-of-sequence, min_new_tokens, sampling, top-k recording and timings.
+ */
+import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { checkCapacity, finishSequences, topK } from './common.js';
+import { makeSampler } from './sampling.js';
+import { encode } from './tokenizer.js';
+import type { GenerateRequest, GenerateResult, TopK } from './types.js';
+
+export interface StepInput {
+  /** tokens[b]: row b's new tokens; they start at position start[b]. */
+  tokens: number[][];
+  start: number[];
+  /** Per row, the index (into its new tokens) whose logits decide the next token. */
+  last: number[];
+  /** Ids to mask to -inf before choosing (end-of-sequence during min_new_tokens). */
+  suppress: number[];
+}
+
+/**
+ * An engine's step. With `logits` it returns [B, V] float32 logits of the `last` positions;
+ * an engine that can pick greedy tokens itself (argmax on the device) may return `ids` instead
+ * when logits are not needed.
+ */
+export interface Stepper {
+  begin(batch: number, capacity: number): void | Promise<void>;
+  step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }>;
+  end(): void;
+}
+
+export async function generateLoop(stepper: Stepper, request: GenerateRequest, ckpt: Checkpoint, tokenizer: PreTrainedTokenizer, maxTokens: number): Promise<GenerateResult> {
+  const t0 = performance.now();
+  const prompts = request.prompts.map((p) => encode(tokenizer, p));
+  const B = prompts.length;
+  const lens = prompts.map((p) => p.length);
+  const longest = Math.max(...lens);
+  checkCapacity(ckpt, maxTokens, longest, request.maxNewTokens);
+  const V = ckpt.dims.vocabSize;
+  const k = request.recordTopK ?? 0;
+  const sample = makeSampler(request.doSample, request.seed ?? 0);
+  const eos = request.ignoreEos ? [] : ckpt.eosTokenIds;
+  const needLogits = request.doSample || k > 0;
+
+  const generated: number[][] = Array.from({ length: B }, () => []);
+  const recorded: TopK[][] = Array.from({ length: B }, () => []);
+  const done = new Array<boolean>(B).fill(false);
+  const stepTimes: number[] = [];
+  let input: StepInput = { tokens: prompts, start: new Array<number>(B).fill(0), last: lens.map((n) => n - 1), suppress: [] };
+  await stepper.begin(B, Math.min(maxTokens, longest + request.maxNewTokens));
+  try {
+    for (let t = 0; t < request.maxNewTokens; t++) {
+      input.suppress = t < (request.minNewTokens ?? 0) ? eos : []; // as HF's MinNewTokensLengthLogitsProcessor
+      const r = await stepper.step(input, needLogits);
+      for (let b = 0; b < B; b++) {
+        let next: number;
+        if (r.logits) {
+          const row = r.logits.subarray(b * V, (b + 1) * V);
+          for (const e of input.suppress) row[e] = -Infinity;
+          next = sample(row);
+          if (k > 0 && !done[b]) recorded[b]!.push(topK(row, k));
+        } else next = r.ids![b]!;
+        if (!done[b]) {
+          generated[b]!.push(next);
+          if (eos.includes(next)) done[b] = true;
+        }
+      }
+      stepTimes.push(performance.now());
+      if (done.every(Boolean)) break;
+      // Finished rows keep stepping (batch shapes stay fixed); their tokens are ignored.
+      input = { tokens: generated.map((g) => [g[g.length - 1]!]), start: input.start.map((s, b) => s + input.tokens[b]!.length), last: new Array<number>(B).fill(0), suppress: [] };
+    }
+  } finally {
+    stepper.end();
+  }
+  return {
+    sequences: finishSequences(tokenizer, request.prompts, prompts, generated, eos, k > 0 ? recorded : undefined),
+    promptLength: longest,
+    steps: stepTimes.length,
+    timings: {
+      firstTokenMs: stepTimes[0]! - t0,
+      decodeStepMs: stepTimes.slice(1).map((t, i) => t - stepTimes[i]!),
+      totalMs: performance.now() - t0,
+    },
+  };
+}
