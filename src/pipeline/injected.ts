@@ -17,7 +17,7 @@ import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type I
 import { int32, int64, readFloat32, Session, zeros, type Feeds } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
-import { encode, loadTokenizer, padId } from './tokenizer.js';
+import { loadTokenizer, padId, promptIds } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
 
 export interface InjectedOptions {
@@ -100,7 +100,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
   }
 
   validate(request: GenerateRequest): void {
-    const longest = Math.max(...request.prompts.map((p) => encode(this.tokenizer, p).length));
+    const longest = Math.max(...promptIds(this.tokenizer, request).map((p) => p.length));
     checkCapacity(this.ckpt, this.maxTokens, longest, request.maxNewTokens);
   }
 

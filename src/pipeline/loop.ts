@@ -8,7 +8,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { checkCapacity, finishSequences, topK } from './common.js';
 import { makeSampler } from './sampling.js';
-import { encode } from './tokenizer.js';
+import { promptIds } from './tokenizer.js';
 import type { GenerateRequest, GenerateResult, TopK } from './types.js';
 
 export interface StepInput {
@@ -34,7 +34,7 @@ export interface Stepper {
 
 export async function generateLoop(stepper: Stepper, request: GenerateRequest, ckpt: Checkpoint, tokenizer: PreTrainedTokenizer, maxTokens: number): Promise<GenerateResult> {
   const t0 = performance.now();
-  const prompts = request.prompts.map((p) => encode(tokenizer, p));
+  const prompts = promptIds(tokenizer, request);
   const B = prompts.length;
   const lens = prompts.map((p) => p.length);
   const longest = Math.max(...lens);

@@ -9,7 +9,7 @@ import { UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';
 import { checkCapacity, deviceError, finishSequences, pipelineInfo, topK } from './common.js';
-import { loadTokenizer } from './tokenizer.js';
+import { loadTokenizer, padId } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
 export interface ReferenceOptions {
@@ -45,19 +45,25 @@ export class ReferencePipeline implements TextGenerationPipeline {
   }
 
   /** Tokenizes as the seed does: special tokens added, left padding with pad = eos. */
-  private encode(prompts: string[]) {
-    return this.tokenizer(prompts, { add_special_tokens: true, padding: true }) as { input_ids: Tensor; attention_mask: Tensor };
+  private encode(request: GenerateRequest): { input_ids: Tensor; attention_mask: Tensor } {
+    if (!request.promptTokens) return this.tokenizer(request.prompts, { add_special_tokens: true, padding: true }) as { input_ids: Tensor; attention_mask: Tensor };
+    const rows = request.promptTokens;
+    const S = Math.max(...rows.map((r) => r.length));
+    const pad = padId(this.tokenizer, this.ckpt.eosTokenIds);
+    const ids = rows.flatMap((r) => [...new Array<number>(S - r.length).fill(pad), ...r]).map(BigInt);
+    const mask = rows.flatMap((r) => [...new Array<number>(S - r.length).fill(0), ...new Array<number>(r.length).fill(1)]).map(BigInt);
+    return { input_ids: new TjsTensor('int64', BigInt64Array.from(ids), [rows.length, S]), attention_mask: new TjsTensor('int64', BigInt64Array.from(mask), [rows.length, S]) };
   }
 
   /** Throws before any work when the request cannot fit the KV cache or the positions. */
   validate(request: GenerateRequest): void {
-    const { input_ids } = this.encode(request.prompts);
+    const { input_ids } = this.encode(request);
     checkCapacity(this.ckpt, this.maxTokens, input_ids.dims[1]!, request.maxNewTokens);
   }
 
   async generate(request: GenerateRequest): Promise<GenerateResult> {
     const t0 = performance.now();
-    const inputs = this.encode(request.prompts);
+    const inputs = this.encode(request);
     const [batch, promptLength] = inputs.input_ids.dims as [number, number];
     checkCapacity(this.ckpt, this.maxTokens, promptLength, request.maxNewTokens);
 

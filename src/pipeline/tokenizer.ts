@@ -25,6 +25,11 @@ export function encode(tokenizer: PreTrainedTokenizer, text: string): number[] {
   return tokenizer.encode(text, { add_special_tokens: true });
 }
 
+/** The request's prompt ids: given ones, else the prompts tokenized. */
+export function promptIds(tokenizer: PreTrainedTokenizer, request: { prompts: string[]; promptTokens?: number[][] }): number[][] {
+  return request.promptTokens ?? request.prompts.map((p) => encode(tokenizer, p));
+}
+
 /** The id used to pad batches: the tokenizer's pad token, else end-of-sequence (as the seed sets it). */
 export function padId(tokenizer: PreTrainedTokenizer, eos: number[]): number {
   const id = tokenizer.pad_token_id ?? eos[0];

@@ -8,6 +8,8 @@ export type DType = 'float32' | 'float16' | 'int8' | 'int4' | 'bfloat16';
 
 export interface GenerateRequest {
   prompts: string[];
+  /** Token ids to use instead of tokenizing `prompts` (benchmarks that need exact prompt lengths). */
+  promptTokens?: number[][];
   maxNewTokens: number;
   /** false: greedy. */
   doSample: boolean;
