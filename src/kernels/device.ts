@@ -114,7 +114,10 @@ export function storageBuffer(ctx: GpuContext, bytes: number, label?: string): G
 /** A storage buffer holding `data` (padded to 16 bytes). */
 export function upload(ctx: GpuContext, data: ArrayBufferView, label?: string): GPUBuffer {
   const buf = storageBuffer(ctx, data.byteLength, label);
-  ctx.device.queue.writeBuffer(buf, 0, data.buffer, data.byteOffset, data.byteLength);
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // writeBuffer takes whole 4-byte words: pad odd-length f16 data.
+  const words = bytes.byteLength % 4 ? Uint8Array.from({ length: Math.ceil(bytes.byteLength / 4) * 4 }, (_, i) => bytes[i] ?? 0) : bytes;
+  ctx.device.queue.writeBuffer(buf, 0, words.buffer, words.byteOffset, words.byteLength);
   return buf;
 }
 

@@ -3,7 +3,8 @@
 // Layout: ids, positions u32 [T]; table {{W}} [vocab, E]; posTable {{W}} [posRows, E]; out f32 [T, E], row-major.
 // Dispatch: (ceil(E / 256), T), workgroup 256: one invocation per output element, coalesced along E.
 // Out of range: ids[t] >= vocab makes the token term 0; positions[t] + posOffset >= posRows makes the
-// position term 0. Nothing is ever read out of bounds. Without a position table the host binds
+// position term 0. Nothing is ever read out of bounds. The add wraps mod 2^32, so HF's padding
+// position -1 (0xffffffff as u32) with OPT's offset 2 reads row 1, as in PyTorch. Without a position table the host binds
 // `ids` and `table` again in slots 2 and 4 (read-only aliases, never read because hasPos == 0).
 {{ENABLE}}
 
@@ -39,7 +40,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   if (p.hasPos != 0u) {
     let pos = positions[t] + p.posOffset;
-    if (pos < p.posRows && pos >= p.posOffset) { // second test: u32 wrap-around of a huge position
+    if (pos < p.posRows) {
       v += f32(posTable[pos * p.E + e]);
     }
   }

@@ -3,7 +3,7 @@
 //   LayerNorm: OUT = (S - mean) / sqrt(var + eps) * gamma + beta     (RMS = false)
 //   RMSNorm:   OUT = S / sqrt(mean(S^2) + eps) * gamma                (RMS = true)
 // Layout: X, R, resOut, OUT f32 [T, E] row-major; gamma, beta f32 [E] (each optional: flags).
-// Dispatch: (T), workgroup 256: one workgroup per row. Each invocation keeps its E / 256 (<= PER)
+// Dispatch: (T), workgroup 256: one workgroup per row. Each invocation keeps its PER = ceil(E / 256)
 // elements of S in registers, so X and R are read once. LayerNorm uses the corrected two-pass
 // algorithm: mean0 = sum(S)/E, then d = S - mean0, mean = mean0 + sum(d)/E,
 // var = sum(d^2)/E - (sum(d)/E)^2, which stays exact for rows with a large common offset.

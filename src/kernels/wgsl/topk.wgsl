@@ -91,8 +91,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var si: array<u32, PER>;
   var t: u32;
   var c: u32;
-  let final = p.mode != 0u;
-  if (final) {
+  let isFinal = p.mode != 0u;
+  if (isFinal) {
     t = wid.x;
     c = 0u;
   } else {
@@ -103,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     return;
   }
   let K = p.K;
-  if (!final) {
+  if (!isFinal) {
     let start = c * p.chunk;
     let end = min(start + p.chunk, p.V);
     let row = t * p.stride;
@@ -158,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       }
     }
     if (lid == 0u) {
-      if (final) {
+      if (isFinal) {
         outIds[t * K + r] = best.y;
         outVals[t * K + r] = keyValue(best.x);
       } else {
