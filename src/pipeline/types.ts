@@ -61,7 +61,7 @@ export interface GenerateResult {
 }
 
 export interface PipelineInfo {
-  name: 'reference' | 'injected';
+  name: 'reference' | 'injected' | 'wgsl';
   device: Device;
   dtype: DType;
   modelDir: string;

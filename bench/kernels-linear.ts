@@ -1,0 +1,233 @@
+/**
+ * Linear-kernel micro-benchmark (not a test): times Y = X . W^T for one weight matrix, by
+ * default the decode GEMV on a [8192, 8192] f16 W, and reports the bytes it streams per
+ * second. Each result is also checked against a float64 reference on a sample of rows.
+ *
+ *   node dist/bench/kernels-linear.js [--N 8192] [--K 8192] [--T 1,8] [--weights f16,q8,q4]
+ *     [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5] [--tunings 8x64,4x128]
+ *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
+ *
+ * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
+ * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
+ * as between the ops of a decode step); without it, the wall time of the same submits. The
+ * weights are larger than the H200's 50 MB L2 at the default size, so each op streams them.
+ * On lavapipe, maxStorageBufferBindingSize (128 MiB) caps W: an f32 [8192, 8192] is skipped.
+ */
+import { pathToFileURL } from 'node:url';
+import { openGpu, readback, storageBuffer, upload, type GpuContext } from '../src/kernels/device.js';
+import { chooseLinearPath, LinearKernels, linearBufferBytes, type LinearPath, type LinearShape, type LinearTuning, type LinearWeight } from '../src/kernels/linear.js';
+import { float16BitsToFloat32, float32ToFloat16Bits } from '../src/checkpoint/safetensors.js';
+
+export interface LinearBenchOptions {
+  N: number;
+  K: number;
+  T: number;
+  weight: LinearWeight;
+  blockSize?: number;
+  path?: LinearPath;
+  iters?: number;
+  reps?: number;
+  /** Each one timed on the same data; default the defaults. */
+  tunings?: Array<Partial<LinearTuning>>;
+}
+
+export interface LinearBenchResult {
+  N: number;
+  K: number;
+  T: number;
+  weight: LinearWeight;
+  path: LinearPath;
+  tuning: LinearTuning;
+  method: 'timestamp' | 'wall';
+  /** Per op. */
+  microseconds: number;
+  /** W (and scales), X and Y bytes per op. */
+  bytes: number;
+  GBps: number;
+  /** 2 T N K flops per op. */
+  TFLOPs: number;
+  /** Worst |error| / sum |x w| over the sampled rows. */
+  maxRelError: number;
+  device: string;
+}
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promise<Array<LinearBenchResult | { tuning: Partial<LinearTuning>; skipped: string }> | { skipped: string }> {
+  const { N, K, T, weight } = o;
+  const iters = o.iters ?? 200;
+  const reps = o.reps ?? 5;
+  const blockSize = o.blockSize ?? 32;
+  const shape: LinearShape = { T, K, N, weight, blockSize };
+  if (o.path) shape.path = o.path;
+  const need = linearBufferBytes(shape);
+  const limit = ctx.device.limits.maxStorageBufferBindingSize;
+  if (need.w > limit) return { skipped: `W is ${need.w} bytes, over maxStorageBufferBindingSize ${limit}` };
+
+  const r = rng(1234);
+  const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+  // Random bits are valid weights of every type; `value(n, k)` reads them back for the reference.
+  const quantized = weight === 'q8' || weight === 'q4';
+  const wBytes = new Uint8Array(need.w);
+  const wWords = new Uint32Array(wBytes.buffer);
+  let value: (n: number, k: number) => number;
+  let scales: Float32Array | undefined;
+  if (weight === 'f32') {
+    const f = new Float32Array(wBytes.buffer);
+    for (let i = 0; i < f.length; i++) f[i] = (2 * r() - 1) / Math.sqrt(K);
+    value = (n, k) => f[n * K + k]!;
+  } else if (weight === 'f16') {
+    const h = new Uint16Array(wBytes.buffer);
+    for (let i = 0; i < h.length; i++) h[i] = float32ToFloat16Bits((2 * r() - 1) / Math.sqrt(K));
+    value = (n, k) => float16BitsToFloat32(h[n * K + k]!);
+  } else {
+    for (let i = 0; i < wWords.length; i++) wWords[i] = (r() * 4294967296) >>> 0;
+    const nBlocks = Math.ceil(K / blockSize);
+    scales = Float32Array.from({ length: N * nBlocks }, () => (0.5 + r()) / (Math.sqrt(K) * (weight === 'q8' ? 128 : 8)));
+    const rowBytes = (nBlocks * blockSize * (weight === 'q8' ? 8 : 4)) / 8;
+    value = (n, k) => {
+      const s = scales![n * nBlocks + Math.floor(k / blockSize)]!;
+      if (weight === 'q8') return (wBytes[n * rowBytes + k]! - 128) * s;
+      return (((wBytes[n * rowBytes + (k >> 1)]! >> ((k & 1) * 4)) & 15) - 8) * s;
+    };
+  }
+  const bufs = {
+    x: upload(ctx, x),
+    w: upload(ctx, wBytes),
+    y: storageBuffer(ctx, need.y),
+    ...(scales ? { scales: upload(ctx, scales) } : {}),
+  };
+  const results: Array<LinearBenchResult | { tuning: Partial<LinearTuning>; skipped: string }> = [];
+  for (const tuning of o.tunings ?? [{}]) {
+    let lin: LinearKernels;
+    try {
+      lin = new LinearKernels(ctx, tuning);
+    } catch (e) {
+      results.push({ tuning, skipped: (e as Error).message });
+      continue;
+    }
+    lin.prepare(bufs, shape); // validates, compiles
+    const path = o.path ?? chooseLinearPath(T);
+
+    // One run, checked on sampled rows.
+    {
+      const enc = ctx.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      lin.encode(pass, bufs, shape);
+      pass.end();
+      ctx.device.queue.submit([enc.finish()]);
+    }
+    const y = new Float32Array(await readback(ctx, bufs.y, need.y));
+    let maxRelError = 0;
+    for (let i = 0; i < 64; i++) {
+      const n = Math.floor((i * (N - 1)) / 63);
+      for (let t = 0; t < T; t++) {
+        let s = 0;
+        let m = 0;
+        for (let k = 0; k < K; k++) {
+          const p = x[t * K + k]! * value(n, k);
+          s += p;
+          m += Math.abs(p);
+        }
+        const e = Math.abs(y[t * N + n]! - s) / m;
+        if (!(e <= maxRelError)) maxRelError = e;
+      }
+    }
+
+    const encodeOps = (pass: GPUComputePassEncoder) => {
+      for (let i = 0; i < iters; i++) lin.encode(pass, bufs, shape);
+    };
+    const times: number[] = [];
+    let method: 'timestamp' | 'wall' = 'wall';
+    if (ctx.timestamps) {
+      method = 'timestamp';
+      const qs = ctx.device.createQuerySet({ type: 'timestamp', count: 2 });
+      const resolve = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const read = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      for (let rep = 0; rep < reps + 1; rep++) {
+        const enc = ctx.device.createCommandEncoder();
+        const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+        encodeOps(pass);
+        pass.end();
+        enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+        ctx.device.queue.submit([enc.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        const ts = new BigUint64Array(read.getMappedRange().slice(0));
+        read.unmap();
+        if (rep > 0) times.push(Number(ts[1]! - ts[0]!) / 1e3 / iters); // first pass is warm-up
+      }
+      qs.destroy();
+      resolve.destroy();
+      read.destroy();
+    }
+    if (!times.length || times.some((t) => !(t > 0))) {
+      method = 'wall';
+      times.length = 0;
+      for (let rep = 0; rep < reps + 1; rep++) {
+        const t0 = performance.now();
+        const enc = ctx.device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        encodeOps(pass);
+        pass.end();
+        ctx.device.queue.submit([enc.finish()]);
+        await ctx.device.queue.onSubmittedWorkDone();
+        if (rep > 0) times.push(((performance.now() - t0) * 1e3) / iters);
+      }
+    }
+    times.sort((a, b) => a - b);
+    const microseconds = times[Math.floor(times.length / 2)]!;
+    const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
+    results.push({
+      N, K, T, weight, path, tuning: lin.tuning, method, microseconds, bytes,
+      GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, device: ctx.adapter.description || ctx.adapter.device,
+    });
+    lin.destroy();
+  }
+  for (const b of Object.values(bufs)) b.destroy();
+  return results;
+}
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] ?? fallback : fallback;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const ctx = await openGpu();
+  // --tunings 8x64,4x128: gemvRows x gemvThreads
+  const tunings = arg('tunings', '8x64')
+    .split(',')
+    .map((t) => {
+      const [rows, threads] = t.split('x').map(Number);
+      return { gemvRows: rows!, gemvThreads: threads! };
+    });
+  for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
+    for (const T of arg('T', '1,8').split(',').map(Number)) {
+      const path = process.argv.includes('--path') ? (arg('path', 'gemv') as LinearPath) : undefined;
+      const res = await benchLinear(ctx, {
+        N: Number(arg('N', '8192')),
+        K: Number(arg('K', '8192')),
+        T,
+        weight,
+        blockSize: Number(arg('block_size', '32')),
+        iters: Number(arg('iters', '200')),
+        reps: Number(arg('reps', '5')),
+        tunings,
+        ...(path ? { path } : {}),
+      });
+      if ('skipped' in res) console.log(JSON.stringify({ weight, T, ...res }));
+      else for (const r of res) console.log(JSON.stringify(r));
+    }
+  }
+  process.exit(0);
+}

@@ -1,0 +1,303 @@
+/**
+ * Attention-side kernels for the WGSL engine: rotary embedding, KV-cache writes and causal
+ * attention (flash-decoding split + combine for few query rows, a tiled online-softmax kernel
+ * for prefill). Built once per GpuContext; pipelines compile on first use per shape
+ * (head dim, heads per KV head, ALiBi on/off).
+ *
+ * Every encode method caches its uniform buffer and bind group(s) under the identity of the
+ * buffers it is given plus the sizes, so re-encoding the same op every decode step allocates
+ * nothing. Per-step values (positions, valid) live in storage buffers the engine rewrites.
+ *
+ * Shared conventions (all f32 unless said; D % 4 == 0):
+ *   q [T, H*D], k, v [T, Hkv*D], out [T, H*D]       T query rows; row t is batch row b = t / S
+ *   positions u32 [T]                               absolute position of row t in its batch row
+ *   valid u32 [T]                                   0 = padding row (not written, output zeros)
+ *   kCache, vCache [B, Hkv, M, D]                   B = T / S, M = capacity (keys per batch row)
+ *   slopes f32 [H]                                  ALiBi slopes (only read when alibi is on)
+ */
+import { UnsupportedError } from '../errors.js';
+import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
+
+export interface RotaryBuffers {
+  /** [T, H*D], rotated in place. */
+  q: GPUBuffer;
+  /** [T, Hkv*D], rotated in place. */
+  k: GPUBuffer;
+  positions: GPUBuffer;
+  /** Optional f32 [D/2] inverse frequencies (rope scaling variants); default 1 / theta^(2i/D) in f32. */
+  invFreq?: GPUBuffer;
+}
+
+export interface RotaryDims {
+  T: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  theta: number;
+}
+
+export interface KvWriteBuffers {
+  /** [T, Hkv*D] */
+  k: GPUBuffer;
+  /** [T, Hkv*D] */
+  v: GPUBuffer;
+  kCache: GPUBuffer;
+  vCache: GPUBuffer;
+  positions: GPUBuffer;
+  valid: GPUBuffer;
+}
+
+export interface KvWriteDims {
+  T: number;
+  S: number;
+  Hkv: number;
+  D: number;
+  M: number;
+}
+
+export interface AttentionBuffers {
+  /** [T, H*D] (already rotated). */
+  q: GPUBuffer;
+  kCache: GPUBuffer;
+  vCache: GPUBuffer;
+  positions: GPUBuffer;
+  valid: GPUBuffer;
+  /** [T, H*D] */
+  out: GPUBuffer;
+  /** f32 [H]; required when dims.alibi. */
+  slopes?: GPUBuffer;
+}
+
+export type AttentionPath = 'split' | 'prefill';
+
+export interface AttentionDims {
+  T: number;
+  S: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  M: number;
+  /** Multiplies q.k (usually 1/sqrt(D)). */
+  scale: number;
+  alibi?: boolean;
+  /**
+   * Host-side upper bound on keys any row sees this step (max position + 1). Only sizes the
+   * split path's dispatch (empty splits cost a little); default M. May change every step.
+   */
+  maxKeys?: number;
+  /** Force a path; default picks by rows per batch entry, context and parallelism. */
+  path?: AttentionPath | 'auto';
+}
+
+/** Keys per split in flash-decoding (one workgroup each), and threads per workgroup. */
+const SPLIT = 128;
+const WG = 128;
+const MAX_DISPATCH = 65535;
+
+interface Bound {
+  uniform: GPUBuffer;
+  groups: GPUBindGroup[];
+}
+
+interface PrefillShape {
+  BQ: number;
+  BK: number;
+}
+
+/** Inverse rotary frequencies as torch computes them in float32: 1 / theta ** (arange(0, D, 2) / D). */
+export function ropeInvFreq(D: number, theta: number): Float32Array {
+  return Float32Array.from({ length: D / 2 }, (_, i) => Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / D))));
+}
+
+export class AttentionKernels {
+  private readonly kernels = new Map<string, Kernel>();
+  private readonly bound = new Map<string, Bound>();
+  private readonly ids = new WeakMap<GPUBuffer, number>();
+  private nextId = 1;
+  private readonly invFreqs = new Map<string, GPUBuffer>();
+  private readonly dummy: GPUBuffer;
+  private scratchO: GPUBuffer | undefined;
+  private scratchMl: GPUBuffer | undefined;
+  private readonly storageLimit: number;
+  /** Loop bounds are compile-time constants (unrolled); off on CPU adapters, see the WGSL `DYN`. */
+  readonly unroll: boolean;
+
+  /** Keys per flash-decoding split. */
+  readonly split: number;
+
+  constructor(
+    readonly ctx: GpuContext,
+    opts: { unroll?: boolean; split?: number } = {},
+  ) {
+    this.split = opts.split ?? SPLIT;
+    this.dummy = storageBuffer(ctx, 16, 'attention dummy');
+    this.storageLimit = Math.min(ctx.device.limits.maxComputeWorkgroupStorageSize, 32768);
+    const cpu = ctx.adapter.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${ctx.adapter.device} ${ctx.adapter.description}`);
+    this.unroll = opts.unroll ?? !cpu;
+  }
+
+  /** Bound (uniform + bind group) sets cached so far; stays constant across re-encodes. */
+  get boundCount(): number {
+    return this.bound.size;
+  }
+
+  /** Forgets cached bind groups (e.g. after the engine frees its buffers). Uniforms are destroyed. */
+  clear(): void {
+    for (const b of this.bound.values()) b.uniform.destroy();
+    this.bound.clear();
+  }
+
+  /** In-place rotate-half rotary on q and k. */
+  encodeRotary(pass: GPUComputePassEncoder, buf: RotaryBuffers, dims: RotaryDims): void {
+    const { T, H, Hkv, D, theta } = dims;
+    if (D % 2 !== 0) throw new UnsupportedError('rotary', `head dim ${D} is odd`);
+    if (T === 0) return;
+    const inv = buf.invFreq ?? this.invFreq(D, theta);
+    const kernel = this.kernel('rotary', 'rotary.wgsl', {});
+    const b = this.bind('rotary', kernel, [buf.q, buf.k, buf.positions, inv], [T, H, Hkv, D], () => params({ u32: T }, { u32: H }, { u32: Hkv }, { u32: D }));
+    const [y, z] = rows(T);
+    kernel.encode(pass, b.groups[0]!, Math.ceil(((H + Hkv) * D) / 2 / 64), y, z);
+  }
+
+  /** Scatters k, v rows into the caches at [t / S, h, positions[t], :]. */
+  encodeKvWrite(pass: GPUComputePassEncoder, buf: KvWriteBuffers, dims: KvWriteDims): void {
+    const { T, S, Hkv, D, M } = dims;
+    checkHeadDim(D);
+    if (T === 0) return;
+    const kernel = this.kernel('kv-write', 'kv-write.wgsl', {});
+    const b = this.bind('kv-write', kernel, [buf.k, buf.v, buf.kCache, buf.vCache, buf.positions, buf.valid], [T, S, Hkv, D, M], () =>
+      params({ u32: T }, { u32: S }, { u32: Hkv }, { u32: M }, { u32: D / 4 }),
+    );
+    const [y, z] = rows(T);
+    kernel.encode(pass, b.groups[0]!, Math.ceil((Hkv * D) / 4 / 64), y, z);
+  }
+
+  /** The path encodeAttention takes for these sizes. */
+  choosePath(dims: AttentionDims): AttentionPath {
+    if (dims.path && dims.path !== 'auto') return dims.path;
+    const { T, S, Hkv, D } = dims;
+    if (S <= 1) return 'split';
+    const keys = Math.min(dims.maxKeys ?? dims.M, dims.M);
+    const { BQ } = this.prefillShape(D, dims.H / Hkv);
+    const prefillGroups = (T / S) * Math.ceil(S / BQ) * Hkv;
+    // Prefill shares each key tile across BQ rows; it wins when the new rows are a good part
+    // of the context or there are enough workgroups to fill the GPU anyway.
+    return S * 4 >= keys || prefillGroups >= 512 ? 'prefill' : 'split';
+  }
+
+  /** Causal attention of every query row over its batch row's cached keys 0..positions[t]. */
+  encodeAttention(pass: GPUComputePassEncoder, buf: AttentionBuffers, dims: AttentionDims): AttentionPath {
+    const { T, S, H, Hkv, D, M, scale } = dims;
+    checkHeadDim(D);
+    if (H % Hkv !== 0) throw new UnsupportedError('attention', `${H} heads do not split over ${Hkv} KV heads`);
+    if (T % S !== 0) throw new UnsupportedError('attention', `${T} rows are not whole batch rows of ${S}`);
+    const alibi = dims.alibi === true;
+    if (alibi && !buf.slopes) throw new UnsupportedError('attention', 'ALiBi needs a slopes buffer');
+    const G = H / Hkv;
+    const path = this.choosePath(dims);
+    if (T === 0) return path;
+    const slopes = alibi ? buf.slopes! : this.dummy;
+    const SPLIT = this.split;
+    const NS = Math.ceil(M / SPLIT);
+    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 });
+    const common = [buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, slopes, buf.out];
+    const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0];
+
+    if (path === 'prefill') {
+      const { BQ, BK } = this.prefillShape(D, G);
+      const kernel = this.kernel(`prefill/${D}/${G}/${alibi}`, 'attention-prefill.wgsl', { D4: D / 4, G, BQ, BK, WG, ALIBI: String(alibi) });
+      const b = this.bind('prefill', kernel, common, sizes, words);
+      if (Math.ceil(S / BQ) > MAX_DISPATCH || T / S > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the dispatch limit`);
+      kernel.encode(pass, b.groups[0]!, Math.ceil(S / BQ), Hkv, T / S);
+      return path;
+    }
+
+    if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
+    const split = this.kernel(`split/${D}/${G}/${alibi}`, 'attention-split.wgsl', { D4: D / 4, G, SPLIT, WG, ALIBI: String(alibi) });
+    const wgc = Math.min(64, D / 4);
+    const combine = this.kernel(`combine/${D}`, 'attention-combine.wgsl', { D4: D / 4, SPLIT, WG: wgc });
+    const partBytes = T * H * NS * D * 4;
+    if (partBytes > this.ctx.device.limits.maxStorageBufferBindingSize) {
+      throw new UnsupportedError('attention', `split partials need ${partBytes} bytes; lower the capacity or use the prefill path`);
+    }
+    const b = this.bind('split', split, common, sizes, words, (u) => {
+      const [po, pml] = this.scratch(partBytes, T * H * NS * 8);
+      return [
+        split.bind(u, [...common, po, pml]),
+        combine.bind(u, [buf.positions, buf.valid, po, pml, buf.out]),
+      ];
+    });
+    const splits = Math.max(1, Math.min(NS, Math.ceil(Math.min(dims.maxKeys ?? M, M) / SPLIT)));
+    split.encode(pass, b.groups[0]!, splits, Hkv, T);
+    if (splits > 1) combine.encode(pass, b.groups[1]!, H, T);
+    return path;
+  }
+
+  /** Query rows per tile (BQ) and keys per tile (BK) for the prefill kernel, within workgroup memory. */
+  prefillShape(D: number, G: number): PrefillShape {
+    const D4 = D / 4;
+    const bytes = (BQ: number, BK: number) => {
+      const R = BQ * G;
+      return 16 * (R * D4 + BK * (D4 + 1)) + 4 * (R * (BK + 1) + 3 * R + 2 * BQ) + 4;
+    };
+    for (let BQ = Math.max(1, Math.floor(16 / G)); BQ >= 1; BQ = BQ > 1 ? Math.floor(BQ / 2) : 0) {
+      for (const BK of [32, 16, 8]) if (bytes(BQ, BK) <= this.storageLimit) return { BQ, BK };
+    }
+    throw new UnsupportedError('attention', `head dim ${D} with ${G} heads per KV head needs more workgroup memory than ${this.storageLimit} bytes`);
+  }
+
+  private invFreq(D: number, theta: number): GPUBuffer {
+    const key = `${D}/${theta}`;
+    let buf = this.invFreqs.get(key);
+    if (!buf) {
+      buf = upload(this.ctx, ropeInvFreq(D, theta), `rope inv_freq ${key}`);
+      this.invFreqs.set(key, buf);
+    }
+    return buf;
+  }
+
+  private kernel(key: string, file: string, defines: Record<string, string | number>): Kernel {
+    let k = this.kernels.get(key);
+    if (!k) {
+      k = new Kernel(this.ctx, key, file, { ...defines, DYN: this.unroll ? '' : ' + P.zero' });
+      this.kernels.set(key, k);
+    }
+    return k;
+  }
+
+  private id(buf: GPUBuffer): number {
+    let id = this.ids.get(buf);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(buf, id);
+    }
+    return id;
+  }
+
+  private bind(op: string, kernel: Kernel, buffers: GPUBuffer[], sizes: number[], words: () => ArrayBuffer, groups?: (u: GPUBuffer) => GPUBindGroup[]): Bound {
+    const key = `${op}|${kernel.label}|${buffers.map((b) => this.id(b)).join(',')}|${sizes.join(',')}`;
+    let b = this.bound.get(key);
+    if (!b) {
+      const u = uniform(this.ctx, words(), `${op} params`);
+      b = { uniform: u, groups: groups ? groups(u) : [kernel.bind(u, buffers)] };
+      this.bound.set(key, b);
+    }
+    return b;
+  }
+
+  /** Split partials, shared by every attention call (dispatches in a pass run in order). */
+  private scratch(oBytes: number, mlBytes: number): [GPUBuffer, GPUBuffer] {
+    if (!this.scratchO || this.scratchO.size < oBytes) this.scratchO = storageBuffer(this.ctx, oBytes, 'attention partial o');
+    if (!this.scratchMl || this.scratchMl.size < mlBytes) this.scratchMl = storageBuffer(this.ctx, mlBytes, 'attention partial ml');
+    return [this.scratchO, this.scratchMl];
+  }
+}
+
+function checkHeadDim(D: number): void {
+  if (D % 4 !== 0 || D < 4 || D > 4 * WG) throw new UnsupportedError('attention', `head dim ${D} must be a multiple of 4 up to ${4 * WG}`);
+}
+
+/** Dispatch (y, z) covering T rows, as the row kernels read them: t = z * 65535 + y. */
+function rows(T: number): [number, number] {
+  return [Math.min(T, MAX_DISPATCH), Math.ceil(T / MAX_DISPATCH)];
+}

@@ -1,0 +1,232 @@
+/**
+ * The WGSL engine: a decoder step built from our own kernels, weights and KV cache in GPU
+ * buffers. One command buffer per step; the host writes the step's token ids and positions
+ * and reads back only the chosen ids (greedy argmax on the GPU), or logits when asked.
+ *
+ *   ids ── embed (+ positions) ── (embed norm) ── norm ──┐
+ *   each layer: q,k,v ── rotary ── kv-write ── attention ── o ── norm(+residual) ── mlp ── down ── norm(+residual)
+ *   gather the rows that need logits ── lm head ── argmax ── ids
+ */
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { alibiSlopes } from '../graph/blocks.js';
+import type { Quantization } from '../inject/plan.js';
+import type { StepInput, Stepper } from '../pipeline/loop.js';
+import { AttentionKernels } from './attention.js';
+import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
+import { ElementwiseKernels } from './elementwise.js';
+import { LinearKernels, type LinearActivation, type LinearWeight } from './linear.js';
+import { uploadWeights, type GpuLinear, type GpuMatrix, type GpuNorm, type GpuWeights, type MatrixType } from './weights.js';
+
+export interface EngineOptions {
+  weights: MatrixType;
+  quant: Quantization;
+}
+
+interface Run {
+  B: number;
+  S: number;
+  capacity: number;
+  /** Rows of logits the buffers hold. */
+  R: number;
+  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'normed' | 'q' | 'k' | 'v' | 'attn' | 'proj' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
+  kCache: GPUBuffer[];
+  vCache: GPUBuffer[];
+  staging: GPUBuffer;
+}
+
+function weightKind(m: GpuMatrix): LinearWeight {
+  return m.quant ? (m.quant.bits === 8 ? 'q8' : 'q4') : m.type;
+}
+
+export class WgslEngine implements Stepper {
+  private run: Run | undefined;
+  private readonly gather: Kernel;
+  private readonly slopes: GPUBuffer | undefined;
+  private readonly linearK: LinearKernels;
+  private readonly attentionK: AttentionKernels;
+  private readonly elementwise: ElementwiseKernels;
+
+  private constructor(
+    readonly ctx: GpuContext,
+    readonly ckpt: Checkpoint,
+    readonly weights: GpuWeights,
+  ) {
+    this.gather = new Kernel(ctx, 'gather-rows', 'gather-rows.wgsl');
+    this.linearK = new LinearKernels(ctx);
+    this.attentionK = new AttentionKernels(ctx);
+    this.elementwise = ElementwiseKernels.for(ctx);
+    this.slopes = ckpt.spec.traits.position === 'alibi' ? upload(ctx, Float32Array.from(alibiSlopes(ckpt.dims.numHeads)), 'alibi slopes') : undefined;
+  }
+
+  static create(ctx: GpuContext, ckpt: Checkpoint, o: EngineOptions): WgslEngine {
+    return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
+  }
+
+  /** Buffers for B rows of up to S new tokens, `capacity` cached tokens and R logits rows. */
+  private ensure(B: number, S: number, capacity: number, R: number): Run {
+    const r = this.run;
+    if (r && r.B === B && r.S >= S && r.capacity >= capacity && r.R >= R) return r;
+    this.release();
+    const { dims } = this.ckpt;
+    const T = B * S;
+    const E = dims.hiddenSize;
+    const D = dims.headDim;
+    const gated = this.ckpt.spec.traits.gatedMlp;
+    const f = (n: number, label: string) => storageBuffer(this.ctx, n * 4, label);
+    const cache = (i: number, kind: string) => f(B * dims.numKvHeads * capacity * D, `${kind}-cache-${i}`);
+    this.run = {
+      B,
+      S,
+      capacity,
+      R,
+      buf: {
+        ids: f(T, 'ids'),
+        positions: f(T, 'positions'),
+        valid: f(T, 'valid'),
+        rows: f(R, 'rows'),
+        x: f(T * E, 'x'),
+        res: f(T * E, 'residual'),
+        normed: f(T * E, 'normed'),
+        q: f(T * dims.numHeads * D, 'q'),
+        k: f(T * dims.numKvHeads * D, 'k'),
+        v: f(T * dims.numKvHeads * D, 'v'),
+        attn: f(T * dims.numHeads * D, 'attn'),
+        proj: f(T * E, 'proj'),
+        mlp: f(T * dims.intermediateSize * (gated ? 1 : 1), 'mlp'),
+        picked: f(R * E, 'picked'),
+        logits: f(R * dims.vocabSize, 'logits'),
+        next: f(R, 'next'),
+        suppress: f(16, 'suppress'),
+      },
+      kCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'k')),
+      vCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'v')),
+      staging: this.ctx.device.createBuffer({ size: Math.max(16, R * dims.vocabSize * 4), usage: 0x1 | 0x8 }),
+    };
+    return this.run;
+  }
+
+  begin(batch: number, capacity: number): void {
+    this.ensure(batch, 1, capacity, batch);
+  }
+
+  end(): void {}
+
+  release(): void {
+    if (!this.run) return;
+    for (const b of [...Object.values(this.run.buf), ...this.run.kCache, ...this.run.vCache, this.run.staging]) b.destroy();
+    this.run = undefined;
+    this.linearK.clearCache();
+    this.attentionK.clear();
+    this.elementwise.clearCache();
+  }
+
+  step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
+    const rows = input.tokens.map((t, b) => [input.last[b]!]);
+    return this.forward(input, rows, needLogits);
+  }
+
+  /**
+   * Runs one step over right-padded rows and returns logits for `logitRows[b]` (indices into
+   * row b's new tokens), or, with `needLogits` false, the argmax id of each row's first entry.
+   */
+  async forward(input: StepInput, logitRows: number[][], needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
+    const { dims, spec } = this.ckpt;
+    const B = input.tokens.length;
+    const S = Math.max(...input.tokens.map((t) => t.length));
+    const T = B * S;
+    const R = logitRows.reduce((a, r) => a + r.length, 0);
+    const capacity = this.run?.capacity ?? Math.max(...input.tokens.map((t, b) => input.start[b]! + t.length));
+    const run = this.ensure(B, S, Math.max(capacity, ...input.tokens.map((t, b) => input.start[b]! + t.length)), R);
+    const q = this.ctx.device.queue;
+    const ids = new Uint32Array(T);
+    const positions = new Uint32Array(T);
+    const valid = new Uint32Array(T);
+    for (let b = 0; b < B; b++) {
+      for (let s = 0; s < S; s++) {
+        const t = b * S + s;
+        ids[t] = input.tokens[b]![s] ?? 0;
+        positions[t] = input.start[b]! + s;
+        valid[t] = s < input.tokens[b]!.length ? 1 : 0;
+      }
+    }
+    q.writeBuffer(run.buf.ids, 0, ids);
+    q.writeBuffer(run.buf.positions, 0, positions);
+    q.writeBuffer(run.buf.valid, 0, valid);
+    q.writeBuffer(run.buf.rows, 0, Uint32Array.from(logitRows.flatMap((r, b) => r.map((i) => b * S + i))));
+    if (input.suppress.length) q.writeBuffer(run.buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
+
+    const w = this.weights;
+    const E = dims.hiddenSize;
+    const D = dims.headDim;
+    const norm = spec.traits.norm === 'layernorm' ? 'layer' : 'rms';
+    const eps = dims.normEps;
+    const { buf } = run;
+    const enc = this.ctx.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, act: LinearActivation = 'none') =>
+      this.linearK.encode(pass, { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}) }, { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act, ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) });
+    const normInto = (x: GPUBuffer, nw: GpuNorm, out: GPUBuffer, withResidual: boolean) =>
+      this.elementwise.norm(pass, { kind: norm, x, ...(withResidual ? { residual: buf.res, residualOut: buf.res } : {}), gamma: nw.gamma, ...(nw.beta ? { beta: nw.beta } : {}), out, T, E, eps });
+
+    this.elementwise.embed(pass, {
+      ids: buf.ids,
+      table: w.embed.buffer,
+      dtype: w.embed.type,
+      out: w.embedNorm ? buf.x : buf.res,
+      T,
+      E,
+      vocab: dims.vocabSize,
+      ...(w.positions ? { positions: buf.positions, posTable: w.positions.buffer, posOffset: spec.traits.positionOffset, posRows: w.positions.n } : {}),
+    });
+    if (w.embedNorm) normInto(buf.x, w.embedNorm, buf.res, false);
+    normInto(buf.res, w.layers[0]!.inputNorm, buf.normed, false);
+    const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
+    const maxKeys = Math.max(...positions) + 1;
+    w.layers.forEach((layer, i) => {
+      linear(buf.normed, layer.q, buf.q, T);
+      linear(buf.normed, layer.k, buf.k, T);
+      linear(buf.normed, layer.v, buf.v, T);
+      if (spec.traits.position === 'rotary') this.attentionK.encodeRotary(pass, { q: buf.q, k: buf.k, positions: buf.positions }, { T, H: dims.numHeads, Hkv: dims.numKvHeads, D, theta: dims.ropeTheta });
+      this.attentionK.encodeKvWrite(pass, { k: buf.k, v: buf.v, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid }, { T, S, Hkv: dims.numKvHeads, D, M: run.capacity });
+      this.attentionK.encodeAttention(
+        pass,
+        { q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
+        { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, scale: 1 / Math.sqrt(D), alibi: !!this.slopes, maxKeys },
+      );
+      linear(buf.attn, layer.o, buf.proj, T);
+      normInto(buf.proj, layer.postAttentionNorm, buf.normed, true);
+      linear(buf.normed, layer.up, buf.mlp, T, act);
+      linear(buf.mlp, layer.down, buf.proj, T);
+      normInto(buf.proj, w.layers[i + 1]?.inputNorm ?? w.finalNorm, buf.normed, true);
+    });
+    this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
+    linear(buf.picked, { w: w.lmHead }, buf.logits, R);
+    if (!needLogits) {
+      this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, input.suppress.length), enabled: input.suppress.length > 0 } });
+    }
+    pass.end();
+    const bytes = needLogits ? R * dims.vocabSize * 4 : R * 4;
+    enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, run.staging, 0, Math.ceil(bytes / 4) * 4);
+    q.submit([enc.finish()]);
+    await run.staging.mapAsync(1, 0, Math.ceil(bytes / 4) * 4);
+    const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
+    run.staging.unmap();
+    return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
+  }
+
+  private gatherParams = new Map<string, GPUBindGroup>();
+
+  private gatherGroup(run: Run, R: number, E: number): GPUBindGroup {
+    const key = `${R}/${E}/${run.buf.picked.label}`;
+    let g = this.gatherParams.get(key);
+    if (!g || this.gatherRun !== run) {
+      if (this.gatherRun !== run) this.gatherParams.clear();
+      this.gatherRun = run;
+      g = this.gather.bind(uniform(this.ctx, params({ u32: R }, { u32: E })), [run.buf.normed, run.buf.rows, run.buf.picked]);
+      this.gatherParams.set(key, g);
+    }
+    return g;
+  }
+
+  private gatherRun: Run | undefined;
+}

@@ -1,0 +1,223 @@
+/**
+ * The linear layer on our WGSL kernels: Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]).
+ *
+ *   X, Y, bias  f32, row-major; W row-major [N, K] (torch nn.Linear's [out, in]) as f32, f16,
+ *               or block-quantized int8 / int4 in quantizeBlockwise's layout
+ *               (src/inject/quantize.ts) with f32 scales [N * nBlocks]
+ *   act         none | gelu_tanh | gelu_erf | relu | swiglu; for swiglu W is [2I, K] (gate
+ *               rows first, then up rows), bias likewise [2I], and Y[T, I] = silu(gate) * up
+ *
+ * Two paths behind one call: a GEMV for T <= 8 (decode: each weight row is streamed once for
+ * all T rows; linear_gemv.wgsl) and a tiled GEMM (prefill and large batches;
+ * linear_gemm.wgsl). Pipelines are compiled on first use and kept; bind groups and uniform
+ * buffers are cached by (buffers, shape), so encoding the same op every step allocates
+ * nothing.
+ */
+import { Kernel, loadWgsl, params, storageBuffer, uniform, type GpuContext } from './device.js';
+
+export type LinearWeight = 'f32' | 'f16' | 'q8' | 'q4';
+export type LinearActivation = 'none' | 'gelu_tanh' | 'gelu_erf' | 'relu' | 'swiglu';
+export type LinearPath = 'gemv' | 'gemm';
+
+export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0, gelu_tanh: 1, gelu_erf: 2, relu: 3, swiglu: 4 };
+
+/** Largest T the GEMV path takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
+export const GEMV_MAX_T = 8;
+
+export function chooseLinearPath(T: number): LinearPath {
+  return T <= GEMV_MAX_T ? 'gemv' : 'gemm';
+}
+
+export interface LinearBuffers {
+  x: GPUBuffer;
+  w: GPUBuffer;
+  y: GPUBuffer;
+  bias?: GPUBuffer;
+  /** f32 [N * nBlocks], for q8 / q4. */
+  scales?: GPUBuffer;
+}
+
+export interface LinearShape {
+  T: number;
+  K: number;
+  /** Rows of W: outputs, or 2I for swiglu. */
+  N: number;
+  weight: LinearWeight;
+  act?: LinearActivation;
+  /** q8 / q4: a power of two >= 16 (quantizeBlockwise's blockSize). */
+  blockSize?: number;
+  /** Default chooseLinearPath(T); 'gemv' needs T <= GEMV_MAX_T. */
+  path?: LinearPath;
+}
+
+export interface LinearTuning {
+  /** GEMV: W rows per workgroup (even). */
+  gemvRows: number;
+  /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
+  gemvThreads: number;
+}
+
+export const DEFAULT_LINEAR_TUNING: Readonly<LinearTuning> = { gemvRows: 8, gemvThreads: 64 };
+
+/** Columns of Y: N, or N / 2 for swiglu. */
+export function linearOutColumns(shape: Pick<LinearShape, 'N' | 'act'>): number {
+  return shape.act === 'swiglu' ? shape.N / 2 : shape.N;
+}
+
+/** Byte sizes of the buffers a shape needs (W and scales as quantizeBlockwise makes them). */
+export function linearBufferBytes(shape: LinearShape): { x: number; w: number; y: number; bias: number; scales: number } {
+  const { T, K, N, weight } = shape;
+  const nBlocks = weight === 'q8' || weight === 'q4' ? Math.ceil(K / (shape.blockSize ?? 0)) : 0;
+  const w =
+    weight === 'f32' ? N * K * 4
+    : weight === 'f16' ? N * K * 2
+    : (N * nBlocks * (shape.blockSize ?? 0) * (weight === 'q8' ? 8 : 4)) / 8;
+  return { x: T * K * 4, w, y: T * linearOutColumns(shape) * 4, bias: N * 4, scales: N * nBlocks * 4 };
+}
+
+interface Encoded {
+  kernel: Kernel;
+  group: GPUBindGroup;
+  paramsBuf: GPUBuffer;
+  dispatch: [number, number, number];
+}
+
+/** The compiled linear kernels of one device, with their bind-group cache. */
+export class LinearKernels {
+  readonly tuning: LinearTuning;
+  private readonly kernels = new Map<string, Kernel>();
+  private readonly encoded = new Map<string, Encoded>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  private readonly dummy: GPUBuffer;
+
+  constructor(
+    readonly ctx: GpuContext,
+    tuning: Partial<LinearTuning> = {},
+  ) {
+    this.tuning = { ...DEFAULT_LINEAR_TUNING, ...tuning };
+    const { gemvRows: R, gemvThreads: KT } = this.tuning;
+    if (!(R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
+    if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
+    const shared = R * GEMV_MAX_T * KT * 4;
+    if (shared > ctx.device.limits.maxComputeWorkgroupStorageSize) {
+      throw new Error(`linear: gemvRows * 8 * gemvThreads * 4 = ${shared} bytes of workgroup memory, over the device's ${ctx.device.limits.maxComputeWorkgroupStorageSize}`);
+    }
+    this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
+  }
+
+  /** Encodes Y = act(X . W^T + bias) into `pass`. Cached per (buffers, shape) after the first call. */
+  encode(pass: GPUComputePassEncoder, bufs: LinearBuffers, shape: LinearShape): void {
+    const e = this.prepare(bufs, shape);
+    e.kernel.encode(pass, e.group, ...e.dispatch);
+  }
+
+  /** The pipeline, bind group and dispatch size `encode` uses, made (and checked) once. */
+  prepare(bufs: LinearBuffers, shape: LinearShape): Encoded {
+    const path = shape.path ?? chooseLinearPath(shape.T);
+    const act = shape.act ?? 'none';
+    const key = [
+      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0,
+      this.id(bufs.x), this.id(bufs.w), this.id(bufs.y), bufs.bias ? this.id(bufs.bias) : 0, bufs.scales ? this.id(bufs.scales) : 0,
+    ].join(',');
+    let e = this.encoded.get(key);
+    if (!e) {
+      e = this.build(bufs, { ...shape, act, path }, path);
+      this.encoded.set(key, e);
+    }
+    return e;
+  }
+
+  /** Number of cached bind groups (one uniform buffer each). */
+  get cacheSize(): number {
+    return this.encoded.size;
+  }
+
+  /** Drops cached bind groups and their uniform buffers (pipelines stay). */
+  clearCache(): void {
+    for (const e of this.encoded.values()) e.paramsBuf.destroy();
+    this.encoded.clear();
+  }
+
+  destroy(): void {
+    this.clearCache();
+    this.dummy.destroy();
+  }
+
+  private id(buf: GPUBuffer): number {
+    let id = this.bufferIds.get(buf);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(buf, id);
+    }
+    return id;
+  }
+
+  private build(bufs: LinearBuffers, shape: LinearShape, path: LinearPath): Encoded {
+    const { T, K, N, weight } = shape;
+    const act = shape.act ?? 'none';
+    const where = `linear(${path}, ${weight}, T=${T}, K=${K}, N=${N}, ${act})`;
+    const int = (v: number) => Number.isInteger(v) && v >= 1;
+    if (!int(T) || !int(K) || !int(N)) throw new Error(`${where}: T, K, N must be positive integers`);
+    if (path === 'gemv' && T > GEMV_MAX_T) throw new Error(`${where}: the GEMV path takes T <= ${GEMV_MAX_T}`);
+    if (act === 'swiglu' && N % 2 !== 0) throw new Error(`${where}: swiglu needs an even N (gate and up rows)`);
+    const quantized = weight === 'q8' || weight === 'q4';
+    let nBlocks = 0;
+    let bsShift = 0;
+    if (quantized) {
+      const bs = shape.blockSize ?? 0;
+      if (!(bs >= 16 && (bs & (bs - 1)) === 0)) throw new Error(`${where}: blockSize ${bs} must be a power of two >= 16`);
+      if (!bufs.scales) throw new Error(`${where}: quantized weights need scales`);
+      nBlocks = Math.ceil(K / bs);
+      bsShift = Math.log2(bs);
+    }
+    const need = linearBufferBytes(shape);
+    const check = (name: string, buf: GPUBuffer | undefined, bytes: number) => {
+      if (buf && buf.size < bytes) throw new Error(`${where}: ${name} has ${buf.size} bytes, needs ${bytes}`);
+    };
+    check('x', bufs.x, need.x);
+    check('w', bufs.w, need.w);
+    check('y', bufs.y, need.y);
+    check('bias', bufs.bias, need.bias);
+    if (quantized) check('scales', bufs.scales, need.scales);
+
+    const nOut = linearOutColumns(shape);
+    const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
+    const kernel = this.kernel(path, weight, aligned, T);
+    const paramsBuf = uniform(
+      this.ctx,
+      params({ u32: T }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift }),
+      where,
+    );
+    const storage = [bufs.x, bufs.w, bufs.bias ?? this.dummy, bufs.y];
+    if (quantized) storage.push(bufs.scales!);
+    const group = kernel.bind(paramsBuf, storage);
+
+    let dispatch: [number, number, number];
+    if (path === 'gemv') {
+      const perGroup = act === 'swiglu' ? this.tuning.gemvRows / 2 : this.tuning.gemvRows;
+      const groups = Math.ceil(nOut / perGroup);
+      const x = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
+      dispatch = [x, Math.ceil(groups / x), 1];
+    } else {
+      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(T / 64), 1];
+    }
+    return { kernel, group, paramsBuf, dispatch };
+  }
+
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number): Kernel {
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}` : `gemm:${weight}:${aligned}`;
+    let k = this.kernels.get(key);
+    if (!k) {
+      const flag = { ALIGNED: aligned ? 'true' : 'false' };
+      const defines: Record<string, string | number> = {
+        COMMON: loadWgsl('linear_common.wgsl', flag),
+        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
+      };
+      if (path === 'gemv') Object.assign(defines, { T, ROWS: this.tuning.gemvRows, KT: this.tuning.gemvThreads });
+      k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
+      this.kernels.set(key, k);
+    }
+    return k;
+  }
+}

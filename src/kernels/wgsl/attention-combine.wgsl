@@ -1,0 +1,61 @@
+// Flash-decoding, pass 2: merges the per-split partials of attention-split into out.
+//
+// Layout:  positions, valid u32 [T]; part_o [T, H, NS, D], part_ml [T, H, NS] vec2 (max, sum);
+//          out [T, H*D]. All f32, D % 4 == 0. Same Params as attention-split.
+// Dispatch: (H, T), workgroup WG. Rows with one split (written by pass 1) or valid[t] == 0 exit.
+//   out = sum_s exp(m_s - m) * o_s / sum_s exp(m_s - m) * l_s,  m = max_s m_s
+
+struct Params {
+  T: u32,
+  S: u32,
+  H: u32,
+  Hkv: u32,
+  M: u32,
+  NS: u32,
+  scale: f32,
+  zero: u32, // always 0: see DYN
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> valid: array<u32>;
+@group(0) @binding(3) var<storage, read> part_o: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> part_ml: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+
+const D4: u32 = {{D4}}u;
+const SPLIT: u32 = {{SPLIT}}u;
+const WG: u32 = {{WG}}u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let h = wid.x;
+  let t = wid.y;
+  if (valid[t] == 0u) {
+    return;
+  }
+  let lim = min(positions[t], P.M - 1u) + 1u;
+  let ns = (lim + SPLIT - 1u) / SPLIT;
+  if (ns <= 1u) {
+    return;
+  }
+  let th = t * P.H + h;
+  let base = th * P.NS;
+  var mx = -1e30;
+  for (var s = 0u; s < ns; s++) {
+    mx = max(mx, part_ml[base + s].x);
+  }
+  var l = 0.0;
+  for (var s = 0u; s < ns; s++) {
+    let ml = part_ml[base + s];
+    l += exp(ml.x - mx) * ml.y;
+  }
+  let inv = 1.0 / l;
+  for (var d = tid; d < D4; d += WG) {
+    var o = vec4<f32>(0.0);
+    for (var s = 0u; s < ns; s++) {
+      o += exp(part_ml[base + s].x - mx) * part_o[(base + s) * D4 + d];
+    }
+    out[th * D4 + d] = o * inv;
+  }
+}

@@ -1,0 +1,180 @@
+// Flash-decoding, pass 1: one workgroup per (key split s, KV head g, query row t) computes, for
+// the G = H/Hkv query heads sharing KV head g, softmax statistics and the unnormalised P.V over
+// the keys [s*SPLIT, min((s+1)*SPLIT, L)), L = min(positions[t], M-1) + 1 (causal).
+//
+// Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] (b = t / S); positions, valid u32 [T];
+//          slopes f32 [H] (ALiBi; a dummy buffer when ALIBI is false); out [T, H*D];
+//          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
+//          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
+// Dispatch: (splits <= NS, Hkv, T), workgroup WG (a power of two, >= D/4). Splits past L exit at once.
+//          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
+//          Rows with valid[t] == 0 get zeros.
+
+struct Params {
+  T: u32,
+  S: u32,
+  H: u32,
+  Hkv: u32,
+  M: u32,
+  NS: u32,
+  scale: f32,
+  zero: u32, // always 0: see DYN
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> positions: array<u32>;
+@group(0) @binding(5) var<storage, read> valid: array<u32>;
+@group(0) @binding(6) var<storage, read> slopes: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> part_ml: array<vec2<f32>>;
+
+const D4: u32 = {{D4}}u;
+const G: u32 = {{G}}u;
+const SPLIT: u32 = {{SPLIT}}u;
+const WG: u32 = {{WG}}u;
+const ALIBI: bool = {{ALIBI}};
+const KPT: u32 = (SPLIT + WG - 1u) / WG; // keys per thread in the score phase
+const NL: u32 = WG / D4; // key lanes in the P.V phase
+const NEG: f32 = -1e30;
+// Fixed-count loops end at `N{{DYN}}`: DYN is empty on GPUs (the driver unrolls them and keeps
+// the small per-thread arrays in registers) and ` + P.zero` on CPU adapters, where LLVM takes
+// tens of seconds on the unrolled code around barriers.
+
+var<workgroup> q_sh: array<vec4<f32>, G * D4>;
+var<workgroup> s_sh: array<f32, G * SPLIT>;
+var<workgroup> red_sh: array<f32, G * WG>;
+var<workgroup> o_sh: array<vec4<f32>, WG>;
+var<workgroup> l_sh: array<f32, WG>;
+var<workgroup> lim_sh: u32;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let s = wid.x;
+  let g = wid.y;
+  let t = wid.z;
+  let bh = (t / P.S) * P.Hkv + g;
+  let head0 = t * P.H + g * G; // first of this group's heads, as a row of q / out
+  if (tid == 0u) {
+    var lim = 0u;
+    if (valid[t] != 0u) {
+      lim = min(positions[t], P.M - 1u) + 1u;
+    }
+    lim_sh = lim;
+  }
+  let lim = workgroupUniformLoad(&lim_sh);
+  if (lim == 0u) {
+    if (s == 0u) {
+      for (var idx = tid; idx < G * D4; idx += WG) {
+        out[head0 * D4 + idx] = vec4<f32>(0.0);
+      }
+    }
+    return;
+  }
+  let start = s * SPLIT;
+  if (start >= lim) {
+    return;
+  }
+  let n = min(SPLIT, lim - start);
+  let nsplit = (lim + SPLIT - 1u) / SPLIT;
+  let pos = f32(positions[t]);
+
+  for (var idx = tid; idx < G * D4; idx += WG) {
+    q_sh[idx] = q[head0 * D4 + idx] * P.scale;
+  }
+  workgroupBarrier();
+
+  // Scores: each thread owns keys tid, tid + WG, ... for all G heads.
+  var mloc: array<f32, G>;
+  for (var i = 0u; i < G{{DYN}}; i++) {
+    mloc[i] = NEG;
+  }
+  for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
+    let j = kk * WG + tid;
+    if (j < n) {
+      let kb = (bh * P.M + start + j) * D4;
+      // Zeroed explicitly: some backends hoist a loop-local var's zero-init out of the loop.
+      var acc: array<f32, G>;
+      for (var i = 0u; i < G{{DYN}}; i++) {
+        acc[i] = 0.0;
+      }
+      for (var d = 0u; d < D4{{DYN}}; d++) {
+        let kv = kc[kb + d];
+        for (var i = 0u; i < G{{DYN}}; i++) {
+          acc[i] += dot(q_sh[i * D4 + d], kv);
+        }
+      }
+      for (var i = 0u; i < G{{DYN}}; i++) {
+        var sc = acc[i];
+        if (ALIBI) {
+          sc += slopes[g * G + i] * (f32(start + j) - pos);
+        }
+        s_sh[i * SPLIT + j] = sc;
+        mloc[i] = max(mloc[i], sc);
+      }
+    }
+  }
+  for (var i = 0u; i < G{{DYN}}; i++) {
+    red_sh[i * WG + tid] = mloc[i];
+  }
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u{{DYN}}; st = st >> 1u) {
+    if (tid < st) {
+      for (var i = 0u; i < G{{DYN}}; i++) {
+        red_sh[i * WG + tid] = max(red_sh[i * WG + tid], red_sh[i * WG + tid + st]);
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
+    let j = kk * WG + tid;
+    if (j < n) {
+      for (var i = 0u; i < G{{DYN}}; i++) {
+        s_sh[i * SPLIT + j] = exp(s_sh[i * SPLIT + j] - red_sh[i * WG]);
+      }
+    }
+  }
+  workgroupBarrier();
+
+  // P.V: thread (lane, d) sums keys lane, lane + NL, ... for output vec4 d of every head.
+  let lane = tid / D4;
+  let d = tid % D4;
+  var acc: array<vec4<f32>, G>;
+  var ls: array<f32, G>;
+  if (lane < NL) {
+    for (var j = lane; j < n; j += NL) {
+      let v = vc[(bh * P.M + start + j) * D4 + d];
+      for (var i = 0u; i < G{{DYN}}; i++) {
+        let p = s_sh[i * SPLIT + j];
+        acc[i] += p * v;
+        ls[i] += p;
+      }
+    }
+  }
+  for (var i = 0u; i < G{{DYN}}; i++) {
+    o_sh[tid] = acc[i];
+    l_sh[tid] = ls[i];
+    workgroupBarrier();
+    if (tid < D4) {
+      var o = vec4<f32>(0.0);
+      var l = 0.0;
+      for (var ln = 0u; ln < NL{{DYN}}; ln++) {
+        o += o_sh[ln * D4 + tid];
+        l += l_sh[ln * D4 + tid];
+      }
+      let th = head0 + i;
+      if (nsplit == 1u) {
+        out[th * D4 + tid] = o / l;
+      } else {
+        part_o[(th * P.NS + s) * D4 + tid] = o;
+        if (tid == 0u) {
+          part_ml[th * P.NS + s] = vec2<f32>(red_sh[i * WG], l);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+}

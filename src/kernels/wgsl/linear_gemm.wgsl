@@ -1,0 +1,99 @@
+// Linear layer for many rows (prefill, large batches), tiled through workgroup memory:
+// Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]).
+//
+// Layout: see linear_common.wgsl (bindings, Params) and the weight reader pasted in
+// (linear_w_f32 / f16 / q8 / q4.wgsl; quantized weights are dequantized on the
+// fly as tiles are loaded).
+//
+// Dispatch: (ceil(nOut / 64), ceil(T / 64)) workgroups of 256 threads; for swiglu
+// (ceil(nOut / 32), ceil(T / 64)). Each workgroup computes a 64 x 64 tile of X . W^T
+// (rows m0.., W rows n0..) over K in steps of 32: 256 threads each load one 8-element chunk
+// of X and one of W into workgroup memory (k-major, 16 KiB), then each thread accumulates a
+// 4 x 4 block (rows 4ty.., columns 4tx..) in f32. For swiglu the tile's columns 4c..4c+3 are
+// W rows (gate i, gate i+1, up i, up i+1) with i = 32 * wid.x + 2c, so each thread holds
+// both halves of its two outputs.
+
+{{COMMON}}
+{{WEIGHTS}}
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 32u;
+
+var<workgroup> Xs: array<vec4<f32>, 512>; // [BK][BM / 4]
+var<workgroup> Ws: array<vec4<f32>, 512>; // [BK][BN / 4]
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let swiglu = P.act == 4u;
+  let tx = lid & 15u;
+  let ty = lid >> 4u;
+  let m0 = wid.y * BM;
+
+  // This thread's load: tile row lr, k offset lk within the step.
+  let lr = lid >> 2u;
+  let lk = (lid & 3u) * 8u;
+  let xr = m0 + lr;
+  let xok = xr < P.T;
+  var wr: u32;
+  var wok: bool;
+  if (swiglu) {
+    let i = wid.x * (BN / 2u) + 2u * (lr >> 2u) + (lr & 1u);
+    wok = i < P.nOut;
+    wr = select(i, i + P.nOut, (lr & 2u) != 0u);
+  } else {
+    wr = wid.x * BN + lr;
+    wok = wr < P.N;
+  }
+
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < P.K; k0 += BK) {
+    let k = k0 + lk;
+    var xv: array<vec4<f32>, 2>;
+    if (xok) { xv = xChunk(xr, k); }
+    var wv: array<vec4<f32>, 2>;
+    if (wok && k < P.K) {
+      let w = wRaw(wr, k);
+      let s = wScale(wr, k);
+      wv[0] = w[0] * s;
+      wv[1] = w[1] * s;
+    }
+    for (var i = 0u; i < 8u; i++) {
+      Xs[(lk + i) * 16u + (lr >> 2u)][lr & 3u] = xv[i >> 2u][i & 3u];
+      Ws[(lk + i) * 16u + (lr >> 2u)][lr & 3u] = wv[i >> 2u][i & 3u];
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let a = Xs[kk * 16u + ty];
+      let b = Ws[kk * 16u + tx];
+      acc[0] += a.x * b;
+      acc[1] += a.y * b;
+      acc[2] += a.z * b;
+      acc[3] += a.w * b;
+    }
+    workgroupBarrier();
+  }
+
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + ty * 4u + i;
+    if (m < P.T) {
+      if (swiglu) {
+        for (var j = 0u; j < 2u; j++) {
+          let n = wid.x * (BN / 2u) + 2u * tx + j;
+          if (n < P.nOut) {
+            let g = acc[i][j] + biasAt(n);
+            let u = acc[i][j + 2u] + biasAt(P.nOut + n);
+            Y[m * P.nOut + n] = silu(g) * u;
+          }
+        }
+      } else {
+        for (var j = 0u; j < 4u; j++) {
+          let n = wid.x * BN + tx * 4u + j;
+          if (n < P.N) {
+            Y[m * P.nOut + n] = activate(acc[i][j] + biasAt(n));
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,90 @@
+// Linear layer for few rows (decode): Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]),
+// T <= 8 fixed at compile time, W streamed once for all T rows.
+//
+// Layout: see linear_common.wgsl (bindings, Params) and the weight reader pasted in
+// (linear_w_f32 / f16 / q8 / q4.wgsl: element type and quantized layout).
+//
+// Dispatch: one workgroup of KT threads per ROWS rows of W, i.e. per ROWS outputs, or per
+// ROWS / 2 outputs for swiglu (gate rows i.., up rows nOut + i..). Workgroups are numbered
+// wid.y * num_workgroups.x + wid.x, so the host splits ceil(outputs / per-workgroup) over x
+// (<= 65535) and y; surplus workgroups return at once.
+//
+// Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
+// T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
+// ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
+// workgroup memory (one barrier to write, one thread per output sums KT values; the
+// XOR swizzle keeps both sides free of bank conflicts), then bias, activation, store.
+
+{{COMMON}}
+{{WEIGHTS}}
+
+const T: u32 = {{T}}u;       // rows of X (compile time, 1..8)
+const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
+const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
+const O: u32 = ROWS * T;     // partial sums per thread
+
+var<workgroup> red: array<f32, O * KT>;
+
+@compute @workgroup_size(KT)
+fn main(@builtin(local_invocation_index) lid: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  let swiglu = P.act == 4u;
+  let outs = select(ROWS, ROWS / 2u, swiglu);
+  let out0 = (wid.y * nwg.x + wid.x) * outs;
+  if (out0 >= P.nOut) { return; }
+
+  // Rows past the end are clamped (read again, never stored).
+  var rows: array<u32, ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    if (swiglu) {
+      let i = min(out0 + r % (ROWS / 2u), P.nOut - 1u);
+      rows[r] = select(i, i + P.nOut, r >= ROWS / 2u);
+    } else {
+      rows[r] = min(out0 + r, P.N - 1u);
+    }
+  }
+
+  var acc: array<f32, O>;
+  for (var k = lid * 8u; k < P.K; k += KT * 8u) {
+    var xs: array<array<vec4<f32>, 2>, T>;
+    for (var t = 0u; t < T; t++) { xs[t] = xChunk(t, k); }
+    for (var r = 0u; r < ROWS; r++) {
+      let w = wRaw(rows[r], k);
+      let s = wScale(rows[r], k);
+      for (var t = 0u; t < T; t++) {
+        acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
+      }
+    }
+  }
+
+  // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.
+  for (var o = 0u; o < O; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
+  workgroupBarrier();
+  for (var o = lid; o < O; o += KT) {
+    let b = o * KT;
+    let sw = o & 31u;
+    // A plain loop: unrolled by hand (4 loads a step) it compiled 5x slower on lavapipe.
+    var s = 0.0;
+    for (var i = 0u; i < KT; i++) { s += red[b + (i ^ sw)]; }
+    red[b] = s; // own row only: no other thread reads it
+  }
+  workgroupBarrier();
+
+  for (var j = lid; j < outs * T; j += KT) {
+    let t = j / outs;
+    let r = j % outs;
+    let n = out0 + r;
+    if (n < P.nOut) {
+      var v: f32;
+      if (swiglu) {
+        let g = red[(r * T + t) * KT] + biasAt(n);
+        let u = red[((r + ROWS / 2u) * T + t) * KT] + biasAt(P.nOut + n);
+        v = silu(g) * u;
+      } else {
+        v = activate(red[(r * T + t) * KT] + biasAt(n));
+      }
+      Y[t * P.nOut + n] = v;
+    }
+  }
+}

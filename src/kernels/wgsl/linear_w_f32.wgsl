@@ -1,0 +1,24 @@
+// Weight reader for linear_gemv.wgsl / linear_gemm.wgsl: f32 W, row-major [N, K] (torch
+// nn.Linear's [out, in]), bound as array<vec4<f32>> (the buffer padded to 16 bytes).
+// ALIGNED (K % 4 == 0): two vec4 loads per 8-element chunk; otherwise element by element.
+@group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
+
+// W[row, k .. k+8) (k a multiple of 8), zero past K.
+fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
+  var r: array<vec4<f32>, 2>;
+  if (ALIGNED) {
+    let base = (row * P.K + k) >> 2u;
+    if (k < P.K) { r[0] = W[base]; }
+    if (k + 4u < P.K) { r[1] = W[base + 1u]; }
+  } else {
+    for (var i = 0u; i < 8u; i++) {
+      if (k + i < P.K) {
+        let e = row * P.K + k + i;
+        r[i >> 2u][i & 3u] = W[e >> 2u][e & 3u];
+      }
+    }
+  }
+  return r;
+}
+
+fn wScale(row: u32, k: u32) -> f32 { return 1.0; }

@@ -1,0 +1,24 @@
+// Weight reader for linear_gemv.wgsl / linear_gemm.wgsl: int4 block-quantized W in the
+// layout of quantizeBlockwise (src/inject/quantize.ts, MatMulNBits): packed uint8
+// [N, nBlocks, blockSize / 2] (row n is output n, zero-padded to nBlocks * blockSize; even
+// element in the low nibble, so element i of a little-endian u32 sits at bits 4i), bound as
+// array<u32> (one u32 = one 8-element chunk; blockSize a power of two >= 16, so a chunk never
+// straddles blocks); scales f32 [N * nBlocks] at binding 5.
+// Value = (q - 8) * scale. wRaw returns q - 8; the caller multiplies by wScale.
+@group(0) @binding(2) var<storage, read> W: array<u32>;
+@group(0) @binding(5) var<storage, read> S: array<f32>;
+
+const SH4LO = vec4<u32>(0u, 4u, 8u, 12u);
+const SH4HI = vec4<u32>(16u, 20u, 24u, 28u);
+
+fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
+  var r: array<vec4<f32>, 2>;
+  if (k < P.K) {
+    let v = vec4<u32>(W[row * ((P.nBlocks << P.bsShift) >> 3u) + (k >> 3u)]);
+    r[0] = vec4<f32>((v >> SH4LO) & vec4<u32>(15u)) - 8.0;
+    r[1] = vec4<f32>((v >> SH4HI) & vec4<u32>(15u)) - 8.0;
+  }
+  return r;
+}
+
+fn wScale(row: u32, k: u32) -> f32 { return S[row * P.nBlocks + (k >> P.bsShift)]; }

@@ -1,0 +1,22 @@
+// Weight reader for linear_gemv.wgsl / linear_gemm.wgsl: int8 block-quantized W in the
+// layout of quantizeBlockwise (src/inject/quantize.ts, MatMulNBits): packed uint8
+// [N, nBlocks, blockSize] (row n is output n, zero-padded to nBlocks * blockSize), bound as
+// array<vec2<u32>> (8 bytes = one 8-element chunk; blockSize a power of two >= 16, so a chunk
+// never straddles blocks); scales f32 [N * nBlocks] at binding 5.
+// Value = (q - 128) * scale. wRaw returns q - 128; the caller multiplies by wScale.
+@group(0) @binding(2) var<storage, read> W: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> S: array<f32>;
+
+const SH8 = vec4<u32>(0u, 8u, 16u, 24u);
+
+fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
+  var r: array<vec4<f32>, 2>;
+  if (k < P.K) {
+    let v = W[row * ((P.nBlocks << P.bsShift) >> 3u) + (k >> 3u)];
+    r[0] = vec4<f32>((vec4<u32>(v.x) >> SH8) & vec4<u32>(255u)) - 128.0;
+    r[1] = vec4<f32>((vec4<u32>(v.y) >> SH8) & vec4<u32>(255u)) - 128.0;
+  }
+  return r;
+}
+
+fn wScale(row: u32, k: u32) -> f32 { return S[row * P.nBlocks + (k >> P.bsShift)]; }

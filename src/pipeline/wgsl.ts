@@ -1,0 +1,69 @@
+/**
+ * The WGSL pipeline: fusegen's generate loop over our own kernels (src/kernels) on a Dawn
+ * WebGPU device. Weights f32 or f16 (or int8/int4 block-quantized); activations f32.
+ */
+import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import { UnsupportedError } from '../errors.js';
+import { openGpu, type AdapterInfo } from '../kernels/device.js';
+import { WgslEngine } from '../kernels/engine.js';
+import { checkCapacity, pipelineInfo } from './common.js';
+import { generateLoop } from './loop.js';
+import { loadTokenizer, promptIds } from './tokenizer.js';
+import type { DType, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
+
+export interface WgslOptions {
+  dtype: DType;
+  maxTokens: number;
+}
+
+export class WgslPipeline implements TextGenerationPipeline {
+  private constructor(
+    readonly info: PipelineInfo,
+    readonly adapter: AdapterInfo,
+    private readonly ckpt: Checkpoint,
+    private readonly engine: WgslEngine,
+    private readonly tokenizer: PreTrainedTokenizer,
+    private readonly maxTokens: number,
+  ) {}
+
+  static async create(ckpt: Checkpoint, o: WgslOptions): Promise<WgslPipeline> {
+    const t0 = performance.now();
+    const ctx = await openGpu();
+    const quant = o.dtype === 'int8' ? 8 : o.dtype === 'int4' ? 4 : 0;
+    if (o.dtype === 'bfloat16') throw new UnsupportedError('--dtype', 'bfloat16 is not available with --kernels wgsl; use float16');
+    const f16 = o.dtype !== 'float32' && ctx.f16;
+    if (o.dtype === 'float16' && !ctx.f16) throw new UnsupportedError('--dtype', `float16 needs the shader-f16 feature, which adapter "${ctx.adapter.description}" lacks`);
+    const engine = WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: quant, blockSize: 32 } });
+    const tokenizer = await loadTokenizer(ckpt);
+    const bytes = quant ? quant / 8 : f16 ? 2 : 4;
+    const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, bytes, 0);
+    info.executionProviders = [`dawn:${ctx.adapter.vendor}/${ctx.adapter.architecture}/${ctx.adapter.device}`];
+    const pipe = new WgslPipeline(info, ctx.adapter, ckpt, engine, tokenizer, o.maxTokens);
+    await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false }); // compiles pipelines
+    info.loadMs = performance.now() - t0;
+    return pipe;
+  }
+
+  validate(request: GenerateRequest): void {
+    checkCapacity(this.ckpt, this.maxTokens, Math.max(...promptIds(this.tokenizer, request).map((p) => p.length)), request.maxNewTokens);
+  }
+
+  generate(request: GenerateRequest): Promise<GenerateResult> {
+    return generateLoop(this.engine, request, this.ckpt, this.tokenizer, this.maxTokens);
+  }
+
+  async score(rows: number[][], from: number[]): Promise<Float32Array[][]> {
+    const longest = Math.max(...rows.map((r) => r.length));
+    this.engine.begin(rows.length, longest);
+    const wanted = rows.map((r, b) => Array.from({ length: r.length - from[b]! }, (_, i) => from[b]! + i));
+    const { logits } = await this.engine.forward({ tokens: rows, start: rows.map(() => 0), last: rows.map(() => 0), suppress: [] }, wanted, true);
+    const V = this.ckpt.dims.vocabSize;
+    let r = 0;
+    return wanted.map((w) => w.map(() => logits!.slice(r * V, ++r * V)));
+  }
+
+  async dispose(): Promise<void> {
+    this.engine.release();
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * Attention kernels (rotary, kv-write, split and prefill attention) against float64 CPU
+ * references on seeded random inputs. Runs on Mesa lavapipe without a GPU.
+ */
+import { existsSync } from 'node:fs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { alibiSlopes } from '../src/graph/blocks.js';
+import { AttentionKernels, type AttentionPath, ropeInvFreq } from '../src/kernels/attention.js';
+import { type GpuContext, openGpu, readback, storageBuffer, submit, upload } from '../src/kernels/device.js';
+
+const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
+if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+
+let ctx: GpuContext;
+let kern: AttentionKernels;
+
+beforeAll(async () => {
+  ctx = await openGpu();
+  kern = new AttentionKernels(ctx);
+});
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let r = Math.imul(s ^ (s >>> 15), 1 | s);
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussian(n: number, rand: () => number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  return out;
+}
+
+const u32 = (xs: number[]) => Uint32Array.from(xs);
+
+async function readF32(buf: GPUBuffer, n: number): Promise<Float32Array> {
+  return new Float32Array(await readback(ctx, buf, n * 4));
+}
+
+function poisoned(n: number): GPUBuffer {
+  return upload(ctx, new Float32Array(n).fill(NaN));
+}
+
+function maxErr(got: Float32Array, want: Float64Array, rowsToCheck?: (i: number) => boolean): number {
+  let m = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (rowsToCheck && !rowsToCheck(i)) continue;
+    const e = Math.abs(got[i]! - want[i]!);
+    if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
+  }
+  return m;
+}
+
+/** Rotate-half rotary in float64 of float32 angles, as torch computes them. */
+function refRotary(x: Float32Array, rows: number, heads: number, D: number, positions: number[], theta: number): Float64Array {
+  const out = Float64Array.from(x);
+  const inv = ropeInvFreq(D, theta);
+  const half = D / 2;
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < heads; h++) {
+      const base = (t * heads + h) * D;
+      for (let i = 0; i < half; i++) {
+        const a = Math.fround(positions[t]! * inv[i]!);
+        const c = Math.cos(a);
+        const s = Math.sin(a);
+        const x1 = x[base + i]!;
+        const x2 = x[base + i + half]!;
+        out[base + i] = x1 * c - x2 * s;
+        out[base + i + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+  return out;
+}
+
+interface Dims {
+  T: number;
+  S: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  M: number;
+  scale: number;
+}
+
+/** Causal softmax attention in float64 over cache [B, Hkv, M, D]; invalid rows stay NaN. */
+function refAttention(q: ArrayLike<number>, kc: ArrayLike<number>, vc: ArrayLike<number>, pos: number[], valid: number[], d: Dims, slopes?: number[]): Float64Array {
+  const { T, S, H, Hkv, D, M, scale } = d;
+  const G = H / Hkv;
+  const out = new Float64Array(T * H * D).fill(NaN);
+  for (let t = 0; t < T; t++) {
+    if (!valid[t]) continue;
+    const b = Math.floor(t / S);
+    const L = Math.min(pos[t]!, M - 1) + 1;
+    for (let h = 0; h < H; h++) {
+      const kvBase = (b * Hkv + Math.floor(h / G)) * M * D;
+      const qb = (t * H + h) * D;
+      const sc = new Float64Array(L);
+      let mx = -Infinity;
+      for (let j = 0; j < L; j++) {
+        let dot = 0;
+        for (let e = 0; e < D; e++) dot += q[qb + e]! * kc[kvBase + j * D + e]!;
+        sc[j] = scale * dot + (slopes ? slopes[h]! * (j - pos[t]!) : 0);
+        mx = Math.max(mx, sc[j]!);
+      }
+      let sum = 0;
+      for (let j = 0; j < L; j++) sum += sc[j] = Math.exp(sc[j]! - mx);
+      for (let e = 0; e < D; e++) {
+        let o = 0;
+        for (let j = 0; j < L; j++) o += sc[j]! * vc[kvBase + j * D + e]!;
+        out[qb + e] = o / sum;
+      }
+    }
+  }
+  return out;
+}
+
+interface Case {
+  /** Rows per batch entry: 1 = decode. */
+  S: number;
+  /** Position of each batch row's first new token (keys before it are already cached). */
+  offsets: number[];
+  /** Valid (non-padding) rows per batch entry; padding rows follow. */
+  counts: number[];
+  H: number;
+  Hkv: number;
+  D: number;
+  M: number;
+  alibi: boolean;
+  seed: number;
+}
+
+interface Chain {
+  dims: Dims;
+  valid: number[];
+  want: Float64Array;
+  got: Record<AttentionPath, Float32Array>;
+  cacheOk: boolean;
+}
+
+/**
+ * One whole step on the GPU: rotary (when no ALiBi) -> kv-write -> attention on both paths,
+ * against the float64 reference. The cache holds random prior keys below each row's offset
+ * and NaN everywhere else, so reading any key the step did not write shows up as NaN.
+ */
+async function runChain(c: Case): Promise<Chain> {
+  const rand = rng(c.seed);
+  const { S, H, Hkv, D, M } = c;
+  const B = c.offsets.length;
+  const T = B * S;
+  const theta = 10000;
+  const positions: number[] = [];
+  const valid: number[] = [];
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      positions.push(c.offsets[b]! + s);
+      valid.push(s < c.counts[b]! ? 1 : 0);
+    }
+  }
+  const q = gaussian(T * H * D, rand);
+  const k = gaussian(T * Hkv * D, rand);
+  const v = gaussian(T * Hkv * D, rand);
+  const cacheK = new Float32Array(B * Hkv * M * D).fill(NaN);
+  const cacheV = new Float32Array(B * Hkv * M * D).fill(NaN);
+  for (let b = 0; b < B; b++) {
+    const prior = gaussian(2 * Hkv * c.offsets[b]! * D, rand);
+    for (let h = 0; h < Hkv; h++) {
+      for (let j = 0; j < c.offsets[b]!; j++) {
+        for (let e = 0; e < D; e++) {
+          const i = ((b * Hkv + h) * M + j) * D + e;
+          cacheK[i] = prior[((h * c.offsets[b]! + j) * D + e) * 2]!;
+          cacheV[i] = prior[((h * c.offsets[b]! + j) * D + e) * 2 + 1]!;
+        }
+      }
+    }
+  }
+  const slopes = c.alibi ? alibiSlopes(H) : undefined;
+  const dims: Dims = { T, S, H, Hkv, D, M, scale: 1 / Math.sqrt(D) };
+
+  // Reference: rotate, write the cache, attend.
+  const qr = c.alibi ? Float64Array.from(q) : refRotary(q, T, H, D, positions, theta);
+  const kr = c.alibi ? Float64Array.from(k) : refRotary(k, T, Hkv, D, positions, theta);
+  const refK = Float64Array.from(cacheK);
+  const refV = Float64Array.from(cacheV);
+  for (let t = 0; t < T; t++) {
+    if (!valid[t] || positions[t]! >= M) continue;
+    const b = Math.floor(t / S);
+    for (let h = 0; h < Hkv; h++) {
+      for (let e = 0; e < D; e++) {
+        refK[((b * Hkv + h) * M + positions[t]!) * D + e] = kr[(t * Hkv + h) * D + e]!;
+        refV[((b * Hkv + h) * M + positions[t]!) * D + e] = v[(t * Hkv + h) * D + e]!;
+      }
+    }
+  }
+  const want = refAttention(qr, refK, refV, positions, valid, dims, slopes);
+
+  const bufs = {
+    q: upload(ctx, q),
+    k: upload(ctx, k),
+    v: upload(ctx, v),
+    kCache: upload(ctx, cacheK),
+    vCache: upload(ctx, cacheV),
+    positions: upload(ctx, u32(positions)),
+    valid: upload(ctx, u32(valid)),
+    slopes: upload(ctx, Float32Array.from(slopes ?? [0])),
+  };
+  const outs = { split: poisoned(T * H * D), prefill: poisoned(T * H * D) };
+  submit(ctx, (pass) => {
+    if (!c.alibi) kern.encodeRotary(pass, bufs, { T, H, Hkv, D, theta });
+    kern.encodeKvWrite(pass, bufs, { T, S, Hkv, D, M });
+    for (const path of ['split', 'prefill'] as const) {
+      const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, alibi: c.alibi, path });
+      expect(took).toBe(path);
+    }
+  });
+  const got = { split: await readF32(outs.split, T * H * D), prefill: await readF32(outs.prefill, T * H * D) };
+  const gk = await readF32(bufs.kCache, refK.length);
+  let cacheOk = true;
+  for (let i = 0; i < refK.length && cacheOk; i++) {
+    const w = refK[i]!;
+    cacheOk = Number.isNaN(w) ? Number.isNaN(gk[i]!) : Math.abs(gk[i]! - w) < 1e-5;
+  }
+  for (const b of [...Object.values(bufs), ...Object.values(outs)]) b.destroy();
+  return { dims, valid, want, got, cacheOk };
+}
+
+function expectChain(r: Chain, tol: number): void {
+  const { H, D } = r.dims;
+  const validRow = (i: number) => r.valid[Math.floor(i / (H * D))] === 1;
+  expect(r.cacheOk).toBe(true);
+  for (const path of ['split', 'prefill'] as const) {
+    const got = r.got[path];
+    expect(maxErr(got, r.want, validRow), `${path} path`).toBeLessThan(tol);
+    // Padding rows: anything finite (these kernels write zeros).
+    for (let i = 0; i < got.length; i++) if (!validRow(i)) expect(Number.isFinite(got[i]!), `${path} padding row`).toBe(true);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('rotary', () => {
+  it.each([
+    { D: 16, H: 4, Hkv: 4, theta: 10000 },
+    { D: 64, H: 8, Hkv: 2, theta: 500000 },
+  ])('rotate-half matches the float64 reference (D=$D, H=$H/$Hkv, theta=$theta)', async ({ D, H, Hkv, theta }) => {
+    const rand = rng(D * 31 + H);
+    const positions = [0, 1, 7, 33, 300, 4099, 65537];
+    const T = positions.length;
+    const q = gaussian(T * H * D, rand);
+    const k = gaussian(T * Hkv * D, rand);
+    const bq = upload(ctx, q);
+    const bk = upload(ctx, k);
+    submit(ctx, (pass) => kern.encodeRotary(pass, { q: bq, k: bk, positions: upload(ctx, u32(positions)) }, { T, H, Hkv, D, theta }));
+    const gq = await readF32(bq, q.length);
+    const gk = await readF32(bk, k.length);
+    const wq = refRotary(q, T, H, D, positions, theta);
+    const wk = refRotary(k, T, Hkv, D, positions, theta);
+    expect(maxErr(gq, wq)).toBeLessThan(2e-5);
+    expect(maxErr(gk, wk)).toBeLessThan(2e-5);
+    // Position 0 is the identity; every other row actually moved.
+    for (let i = 0; i < H * D; i++) expect(gq[i]).toBe(q[i]);
+    expect(maxErr(gq.subarray(H * D * 4, H * D * 5), Float64Array.from(q.subarray(H * D * 4, H * D * 5)))).toBeGreaterThan(0.1);
+  });
+});
+
+describe('kv-write', () => {
+  it('places valid rows exactly and leaves every other cache entry untouched', async () => {
+    const [B, S, Hkv, D, M] = [3, 4, 2, 16, 7];
+    const T = B * S;
+    const rand = rng(7);
+    // Row 2 of batch 0 is padding, batch 1 has a row past the capacity, batch 2 starts mid-cache.
+    const positions = [0, 1, 2, 0xffffffff, 3, 4, 7, 100, 5, 6, 0, 2];
+    const valid = [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0];
+    const k = gaussian(T * Hkv * D, rand);
+    const v = gaussian(T * Hkv * D, rand);
+    const n = B * Hkv * M * D;
+    const poison = new Uint32Array(n).map((_, i) => 0x7fc0_0000 | i); // NaNs with distinct payloads
+    const kc = upload(ctx, poison);
+    const vc = upload(ctx, poison);
+    submit(ctx, (pass) =>
+      kern.encodeKvWrite(pass, { k: upload(ctx, k), v: upload(ctx, v), kCache: kc, vCache: vc, positions: upload(ctx, u32(positions)), valid: upload(ctx, u32(valid)) }, { T, S, Hkv, D, M }),
+    );
+    const wantK = Uint32Array.from(poison);
+    const wantV = Uint32Array.from(poison);
+    const kBits = new Uint32Array(k.buffer);
+    const vBits = new Uint32Array(v.buffer);
+    let written = 0;
+    for (let t = 0; t < T; t++) {
+      if (!valid[t] || positions[t]! >= M) continue;
+      written++;
+      const b = Math.floor(t / S);
+      for (let h = 0; h < Hkv; h++) {
+        for (let e = 0; e < D; e++) {
+          wantK[((b * Hkv + h) * M + positions[t]!) * D + e] = kBits[(t * Hkv + h) * D + e]!;
+          wantV[((b * Hkv + h) * M + positions[t]!) * D + e] = vBits[(t * Hkv + h) * D + e]!;
+        }
+      }
+    }
+    expect(written).toBe(7);
+    expect(new Uint32Array(await readback(ctx, kc, n * 4))).toEqual(wantK);
+    expect(new Uint32Array(await readback(ctx, vc, n * 4))).toEqual(wantV);
+  });
+});
+
+const SHAPES = [16, 64].flatMap((D) =>
+  [
+    [4, 4],
+    [8, 2],
+  ].flatMap(([H, Hkv]) => [false, true].map((alibi) => ({ D, H: H!, Hkv: Hkv!, alibi }))),
+);
+
+describe('attention, decode (S = 1, rows at different positions)', () => {
+  it.each(SHAPES)('D=$D H=$H/$Hkv alibi=$alibi: both paths match the reference', async ({ D, H, Hkv, alibi }) => {
+    // Contexts 1, 7, 33, 300 (the new token included), and a finished row (valid 0).
+    const r = await runChain({ S: 1, offsets: [0, 6, 32, 299, 12], counts: [1, 1, 1, 1, 0], H, Hkv, D, M: 301, alibi, seed: D + H + (alibi ? 100 : 0) });
+    expectChain(r, 2e-5);
+  });
+});
+
+describe('attention, prefill (S > 1, right padding, cached prefixes)', () => {
+  it.each(SHAPES)('D=$D H=$H/$Hkv alibi=$alibi: both paths match the reference', async ({ D, H, Hkv, alibi }) => {
+    // Batch rows of 9, 5 and 1 valid tokens after cached prefixes of 0, 3 and 290 keys.
+    const r = await runChain({ S: 9, offsets: [0, 3, 290], counts: [9, 5, 1], H, Hkv, D, M: 300, alibi, seed: 1000 + D + H + (alibi ? 100 : 0) });
+    expectChain(r, 2e-5);
+  });
+});
+
+describe('attention, long context (4100 keys)', () => {
+  it('decode rows at 4099 and 2050, GQA 8/2, D=64', async () => {
+    const r = await runChain({ S: 1, offsets: [4099, 2050], counts: [1, 1], H: 8, Hkv: 2, D: 64, M: 4100, alibi: false, seed: 4100 });
+    expectChain(r, 2e-5);
+  });
+  it('a 24-row chunk after 4076 cached keys, ALiBi, D=64', async () => {
+    const r = await runChain({ S: 24, offsets: [4076], counts: [24], H: 4, Hkv: 4, D: 64, M: 4100, alibi: true, seed: 4101 });
+    expectChain(r, 2e-5);
+  });
+});
+
+describe('attention engine contract', () => {
+  it('picks split for decode and prefill for prompts', () => {
+    const base = { H: 8, Hkv: 2, D: 64, M: 2048, scale: 0.125 };
+    expect(kern.choosePath({ ...base, T: 8, S: 1 })).toBe('split');
+    expect(kern.choosePath({ ...base, T: 8 * 512, S: 512 })).toBe('prefill');
+    expect(kern.choosePath({ ...base, T: 64, S: 64, maxKeys: 64 })).toBe('prefill');
+    expect(kern.choosePath({ ...base, T: 4, S: 4, maxKeys: 2000 })).toBe('split');
+  });
+
+  it('re-encoding a decode step reuses its bind groups; new positions come from the storage buffers', async () => {
+    const [B, H, Hkv, D, M] = [3, 8, 2, 16, 260];
+    const rand = rng(99);
+    const kc = gaussian(B * Hkv * M * D, rand);
+    const vc = gaussian(B * Hkv * M * D, rand);
+    const q = gaussian(B * H * D, rand);
+    const dims = { T: B, S: 1, H, Hkv, D, M, scale: 0.3 };
+    const bufs = { q: upload(ctx, q), kCache: upload(ctx, kc), vCache: upload(ctx, vc), positions: upload(ctx, u32([0, 0, 0])), valid: upload(ctx, u32([1, 1, 1])), out: storageBuffer(ctx, B * H * D * 4) };
+    let before = -1;
+    for (const [step, pos] of [[5, 120, 255], [6, 121, 256], [130, 3, 259]].entries()) {
+      ctx.device.queue.writeBuffer(bufs.positions, 0, u32(pos));
+      ctx.device.queue.writeBuffer(bufs.out, 0, new Float32Array(B * H * D).fill(NaN));
+      submit(ctx, (pass) => kern.encodeAttention(pass, bufs, { ...dims, maxKeys: Math.max(...pos) + 1 }));
+      if (step === 0) before = kern.boundCount;
+      else expect(kern.boundCount).toBe(before);
+      const want = refAttention(q, kc, vc, pos, [1, 1, 1], dims);
+      expect(maxErr(await readF32(bufs.out, B * H * D), want)).toBeLessThan(2e-5);
+    }
+  });
+});

@@ -1,0 +1,421 @@
+/**
+ * The linear kernels (src/kernels/linear.ts) against a float64 CPU reference, on Mesa
+ * lavapipe when no other Vulkan driver is chosen. Fresh seeded random inputs per case, odd
+ * sizes, Y poisoned with NaN before every run (one spare row past the end must stay NaN),
+ * both paths, every activation, with and without bias, f32 / f16 / int8 / int4 weights.
+ *
+ * Error bound per element: the reference's own magnitude sum S = sum_k |x_k w_k| + |b| times
+ * REL (f32 accumulation in a different order), pushed through the activation's slope, plus
+ * ACT_REL * |y| for the activation's own evaluation.
+ */
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { float16BitsToFloat32 } from '../src/checkpoint/safetensors.js';
+import { float32ToFloat16Bits, openGpu, readback, storageBuffer, submit, upload, type GpuContext } from '../src/kernels/device.js';
+import {
+  chooseLinearPath,
+  GEMV_MAX_T,
+  LinearKernels,
+  linearOutColumns,
+  type LinearActivation,
+  type LinearPath,
+  type LinearShape,
+  type LinearWeight,
+} from '../src/kernels/linear.js';
+import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
+
+const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
+if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+
+const REL = 2e-6;
+const ACT_REL = 1e-6;
+const ACTS: LinearActivation[] = ['none', 'gelu_tanh', 'gelu_erf', 'relu', 'swiglu'];
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+let seedCounter = 1;
+
+// float64 references of the activations.
+function erf(x: number): number {
+  // Abramowitz-Stegun 7.1.26 is too coarse for a reference; use the series / continued fraction.
+  const a = Math.abs(x);
+  let r: number;
+  if (a < 3) {
+    let term = a;
+    let sum = a;
+    for (let n = 1; n < 200; n++) {
+      term *= (-a * a) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    r = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    r = 1 - erfcLarge(a);
+  }
+  return x < 0 ? -r : r;
+}
+/** erfc(a) for a >= 3 by its continued fraction (Lentz). */
+function erfcLarge(a: number): number {
+  // erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + 1/2/(a + 1/(a + 3/2/(a + 2/(a + ...)))))
+  let f = a;
+  let C = a;
+  let D = 0;
+  for (let n = 1; n < 300; n++) {
+    const an = n / 2;
+    D = a + an * D;
+    D = 1 / D;
+    C = a + an / C;
+    const delta = C * D;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  return Math.exp(-a * a) / Math.sqrt(Math.PI) / f;
+}
+function erfc(x: number): number {
+  return x >= 3 ? erfcLarge(x) : 1 - erf(x);
+}
+const silu = (x: number) => x / (1 + Math.exp(-x));
+function act(name: LinearActivation, v: number): number {
+  switch (name) {
+    case 'gelu_tanh':
+      // 0.5 v (1 + tanh(u)) written as v * sigmoid(2u): the same in exact arithmetic, without
+      // the cancellation of 1 + tanh(u) for u << 0.
+      return v / (1 + Math.exp(-2 * Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
+    case 'gelu_erf':
+      return 0.5 * v * erfc(-v / Math.SQRT2);
+    case 'relu':
+      return Math.max(v, 0);
+    default:
+      return v;
+  }
+}
+
+interface Case {
+  T: number;
+  K: number;
+  N: number;
+  weight: LinearWeight;
+  blockSize?: number;
+  x: Float32Array;
+  /** The weights the kernel computes with, [N, K] (f16-rounded or dequantized). */
+  wRef: Float32Array;
+  bias: Float32Array;
+  buffers: { x: GPUBuffer; w: GPUBuffer; bias: GPUBuffer; scales?: GPUBuffer };
+}
+
+function makeCase(ctx: GpuContext, T: number, K: number, N: number, weight: LinearWeight, blockSize?: number): Case {
+  const r = rng(seedCounter++);
+  const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+  // Pre-activations with a standard deviation near 2, so the activations see both tails.
+  const a = 6 / Math.sqrt(K);
+  const w = Float32Array.from({ length: N * K }, () => a * (2 * r() - 1));
+  const bias = Float32Array.from({ length: N }, () => 2 * r() - 1);
+  let wRef: Float32Array;
+  let wBuf: GPUBuffer;
+  let scales: GPUBuffer | undefined;
+  if (weight === 'f32') {
+    wRef = w;
+    wBuf = upload(ctx, w);
+  } else if (weight === 'f16') {
+    const bits = Uint16Array.from(w, (v) => float32ToFloat16Bits(v));
+    wRef = Float32Array.from(bits, (h) => float16BitsToFloat32(h));
+    wBuf = upload(ctx, bits);
+  } else {
+    const nbits = weight === 'q8' ? 8 : 4;
+    const bs = blockSize!;
+    // quantizeBlockwise takes W as [K, N] (MatMulNBits' B); its packed rows are our rows n.
+    const wKN = new Float32Array(K * N);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) wKN[k * N + n] = w[n * K + k]!;
+    const q = quantizeBlockwise(wKN, K, N, nbits, bs);
+    const dq = dequantize(q, K, N, nbits, bs);
+    wRef = new Float32Array(N * K);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) wRef[n * K + k] = dq[k * N + n]!;
+    wBuf = upload(ctx, q.packed);
+    scales = upload(ctx, q.scales);
+  }
+  const buffers: Case['buffers'] = { x: upload(ctx, x), w: wBuf, bias: upload(ctx, bias) };
+  if (scales) buffers.scales = scales;
+  return { T, K, N, weight, blockSize, x, wRef, bias, buffers };
+}
+
+function destroyCase(c: Case): void {
+  for (const b of Object.values(c.buffers)) b?.destroy();
+}
+
+/** float64 Y and the per-element error bound. */
+function reference(c: Case, actName: LinearActivation, withBias: boolean): { y: Float64Array; tol: Float64Array } {
+  const { T, K, N } = c;
+  const pre = new Float64Array(T * N);
+  const mag = new Float64Array(T * N);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < N; n++) {
+      let s = withBias ? c.bias[n]! : 0;
+      let m = Math.abs(s);
+      for (let k = 0; k < K; k++) {
+        const p = c.x[t * K + k]! * c.wRef[n * K + k]!;
+        s += p;
+        m += Math.abs(p);
+      }
+      pre[t * N + n] = s;
+      mag[t * N + n] = m;
+    }
+  }
+  const nOut = linearOutColumns({ N, act: actName });
+  const y = new Float64Array(T * nOut);
+  const tol = new Float64Array(T * nOut);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < nOut; n++) {
+      if (actName === 'swiglu') {
+        const g = pre[t * N + n]!;
+        const u = pre[t * N + nOut + n]!;
+        const eg = REL * mag[t * N + n]!;
+        const eu = REL * mag[t * N + nOut + n]!;
+        const v = silu(g) * u;
+        y[t * nOut + n] = v;
+        // |d silu / dg| < 1.1
+        tol[t * nOut + n] = 1.1 * eg * (Math.abs(u) + eu) + Math.abs(silu(g)) * eu + 2 * ACT_REL * Math.abs(v) + 1e-30;
+      } else {
+        const v = act(actName, pre[t * N + n]!);
+        y[t * nOut + n] = v;
+        // gelu's slope stays below 1.13
+        tol[t * nOut + n] = 1.13 * REL * mag[t * N + n]! + ACT_REL * Math.abs(v) + 1e-30;
+      }
+    }
+  }
+  return { y, tol };
+}
+
+let ctx: GpuContext;
+let lin: LinearKernels;
+
+beforeAll(async () => {
+  ctx = await openGpu();
+  lin = new LinearKernels(ctx);
+});
+afterAll(() => lin?.destroy());
+
+/** Runs one op on a NaN-poisoned Y (one spare row) and checks it against the reference; returns the worst error / bound. */
+async function check(c: Case, actName: LinearActivation, withBias: boolean, path: LinearPath, kernels = lin): Promise<number> {
+  const nOut = linearOutColumns({ N: c.N, act: actName });
+  const bytes = (c.T + 1) * nOut * 4;
+  const y = storageBuffer(ctx, bytes);
+  ctx.device.queue.writeBuffer(y, 0, new Float32Array(y.size / 4).fill(NaN));
+  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path };
+  if (c.blockSize) shape.blockSize = c.blockSize;
+  ctx.device.pushErrorScope('validation');
+  submit(ctx, (pass) => kernels.encode(pass, { ...c.buffers, bias: withBias ? c.buffers.bias : undefined, y }, shape));
+  const err = await ctx.device.popErrorScope();
+  expect(err?.message ?? null).toBeNull();
+  const got = new Float32Array(await readback(ctx, y, bytes));
+  y.destroy();
+  const { y: want, tol } = reference(c, actName, withBias);
+  const where = `${path} ${c.weight}${c.blockSize ? `/${c.blockSize}` : ''} T=${c.T} K=${c.K} N=${c.N} ${actName} bias=${withBias}`;
+  let worst = 0;
+  let worstAt = -1;
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i]! - want[i]!) / tol[i]!;
+    if (!(e <= worst)) {
+      worst = e;
+      worstAt = i;
+    }
+  }
+  if (!(worst <= 1)) {
+    expect.fail(`${where}: element ${worstAt} got ${got[worstAt]} want ${want[worstAt]} (bound ${tol[worstAt]})`);
+  }
+  for (let i = want.length; i < got.length; i++) if (!Number.isNaN(got[i])) expect.fail(`${where}: wrote past Y at ${i}`);
+  return worst;
+}
+
+const GEMV_TS = [1, 3, 8];
+const ALL_TS = [1, 3, 8, 9, 33];
+// (K, N): odd sizes that take the element-by-element path, and aligned ones (K % 8 == 0)
+// past one sweep of the GEMV's threads (64 threads x 8 elements) with a ragged tail.
+const SHAPES: Array<[number, number]> = [
+  [67, 45],
+  [600, 37],
+];
+
+const worstSeen: Record<string, number> = {};
+afterAll(() => {
+  // The worst error relative to its bound, per weight type: for eyeballing (vitest --reporter verbose prints it).
+  console.log('linear: worst error / bound', JSON.stringify(worstSeen));
+});
+function note(key: string, v: number): void {
+  worstSeen[key] = Math.max(worstSeen[key] ?? 0, Number(v.toPrecision(3)));
+}
+
+describe.each(['f32', 'f16'] as const)('linear, %s weights', (weight) => {
+  it.each(ACTS)('%s: GEMV (T <= 8) and GEMM (T in 1..33), with and without bias', async (actName) => {
+    for (const [K, I] of SHAPES) {
+      const N = actName === 'swiglu' ? 2 * I : I;
+      for (const T of ALL_TS) {
+        const c = makeCase(ctx, T, K, N, weight);
+        for (const withBias of [false, true]) {
+          if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv'));
+          note(weight, await check(c, actName, withBias, 'gemm'));
+        }
+        destroyCase(c);
+      }
+    }
+    lin.clearCache();
+  });
+});
+
+describe.each([
+  ['q8', 32],
+  ['q8', 16],
+  ['q4', 32],
+  ['q4', 16],
+] as const)('linear, %s weights, block size %i', (weight, blockSize) => {
+  it('every activation, both paths, with and without bias, T in 1..33', async () => {
+    // Odd K (element-wise X reads; the rows' padding to whole blocks) and aligned K.
+    const cases: Array<[number, number, number[]]> = [
+      [67, 45, [3, 9]],
+      [600, 37, [1, 8, 33]],
+    ];
+    for (const [K, I, Ts] of cases) {
+      for (const actName of ACTS) {
+        const N = actName === 'swiglu' ? 2 * I : I;
+        for (const T of Ts) {
+          const c = makeCase(ctx, T, K, N, weight, blockSize);
+          for (const withBias of [false, true]) {
+            if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv'));
+            note(weight, await check(c, actName, withBias, 'gemm'));
+          }
+          destroyCase(c);
+        }
+      }
+    }
+    lin.clearCache();
+  });
+});
+
+describe('linear, shapes and plumbing', () => {
+  it('GEMM over several tiles in both directions (T=130, N=150, or I=75 for swiglu)', async () => {
+    for (const weight of ['f16', 'q4'] as const) {
+      for (const actName of ['relu', 'swiglu'] as const) {
+        const c = makeCase(ctx, 130, 200, 150, weight, weight === 'q4' ? 32 : undefined);
+        await check(c, actName, true, 'gemm');
+        destroyCase(c);
+      }
+    }
+  });
+
+  it('GEMV with other tunings (rows per workgroup, threads) and a 2D dispatch', async () => {
+    const k2 = new LinearKernels(ctx, { gemvRows: 2, gemvThreads: 32 });
+    for (const [K, N] of SHAPES) {
+      const c = makeCase(ctx, 5, K, 2 * N, 'f32');
+      await check(c, 'swiglu', true, 'gemv', k2);
+      await check(c, 'gelu_erf', false, 'gemv', k2);
+      destroyCase(c);
+    }
+    const k4 = new LinearKernels(ctx, { gemvRows: 4, gemvThreads: 128 });
+    const c4 = makeCase(ctx, 5, 1000, 90, 'q8', 16);
+    await check(c4, 'swiglu', true, 'gemv', k4);
+    await check(c4, 'relu', false, 'gemv', k4);
+    destroyCase(c4);
+    k4.destroy();
+    // Over 65535 workgroups (2 rows each): the dispatch is split over x and y.
+    const N = 2 * 65536 + 3;
+    const c = makeCase(ctx, 5, 8, N, 'f32');
+    const probeY = storageBuffer(ctx, 6 * N * 4);
+    const e = k2.prepare({ ...c.buffers, y: probeY }, { T: 5, K: 8, N, weight: 'f32' });
+    expect(e.dispatch[0]).toBeLessThanOrEqual(65535);
+    expect(e.dispatch[1]).toBeGreaterThan(1);
+    await check(c, 'none', true, 'gemv', k2);
+    probeY.destroy();
+    destroyCase(c);
+    k2.destroy();
+  });
+
+  it('activations on their own (K = 1, W = 1) match float64 to 1e-6 (gelu_erf) / 2e-6 relative over [-12, 12]', async () => {
+    const T = 4801;
+    const x = Float32Array.from({ length: T }, (_, i) => -12 + (24 * i) / (T - 1));
+    const xBuf = upload(ctx, x);
+    const w = upload(ctx, new Float32Array([1, 1]));
+    const y = storageBuffer(ctx, T * 4);
+    for (const actName of ACTS) {
+      const N = actName === 'swiglu' ? 2 : 1;
+      submit(ctx, (pass) => lin.encode(pass, { x: xBuf, w, y }, { T, K: 1, N, weight: 'f32', act: actName }));
+      const got = new Float32Array(await readback(ctx, y, T * 4));
+      for (let i = 0; i < T; i++) {
+        const v = x[i]!;
+        const want = actName === 'swiglu' ? silu(v) * v : act(actName, v);
+        const err = Math.abs(got[i]! - want);
+        // gelu_erf: relative 1e-6 (its erfc fit is good to 1.2e-7). gelu_tanh and silu go
+        // through exp(-2u) with u = 0.8 (x + 0.045 x^3) rounded in f32 (as HF's float32 does), so
+        // 2e-6. Plus absolute 1e-9 in the far negative tails (|y| < 1e-3 there), where exp of a
+        // large argument amplifies the rounding of the argument (x = -8: relative 1e-5 at 1e-25).
+        const rel = actName === 'gelu_erf' || actName === 'relu' || actName === 'none' ? 1e-6 : 2e-6;
+        if (!(err <= rel * Math.abs(want) + 1e-9)) expect.fail(`${actName}(${v}) = ${got[i]}, want ${want}`);
+        if (Math.abs(want) >= 1e-3) note(`${actName} rel`, err / Math.abs(want));
+      }
+    }
+    for (const b of [xBuf, w, y]) b.destroy();
+    lin.clearCache();
+  });
+
+  it('caches bind groups per (buffers, shape) and chains ops in one pass', async () => {
+    const before = lin.cacheSize;
+    const K = 64;
+    const c1 = makeCase(ctx, 1, K, K, 'f16');
+    const c2 = makeCase(ctx, 1, K, 48, 'f32');
+    const h = storageBuffer(ctx, K * 4);
+    const y = storageBuffer(ctx, 48 * 4);
+    const enc = (pass: GPUComputePassEncoder) => {
+      lin.encode(pass, { x: c1.buffers.x, w: c1.buffers.w, bias: c1.buffers.bias, y: h }, { T: 1, K, N: K, weight: 'f16', act: 'gelu_tanh' });
+      lin.encode(pass, { x: h, w: c2.buffers.w, y }, { T: 1, K, N: 48, weight: 'f32' });
+    };
+    submit(ctx, enc);
+    const first = new Float32Array(await readback(ctx, y, 48 * 4));
+    expect(lin.cacheSize).toBe(before + 2);
+    ctx.device.queue.writeBuffer(y, 0, new Float32Array(48).fill(NaN));
+    submit(ctx, enc);
+    expect(lin.cacheSize).toBe(before + 2);
+    const second = new Float32Array(await readback(ctx, y, 48 * 4));
+    expect(Array.from(second)).toEqual(Array.from(first));
+    // The chained result against the reference: h = gelu_tanh(x W1^T + b1), y = h W2^T.
+    for (let t = 0; t < 1; t++) {
+      for (let n = 0; n < 48; n++) {
+        let s = 0;
+        let m = 0;
+        for (let k = 0; k < K; k++) {
+          let hk = c1.bias[k]!;
+          for (let j = 0; j < K; j++) hk += c1.x[t * K + j]! * c1.wRef[k * K + j]!;
+          const p = act('gelu_tanh', hk) * c2.wRef[n * K + k]!;
+          s += p;
+          m += Math.abs(p);
+        }
+        expect(Math.abs(first[t * 48 + n]! - s)).toBeLessThanOrEqual(2e-5 * m);
+      }
+    }
+    for (const b of [h, y]) b.destroy();
+    destroyCase(c1);
+    destroyCase(c2);
+    lin.clearCache();
+    expect(lin.cacheSize).toBe(0);
+  });
+
+  it('chooses the path by T and rejects what it cannot do', () => {
+    expect(chooseLinearPath(1)).toBe('gemv');
+    expect(chooseLinearPath(8)).toBe('gemv');
+    expect(chooseLinearPath(9)).toBe('gemm');
+    const b = storageBuffer(ctx, 4096);
+    const bufs = { x: b, w: b, y: b };
+    expect(() => lin.prepare(bufs, { T: 9, K: 4, N: 4, weight: 'f32', path: 'gemv' })).toThrow(/T <= 8/);
+    expect(() => lin.prepare(bufs, { T: 1, K: 4, N: 5, weight: 'f32', act: 'swiglu' })).toThrow(/even N/);
+    expect(() => lin.prepare(bufs, { T: 1, K: 32, N: 4, weight: 'q4', blockSize: 32 })).toThrow(/scales/);
+    expect(() => lin.prepare({ ...bufs, scales: b }, { T: 1, K: 32, N: 4, weight: 'q8', blockSize: 24 })).toThrow(/power of two/);
+    expect(() => lin.prepare(bufs, { T: 1, K: 4096, N: 4, weight: 'f32' })).toThrow(/needs/);
+    b.destroy();
+  });
+});
