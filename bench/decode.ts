@@ -2,13 +2,14 @@
  * Decode benchmark: one or more pipelines on the same checkpoint and prompts, measured side
  * by side in one process (warm-up excluded, fixed output length), written as JSON.
  *   node dist/bench/decode.js --model DIR --device webgpu --dtype float16 \
- *     --pipelines reference,injected --batch_sizes 1,8 --max_new_tokens 128 --repeats 5 --out FILE
+ *     --pipelines reference,injected,wgsl --batch_sizes 1,8 --max_new_tokens 128 --repeats 5 --out FILE
  */
 import { writeFileSync, renameSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { decodeFigures, median, type RunTiming } from '../src/report/perf.js';
 import { seedBatch } from '../fixtures/prompts.js';
@@ -36,7 +37,9 @@ for (const name of pipelines) {
   const pipe: TextGenerationPipeline =
     name === 'reference'
       ? await ReferencePipeline.create(ckpt, { device, dtype, maxTokens })
-      : await InjectedPipeline.create(ckpt, { device, dtype, maxTokens });
+      : name === 'wgsl'
+        ? await WgslPipeline.create(ckpt, { dtype, maxTokens })
+        : await InjectedPipeline.create(ckpt, { device, dtype, maxTokens });
   for (const batch of batches) {
     const request = { prompts: seedBatch(batch), maxNewTokens, doSample: false, ignoreEos: true };
     const runs: RunTiming[] = [];

@@ -8,6 +8,7 @@ import { UnsupportedError, UsageError } from '../errors.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
 import { InjectedPipeline } from '../pipeline/injected.js';
 import { ReferencePipeline } from '../pipeline/reference.js';
+import { WgslPipeline } from '../pipeline/wgsl.js';
 import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
@@ -31,6 +32,7 @@ export interface GenerateOptions {
   world_size: number;
   trust_remote_code: boolean;
   device: Device;
+  kernels: 'ort' | 'wgsl' | undefined;
   seed: number;
 }
 
@@ -51,6 +53,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (env WORLD_SIZE; > 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
   trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn); default wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
 };
 
@@ -62,6 +65,13 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
+  if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
+  if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
+}
+
+/** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
+export function kernelsFor(device: Device, kernels: 'ort' | 'wgsl' | undefined): 'ort' | 'wgsl' {
+  return kernels ?? (device === 'webgpu' ? 'wgsl' : 'ort');
 }
 
 export function resolveDtype(o: GenerateOptions): DType {
@@ -84,7 +94,9 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   // As the seed: --hf_baseline is the plain library; otherwise our engine, with or without injection.
   const pipe: TextGenerationPipeline = o.hf_baseline
     ? await ReferencePipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens })
-    : await InjectedPipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, fusions: o.use_kernel ? ALL_FUSIONS : NO_FUSIONS });
+    : o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'
+      ? await WgslPipeline.create(ckpt, { dtype, maxTokens: o.max_tokens })
+      : await InjectedPipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, fusions: o.use_kernel ? ALL_FUSIONS : NO_FUSIONS });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);

@@ -1,0 +1,69 @@
+/**
+ * The WGSL engine end to end on Mesa lavapipe: float32 reproduces the Hugging Face goldens
+ * (tokens exact, logits within 1e-4, alone and batched), float16 weights follow the tolerance
+ * policy, and the cached decode steps agree with a single pass without cache.
+ */
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js';
+import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
+import { SEED_PROMPTS } from '../fixtures/prompts.js';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { loadGolden } from './helpers.js';
+
+const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
+if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+
+describe.each(FIXTURE_ARCHS)('%s on the WGSL engine, float32', (arch) => {
+  let pipe: WgslPipeline;
+  beforeAll(async () => {
+    pipe = await WgslPipeline.create(openCheckpoint(tinyModelDir(arch)), { dtype: 'float32', maxTokens: 256 });
+  });
+  afterAll(async () => pipe?.dispose());
+
+  it('records the adapter it ran on', () => {
+    expect(pipe.info.executionProviders[0]).toMatch(/^dawn:/);
+    expect(pipe.adapter.description.length).toBeGreaterThan(0);
+  });
+
+  it('reproduces the goldens alone and in a batch: tokens exact, logits within 1e-4', async () => {
+    const golden = loadGolden(arch);
+    for (const s of golden.single) {
+      const r = await pipe.generate({ prompts: [s.prompt], maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: golden.top_k });
+      const seq = r.sequences[0]!;
+      expect(seq.promptIds).toEqual(s.input_ids);
+      expect(seq.newIds, s.prompt).toEqual(s.new_ids);
+      s.steps.forEach((st, i) => st.ids.forEach((id, j) => expect(Math.abs(seq.topK![i]!.values[seq.topK![i]!.ids.indexOf(id)]! - st.values[j]!)).toBeLessThan(1e-4)));
+    }
+    // Greedy without logits: the argmax runs on the GPU and only ids come back.
+    const r = await pipe.generate({ prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false });
+    expect(r.sequences.map((s) => s.newIds)).toEqual(golden.batch.rows.map((row) => row.new_ids));
+  });
+
+  it('cached decode steps give the logits of one pass without cache', async () => {
+    const r = await pipe.generate({ prompts: SEED_PROMPTS.slice(0, 3), maxNewTokens: 8, doSample: false, recordTopK: 5 });
+    const scored = await pipe.score(r.sequences.map((s) => [...s.promptIds, ...s.newIds]), r.sequences.map((s) => s.promptIds.length - 1));
+    r.sequences.forEach((s, b) => s.topK!.forEach((t, step) => t.ids.forEach((id, j) => expect(Math.abs(scored[b]![step]![id]! - t.values[j]!)).toBeLessThan(1e-4))));
+  });
+});
+
+describe.each(FIXTURE_ARCHS)('%s on the WGSL engine, float16 weights, by the tolerance policy', (arch) => {
+  it('teacher-forced logits and greedy tokens agree with the float32 goldens', async () => {
+    const tol = TOLERANCE.float16;
+    const golden = loadGolden(arch);
+    const pipe = await WgslPipeline.create(openCheckpoint(tinyModelDir(arch)), { dtype: 'float16', maxTokens: 256 });
+    try {
+      const scored = await pipe.score(golden.single.map((s) => [...s.input_ids, ...s.new_ids]), golden.single.map((s) => s.input_ids.length - 1));
+      const agreement = logitAgreement(golden.single.flatMap((s) => s.steps), scored.flatMap((r, b) => r.slice(0, golden.single[b]!.steps.length)), tol);
+      expect(agreement, JSON.stringify(agreement)).toMatchObject({ withinTolerance: true });
+      expect(agreement.maxAbs).toBeGreaterThan(0);
+      for (const s of golden.single) {
+        const r = await pipe.generate({ prompts: [s.prompt], maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: 5 });
+        expect(tokenVerdict({ newIds: s.new_ids, topK: s.steps }, r.sequences[0]!, tol).status, s.prompt).not.toBe('mismatch');
+      }
+    } finally {
+      await pipe.dispose();
+    }
+  });
+});
