@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Kernel-injection run on the GPU machine (see ../shared/gpu/README.md): carry .gpu and dist.
-#   bash bench/h200.sh probe|tiny|<preset>...   results go to $OUT
+# Runs on the GPU machine (see ../shared/gpu/README.md), carrying .gpu and dist; results in $OUT.
+#   bash bench/h200.sh probe | tiny | kernels | <preset>[:dtype[:pipelines]] ...
+#   e.g. bash bench/h200.sh kernels opt-1.3b:float16:wgsl,injected,reference opt-1.3b:int4:wgsl
 set -u
 source .gpu/setup.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt"
 for what in "$@"; do
   case "$what" in
     probe) node dist/bench/probes/gqa-prefill.js webgpu > "$OUT/gqa-prefill-webgpu.jsonl" 2>&1 ;;
+    kernels) node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4 2>&1 | grep -v '^Warning' > "$OUT/kernels-linear.txt" ;;
     tiny)
       node dist/fixtures/cli.js tiny > /dev/null
       for a in gpt2 opt bloom llama; do
@@ -14,8 +16,10 @@ for what in "$@"; do
         node dist/src/cli/main.js generate --model "fixtures/models/tiny-$a" --use_kernel --device webgpu --greedy --max_new_tokens 16 --batch_size 8 --test_performance 2>&1 | grep -v '^Warning'
       done > "$OUT/generate-tiny-webgpu.txt" ;;
     *)
-      [ -d "/tmp/$what" ] || node dist/fixtures/cli.js preset "$what" "/tmp/$what"
-      node dist/bench/decode.js --model "/tmp/$what" --device webgpu --dtype float16 --pipelines injected,reference \
-        --batch_sizes 1,8 --max_new_tokens 64 --repeats 3 --out "$OUT/decode-$what-webgpu-float16.json" 2>&1 | grep -v '^Warning' | cut -c1-400 ;;
+      IFS=: read -r preset dtype pipelines <<< "$what"
+      dtype=${dtype:-float16}; pipelines=${pipelines:-wgsl,injected,reference}
+      [ -d "/tmp/$preset" ] || node dist/fixtures/cli.js preset "$preset" "/tmp/$preset"
+      node dist/bench/decode.js --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
+        --batch_sizes 1,8 --max_new_tokens 64 --repeats 3 --out "$OUT/decode-$preset-webgpu-$dtype.json" 2>&1 | grep -v '^Warning' | cut -c1-300 ;;
   esac
 done

@@ -215,7 +215,9 @@ export class AttentionKernels {
     if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
     const split = this.kernel(`split/${D}/${G}/${alibi}`, 'attention-split.wgsl', { D4: D / 4, G, SPLIT, WG, ALIBI: String(alibi) });
     const wgc = Math.min(64, D / 4);
-    const combine = this.kernel(`combine/${D}`, 'attention-combine.wgsl', { D4: D / 4, SPLIT, WG: wgc });
+    const MAXNS = Math.max(8, 2 ** Math.ceil(Math.log2(NS)));
+    if (MAXNS * 12 > this.storageLimit) throw new UnsupportedError('attention', `a cache of ${M} keys needs too many flash-decoding splits`);
+    const combine = this.kernel(`combine/${D}/${MAXNS}`, 'attention-combine.wgsl', { D4: D / 4, SPLIT, WG: wgc, MAXNS });
     const partBytes = T * H * NS * D * 4;
     if (partBytes > this.ctx.device.limits.maxStorageBufferBindingSize) {
       throw new UnsupportedError('attention', `split partials need ${partBytes} bytes; lower the capacity or use the prefill path`);

@@ -3,6 +3,7 @@
 // Layout:  positions, valid u32 [T]; part_o [T, H, NS, D], part_ml [T, H, NS] vec2 (max, sum);
 //          out [T, H*D]. All f32, D % 4 == 0. Same Params as attention-split.
 // Dispatch: (H, T), workgroup WG. Rows with one split (written by pass 1) or valid[t] == 0 exit.
+// MAXNS >= NS sizes the workgroup copies of the split statistics.
 //   out = sum_s exp(m_s - m) * o_s / sum_s exp(m_s - m) * l_s,  m = max_s m_s
 
 struct Params {
@@ -26,35 +27,52 @@ struct Params {
 const D4: u32 = {{D4}}u;
 const SPLIT: u32 = {{SPLIT}}u;
 const WG: u32 = {{WG}}u;
+const MAXNS: u32 = {{MAXNS}}u;
+
+var<workgroup> ml_sh: array<vec2<f32>, MAXNS>;
+var<workgroup> w_sh: array<f32, MAXNS>;
+
+var<workgroup> ns_sh: u32;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let h = wid.x;
   let t = wid.y;
-  if (valid[t] == 0u) {
-    return;
+  if (tid == 0u) {
+    var ns = 0u;
+    if (valid[t] != 0u) {
+      ns = (min(positions[t], P.M - 1u) + SPLIT) / SPLIT;
+    }
+    ns_sh = ns;
   }
-  let lim = min(positions[t], P.M - 1u) + 1u;
-  let ns = (lim + SPLIT - 1u) / SPLIT;
+  let ns = workgroupUniformLoad(&ns_sh);
   if (ns <= 1u) {
     return;
   }
   let th = t * P.H + h;
   let base = th * P.NS;
+  // The split statistics go through workgroup memory so that their loads go out together.
+  for (var s = tid; s < ns; s += WG) {
+    ml_sh[s] = part_ml[base + s];
+  }
+  workgroupBarrier();
   var mx = -1e30;
   for (var s = 0u; s < ns; s++) {
-    mx = max(mx, part_ml[base + s].x);
+    mx = max(mx, ml_sh[s].x);
   }
+  for (var s = tid; s < ns; s += WG) {
+    w_sh[s] = exp(ml_sh[s].x - mx);
+  }
+  workgroupBarrier();
   var l = 0.0;
   for (var s = 0u; s < ns; s++) {
-    let ml = part_ml[base + s];
-    l += exp(ml.x - mx) * ml.y;
+    l += w_sh[s] * ml_sh[s].y;
   }
   let inv = 1.0 / l;
   for (var d = tid; d < D4; d += WG) {
     var o = vec4<f32>(0.0);
     for (var s = 0u; s < ns; s++) {
-      o += exp(part_ml[base + s].x - mx) * part_o[(base + s) * D4 + d];
+      o += w_sh[s] * part_o[(base + s) * D4 + d];
     }
     out[th * D4 + d] = o * inv;
   }

@@ -6,7 +6,7 @@
 //          slopes f32 [H] (ALiBi; a dummy buffer when ALIBI is false); out [T, H*D];
 //          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
 //          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
-// Dispatch: (splits <= NS, Hkv, T), workgroup WG (a power of two, >= D/4). Splits past L exit at once.
+// Dispatch: (splits <= NS, Hkv, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
 
@@ -39,6 +39,7 @@ const WG: u32 = {{WG}}u;
 const ALIBI: bool = {{ALIBI}};
 const KPT: u32 = (SPLIT + WG - 1u) / WG; // keys per thread in the score phase
 const NL: u32 = WG / D4; // key lanes in the P.V phase
+const KPL: u32 = (SPLIT + NL - 1u) / NL; // keys per lane
 const NEG: f32 = -1e30;
 // Fixed-count loops end at `N{{DYN}}`: DYN is empty on GPUs (the driver unrolls them and keeps
 // the small per-thread arrays in registers) and ` + P.zero` on CPU adapters, where LLVM takes
@@ -47,6 +48,8 @@ const NEG: f32 = -1e30;
 var<workgroup> q_sh: array<vec4<f32>, G * D4>;
 var<workgroup> s_sh: array<f32, G * SPLIT>;
 var<workgroup> red_sh: array<f32, G * WG>;
+var<workgroup> red2_sh: array<f32, G * 16u>;
+var<workgroup> max_sh: array<f32, G>;
 var<workgroup> o_sh: array<vec4<f32>, WG>;
 var<workgroup> l_sh: array<f32, WG>;
 var<workgroup> lim_sh: u32;
@@ -117,23 +120,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
+  // Max per head: WG partials -> 16 -> 1, three barriers.
   for (var i = 0u; i < G{{DYN}}; i++) {
     red_sh[i * WG + tid] = mloc[i];
   }
   workgroupBarrier();
-  for (var st = WG / 2u; st > 0u{{DYN}}; st = st >> 1u) {
-    if (tid < st) {
-      for (var i = 0u; i < G{{DYN}}; i++) {
-        red_sh[i * WG + tid] = max(red_sh[i * WG + tid], red_sh[i * WG + tid + st]);
-      }
+  if (tid < G * 16u) {
+    let i = tid / 16u;
+    let p = tid % 16u;
+    var m = NEG;
+    for (var e = 0u; e < WG / 16u{{DYN}}; e++) {
+      m = max(m, red_sh[i * WG + p * (WG / 16u) + e]);
     }
-    workgroupBarrier();
+    red2_sh[tid] = m;
   }
+  workgroupBarrier();
+  if (tid < G) {
+    var m = NEG;
+    for (var e = 0u; e < 16u{{DYN}}; e++) {
+      m = max(m, red2_sh[tid * 16u + e]);
+    }
+    max_sh[tid] = m;
+  }
+  workgroupBarrier();
   for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
     let j = kk * WG + tid;
     if (j < n) {
       for (var i = 0u; i < G{{DYN}}; i++) {
-        s_sh[i * SPLIT + j] = exp(s_sh[i * SPLIT + j] - red_sh[i * WG]);
+        s_sh[i * SPLIT + j] = exp(s_sh[i * SPLIT + j] - max_sh[i]);
       }
     }
   }
@@ -145,12 +159,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc: array<vec4<f32>, G>;
   var ls: array<f32, G>;
   if (lane < NL) {
-    for (var j = lane; j < n; j += NL) {
-      let v = vc[(bh * P.M + start + j) * D4 + d];
-      for (var i = 0u; i < G{{DYN}}; i++) {
-        let p = s_sh[i * SPLIT + j];
-        acc[i] += p * v;
-        ls[i] += p;
+    // A fixed trip count, so the V loads can be unrolled and issued together.
+    for (var jj = 0u; jj < KPL{{DYN}}; jj++) {
+      let j = lane + jj * NL;
+      if (j < n) {
+        let v = vc[(bh * P.M + start + j) * D4 + d];
+        for (var i = 0u; i < G{{DYN}}; i++) {
+          let p = s_sh[i * SPLIT + j];
+          acc[i] += p * v;
+          ls[i] += p;
+        }
       }
     }
   }
@@ -171,7 +189,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       } else {
         part_o[(th * P.NS + s) * D4 + tid] = o;
         if (tid == 0u) {
-          part_ml[th * P.NS + s] = vec2<f32>(red_sh[i * WG], l);
+          part_ml[th * P.NS + s] = vec2<f32>(max_sh[i], l);
         }
       }
     }

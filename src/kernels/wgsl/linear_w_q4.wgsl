@@ -8,7 +8,7 @@
 @group(0) @binding(2) var<storage, read> W: array<u32>;
 @group(0) @binding(5) var<storage, read> S: array<f32>;
 
-const SH4LO = vec4<u32>(4u, 0u, 8u, 12u);
+const SH4LO = vec4<u32>(0u, 4u, 8u, 12u);
 const SH4HI = vec4<u32>(16u, 20u, 24u, 28u);
 
 fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
