@@ -132,14 +132,15 @@ export class ElementwiseKernels {
   /** Encodes out = embed(ids) (+ positions). Dispatch (ceil(E/256), T). */
   embed(pass: GPUComputePassEncoder, a: EmbedArgs): void {
     checkRows('embed', a.T);
-    if (a.dtype === 'f16' && !this.ctx.f16) throw new Error('embed: f16 table needs shader-f16');
     const hasPos = a.posTable !== undefined;
     if (hasPos !== (a.positions !== undefined)) throw new Error('embed: positions and posTable go together');
     if (hasPos && a.posRows === undefined) throw new Error('embed: posRows is required with posTable');
     const pv = [a.T, a.E, a.vocab, hasPos ? 1 : 0, a.posOffset ?? 0, a.posRows ?? 0, a.scale ?? 1];
     const storage = [a.ids, a.positions ?? a.ids, a.table, a.posTable ?? a.table, a.out];
     const e = this.entry(`embed.${a.dtype}`, storage, pv, () => {
-      const kernel = this.kernel(`embed.${a.dtype}`, 'embed.wgsl', { W: a.dtype, ENABLE: a.dtype === 'f16' ? 'enable f16;' : '' });
+      const f16 = a.dtype === 'f16';
+      const at = (buf: string) => (f16 ? `return unpack2x16float(${buf}[i >> 1u])[i & 1u];` : `return ${buf}[i];`);
+      const kernel = this.kernel(`embed.${a.dtype}`, 'embed.wgsl', { W: f16 ? 'u32' : 'f32', TABLE_AT: at('table'), POS_AT: at('posTable') });
       const u = this.uniform(params(...pv.slice(0, 6).map((u32) => ({ u32 })), { f32: pv[6]! }, { u32: 0 }));
       return { kernel, groups: [kernel.bind(u, storage)], owned: [u] };
     });

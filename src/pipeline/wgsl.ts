@@ -32,8 +32,8 @@ export class WgslPipeline implements TextGenerationPipeline {
     const ctx = await openGpu();
     const quant = o.dtype === 'int8' ? 8 : o.dtype === 'int4' ? 4 : 0;
     if (o.dtype === 'bfloat16') throw new UnsupportedError('--dtype', 'bfloat16 is not available with --kernels wgsl; use float16');
-    const f16 = o.dtype !== 'float32' && ctx.f16;
-    if (o.dtype === 'float16' && !ctx.f16) throw new UnsupportedError('--dtype', `float16 needs the shader-f16 feature, which adapter "${ctx.adapter.description}" lacks`);
+    // f16 weights are read as u32 pairs and widened in the kernels: no shader-f16 feature needed.
+    const f16 = o.dtype !== 'float32';
     const engine = WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: quant, blockSize: 32 } });
     const tokenizer = await loadTokenizer(ckpt);
     const bytes = quant ? quant / 8 : f16 ? 2 : 4;

@@ -38,7 +38,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   var wr: u32;
   var wok: bool;
   if (swiglu) {
-    let i = wid.x * (BN / 2u) + 2u * (lr >> 2u) + ((lr >> 1u) & 1u);
+    let i = wid.x * (BN / 2u) + 2u * (lr >> 2u) + (lr & 1u);
     wok = i < P.nOut;
     wr = select(i, i + P.nOut, (lr & 2u) != 0u);
   } else {
