@@ -4,7 +4,7 @@
  * second. Each result is also checked against a float64 reference on a sample of rows.
  *
  *   node dist/bench/kernels-linear.js [--N 8192] [--K 8192] [--T 1,8] [--weights f16,q8,q4]
- *     [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5] [--tunings 8x64,4x128]
+ *     [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5] [--tunings default,8x64,4x128]
  *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
@@ -37,7 +37,8 @@ export interface LinearBenchResult {
   T: number;
   weight: LinearWeight;
   path: LinearPath;
-  tuning: LinearTuning;
+  /** The GEMV's (empty for the GEMM). */
+  tuning: Partial<LinearTuning>;
   method: 'timestamp' | 'wall';
   /** Per op. */
   microseconds: number;
@@ -48,6 +49,8 @@ export interface LinearBenchResult {
   TFLOPs: number;
   /** Worst |error| / sum |x w| over the sampled rows. */
   maxRelError: number;
+  /** maxRelError < 1e-5 (f32 accumulation gives ~1e-8 here): false means a wrong kernel. */
+  ok: boolean;
   device: string;
 }
 
@@ -111,11 +114,11 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     let lin: LinearKernels;
     try {
       lin = new LinearKernels(ctx, tuning);
+      lin.prepare(bufs, shape); // validates, compiles
     } catch (e) {
       results.push({ tuning, skipped: (e as Error).message });
       continue;
     }
-    lin.prepare(bufs, shape); // validates, compiles
     const path = o.path ?? chooseLinearPath(T);
 
     // One run, checked on sampled rows.
@@ -188,8 +191,8 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const microseconds = times[Math.floor(times.length / 2)]!;
     const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
     results.push({
-      N, K, T, weight, path, tuning: lin.tuning, method, microseconds, bytes,
-      GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, device: ctx.adapter.description || ctx.adapter.device,
+      N, K, T, weight, path, tuning: path === 'gemv' ? lin.gemvTuning(T) : {}, method, microseconds, bytes,
+      GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, ok: maxRelError < 1e-5, device: ctx.adapter.description || ctx.adapter.device,
     });
     lin.destroy();
   }
@@ -204,10 +207,11 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings 8x64,4x128: gemvRows x gemvThreads
-  const tunings = arg('tunings', '8x64')
+  // --tunings 8x64,4x128: gemvRows x gemvThreads ('default': defaultGemvTuning(T))
+  const tunings = arg('tunings', 'default')
     .split(',')
-    .map((t) => {
+    .map((t): Partial<LinearTuning> => {
+      if (t === 'default') return {};
       const [rows, threads] = t.split('x').map(Number);
       return { gemvRows: rows!, gemvThreads: threads! };
     });

@@ -199,13 +199,13 @@ export class AttentionKernels {
     const slopes = alibi ? buf.slopes! : this.dummy;
     const SPLIT = this.split;
     const NS = Math.ceil(M / SPLIT);
-    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 });
+    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 });
     const common = [buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, slopes, buf.out];
     const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0];
 
     if (path === 'prefill') {
       const { BQ, BK } = this.prefillShape(D, G);
-      const kernel = this.kernel(`prefill/${D}/${G}/${alibi}`, 'attention-prefill.wgsl', { D4: D / 4, G, BQ, BK, WG, ALIBI: String(alibi) });
+      const kernel = this.kernel(`prefill/${D}/${G}`, 'attention-prefill.wgsl', { D4: D / 4, G, BQ, BK, WG });
       const b = this.bind('prefill', kernel, common, sizes, words);
       if (Math.ceil(S / BQ) > MAX_DISPATCH || T / S > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the dispatch limit`);
       kernel.encode(pass, b.groups[0]!, Math.ceil(S / BQ), Hkv, T / S);
@@ -213,9 +213,11 @@ export class AttentionKernels {
     }
 
     if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
-    const split = this.kernel(`split/${D}/${G}/${alibi}`, 'attention-split.wgsl', { D4: D / 4, G, SPLIT, WG, ALIBI: String(alibi) });
+    const splitBytes = 16 * (G * (D / 4) + WG) + 4 * (G * (SPLIT + WG + 17) + WG) + 4;
+    if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${G} heads per KV head of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
+    const split = this.kernel(`split/${D}/${G}`, 'attention-split.wgsl', { D4: D / 4, G, SPLIT, WG });
     const wgc = Math.min(64, D / 4);
-    const MAXNS = Math.max(8, 2 ** Math.ceil(Math.log2(NS)));
+    const MAXNS = Math.max(512, 2 ** Math.ceil(Math.log2(NS)));
     if (MAXNS * 12 > this.storageLimit) throw new UnsupportedError('attention', `a cache of ${M} keys needs too many flash-decoding splits`);
     const combine = this.kernel(`combine/${D}/${MAXNS}`, 'attention-combine.wgsl', { D4: D / 4, SPLIT, WG: wgc, MAXNS });
     const partBytes = T * H * NS * D * 4;
@@ -240,7 +242,7 @@ export class AttentionKernels {
     const D4 = D / 4;
     const bytes = (BQ: number, BK: number) => {
       const R = BQ * G;
-      return 16 * (R * D4 + BK * (D4 + 1)) + 4 * (R * (BK + 1) + 3 * R + 2 * BQ) + 4;
+      return 16 * (R * D4 + BK * (D4 + 1)) + 4 * (R * (BK + 1) + 3 * R + 2 * BQ + G) + 4;
     };
     for (let BQ = Math.max(1, Math.floor(16 / G)); BQ >= 1; BQ = BQ > 1 ? Math.floor(BQ / 2) : 0) {
       for (const BK of [32, 16, 8]) if (bytes(BQ, BK) <= this.storageLimit) return { BQ, BK };

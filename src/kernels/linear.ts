@@ -57,7 +57,15 @@ export interface LinearTuning {
   gemvThreads: number;
 }
 
-export const DEFAULT_LINEAR_TUNING: Readonly<LinearTuning> = { gemvRows: 8, gemvThreads: 64 };
+/**
+ * The GEMV's shape by T, from bench/kernels-linear.ts on the H200 ([8192, 8192], 2026-11-29):
+ * 8 rows x 128 threads was best or within 5% for T <= 4 on every weight type (f16 T=1 3.9 TB/s);
+ * for T = 8, 4 x 128 (or 4 x 64) beat 8 x 64 / 8 x 128 by 10-60% (fewer registers per thread).
+ * Both use 16 KiB of workgroup memory.
+ */
+export function defaultGemvTuning(T: number): LinearTuning {
+  return T <= 4 ? { gemvRows: 8, gemvThreads: 128 } : { gemvRows: 4, gemvThreads: 128 };
+}
 
 /** Columns of Y: N, or N / 2 for swiglu. */
 export function linearOutColumns(shape: Pick<LinearShape, 'N' | 'act'>): number {
@@ -84,26 +92,31 @@ interface Encoded {
 
 /** The compiled linear kernels of one device, with their bind-group cache. */
 export class LinearKernels {
-  readonly tuning: LinearTuning;
   private readonly kernels = new Map<string, Kernel>();
   private readonly encoded = new Map<string, Encoded>();
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   private readonly dummy: GPUBuffer;
 
+  /** `tuning` fixes the GEMV's shape for every T (default: defaultGemvTuning(T)). */
   constructor(
     readonly ctx: GpuContext,
-    tuning: Partial<LinearTuning> = {},
+    readonly tuning: Partial<LinearTuning> = {},
   ) {
-    this.tuning = { ...DEFAULT_LINEAR_TUNING, ...tuning };
-    const { gemvRows: R, gemvThreads: KT } = this.tuning;
-    if (!(R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
-    if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
-    const shared = R * GEMV_MAX_T * KT * 4;
-    if (shared > ctx.device.limits.maxComputeWorkgroupStorageSize) {
-      throw new Error(`linear: gemvRows * 8 * gemvThreads * 4 = ${shared} bytes of workgroup memory, over the device's ${ctx.device.limits.maxComputeWorkgroupStorageSize}`);
-    }
+    this.gemvTuning(1); // validates the shape (workgroup memory is checked per T, on first use)
     this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
+  }
+
+  /** The GEMV's rows per workgroup and threads for T rows. */
+  gemvTuning(T: number): LinearTuning {
+    const t = { ...defaultGemvTuning(T), ...this.tuning };
+    const { gemvRows: R, gemvThreads: KT } = t;
+    if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
+    if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
+    const shared = R * T * KT * 4;
+    const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
+    if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
+    return t;
   }
 
   /** Encodes Y = act(X . W^T + bias) into `pass`. Cached per (buffers, shape) after the first call. */
@@ -183,7 +196,8 @@ export class LinearKernels {
 
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
-    const kernel = this.kernel(path, weight, aligned, T);
+    const tuning = path === 'gemv' ? this.gemvTuning(T) : defaultGemvTuning(1);
+    const kernel = this.kernel(path, weight, aligned, T, tuning);
     const paramsBuf = uniform(
       this.ctx,
       params({ u32: T }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift }),
@@ -195,7 +209,7 @@ export class LinearKernels {
 
     let dispatch: [number, number, number];
     if (path === 'gemv') {
-      const perGroup = act === 'swiglu' ? this.tuning.gemvRows / 2 : this.tuning.gemvRows;
+      const perGroup = act === 'swiglu' ? tuning.gemvRows / 2 : tuning.gemvRows;
       const groups = Math.ceil(nOut / perGroup);
       const x = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
       dispatch = [x, Math.ceil(groups / x), 1];
@@ -205,8 +219,8 @@ export class LinearKernels {
     return { kernel, group, paramsBuf, dispatch };
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}` : `gemm:${weight}:${aligned}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning): Kernel {
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -214,7 +228,7 @@ export class LinearKernels {
         COMMON: loadWgsl('linear_common.wgsl', flag),
         WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
       };
-      if (path === 'gemv') Object.assign(defines, { T, ROWS: this.tuning.gemvRows, KT: this.tuning.gemvThreads });
+      if (path === 'gemv') Object.assign(defines, { T, ROWS: tuning.gemvRows, KT: tuning.gemvThreads });
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
       this.kernels.set(key, k);
     }

@@ -15,6 +15,7 @@ struct Params {
   NS: u32,
   scale: f32,
   zero: u32, // always 0: see DYN
+  alibi: u32, // 1: add slopes[h] * (j - position)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

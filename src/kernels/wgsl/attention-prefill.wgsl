@@ -5,10 +5,10 @@
 // 0..min(positions[t], M-1); rows with valid[t] == 0 see none and get zeros.
 //
 // Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D]; T = B * S, row t = b * S + s; positions, valid u32 [T];
-//          slopes f32 [H] (ALiBi; a dummy buffer when ALIBI is false); out [T, H*D].
+//          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D].
 //          All f32, D % 4 == 0. Same Params as attention-split (NS unused).
 // Dispatch: (ceil(S / BQ), Hkv, B), workgroup WG (BK divides WG, D/4 <= WG).
-// Workgroup memory: 16 * (R * D/4 + BK * (D/4 + 1)) + 4 * (R * (BK + 1) + 3R + 2BQ) + 4 bytes.
+// Workgroup memory: 16 * (R * D/4 + BK * (D/4 + 1)) + 4 * (R * (BK + 1) + 3R + 2BQ + G) + 4 bytes.
 
 struct Params {
   T: u32,
@@ -19,6 +19,7 @@ struct Params {
   NS: u32,
   scale: f32,
   zero: u32, // always 0: see DYN
+  alibi: u32, // 1: add slopes[h] * (j - position)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -35,7 +36,6 @@ const G: u32 = {{G}}u;
 const BQ: u32 = {{BQ}}u;
 const BK: u32 = {{BK}}u;
 const WG: u32 = {{WG}}u;
-const ALIBI: bool = {{ALIBI}};
 const R: u32 = BQ * G; // query rows of the tile; local row r = tq * G + i (query tq, head i)
 const KP: u32 = D4 + 1u; // padded key stride (vec4s): column reads hit distinct banks
 const SP: u32 = BK + 1u; // padded score stride
@@ -57,6 +57,7 @@ var<workgroup> a_sh: array<f32, R>;
 var<workgroup> lim_sh: array<u32, BQ>;
 var<workgroup> pos_sh: array<f32, BQ>;
 var<workgroup> ext_sh: u32;
+var<workgroup> slope_sh: array<f32, G>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -78,6 +79,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     lim_sh[tid] = lim;
     pos_sh[tid] = pf;
+  }
+  if (tid < G) {
+    var sl = 0.0;
+    if (P.alibi != 0u) {
+      sl = slopes[g * G + tid];
+    }
+    slope_sh[tid] = sl;
   }
   for (var r = tid; r < R; r += WG) {
     m_sh[r] = NEG;
@@ -136,10 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let tq = r / G;
         var v = NEG;
         if (kj < lim_sh[tq]) {
-          v = sc[k];
-          if (ALIBI) {
-            v += slopes[g * G + r % G] * (f32(kj) - pos_sh[tq]);
-          }
+          v = sc[k] + slope_sh[r % G] * (f32(kj) - pos_sh[tq]);
         }
         s_sh[r * SP + sj] = v;
       }

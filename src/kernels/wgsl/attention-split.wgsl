@@ -3,9 +3,10 @@
 // the keys [s*SPLIT, min((s+1)*SPLIT, L)), L = min(positions[t], M-1) + 1 (causal).
 //
 // Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] (b = t / S); positions, valid u32 [T];
-//          slopes f32 [H] (ALiBi; a dummy buffer when ALIBI is false); out [T, H*D];
+//          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D];
 //          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
 //          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
+// Workgroup memory: 16 * (G * D/4 + WG) + 4 * (G * (SPLIT + WG + 17) + WG) + 4 bytes.
 // Dispatch: (splits <= NS, Hkv, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
@@ -19,6 +20,7 @@ struct Params {
   NS: u32,
   scale: f32,
   zero: u32, // always 0: see DYN
+  alibi: u32, // 1: add slopes[h] * (j - position)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -36,7 +38,6 @@ const D4: u32 = {{D4}}u;
 const G: u32 = {{G}}u;
 const SPLIT: u32 = {{SPLIT}}u;
 const WG: u32 = {{WG}}u;
-const ALIBI: bool = {{ALIBI}};
 const KPT: u32 = (SPLIT + WG - 1u) / WG; // keys per thread in the score phase
 const NL: u32 = WG / D4; // key lanes in the P.V phase
 const KPL: u32 = (SPLIT + NL - 1u) / NL; // keys per lane
@@ -90,6 +91,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   workgroupBarrier();
 
+  var slope: array<f32, G>; // ALiBi, 0 when off
+  if (P.alibi != 0u) {
+    for (var i = 0u; i < G{{DYN}}; i++) {
+      slope[i] = slopes[g * G + i];
+    }
+  }
+
   // Scores: each thread owns keys tid, tid + WG, ... for all G heads.
   var mloc: array<f32, G>;
   for (var i = 0u; i < G{{DYN}}; i++) {
@@ -111,10 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (var i = 0u; i < G{{DYN}}; i++) {
-        var sc = acc[i];
-        if (ALIBI) {
-          sc += slopes[g * G + i] * (f32(start + j) - pos);
-        }
+        let sc = acc[i] + slope[i] * (f32(start + j) - pos);
         s_sh[i * SPLIT + j] = sc;
         mloc[i] = max(mloc[i], sc);
       }
@@ -125,14 +130,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     red_sh[i * WG + tid] = mloc[i];
   }
   workgroupBarrier();
-  if (tid < G * 16u) {
-    let i = tid / 16u;
-    let p = tid % 16u;
+  for (var x = tid; x < G * 16u; x += WG) {
+    let i = x / 16u;
+    let p = x % 16u;
     var m = NEG;
     for (var e = 0u; e < WG / 16u{{DYN}}; e++) {
       m = max(m, red_sh[i * WG + p * (WG / 16u) + e]);
     }
-    red2_sh[tid] = m;
+    red2_sh[x] = m;
   }
   workgroupBarrier();
   if (tid < G) {

@@ -15,8 +15,10 @@ fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
   var r: array<vec4<f32>, 2>;
   if (k < P.K) {
     let v = vec4<u32>(W[row * ((P.nBlocks << P.bsShift) >> 3u) + (k >> 3u)]);
-    r[0] = vec4<f32>((v >> SH4LO) & vec4<u32>(15u)) - 8.0;
-    r[1] = vec4<f32>((v >> SH4HI) & vec4<u32>(15u)) - 8.0;
+    // q | 0x4B000000 is the f32 2^23 + q: one subtraction gives q - 8 exactly, with no
+    // int-to-float conversion (a quarter-rate instruction on NVIDIA).
+    r[0] = bitcast<vec4<f32>>(((v >> SH4LO) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - 8388616.0;
+    r[1] = bitcast<vec4<f32>>(((v >> SH4HI) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - 8388616.0;
   }
   return r;
 }
