@@ -16,7 +16,7 @@ let kern: AttentionKernels;
 
 beforeAll(async () => {
   ctx = await openGpu();
-  kern = new AttentionKernels(ctx, { unroll: true });
+  kern = new AttentionKernels(ctx);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -328,6 +328,13 @@ describe('attention, prefill (S > 1, right padding, cached prefixes)', () => {
   it.each(SHAPES)('D=$D H=$H/$Hkv alibi=$alibi: both paths match the reference', async ({ D, H, Hkv, alibi }) => {
     // Batch rows of 9, 5 and 1 valid tokens after cached prefixes of 0, 3 and 290 keys.
     const r = await runChain({ S: 9, offsets: [0, 3, 290], counts: [9, 5, 1], H, Hkv, D, M: 300, alibi, seed: 1000 + D + H + (alibi ? 100 : 0) });
+    expectChain(r, 1e-5);
+  });
+});
+
+describe('attention, 16 query heads per KV head', () => {
+  it('decode and prefill rows, D=16, H=32/2', async () => {
+    const r = await runChain({ S: 3, offsets: [0, 140], counts: [3, 2], H: 32, Hkv: 2, D: 16, M: 150, alibi: false, seed: 16 });
     expectChain(r, 1e-5);
   });
 });

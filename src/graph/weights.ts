@@ -3,7 +3,7 @@
  * under the spec's prefixes, checks the shape the graph expects, and produces the data
  * (sliced, transposed) on demand, one tensor at a time.
  */
-import type { TensorStore } from '../checkpoint/safetensors.js';
+import { float32ToFloat16Bits, type TensorStore } from '../checkpoint/safetensors.js';
 import { InputError } from '../errors.js';
 import type { WeightView } from '../arch/spec.js';
 
@@ -40,6 +40,27 @@ export class WeightSource {
       throw new InputError(this.where, `tensor "${name}" has shape [${src.join(', ')}]; the config implies [${expected.join(', ')}]${view.transpose ? ' (transposed)' : ''}`);
     }
     return shape;
+  }
+
+  /**
+   * The view as float16 bits. Stored F16 tensors selected by whole rows are copied as they
+   * are (no float conversion: multi-GB checkpoints upload fast); anything else is converted.
+   */
+  readHalf(view: WeightView): Uint16Array {
+    const name = this.resolve(view.source);
+    const info = this.store.info(name);
+    if (info.dtype !== 'F16' || view.cols || (view.transpose && info.shape.length === 2)) return Uint16Array.from(this.read(view), float32ToFloat16Bits);
+    const raw = this.store.readRaw(name);
+    const all = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+    if (!view.rows) return all;
+    const width = info.shape.length === 2 ? info.shape[1]! : 1;
+    const out = new Uint16Array(view.rows.reduce((a, [, n]) => a + n, 0) * width);
+    let off = 0;
+    for (const [r0, n] of view.rows) {
+      out.set(all.subarray(r0 * width, (r0 + n) * width), off);
+      off += n * width;
+    }
+    return out;
   }
 
   read(view: WeightView): Float32Array {

@@ -81,8 +81,9 @@ export interface AttentionDims {
   scale: number;
   alibi?: boolean;
   /**
-   * Host-side upper bound on keys any row sees this step (max position + 1). Only sizes the
-   * split path's dispatch (empty splits cost a little); default M. May change every step.
+   * Host-side upper bound on keys any valid row sees this step (max position + 1). Only sizes
+   * the split path's dispatch (empty splits cost a little); default M. May change every step
+   * without new allocations. An underestimate gives wrong results.
    */
   maxKeys?: number;
   /** Force a path; default picks by rows per batch entry, context and parallelism. */

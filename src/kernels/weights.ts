@@ -81,14 +81,26 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
     return { buffer: buf(out, label), n, k, type };
   };
   const matrix = (views: WeightView[], label: string, q: Quantization = { bits: 0, blockSize: 32 }): GpuMatrix => {
-    const parts = views.map((v) => ({ data: w.read(outIn(v)), shape: w.shape(outIn(v)) }));
-    const k = parts[0]!.shape[1]!;
-    const n = parts.reduce((a, p) => a + p.shape[0]!, 0);
+    const shapes = views.map((v) => w.shape(outIn(v)));
+    const k = shapes[0]![1]!;
+    const n = shapes.reduce((a, sh) => a + sh[0]!, 0);
+    if (type === 'f16' && !q.bits) {
+      // Straight from the checkpoint's f16 bytes where it has them: parts stacked by rows.
+      const data = new Uint16Array(n * k);
+      let off = 0;
+      for (const v of views) {
+        const part = w.readHalf(outIn(v));
+        data.set(part, off);
+        off += part.length;
+      }
+      return { buffer: buf(data, label), n, k, type };
+    }
     const data = new Float32Array(n * k);
     let off = 0;
-    for (const p of parts) {
-      data.set(p.data, off);
-      off += p.data.length;
+    for (const v of views) {
+      const part = w.read(outIn(v));
+      data.set(part, off);
+      off += part.length;
     }
     return matrixData(data, n, k, label, q);
   };
@@ -112,7 +124,8 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
   try {
     const g = spec.globals(dims, config);
     const D = dims.headDim;
-    const embed = matrixData(w.read(g.embedTokens), dims.vocabSize, dims.hiddenSize, 'embed', { bits: 0, blockSize: 32 });
+    // Embedding tables are gathered by row, never quantized: the token table as [V, E] is a plain view.
+    const embed = matrix([{ ...g.embedTokens, transpose: true }], 'embed');
     const layers: GpuLayer[] = [];
     for (let i = 0; i < dims.numLayers; i++) {
       const lw = spec.layer(i, dims, config);
@@ -138,7 +151,7 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
       lmHead: tied ? embed : matrix([g.lmHead], 'lm_head'),
       bytes: 0,
     };
-    if (g.embedPositions) weights.positions = matrixData(w.read(g.embedPositions), w.shape(g.embedPositions)[0]!, dims.hiddenSize, 'positions', { bits: 0, blockSize: 32 });
+    if (g.embedPositions) weights.positions = matrix([{ ...g.embedPositions, transpose: true }], 'positions');
     if (g.embedNorm) weights.embedNorm = norm(g.embedNorm, 'embed_norm');
     weights.bytes = bytes;
     return weights;
