@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { float16BitsToFloat32 } from '../src/checkpoint/safetensors.js';
+import { uniform } from '../src/pipeline/random.js';
 import { argmaxChunks, ElementwiseKernels, NORM_MAX_E } from '../src/kernels/elementwise.js';
 import { float32ToFloat16Bits, type GpuContext, openGpu, readback, storageBuffer, submit, upload } from '../src/kernels/device.js';
 
@@ -20,17 +21,7 @@ beforeAll(async () => {
   k = ElementwiseKernels.for(ctx);
 });
 
-/** mulberry32: seeded uniform [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = uniform;
 
 function randn(r: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());

@@ -16,7 +16,7 @@
  *   slopes f32 [H]                                  ALiBi slopes (only read when alibi is on)
  */
 import { UnsupportedError } from '../errors.js';
-import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
+import { Kernel, loadWgsl, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 
 export interface RotaryBuffers {
   /** [T, H*D], rotated in place. */
@@ -264,7 +264,7 @@ export class AttentionKernels {
   private kernel(key: string, file: string, defines: Record<string, string | number>): Kernel {
     let k = this.kernels.get(key);
     if (!k) {
-      k = new Kernel(this.ctx, key, file, { ...defines, DYN: this.unroll ? '' : ' + P.zero' });
+      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: loadWgsl('attention_params.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
       this.kernels.set(key, k);
     }
     return k;

@@ -6,17 +6,7 @@
 // MAXNS >= NS sizes the workgroup copies of the split statistics.
 //   out = sum_s exp(m_s - m) * o_s / sum_s exp(m_s - m) * l_s,  m = max_s m_s
 
-struct Params {
-  T: u32,
-  S: u32,
-  H: u32,
-  Hkv: u32,
-  M: u32,
-  NS: u32,
-  scale: f32,
-  zero: u32, // always 0: see DYN
-  alibi: u32, // 1: add slopes[h] * (j - position)
-}
+{{PARAMS}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;

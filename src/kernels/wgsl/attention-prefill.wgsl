@@ -10,17 +10,7 @@
 // Dispatch: (ceil(S / BQ), Hkv, B), workgroup WG (BK divides WG, D/4 <= WG).
 // Workgroup memory: 16 * (R * D/4 + BK * (D/4 + 1)) + 4 * (R * (BK + 1) + 3R + 2BQ + G) + 4 bytes.
 
-struct Params {
-  T: u32,
-  S: u32,
-  H: u32,
-  Hkv: u32,
-  M: u32,
-  NS: u32,
-  scale: f32,
-  zero: u32, // always 0: see DYN
-  alibi: u32, // 1: add slopes[h] * (j - position)
-}
+{{PARAMS}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;

@@ -11,17 +11,7 @@
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
 
-struct Params {
-  T: u32,
-  S: u32,
-  H: u32,
-  Hkv: u32,
-  M: u32,
-  NS: u32,
-  scale: f32,
-  zero: u32, // always 0: see DYN
-  alibi: u32, // 1: add slopes[h] * (j - position)
-}
+{{PARAMS}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
