@@ -12,6 +12,7 @@ import { CapacityError, UsageError } from '../src/errors.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
@@ -26,6 +27,8 @@ export interface CompareOptions {
   dtype: DType;
   device: Device;
   useKernel: boolean;
+  /** The injected backend (with useKernel): fused ONNX Runtime ops, or fusegen's WGSL kernels (webgpu). */
+  kernels: 'ort' | 'wgsl';
   numInputs: number;
   minLength: number;
   maxLength: number;
@@ -117,7 +120,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     createdAt: new Date().toISOString(),
     command: o.command,
     model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir },
-    settings: { dtype: o.dtype, device: o.device, useKernel: o.useKernel, batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
+    settings: { dtype: o.dtype, device: o.device, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
     tolerance: { ...tol },
     environment: { ...environment(), executionProviders: {}, adapter: null },
     fusions: {},
@@ -128,9 +131,13 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   };
   const triagePipes = new Map<string, InjectedPipeline>();
   try {
-    const cand = await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
+    const cand: TextGenerationPipeline =
+      o.useKernel && o.kernels === 'wgsl'
+        ? await WgslPipeline.create(candCkpt, { dtype: o.dtype, maxTokens: o.maxLength })
+        : await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
     pipes.push(cand);
-    report.fusions = cand.fused;
+    report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
+    if (cand instanceof WgslPipeline) report.environment.adapter = cand.adapter.description;
     report.environment.executionProviders = { reference: ref.info.executionProviders, candidate: cand.info.executionProviders };
 
     let seedMatches = 0;
@@ -185,7 +192,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       };
       const batchSize = firstBatch.request.prompts.length;
       const refSpeed = speedOf('reference', await timed(ref), ref, batchSize);
-      const candSpeed = speedOf(o.useKernel ? 'injected' : 'plain', await timed(cand), cand, batchSize);
+      const candSpeed = speedOf(o.useKernel ? (o.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain', await timed(cand), cand, batchSize);
       report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs };
     }
   } catch (e) {

@@ -20,6 +20,7 @@ function options(o: Partial<CompareOptions> = {}): CompareOptions {
     dtype: 'float32',
     device: 'cpu',
     useKernel: true,
+    kernels: 'ort',
     numInputs: 2,
     minLength: 30,
     maxLength: 40,
@@ -85,6 +86,15 @@ describe('compare on the tiny fixtures', () => {
       expect(bad.prompts[0]!.triage!.blame).toMatch(/candidate checkpoint/);
       expect(bad.gate.reasons.join()).toMatch(/mismatch beyond the float32 tolerance/);
     });
+  });
+
+  it('checks the WGSL engine against the reference on webgpu (lavapipe)', async () => {
+    const lvp = '/usr/share/vulkan/icd.d/lvp_icd.json';
+    if (!process.env['VK_ICD_FILENAMES'] && existsSync(lvp)) process.env['VK_ICD_FILENAMES'] = lvp;
+    const report = await runCompare(options({ model: tinyModelDir('llama'), device: 'webgpu', dtype: 'float32', kernels: 'wgsl', numInputs: 2 }), quiet);
+    expect(report.summary.mismatches + report.summary.errored).toBe(0);
+    expect(report.environment.adapter).toMatch(/llvmpipe|Mesa/);
+    expect(report.speed!.candidate.pipeline).toBe('wgsl');
   });
 
   it('fails an injected graph built with a wrong attention scale', async () => {

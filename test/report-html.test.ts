@@ -77,7 +77,7 @@ function fixture(): CompareReport {
     createdAt: '2025-03-14T09:15:02.345Z',
     command: ['fusegen', 'compare', '--model', `/models/evil<svg onload=alert(1)>"'&\u0000name`, '--dtype', 'float16', '--device', 'webgpu'],
     model: { dir: `/models/evil<svg onload=alert(1)>"'&\u0000name`, modelType: 'opt', candidateDir: `/cache/fusegen/<b>injected</b>/"q"` },
-    settings: { dtype: 'float16', device: 'webgpu', useKernel: true, batchSize: 1, numInputs: 4, minLength: 8, maxLength: 32 },
+    settings: { dtype: 'float16', device: 'webgpu', useKernel: true, kernels: 'wgsl', batchSize: 1, numInputs: 4, minLength: 8, maxLength: 32 },
     tolerance: { atol: 0.25, rtol: 0.03, minTop1Agreement: 0.97, nearTie: 0.5, topN: 5, gate: true },
     environment: {
       node: 'v20.19.0',

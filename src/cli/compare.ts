@@ -6,7 +6,8 @@
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { runCompare, summaryTable } from '../../compare/run.js';
-import { InputError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
+import { kernelsFor } from './generate.js';
 import type { DType, Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
@@ -22,6 +23,7 @@ export interface CompareCliOptions {
   max_length: number;
   print_outputs: boolean;
   use_kernel: boolean;
+  kernels: 'ort' | 'wgsl' | undefined;
   device: Device;
   batch_size: number;
   report_dir: string;
@@ -40,6 +42,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },
   print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
   use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl (default wgsl on webgpu, ort elsewhere)', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where the JSON and HTML reports go', default: 'reports', parse: text },
@@ -60,6 +63,7 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 }
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
+  if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   const report = await runCompare(
     {
@@ -68,6 +72,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       dtype: o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16'),
       device: o.device,
       useKernel: o.use_kernel,
+      kernels: kernelsFor(o.device, o.kernels),
       numInputs: o.num_inputs,
       minLength: o.min_length,
       maxLength: o.max_length,

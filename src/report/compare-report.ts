@@ -66,6 +66,8 @@ export interface CompareReport {
     dtype: string;
     device: string;
     useKernel: boolean;
+    /** The injected backend: ort, wgsl, or none without kernel injection. */
+    kernels: 'ort' | 'wgsl' | 'none';
     batchSize: number;
     numInputs: number;
     minLength: number;

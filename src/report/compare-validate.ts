@@ -52,6 +52,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       dtype: nonEmpty,
       device: nonEmpty,
       useKernel: { type: 'boolean' },
+      kernels: { enum: ['ort', 'wgsl', 'none'] },
       batchSize: { type: 'integer', minimum: 1 },
       numInputs: count,
       minLength: count,
