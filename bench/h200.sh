@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (see ../shared/gpu/README.md), carrying .gpu and dist; results in $OUT.
 #   bash bench/h200.sh probe | tiny | kernels | <preset>[:dtype[:pipelines]] ...
-#   e.g. bash bench/h200.sh kernels opt-1.3b:float16:wgsl,injected,reference opt-1.3b:int4:wgsl
+#   e.g. bash bench/h200.sh kernels opt-1.3b:float16:wgsl,ort,reference opt-1.3b:int4:wgsl
 set -u
 source .gpu/setup.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt"
@@ -17,9 +17,9 @@ for what in "$@"; do
       done > "$OUT/generate-tiny-webgpu.txt" ;;
     *)
       IFS=: read -r preset dtype pipelines <<< "$what"
-      dtype=${dtype:-float16}; pipelines=${pipelines:-wgsl,injected,reference}
+      dtype=${dtype:-float16}; pipelines=${pipelines:-wgsl,ort,reference}
       [ -d "/tmp/$preset" ] || node dist/fixtures/cli.js preset "$preset" "/tmp/$preset"
-      node dist/bench/decode.js --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
-        --batch_sizes 1,8 --max_new_tokens 64 --repeats 3 --out "$OUT/decode-$preset-webgpu-$dtype.json" 2>&1 | grep -v '^Warning' | cut -c1-300 ;;
+      node dist/src/cli/main.js bench --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
+        --batch_sizes 1,8 --prompt_lengths 16 --max_new_tokens 64 --repeats 3 --report_dir "$OUT" 2>&1 | grep -v '^Warning' ;;
   esac
 done

@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { FusegenError, UsageError } from '../errors.js';
+import { benchOptions, runBenchCommand, type BenchCliOptions } from './bench.js';
 import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
 import type { OptionTable } from './options.js';
@@ -67,16 +68,11 @@ export async function main(argv: string[], io: CliIo = { out: (l) => console.log
   compare.action(async (parsed: Record<string, unknown>) => {
     code = await runCompareCommand(resolve<CompareCliOptions>(compareOptions, parsed), argv.slice(1), { out: io.out, interrupted: () => interrupted });
   });
-  for (const name of ['bench']) {
-    program
-      .command(name)
-      .allowUnknownOption()
-      .description(`${name} suite (not available yet)`)
-      .action(() => {
-        io.err(`error: fusegen ${name} is not available yet; use fusegen generate`);
-        code = 2;
-      });
-  }
+  const bench = program.command('bench').description('pipelines side by side: latency and throughput sweeps, reports for dashboards').exitOverride();
+  addOptions(bench, benchOptions);
+  bench.action(async (parsed: Record<string, unknown>) => {
+    code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { out: io.out, err: io.err, interrupted: () => interrupted });
+  });
 
   process.on('SIGINT', onSigint);
   try {

@@ -1,0 +1,174 @@
+/**
+ * The bench suite: pipelines measured side by side in one process on the same checkpoint,
+ * swept over batch sizes and prompt lengths, fixed output length (end-of-sequence ignored),
+ * warm-up excluded. Metrics as the field defines them (vLLM, optimum-benchmark, GenAI-Perf).
+ */
+import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
+import { environment } from '../compare/environment.js';
+import type { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { InjectedPipeline } from '../src/pipeline/injected.js';
+import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
+import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
+import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
+
+export type BenchPipeline = 'reference' | 'ort' | 'wgsl';
+
+export interface BenchOptions {
+  ckpt: Checkpoint;
+  device: Device;
+  dtype: DType;
+  pipelines: BenchPipeline[];
+  batchSizes: number[];
+  promptLengths: number[];
+  maxNewTokens: number;
+  repeats: number;
+}
+
+export interface Stats {
+  mean: number;
+  median: number;
+  p90: number;
+  p99: number;
+}
+
+export interface BenchRow {
+  pipeline: BenchPipeline;
+  batch: number;
+  promptLength: number;
+  maxNewTokens: number;
+  loadMs: number;
+  executionProviders: string[];
+  ttftMs: Stats;
+  tpotMs: Stats;
+  e2eMs: Stats;
+  decodeTokensPerSec: number;
+  prefillTokensPerSec: number;
+  bandwidthGBps: number;
+  tflops: number;
+  peakRssMB: number;
+  /** Median decode-step latency at each context position, and the positions more than 3x the median (cliffs). */
+  perPosition: Array<[number, number]>;
+  outlierPositions: number[];
+}
+
+export interface BenchReport {
+  schema: 'fusegen.bench/1';
+  status: 'complete' | 'interrupted';
+  createdAt: string;
+  model: { dir: string; modelType: string; parameters: number };
+  device: Device;
+  dtype: DType;
+  environment: ReturnType<typeof environment>;
+  rows: BenchRow[];
+}
+
+export function stats(xs: number[]): Stats {
+  return { mean: xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length), median: median(xs), p90: percentile(xs, 90), p99: percentile(xs, 99) };
+}
+
+/** Prompt ids of exactly `length` tokens, cut from the seed's compare prompts (repeated as needed). */
+export function promptOfLength(source: number[], length: number, offset: number): number[] {
+  return Array.from({ length }, (_, i) => source[(offset + i) % source.length]!);
+}
+
+async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number): Promise<TextGenerationPipeline> {
+  switch (name) {
+    case 'reference':
+      return ReferencePipeline.create(o.ckpt, { device: o.device, dtype: o.dtype === 'float16' ? 'float16' : 'float32', maxTokens });
+    case 'ort':
+      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens });
+    case 'wgsl':
+      return WgslPipeline.create(o.ckpt, { dtype: o.dtype, maxTokens });
+  }
+}
+
+export async function runBench(o: BenchOptions, progress: (line: string) => void, interrupted: () => boolean): Promise<BenchReport> {
+  const tokenizer = await loadTokenizer(o.ckpt);
+  const source = encode(tokenizer, COMPARE_PROMPTS.join(' '));
+  const maxTokens = Math.max(...o.promptLengths) + o.maxNewTokens;
+  const report: BenchReport = {
+    schema: 'fusegen.bench/1',
+    status: 'complete',
+    createdAt: new Date().toISOString(),
+    model: { dir: o.ckpt.dir, modelType: o.ckpt.modelType, parameters: 0 },
+    device: o.device,
+    dtype: o.dtype,
+    environment: environment(),
+    rows: [],
+  };
+  const total = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
+  for (const name of o.pipelines) {
+    if (interrupted()) break;
+    const pipe = await create(name, o, maxTokens);
+    report.model.parameters = pipe.info.parameters;
+    try {
+      for (const batch of o.batchSizes) {
+        for (const promptLength of o.promptLengths) {
+          if (interrupted()) break;
+          progress(`[${report.rows.length + 1}/${total}] ${name} batch ${batch} prompt ${promptLength}`);
+          const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
+          const request = { prompts: promptTokens.map((_, b) => `prompt ${b}`), promptTokens, maxNewTokens: o.maxNewTokens, doSample: false, ignoreEos: true };
+          const runs: RunTiming[] = [];
+          let peakRss = 0;
+          for (let i = 0; i <= o.repeats; i++) {
+            const t = performance.now();
+            const result = await pipe.generate(request);
+            runs.push({ totalMs: performance.now() - t, result });
+            peakRss = Math.max(peakRss, process.memoryUsage().rss);
+          }
+          const m = runs.slice(1); // the first run is the warm-up
+          const f = decodeFigures(runs, pipe.info, batch, 1);
+          const byPosition = new Map<number, number[]>();
+          for (const r of m) r.result.timings.decodeStepMs.forEach((ms, i) => byPosition.set(promptLength + i + 1, [...(byPosition.get(promptLength + i + 1) ?? []), ms]));
+          const perPosition = [...byPosition].map(([p, xs]): [number, number] => [p, median(xs)]);
+          report.rows.push({
+            pipeline: name,
+            batch,
+            promptLength,
+            maxNewTokens: o.maxNewTokens,
+            loadMs: pipe.info.loadMs,
+            executionProviders: pipe.info.executionProviders,
+            ttftMs: stats(m.map((r) => r.result.timings.firstTokenMs)),
+            tpotMs: stats(m.flatMap((r) => r.result.timings.decodeStepMs)),
+            e2eMs: stats(m.map((r) => r.totalMs)),
+            decodeTokensPerSec: f.decodeTokensPerSec,
+            prefillTokensPerSec: f.prefillTokensPerSec,
+            bandwidthGBps: f.bandwidthGBps,
+            tflops: f.tflops,
+            peakRssMB: peakRss / 2 ** 20,
+            perPosition,
+            outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
+          });
+        }
+      }
+    } finally {
+      await pipe.dispose();
+    }
+  }
+  if (interrupted()) report.status = 'interrupted';
+  return report;
+}
+
+/** github-action-benchmark's custom tool formats: one file per direction. */
+export function actionBenchmark(report: BenchReport): { smaller: Array<{ name: string; unit: string; value: number }>; bigger: Array<{ name: string; unit: string; value: number }> } {
+  const name = (r: BenchRow, what: string) => `${report.model.modelType} ${report.device} ${report.dtype} ${r.pipeline} b${r.batch} p${r.promptLength} ${what}`;
+  return {
+    smaller: report.rows.flatMap((r) => [
+      { name: name(r, 'time per output token'), unit: 'ms', value: r.tpotMs.median },
+      { name: name(r, 'time to first token'), unit: 'ms', value: r.ttftMs.median },
+    ]),
+    bigger: report.rows.map((r) => ({ name: name(r, 'decode throughput'), unit: 'tokens/s', value: r.decodeTokensPerSec })),
+  };
+}
+
+/** Bencher Metric Format: benchmark -> measure -> value. */
+export function bencherBmf(report: BenchReport): Record<string, Record<string, { value: number }>> {
+  return Object.fromEntries(
+    report.rows.map((r) => [
+      `${report.model.modelType}/${report.device}/${report.dtype}/${r.pipeline}/b${r.batch}/p${r.promptLength}`,
+      { 'time-per-output-token-ms': { value: r.tpotMs.median }, 'time-to-first-token-ms': { value: r.ttftMs.median }, 'decode-tokens-per-s': { value: r.decodeTokensPerSec } },
+    ]),
+  );
+}

@@ -1,0 +1,96 @@
+/**
+ * `fusegen bench`: pipelines side by side over batch sizes and prompt lengths; writes the
+ * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
+ * and a Bencher BMF file, and prints a table.
+ */
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { UsageError } from '../errors.js';
+import type { DType, Device } from '../pipeline/types.js';
+import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+
+export interface BenchCliOptions {
+  model: string | undefined;
+  preset: PresetName | undefined;
+  device: Device;
+  dtype: DType | undefined;
+  batch_sizes: number[];
+  prompt_lengths: number[];
+  max_new_tokens: number;
+  pipelines: BenchPipeline[];
+  repeats: number;
+  report_dir: string;
+}
+
+function list<T>(parse: (raw: string, flag: string) => T) {
+  return (raw: string, flag: string): T[] => {
+    const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
+    if (items.length === 0) throw new UsageError(`--${flag}`, 'expected a comma-separated list');
+    return items.map((s) => parse(s, flag));
+  };
+}
+
+export const benchOptions: OptionTable<BenchCliOptions> = {
+  model: { flag: 'model', arg: 'dir', help: 'checkpoint directory (default: the embedded tiny OPT)', parse: text },
+  preset: { flag: 'preset', arg: 'name', help: `a random-weight checkpoint of real shape, generated under fixtures/models on first use: ${PRESETS.join(', ')}`, parse: oneOf<PresetName>(PRESETS) },
+  device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
+  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu)'),
+  batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: list(intAtLeast(1)) },
+  prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: 'prompt lengths in tokens to sweep', default: [16], parse: list(intAtLeast(1)) },
+  max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens generated per run (end-of-sequence ignored)', default: 32, parse: intAtLeast(2) },
+  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: list(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
+  repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
+  report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
+};
+
+function writeAtomic(path: string, value: unknown): void {
+  writeFileSync(`${path}.tmp-${process.pid}`, JSON.stringify(value, null, 2));
+  renameSync(`${path}.tmp-${process.pid}`, path);
+}
+
+export function table(report: BenchReport): string[] {
+  const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  cliffs'];
+  for (const r of report.rows) {
+    lines.push(
+      `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${r.outlierPositions.length ? r.outlierPositions.join(',') : '-'}`,
+    );
+  }
+  return lines;
+}
+
+export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean }): Promise<number> {
+  if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
+  if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
+  let dir = o.model ?? ensureDefaultModel();
+  if (o.preset) {
+    dir = join(fixtureModelsDir(), o.preset);
+    writePresetCheckpoint(dir, o.preset);
+  }
+  const report = await runBench(
+    {
+      ckpt: openCheckpoint(dir),
+      device: o.device,
+      dtype: o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16'),
+      pipelines: o.pipelines,
+      batchSizes: o.batch_sizes,
+      promptLengths: o.prompt_lengths,
+      maxNewTokens: o.max_new_tokens,
+      repeats: o.repeats,
+    },
+    (line) => io.err(line),
+    io.interrupted,
+  );
+  for (const line of table(report)) io.out(line);
+  mkdirSync(o.report_dir, { recursive: true });
+  const stem = join(o.report_dir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);
+  writeAtomic(`${stem}.json`, report);
+  const gab = actionBenchmark(report);
+  writeAtomic(`${stem}-smaller-is-better.json`, gab.smaller);
+  writeAtomic(`${stem}-bigger-is-better.json`, gab.bigger);
+  writeAtomic(`${stem}-bencher.json`, bencherBmf(report));
+  io.out(`reports: ${stem}.json (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
+  return report.status === 'interrupted' ? 130 : 0;
+}
