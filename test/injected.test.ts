@@ -19,6 +19,7 @@ import { buildInjectedDecoder } from '../src/inject/decoder.js';
 import { policyFor } from '../src/inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches, type InjectionPlan } from '../src/inject/plan.js';
 import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
+import { DSPipeline } from '../src/pipeline/ds-pipeline.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { fillNormal } from '../src/pipeline/random.js';
 import type { DType } from '../src/pipeline/types.js';
@@ -200,5 +201,27 @@ describe('tolerance policy', () => {
     expect(ok).toMatchObject({ withinTolerance: true, top1Agreement: 1, outOfTolerance: 0 });
     const bad = logitAgreement(ref, [[11, 9, 0], [2, 0, 3]], tol); // 1.0 > 0.25 + 0.03 * 10
     expect(bad).toMatchObject({ withinTolerance: false, outOfTolerance: 1 });
+  });
+});
+
+describe('DSPipeline (the seed API)', () => {
+  it('is created once and called like a Hugging Face pipeline; injected and plain give the goldens', async () => {
+    const golden = loadGolden('opt');
+    const single = golden.single.find((s) => s.prompt === 'He has a')!;
+    for (const useKernel of [true, false]) {
+      const pipe = await DSPipeline.create({ model: tinyModelDir('opt'), useKernel });
+      try {
+        expect(pipe.pipeline.info.name).toBe('injected');
+        const texts = await pipe(['He has a', 'He got all'], { numTokens: golden.max_new_tokens, doSample: false });
+        expect(texts[0]).toBe(single.text);
+        expect(await pipe('He has a', { numTokens: golden.max_new_tokens })).toEqual([single.text]);
+      } finally {
+        await pipe.dispose();
+      }
+    }
+  });
+  it('refuses --hf_baseline with --use_kernel, and wgsl off webgpu', async () => {
+    await expect(DSPipeline.create({ model: tinyModelDir('opt'), useKernel: true, hfBaseline: true })).rejects.toThrow(/--hf_baseline/);
+    await expect(DSPipeline.create({ model: tinyModelDir('opt'), useKernel: true, kernels: 'wgsl' })).rejects.toThrow(/--kernels: wgsl runs on --device webgpu/);
   });
 });

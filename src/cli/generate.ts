@@ -5,10 +5,7 @@
  */
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
-import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
-import { InjectedPipeline } from '../pipeline/injected.js';
-import { ReferencePipeline } from '../pipeline/reference.js';
-import { WgslPipeline } from '../pipeline/wgsl.js';
+import { createPipeline } from '../pipeline/ds-pipeline.js';
 import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
@@ -59,14 +56,12 @@ export const generateOptions: OptionTable<GenerateOptions> = {
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
 function refuseUnavailable(o: GenerateOptions): void {
-  if (o.use_kernel && o.hf_baseline) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.use_meta_tensor) throw new UnsupportedError('--use_meta_tensor', 'meta-tensor loading is not available yet');
   if (o.checkpoint_path !== undefined) throw new UnsupportedError('--checkpoint_path', 'loading from a checkpoints file is not available yet (it goes with --use_meta_tensor)');
   if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
-  if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
 }
 
 /** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
@@ -91,12 +86,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const dtype = resolveDtype(o);
   const t0 = performance.now();
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
-  // As the seed: --hf_baseline is the plain library; otherwise our engine, with or without injection.
-  const pipe: TextGenerationPipeline = o.hf_baseline
-    ? await ReferencePipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens })
-    : o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'
-      ? await WgslPipeline.create(ckpt, { dtype, maxTokens: o.max_tokens })
-      : await InjectedPipeline.create(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, fusions: o.use_kernel ? ALL_FUSIONS : NO_FUSIONS });
+  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);
