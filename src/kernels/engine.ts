@@ -71,7 +71,6 @@ export class WgslEngine implements Stepper {
     const T = B * S;
     const E = dims.hiddenSize;
     const D = dims.headDim;
-    const gated = this.ckpt.spec.traits.gatedMlp;
     const f = (n: number, label: string) => storageBuffer(this.ctx, n * 4, label);
     const cache = (i: number, kind: string) => f(B * dims.numKvHeads * capacity * D, `${kind}-cache-${i}`);
     this.run = {
@@ -92,7 +91,7 @@ export class WgslEngine implements Stepper {
         v: f(T * dims.numKvHeads * D, 'v'),
         attn: f(T * dims.numHeads * D, 'attn'),
         proj: f(T * E, 'proj'),
-        mlp: f(T * dims.intermediateSize * (gated ? 1 : 1), 'mlp'),
+        mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's epilogue writes I columns from 2I rows
         picked: f(R * E, 'picked'),
         logits: f(R * dims.vocabSize, 'logits'),
         next: f(R, 'next'),
@@ -121,8 +120,7 @@ export class WgslEngine implements Stepper {
   }
 
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
-    const rows = input.tokens.map((t, b) => [input.last[b]!]);
-    return this.forward(input, rows, needLogits);
+    return this.forward(input, input.last.map((i) => [i]), needLogits);
   }
 
   /**
@@ -214,19 +212,17 @@ export class WgslEngine implements Stepper {
     return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
   }
 
-  private gatherParams = new Map<string, GPUBindGroup>();
+  /** Bind groups of the row gather, per logits-row count, for the current run's buffers. */
+  private gatherGroups = new WeakMap<Run, Map<number, GPUBindGroup>>();
 
   private gatherGroup(run: Run, R: number, E: number): GPUBindGroup {
-    const key = `${R}/${E}/${run.buf.picked.label}`;
-    let g = this.gatherParams.get(key);
-    if (!g || this.gatherRun !== run) {
-      if (this.gatherRun !== run) this.gatherParams.clear();
-      this.gatherRun = run;
+    let byR = this.gatherGroups.get(run);
+    if (!byR) this.gatherGroups.set(run, (byR = new Map()));
+    let g = byR.get(R);
+    if (!g) {
       g = this.gather.bind(uniform(this.ctx, params({ u32: R }, { u32: E })), [run.buf.normed, run.buf.rows, run.buf.picked]);
-      this.gatherParams.set(key, g);
+      byR.set(R, g);
     }
     return g;
   }
-
-  private gatherRun: Run | undefined;
 }
