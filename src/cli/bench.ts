@@ -9,6 +9,7 @@ import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchRe
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
+import { renderBenchHtml } from '../report/bench-html.js';
 import type { DType, Device } from '../pipeline/types.js';
 import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
@@ -47,7 +48,11 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
 };
 
 function writeAtomic(path: string, value: unknown): void {
-  writeFileSync(`${path}.tmp-${process.pid}`, JSON.stringify(value, null, 2));
+  writeTextAtomic(path, JSON.stringify(value, null, 2));
+}
+
+function writeTextAtomic(path: string, text: string): void {
+  writeFileSync(`${path}.tmp-${process.pid}`, text);
   renameSync(`${path}.tmp-${process.pid}`, path);
 }
 
@@ -91,6 +96,7 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
   writeAtomic(`${stem}-smaller-is-better.json`, gab.smaller);
   writeAtomic(`${stem}-bigger-is-better.json`, gab.bigger);
   writeAtomic(`${stem}-bencher.json`, bencherBmf(report));
-  io.out(`reports: ${stem}.json (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
+  writeTextAtomic(`${stem}.html`, renderBenchHtml(report));
+  io.out(`reports: ${stem}.json, ${stem}.html (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
   return report.status === 'interrupted' ? 130 : 0;
 }

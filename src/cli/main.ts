@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { FusegenError, UsageError } from '../errors.js';
 import { benchOptions, runBenchCommand, type BenchCliOptions } from './bench.js';
+import { dashboardOptions, runDashboardCommand, type DashboardCliOptions } from './dashboard.js';
 import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
 import type { OptionTable } from './options.js';
@@ -72,6 +73,11 @@ export async function main(argv: string[], io: CliIo = { out: (l) => console.log
   addOptions(bench, benchOptions);
   bench.action(async (parsed: Record<string, unknown>) => {
     code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { out: io.out, err: io.err, interrupted: () => interrupted });
+  });
+  const dashboard = program.command('dashboard').description('one HTML page over all bench and compare reports: trends over time, every run linked').exitOverride();
+  addOptions(dashboard, dashboardOptions);
+  dashboard.action((parsed: Record<string, unknown>) => {
+    code = runDashboardCommand(resolve<DashboardCliOptions>(dashboardOptions, parsed), { out: io.out });
   });
 
   process.on('SIGINT', onSigint);

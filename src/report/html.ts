@@ -29,17 +29,17 @@ function visibleEscape(c: string): string {
  * Escaped text for element content, attributes and SVG text: invisible or unencodable
  * characters become plain-text escapes (`\u0000`); `lines` keeps \n and \t as they are.
  */
-function esc(s: string, lines = false): string {
+export function esc(s: string, lines = false): string {
   return String(s).replace(SPECIAL, (c) => ENTITY[c] ?? (lines && (c === '\n' || c === '\t') ? c : visibleEscape(c)));
 }
 
 /** Like `esc` for element content, with the escapes styled apart from the text around them. */
-function rich(s: string, lines = false): string {
+export function rich(s: string, lines = false): string {
   return String(s).replace(SPECIAL, (c) => ENTITY[c] ?? (lines && (c === '\n' || c === '\t') ? c : `<span class="ctl">${visibleEscape(c)}</span>`));
 }
 
 /** First `n` code points, with an ellipsis when cut. */
-function clip(s: string, n: number): string {
+export function clip(s: string, n: number): string {
   const cps = Array.from(s);
   return cps.length > n ? `${cps.slice(0, n).join('')}…` : s;
 }
@@ -51,11 +51,11 @@ function shellWord(a: string): string {
 // ---------------------------------------------------------------------------------------
 // Numbers
 
-function finite(x: unknown): x is number {
+export function finite(x: unknown): x is number {
   return typeof x === 'number' && Number.isFinite(x);
 }
-const NA = '<span class="na">n/a</span>';
-function fixed(x: unknown, digits: number): string {
+export const NA = '<span class="na">n/a</span>';
+export function fixed(x: unknown, digits: number): string {
   return finite(x) ? x.toFixed(digits) : NA;
 }
 /** Logit-sized figures: 3 significant digits, scientific when tiny or huge. */
@@ -70,7 +70,7 @@ function pct(x: unknown, digits = 1): string {
   return finite(x) ? `${(x * 100).toFixed(digits)}%` : NA;
 }
 /** Plain-text number for SVG labels. */
-function plain(x: number, digits: number): string {
+export function plain(x: number, digits: number): string {
   return finite(x) ? x.toFixed(digits) : 'n/a';
 }
 
@@ -100,13 +100,13 @@ function tickLabel(v: number, step: number): string {
   return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
 }
 
-interface Series {
+export interface Series {
   name: string;
   cls: string;
   points: Array<[number, number]>;
 }
 
-interface LineChartSpec {
+export interface LineChartSpec {
   cls: string;
   title: string;
   xLabel: string;
@@ -121,7 +121,7 @@ interface LineChartSpec {
   integerX?: boolean;
 }
 
-function lineChart(spec: LineChartSpec): string {
+export function lineChart(spec: LineChartSpec): string {
   const W = 760;
   const H = 260;
   const m = { l: 64, r: 16, t: 30, b: 44 };
@@ -285,11 +285,11 @@ function verdictBar(s: CompareReport['summary']): string {
 // ---------------------------------------------------------------------------------------
 // Sections
 
-function badge(v: string): string {
+export function badge(v: string): string {
   return `<span class="badge v-${esc(v)}">${esc(v)}</span>`;
 }
 
-function kv(rows: Array<[string, string]>): string {
+export function kv(rows: Array<[string, string]>): string {
   return `<dl class="kv">${rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v}</dd>`).join('')}</dl>`;
 }
 
@@ -495,7 +495,7 @@ ${triage}
 </section>`;
 }
 
-const CSS = `
+export const CSS = `
 :root{--fg:#1f2328;--muted:#59636e;--bg:#f3f5f8;--card:#fff;--border:#d8dee4;--ref:#8c959f;--cand:#0969da;--match:#1a7f37;--tolerated:#9a6700;--mismatch:#cf222e;--errored:#8250df}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans","DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}

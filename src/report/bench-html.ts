@@ -1,0 +1,145 @@
+/**
+ * The bench report as one self-contained HTML page, in the style of the compare page:
+ * inline CSS, inline SVG charts drawn here (html.ts's helpers), no script, no external
+ * resource. Every string from the report goes through `esc`/`rich`.
+ */
+import type { BenchReport, BenchRow } from '../../bench/run.js';
+import { clip, CSS, esc, finite, fixed, kv, lineChart, NA, plain, rich, type Series } from './html.js';
+
+/** Series colours beyond html.ts's ref/cand pair, for charts with many lines. */
+export const PALETTE = ['#0969da', '#cf222e', '#1a7f37', '#8250df', '#9a6700', '#bf3989', '#0a7ea4', '#6e7781', '#fb8500', '#3d5a80'];
+
+export const EXTRA_CSS = PALETTE.map((c, i) => `.series.c${i},.legend-swatch.c${i}{stroke:${c}}.dot.c${i}{fill:${c}}`).join('\n') + `
+.marker.cliff{stroke:var(--mismatch);stroke-width:1.2;stroke-dasharray:3 3}
+.marker-label.cliff{fill:var(--mismatch);font-weight:600}
+.bar.median{fill:var(--cand)}.bar.p90{fill:#9ec5fe}.legend-box.median{fill:var(--cand)}.legend-box.p90{fill:#9ec5fe}
+.rows-table{font-size:12.5px}.rows-table td,.rows-table th{white-space:nowrap}
+.table-wrap{overflow-x:auto}
+.charts-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:8px 16px}
+.charts-grid figure{margin:6px 0}
+.page-head .grid{margin-bottom:16px}
+`;
+
+export function seriesClass(i: number): string {
+  return `c${i % PALETTE.length}`;
+}
+
+function rowLabel(r: BenchRow): string {
+  return `${r.pipeline} b${r.batch} p${r.promptLength}`;
+}
+
+/** Horizontal grouped bars: time per output token, median and p90, one group per row. */
+function tpotBars(rows: BenchRow[]): string {
+  const W = 760;
+  const rowH = 40;
+  const top = 30;
+  const labelW = 170;
+  const barMax = W - labelW - 90;
+  const H = top + Math.max(1, rows.length) * rowH + 6;
+  const max = Math.max(0, ...rows.flatMap((r) => [r.tpotMs.median, r.tpotMs.p90].filter(finite)));
+  const r1 = (x: number) => (Math.round(x * 10) / 10).toString();
+  const parts: string[] = [];
+  parts.push(`<svg class="chart tpot-bars" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="time per output token" xmlns="http://www.w3.org/2000/svg">`);
+  parts.push('<title>Time per output token, median and p90</title>');
+  parts.push(`<rect class="legend-box median" x="${labelW}" y="8" width="12" height="12"/><text class="legend" x="${labelW + 18}" y="18">median (ms)</text>`);
+  parts.push(`<rect class="legend-box p90" x="${labelW + 120}" y="8" width="12" height="12"/><text class="legend" x="${labelW + 138}" y="18">p90 (ms)</text>`);
+  if (rows.length === 0) parts.push(`<text class="nodata" x="${W / 2}" y="${top + 20}" text-anchor="middle">no rows</text>`);
+  rows.forEach((row, i) => {
+    const y = top + i * rowH;
+    parts.push(`<text class="bar-label" x="${labelW - 10}" y="${y + 22}" text-anchor="end">${esc(clip(rowLabel(row), 26))}</text>`);
+    for (const [k, v, dy] of [['median', row.tpotMs.median, 2], ['p90', row.tpotMs.p90, 19]] as const) {
+      const bw = finite(v) && max > 0 ? Math.max(1, (v / max) * barMax) : 0;
+      parts.push(`<rect class="bar ${k}" x="${labelW}" y="${y + dy}" width="${r1(bw)}" height="15" rx="2"><title>${esc(`${rowLabel(row)} ${k}: ${plain(v, 3)} ms`)}</title></rect>`);
+      parts.push(`<text class="bar-value" x="${r1(labelW + bw + 6)}" y="${y + dy + 12}">${esc(plain(v, 3))}</text>`);
+    }
+  });
+  parts.push('</svg>');
+  return parts.join('');
+}
+
+function throughputChart(rows: BenchRow[]): string {
+  const groups = new Map<string, BenchRow[]>();
+  for (const r of rows) {
+    const key = `${r.pipeline} · prompt ${r.promptLength}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const series: Series[] = [...groups].map(([name, rs], i) => ({
+    name,
+    cls: seriesClass(i),
+    points: rs.map((r): [number, number] => [r.batch, r.decodeTokensPerSec]).sort((a, b) => a[0] - b[0]),
+  }));
+  return lineChart({ cls: 'throughput', title: 'Decode tokens/s against batch size', xLabel: 'batch size', yLabel: 'decode tokens/s', series, integerX: true });
+}
+
+function positionChart(r: BenchRow, i: number): string {
+  const cliffs = r.outlierPositions.filter(finite);
+  return `<figure>${lineChart({
+    cls: 'position-chart',
+    title: `Per-token latency against context position: ${rowLabel(r)}`,
+    xLabel: 'context position',
+    yLabel: 'ms per token (median)',
+    series: [{ name: rowLabel(r), cls: seriesClass(i), points: r.perPosition }],
+    markers: cliffs.map((p) => ({ x: p, label: cliffs.length <= 4 ? `cliff ${p}` : '', cls: 'cliff' })),
+    integerX: true,
+  })}<figcaption>${esc(rowLabel(r))}: ${cliffs.length ? `cliffs (over 3× the median) at ${esc(cliffs.join(', '))}` : 'no cliffs'}</figcaption></figure>`;
+}
+
+function rowsTable(rows: BenchRow[]): string {
+  if (rows.length === 0) return '<p class="muted">No rows: the run measured nothing.</p>';
+  const head = ['pipeline', 'batch', 'prompt', 'new tokens', 'load ms', 'TTFT ms (median)', 'TTFT p90', 'TPOT ms (median)', 'TPOT p90', 'TPOT p99', 'e2e ms (median)', 'decode tok/s', 'prefill tok/s', 'GB/s', 'TFLOPS', 'peak RSS MB', 'execution providers', 'cliffs'];
+  const body = rows
+    .map(
+      (r) =>
+        `<tr><td>${rich(r.pipeline)}</td><td class="num">${fixed(r.batch, 0)}</td><td class="num">${fixed(r.promptLength, 0)}</td><td class="num">${fixed(r.maxNewTokens, 0)}</td><td class="num">${fixed(r.loadMs, 0)}</td><td class="num">${fixed(r.ttftMs?.median, 2)}</td><td class="num">${fixed(r.ttftMs?.p90, 2)}</td><td class="num">${fixed(r.tpotMs?.median, 3)}</td><td class="num">${fixed(r.tpotMs?.p90, 3)}</td><td class="num">${fixed(r.tpotMs?.p99, 3)}</td><td class="num">${fixed(r.e2eMs?.median, 1)}</td><td class="num">${fixed(r.decodeTokensPerSec, 1)}</td><td class="num">${fixed(r.prefillTokensPerSec, 1)}</td><td class="num">${fixed(r.bandwidthGBps, 2)}</td><td class="num">${fixed(r.tflops, 3)}</td><td class="num">${fixed(r.peakRssMB, 0)}</td><td>${(r.executionProviders ?? []).map((e) => rich(e)).join(', ') || NA}</td><td>${r.outlierPositions?.length ? esc(r.outlierPositions.join(', ')) : '–'}</td></tr>`,
+    )
+    .join('');
+  return `<div class="table-wrap"><table class="table rows-table"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div>`;
+}
+
+export function renderBenchHtml(report: BenchReport): string {
+  const r = report;
+  const name = r.model.dir.split(/[\\/]+/).filter(Boolean).pop() ?? r.model.dir;
+  const env = Object.entries((r.environment ?? {}) as Record<string, unknown>).map(([k, v]): [string, string] => [k, v === null || v === undefined ? NA : rich(typeof v === 'string' ? v : JSON.stringify(v))]);
+  const banner = r.status === 'complete' ? '' : `<div class="banner status-interrupted" role="alert"><strong>Run interrupted</strong>: this report covers the ${r.rows.length} row${r.rows.length === 1 ? '' : 's'} that finished.</div>`;
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="generator" content="fusegen bench">
+<title>${esc(`fusegen bench · ${name} · ${r.createdAt}`)}</title>
+<style>${CSS}${EXTRA_CSS}</style>
+</head>
+<body>
+<main>
+<header class="page-head">
+<div class="title-row"><h1>fusegen bench <span class="model-name">${rich(name)}</span></h1></div>
+<p class="subtitle">${esc(r.model.modelType)} · ${esc(r.dtype)} on ${esc(r.device)} · ${esc(r.createdAt)}</p>
+${banner}
+<div class="grid">
+<section class="card"><h2>Model</h2>${kv([
+    ['directory', `<code>${rich(r.model.dir)}</code>`],
+    ['type', rich(r.model.modelType)],
+    ['parameters', finite(r.model.parameters) && r.model.parameters > 0 ? `${(r.model.parameters / 1e6).toFixed(2)} M` : NA],
+    ['device', rich(r.device)],
+    ['dtype', rich(r.dtype)],
+  ])}</section>
+<section class="card env"><h2>Environment</h2>${env.length ? kv(env) : `<p class="muted">not recorded</p>`}</section>
+</div>
+</header>
+<section class="card" id="rows"><h2>Rows</h2>${rowsTable(r.rows)}</section>
+<section class="card" id="charts"><h2>Throughput</h2>
+<figure>${throughputChart(r.rows)}<figcaption>Decode tokens per second (all sequences of the batch) against batch size; one line per pipeline and prompt length.</figcaption></figure>
+<h2 class="sub">Time per output token</h2>
+<figure>${tpotBars(r.rows)}<figcaption>Median and p90 decode-step latency of each row.</figcaption></figure>
+</section>
+<section class="card" id="positions"><h2>Per-token latency against context position</h2>
+<div class="charts-grid">${r.rows.map(positionChart).join('\n')}</div>
+</section>
+<footer>${esc(r.schema)} · written ${esc(r.createdAt)}</footer>
+</main>
+</body>
+</html>
+`;
+}
