@@ -51,6 +51,8 @@ export interface BenchRow {
   /** Median decode-step latency at each context position, and the positions more than 3x the median (cliffs). */
   perPosition: Array<[number, number]>;
   outlierPositions: number[];
+  /** WGSL engine only: host time encoding a step vs waiting for the GPU and the readback. */
+  stepProfile?: { steps: number; encodeMsPerStep: number; waitMsPerStep: number };
 }
 
 export interface BenchReport {
@@ -113,6 +115,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
           const runs: RunTiming[] = [];
           let peakRss = 0;
           for (let i = 0; i <= o.repeats; i++) {
+            if (i === 1 && pipe instanceof WgslPipeline) pipe.takeStepProfile(); // measure after the warm-up
             const t = performance.now();
             const result = await pipe.generate(request);
             runs.push({ totalMs: performance.now() - t, result });
@@ -140,6 +143,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
             peakRssMB: peakRss / 2 ** 20,
             perPosition,
             outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
+            ...(pipe instanceof WgslPipeline ? { stepProfile: pipe.takeStepProfile() } : {}),
           });
         }
       }

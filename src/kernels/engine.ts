@@ -38,8 +38,16 @@ function weightKind(m: GpuMatrix): LinearWeight {
   return m.quant ? (m.quant.bits === 8 ? 'q8' : 'q4') : m.type;
 }
 
+/** Where a step's wall time goes: host encoding vs waiting for the GPU and the readback. */
+export interface StepProfile {
+  steps: number;
+  encodeMs: number;
+  waitMs: number;
+}
+
 export class WgslEngine implements Stepper {
   private run: Run | undefined;
+  readonly profile: StepProfile = { steps: 0, encodeMs: 0, waitMs: 0 };
   private readonly gather: Kernel;
   private readonly slopes: GPUBuffer | undefined;
   private readonly linearK: LinearKernels;
@@ -128,6 +136,7 @@ export class WgslEngine implements Stepper {
    * row b's new tokens), or, with `needLogits` false, the argmax id of each row's first entry.
    */
   async forward(input: StepInput, logitRows: number[][], needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
+    const t0 = performance.now();
     const { dims, spec } = this.ckpt;
     const B = input.tokens.length;
     const S = Math.max(...input.tokens.map((t) => t.length));
@@ -206,7 +215,11 @@ export class WgslEngine implements Stepper {
     const bytes = needLogits ? R * dims.vocabSize * 4 : R * 4;
     enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, run.staging, 0, Math.ceil(bytes / 4) * 4);
     q.submit([enc.finish()]);
+    const t1 = performance.now();
     await run.staging.mapAsync(1, 0, Math.ceil(bytes / 4) * 4);
+    this.profile.steps++;
+    this.profile.encodeMs += t1 - t0;
+    this.profile.waitMs += performance.now() - t1;
     const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
     run.staging.unmap();
     return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };

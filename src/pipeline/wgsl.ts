@@ -45,6 +45,14 @@ export class WgslPipeline implements TextGenerationPipeline {
     return pipe;
   }
 
+  /** Host encoding and GPU wait per step since the last call (benchmarks: where the time goes). */
+  takeStepProfile(): { steps: number; encodeMsPerStep: number; waitMsPerStep: number } {
+    const p = this.engine.profile;
+    const out = { steps: p.steps, encodeMsPerStep: p.encodeMs / Math.max(1, p.steps), waitMsPerStep: p.waitMs / Math.max(1, p.steps) };
+    Object.assign(p, { steps: 0, encodeMs: 0, waitMs: 0 });
+    return out;
+  }
+
   validate(request: GenerateRequest): void {
     checkCapacity(this.ckpt, this.maxTokens, Math.max(...promptIds(this.tokenizer, request).map((p) => p.length)), request.maxNewTokens);
   }
