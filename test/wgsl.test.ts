@@ -67,3 +67,22 @@ describe.each(FIXTURE_ARCHS)('%s on the WGSL engine, float16 weights, by the tol
     }
   });
 });
+
+describe('WGSL engine over long runs', () => {
+  it('replayed step recordings stay right as the context crosses attention split sizes (150 tokens)', async () => {
+    const { InjectedPipeline } = await import('../src/pipeline/injected.js');
+    const { NO_FUSIONS } = await import('../src/inject/plan.js');
+    const ckpt = openCheckpoint(tinyModelDir('gpt2'));
+    const wgsl = await WgslPipeline.create(ckpt, { dtype: 'float32', maxTokens: 256 });
+    const cpu = await InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'float32', maxTokens: 256, fusions: NO_FUSIONS });
+    try {
+      const request = { prompts: [SEED_PROMPTS[0]!, SEED_PROMPTS[3]!], maxNewTokens: 150, doSample: false, ignoreEos: true };
+      const [a, b] = [await wgsl.generate(request), await cpu.generate(request)];
+      expect(a.sequences.map((s) => s.newIds)).toEqual(b.sequences.map((s) => s.newIds));
+      expect(a.sequences[0]!.newIds).toHaveLength(150);
+    } finally {
+      await wgsl.dispose();
+      await cpu.dispose();
+    }
+  });
+});

@@ -32,7 +32,11 @@ interface Run {
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
   staging: GPUBuffer;
+  /** Recorded dispatch lists by step shape (valid while these buffers live). */
+  recorded: Map<string, Dispatch[]>;
 }
+
+type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 
 function weightKind(m: GpuMatrix): LinearWeight {
   return m.quant ? (m.quant.bits === 8 ? 'q8' : 'q4') : m.type;
@@ -108,6 +112,7 @@ export class WgslEngine implements Stepper {
       kCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'k')),
       vCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'v')),
       staging: this.ctx.device.createBuffer({ size: Math.max(16, R * dims.vocabSize * 4), usage: 0x1 | 0x8 }),
+      recorded: new Map(),
     };
     return this.run;
   }
@@ -162,14 +167,63 @@ export class WgslEngine implements Stepper {
     q.writeBuffer(run.buf.rows, 0, Uint32Array.from(logitRows.flatMap((r, b) => r.map((i) => b * S + i))));
     if (input.suppress.length) q.writeBuffer(run.buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
 
+    const maxKeys = Math.max(...positions) + 1;
+    // The dispatch list depends only on these; positions and ids live in buffers rewritten above.
+    const key = `${B}/${S}/${R}/${needLogits}/${input.suppress.length > 0}/${Math.ceil(maxKeys / this.attentionK.split)}`;
+    let list = run.recorded.get(key);
+    if (!list) {
+      list = this.record((pass) => this.encodeStep(pass, run, { B, S, T, R, maxKeys, needLogits, suppress: input.suppress.length }));
+      run.recorded.set(key, list);
+    }
+    const enc = this.ctx.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const [pipeline, group, x, y, z] of list) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+    }
+    pass.end();
+    const { buf } = run;
+    const bytes = needLogits ? R * dims.vocabSize * 4 : R * 4;
+    enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, run.staging, 0, Math.ceil(bytes / 4) * 4);
+    q.submit([enc.finish()]);
+    const t1 = performance.now();
+    await run.staging.mapAsync(1, 0, Math.ceil(bytes / 4) * 4);
+    this.profile.steps++;
+    this.profile.encodeMs += t1 - t0;
+    this.profile.waitMs += performance.now() - t1;
+    const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
+    run.staging.unmap();
+    return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
+  }
+
+  /**
+   * Runs `encode` against a pass that only records (pipeline, bind group, workgroups): the
+   * kernel classes' cache lookups then happen once per step shape, not on every step.
+   */
+  private record(encode: (pass: GPUComputePassEncoder) => void): Dispatch[] {
+    const list: Dispatch[] = [];
+    let pipeline: GPUComputePipeline | undefined;
+    let group: GPUBindGroup | undefined;
+    const recorder = {
+      setPipeline: (p: GPUComputePipeline) => (pipeline = p),
+      setBindGroup: (_i: number, g: GPUBindGroup) => (group = g),
+      dispatchWorkgroups: (x: number, y = 1, z = 1) => list.push([pipeline!, group!, x, y, z]),
+    };
+    encode(recorder as unknown as GPUComputePassEncoder);
+    return list;
+  }
+
+  /** Encodes one step's kernels for T = B * S rows and R logits rows. */
+  private encodeStep(pass: GPUComputePassEncoder, run: Run, s: { B: number; S: number; T: number; R: number; maxKeys: number; needLogits: boolean; suppress: number }): void {
+    const { dims, spec } = this.ckpt;
+    const { S, T, R, maxKeys } = s;
     const w = this.weights;
     const E = dims.hiddenSize;
     const D = dims.headDim;
     const norm = spec.traits.norm === 'layernorm' ? 'layer' : 'rms';
     const eps = dims.normEps;
     const { buf } = run;
-    const enc = this.ctx.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
     const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, act: LinearActivation = 'none') =>
       this.linearK.encode(pass, { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}) }, { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act, ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) });
     const normInto = (x: GPUBuffer, nw: GpuNorm, out: GPUBuffer, withResidual: boolean) =>
@@ -188,7 +242,6 @@ export class WgslEngine implements Stepper {
     if (w.embedNorm) normInto(buf.x, w.embedNorm, buf.res, false);
     normInto(buf.res, w.layers[0]!.inputNorm, buf.normed, false);
     const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
-    const maxKeys = Math.max(...positions) + 1;
     w.layers.forEach((layer, i) => {
       linear(buf.normed, layer.q, buf.q, T);
       linear(buf.normed, layer.k, buf.k, T);
@@ -208,21 +261,9 @@ export class WgslEngine implements Stepper {
     });
     this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
     linear(buf.picked, { w: w.lmHead }, buf.logits, R);
-    if (!needLogits) {
-      this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, input.suppress.length), enabled: input.suppress.length > 0 } });
+    if (!s.needLogits) {
+      this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
     }
-    pass.end();
-    const bytes = needLogits ? R * dims.vocabSize * 4 : R * 4;
-    enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, run.staging, 0, Math.ceil(bytes / 4) * 4);
-    q.submit([enc.finish()]);
-    const t1 = performance.now();
-    await run.staging.mapAsync(1, 0, Math.ceil(bytes / 4) * 4);
-    this.profile.steps++;
-    this.profile.encodeMs += t1 - t0;
-    this.profile.waitMs += performance.now() - t1;
-    const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
-    run.staging.unmap();
-    return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
   }
 
   /** Bind groups of the row gather, per logits-row count, for the current run's buffers. */
