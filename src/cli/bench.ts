@@ -3,7 +3,7 @@
  * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
  * and a Bencher BMF file, and prints a table.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
@@ -11,6 +11,7 @@ import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import type { DType, Device } from '../pipeline/types.js';
+import { writeTextAtomic } from '../report/write.js';
 import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
 export interface BenchCliOptions {
@@ -47,14 +48,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
 };
 
-function writeAtomic(path: string, value: unknown): void {
-  writeTextAtomic(path, JSON.stringify(value, null, 2));
-}
-
-function writeTextAtomic(path: string, text: string): void {
-  writeFileSync(`${path}.tmp-${process.pid}`, text);
-  renameSync(`${path}.tmp-${process.pid}`, path);
-}
+const writeJson = (path: string, value: unknown) => writeTextAtomic(path, JSON.stringify(value, null, 2));
 
 export function table(report: BenchReport): string[] {
   const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  cliffs'];
@@ -91,11 +85,11 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
   for (const line of table(report)) io.out(line);
   mkdirSync(o.report_dir, { recursive: true });
   const stem = join(o.report_dir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);
-  writeAtomic(`${stem}.json`, report);
+  writeJson(`${stem}.json`, report);
   const gab = actionBenchmark(report);
-  writeAtomic(`${stem}-smaller-is-better.json`, gab.smaller);
-  writeAtomic(`${stem}-bigger-is-better.json`, gab.bigger);
-  writeAtomic(`${stem}-bencher.json`, bencherBmf(report));
+  writeJson(`${stem}-smaller-is-better.json`, gab.smaller);
+  writeJson(`${stem}-bigger-is-better.json`, gab.bigger);
+  writeJson(`${stem}-bencher.json`, bencherBmf(report));
   writeTextAtomic(`${stem}.html`, renderBenchHtml(report));
   io.out(`reports: ${stem}.json, ${stem}.html (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
   return report.status === 'interrupted' ? 130 : 0;

@@ -4,7 +4,7 @@
  * resource. Every string from the report goes through `esc`/`rich`.
  */
 import type { BenchReport, BenchRow } from '../../bench/run.js';
-import { clip, CSS, esc, finite, fixed, kv, lineChart, NA, plain, rich, type Series } from './html.js';
+import { clip, CSS, esc, finite, fixed, kv, lineChart, NA, plain, rich, type Series, pageHead } from './html.js';
 
 /** Series colours beyond html.ts's ref/cand pair, for charts with many lines. */
 export const PALETTE = ['#0969da', '#cf222e', '#1a7f37', '#8250df', '#9a6700', '#bf3989', '#0a7ea4', '#6e7781', '#fb8500', '#3d5a80'];
@@ -101,16 +101,7 @@ export function renderBenchHtml(report: BenchReport): string {
   const name = r.model.dir.split(/[\\/]+/).filter(Boolean).pop() ?? r.model.dir;
   const env = Object.entries((r.environment ?? {}) as Record<string, unknown>).map(([k, v]): [string, string] => [k, v === null || v === undefined ? NA : rich(typeof v === 'string' ? v : JSON.stringify(v))]);
   const banner = r.status === 'complete' ? '' : `<div class="banner status-interrupted" role="alert"><strong>Run interrupted</strong>: this report covers the ${r.rows.length} row${r.rows.length === 1 ? '' : 's'} that finished.</div>`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="generator" content="fusegen bench">
-<title>${esc(`fusegen bench · ${name} · ${r.createdAt}`)}</title>
-<style>${CSS}${EXTRA_CSS}</style>
-</head>
+  return `${pageHead(`${esc(`fusegen bench · ${name} · ${r.createdAt}`)}`, `fusegen bench`, `${CSS}${EXTRA_CSS}`)}
 <body>
 <main>
 <header class="page-head">

@@ -9,7 +9,7 @@ import { join, relative, sep } from 'node:path';
 import type { BenchReport, BenchRow } from '../../bench/run.js';
 import { EXTRA_CSS, seriesClass } from './bench-html.js';
 import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
-import { CSS, esc, finite, fixed, lineChart, NA, rich, type Series } from './html.js';
+import { CSS, esc, finite, fixed, lineChart, NA, rich, type Series, pageHead } from './html.js';
 
 export interface DashboardRun {
   kind: 'bench' | 'compare';
@@ -244,16 +244,7 @@ ${[...verdicts].map(([key, v]) => chart('verdicts', `Compare verdicts: ${key}`, 
     ? `<section class="card skipped" id="skipped"><h2>Skipped files</h2><ul>${skipped.map((s) => `<li><code>${rich(relative(dir, s.file))}</code>: ${rich(s.reason)}</li>`).join('')}</ul></section>`
     : '';
   const vcss = '.series.v-match,.legend-swatch.v-match{stroke:var(--match)}.series.v-tolerated,.legend-swatch.v-tolerated{stroke:var(--tolerated)}.series.v-mismatch,.legend-swatch.v-mismatch{stroke:var(--mismatch)}.series.v-errored,.legend-swatch.v-errored{stroke:var(--errored)}.dot.v-match{fill:var(--match)}.dot.v-tolerated{fill:var(--tolerated)}.dot.v-mismatch{fill:var(--mismatch)}.dot.v-errored{fill:var(--errored)}';
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="generator" content="fusegen dashboard">
-<title>fusegen dashboard</title>
-<style>${CSS}${EXTRA_CSS}${vcss}</style>
-</head>
+  return `${pageHead(`fusegen dashboard`, `fusegen dashboard`, `${CSS}${EXTRA_CSS}${vcss}`)}
 <body>
 <main>
 <header class="page-head"><div class="title-row"><h1>fusegen dashboard</h1></div>

@@ -594,16 +594,7 @@ export function renderCompareHtml(report: CompareReport): string {
   const r = report;
   const name = r.model.dir.split(/[\\/]+/).filter(Boolean).pop() ?? r.model.dir;
   const prompts = r.prompts.length ? r.prompts.map((p) => promptSection(p, r)).join('\n') : '';
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="generator" content="fusegen ${esc(r.environment.fusegen)}">
-<title>${esc(`fusegen compare · ${name} · ${r.createdAt}`)}</title>
-<style>${CSS}</style>
-</head>
+  return `${pageHead(`${esc(`fusegen compare · ${name} · ${r.createdAt}`)}`, `fusegen ${esc(r.environment.fusegen)}`, `${CSS}`)}
 <body>
 <main>
 ${headerSection(r)}
@@ -617,4 +608,18 @@ ${prompts}
 </body>
 </html>
 `;
+}
+
+/** The document head every report page shares: offline-only CSP, viewport, title, inline CSS. */
+export function pageHead(title: string, generator: string, css: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="generator" content="${generator}">
+<title>${title}</title>
+<style>${css}</style>
+</head>`;
 }

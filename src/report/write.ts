@@ -4,7 +4,7 @@
  * renamed over its name, so a reader never sees half a report.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { CompareReport } from './compare-report.js';
 import { validateCompareReport } from './compare-validate.js';
 import { renderCompareHtml } from './html.js';
@@ -26,8 +26,11 @@ export function modelBasename(dir: string): string {
 
 let seq = 0;
 
-function writeAtomic(path: string, dir: string, name: string, text: string): void {
-  const tmp = join(dir, `.${name}.${process.pid}.${Date.now()}.${seq++}.tmp`);
+/** Writes `text` to a temporary file beside `path`, flushes it and renames it into place. */
+export function writeTextAtomic(path: string, text: string): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.${seq++}.tmp`);
   try {
     const fd = openSync(tmp, 'wx');
     try {
@@ -52,7 +55,7 @@ export function writeCompareReports(report: CompareReport, dir: string): { json:
   const html = renderCompareHtml(report);
   mkdirSync(dir, { recursive: true });
   const out = { json: join(dir, `${stem}.json`), html: join(dir, `${stem}.html`) };
-  writeAtomic(out.json, dir, `${stem}.json`, json);
-  writeAtomic(out.html, dir, `${stem}.html`, html);
+  writeTextAtomic(out.json, json);
+  writeTextAtomic(out.html, html);
   return out;
 }
