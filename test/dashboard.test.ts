@@ -7,8 +7,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './helpers.js';
 import type { BenchReport, BenchRow } from '../bench/run.js';
 import { main } from '../src/cli/main.js';
 import { renderBenchHtml } from '../src/report/bench-html.js';
@@ -16,7 +17,6 @@ import { COMPARE_SCHEMA, type CompareReport } from '../src/report/compare-report
 import { buildDashboard, loadReports } from '../src/report/dashboard.js';
 import { renderCompareHtml } from '../src/report/html.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const XSS = '<script>window.__pwned=1</script>';
 const EVIL_DIR = `/models/evil${XSS}<img src=x onerror="window.__pwned=2">"'&`;
 /** The page names a model by its directory's last component. */
@@ -160,22 +160,14 @@ describe('buildDashboard (as text)', () => {
 
 describe('the bench and dashboard pages in headless Chromium', () => {
   let context: BrowserContext;
-  let profile: string;
+  let closeBrowser: () => Promise<void>;
   const network: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
-    profile = mkdtempSync(join(tmpdir(), 'fusegen-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1200, height: 900 },
-    });
+    ({ context, close: closeBrowser } = await launchChromium());
   });
   afterAll(async () => {
-    await context?.close();
-    rmSync(profile, { recursive: true, force: true });
+    await closeBrowser?.();
   });
 
   async function open(file: string): Promise<{ page: Page; errors: string[] }> {

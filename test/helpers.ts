@@ -1,6 +1,8 @@
 /** Shared test helpers: Hugging Face goldens and the fixture models. */
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
 import type { TopK } from '../src/pipeline/types.js';
 
 export interface GoldenRow {
@@ -20,3 +22,25 @@ export function loadGolden(arch: string): Golden {
   return JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'golden', `${arch}.json`), 'utf8')) as Golden;
 }
 
+
+/** Debian's Chromium, driven by playwright-core (no browser download); .ci/run installs it. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Headless Chromium with a fresh profile and no background networking. */
+export async function launchChromium(): Promise<{ context: BrowserContext; close: () => Promise<void> }> {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  const profile = mkdtempSync(join(tmpdir(), 'fusegen-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1200, height: 900 },
+  });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}

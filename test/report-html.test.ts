@@ -6,14 +6,14 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from './helpers.js';
 import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult } from '../src/report/compare-report.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
 import { renderCompareHtml } from '../src/report/html.js';
 import { modelBasename, reportTimestamp, writeCompareReports } from '../src/report/write.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 // Hostile strings: markup, quotes, NUL, a lone surrogate, SVG breakers, control characters.
 const XSS = '<script>window.__pwned=1</script>';
@@ -331,24 +331,16 @@ describe('renderCompareHtml (as text)', () => {
 
 describe('the HTML page in headless Chromium', () => {
   let context: BrowserContext;
-  let profile: string;
+  let closeBrowser: () => Promise<void>;
   let dir: string;
   const network: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
-    profile = mkdtempSync(join(tmpdir(), 'fusegen-chromium-'));
     dir = mkdtempSync(join(tmpdir(), 'fusegen-html-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1200, height: 900 },
-    });
+    ({ context, close: closeBrowser } = await launchChromium());
   });
   afterAll(async () => {
-    await context?.close();
-    rmSync(profile, { recursive: true, force: true });
+    await closeBrowser?.();
     rmSync(dir, { recursive: true, force: true });
   });
 
