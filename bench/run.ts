@@ -11,6 +11,7 @@ import { ReferencePipeline } from '../src/pipeline/reference.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import type { KernelTime } from '../src/kernels/engine.js';
 import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
 
 export type BenchPipeline = 'reference' | 'ort' | 'wgsl';
@@ -53,6 +54,8 @@ export interface BenchRow {
   outlierPositions: number[];
   /** WGSL engine only: host time encoding a step vs waiting for the GPU and the readback. */
   stepProfile?: { steps: number; encodeMsPerStep: number; waitMsPerStep: number };
+  /** WGSL engine only: GPU time per kernel of one decode step (timestamp queries), largest first. */
+  kernelProfile?: KernelTime[];
 }
 
 export interface BenchReport {
@@ -143,7 +146,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
             peakRssMB: peakRss / 2 ** 20,
             perPosition,
             outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
-            ...(pipe instanceof WgslPipeline ? { stepProfile: pipe.takeStepProfile() } : {}),
+            ...(pipe instanceof WgslPipeline ? { stepProfile: pipe.takeStepProfile(), kernelProfile: await pipe.profileKernels() } : {}),
           });
         }
       }

@@ -86,3 +86,24 @@ describe('WGSL engine over long runs', () => {
     }
   });
 });
+
+describe('WGSL engine profiling', () => {
+  it('times every kernel of the last step with timestamp queries, grouped by kernel', async () => {
+    const pipe = await WgslPipeline.create(openCheckpoint(tinyModelDir('llama')), { dtype: 'float32', maxTokens: 64 });
+    try {
+      await pipe.generate({ prompts: ['He has a'], maxNewTokens: 3, doSample: false });
+      const profile = await pipe.profileKernels();
+      // 2 layers x (q, k, v, o, gate/up, down) linear dispatches plus the LM head.
+      const linear = profile.filter((k) => k.kernel.startsWith('linear')).reduce((a, k) => a + k.dispatches, 0);
+      expect(linear).toBe(2 * 6 + 1);
+      expect(profile.some((k) => k.kernel.startsWith('norm'))).toBe(true);
+      expect(profile.every((k) => k.totalUs >= 0 && Number.isFinite(k.totalUs))).toBe(true);
+      expect(profile.reduce((a, k) => a + k.totalUs, 0)).toBeGreaterThan(0);
+      const step = pipe.takeStepProfile();
+      expect(step.steps).toBeGreaterThan(0);
+      expect(step.encodeMsPerStep).toBeGreaterThan(0);
+    } finally {
+      await pipe.dispose();
+    }
+  });
+});

@@ -38,6 +38,13 @@ interface Run {
 
 type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 
+/** One kernel's share of a step's GPU time (timestamp queries). */
+export interface KernelTime {
+  kernel: string;
+  dispatches: number;
+  totalUs: number;
+}
+
 function weightKind(m: GpuMatrix): LinearWeight {
   return m.quant ? (m.quant.bits === 8 ? 'q8' : 'q4') : m.type;
 }
@@ -175,6 +182,7 @@ export class WgslEngine implements Stepper {
       list = this.record((pass) => this.encodeStep(pass, run, { B, S, T, R, maxKeys, needLogits, suppress: input.suppress.length }));
       run.recorded.set(key, list);
     }
+    this.lastStep = list;
     const enc = this.ctx.device.createCommandEncoder();
     const pass = enc.beginComputePass();
     for (const [pipeline, group, x, y, z] of list) {
@@ -195,6 +203,53 @@ export class WgslEngine implements Stepper {
     const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
     run.staging.unmap();
     return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
+  }
+
+  private lastStep: Dispatch[] | undefined;
+
+  /**
+   * GPU time per kernel for the last step's dispatches, replayed once with a timestamp pair
+   * around each (its own compute pass). Replaying is harmless: the step recomputes the same
+   * values from the same inputs. Empty without the timestamp-query feature.
+   */
+  async profileKernels(): Promise<KernelTime[]> {
+    const list = this.lastStep;
+    if (!list || !this.ctx.timestamps) return [];
+    const device = this.ctx.device;
+    const n = list.length;
+    const qs = device.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const resolved = device.createBuffer({ size: 16 * n, usage: 0x200 | 0x4 }); // QUERY_RESOLVE | COPY_SRC
+    const read = device.createBuffer({ size: 16 * n, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
+    try {
+      const enc = device.createCommandEncoder();
+      list.forEach(([pipeline, group, x, y, z], i) => {
+        const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(x, y, z);
+        pass.end();
+      });
+      enc.resolveQuerySet(qs, 0, 2 * n, resolved, 0);
+      enc.copyBufferToBuffer(resolved, 0, read, 0, 16 * n);
+      device.queue.submit([enc.finish()]);
+      await read.mapAsync(1);
+      const ts = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      const byKernel = new Map<string, KernelTime>();
+      list.forEach(([pipeline], i) => {
+        const us = Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e3;
+        const kernel = pipeline.label || 'unlabelled';
+        const k = byKernel.get(kernel) ?? { kernel, dispatches: 0, totalUs: 0 };
+        k.dispatches++;
+        k.totalUs += us;
+        byKernel.set(kernel, k);
+      });
+      return [...byKernel.values()].sort((a, b) => b.totalUs - a.totalUs);
+    } finally {
+      qs.destroy();
+      resolved.destroy();
+      read.destroy();
+    }
   }
 
   /**

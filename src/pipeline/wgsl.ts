@@ -6,7 +6,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
-import { WgslEngine } from '../kernels/engine.js';
+import { WgslEngine, type KernelTime } from '../kernels/engine.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
@@ -51,6 +51,11 @@ export class WgslPipeline implements TextGenerationPipeline {
     const out = { steps: p.steps, encodeMsPerStep: p.encodeMs / Math.max(1, p.steps), waitMsPerStep: p.waitMs / Math.max(1, p.steps) };
     Object.assign(p, { steps: 0, encodeMs: 0, waitMs: 0 });
     return out;
+  }
+
+  /** GPU time per kernel for the last step (empty without timestamp queries). */
+  profileKernels(): Promise<KernelTime[]> {
+    return this.engine.profileKernels();
   }
 
   validate(request: GenerateRequest): void {
