@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { openGpu, readback, storageBuffer, upload, type GpuContext } from '../src/kernels/device.js';
 import { chooseLinearPath, LinearKernels, linearBufferBytes, type LinearPath, type LinearShape, type LinearTuning, type LinearWeight } from '../src/kernels/linear.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../src/checkpoint/safetensors.js';
+import { uniform } from '../src/pipeline/random.js';
 
 export interface LinearBenchOptions {
   N: number;
@@ -54,16 +55,7 @@ export interface LinearBenchResult {
   device: string;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = uniform;
 
 export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promise<Array<LinearBenchResult | { tuning: Partial<LinearTuning>; skipped: string }> | { skipped: string }> {
   const { N, K, T, weight } = o;

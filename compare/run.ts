@@ -159,10 +159,10 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       }
       for (const [i, prompt] of batch.entries()) {
         const index = start + i;
-        const result = refGen && candGen
+        const { result, refLogits } = refGen && candGen
           ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, ref, cand, tol, tokenizer)
-          : errored(index, prompt, batchError ?? 'no result');
-        if (result.verdict === 'mismatch' && tol.gate) result.triage = await triage(refGen!.sequences[i]!, ref, { o, candCkpt, fusions, tol, cache: triagePipes });
+          : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined };
+        if (result.verdict === 'mismatch' && tol.gate && refLogits) result.triage = await triage(refGen!.sequences[i]!, refLogits, { o, candCkpt, fusions, tol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
         if (textsEqual) seedMatches++;
@@ -210,7 +210,13 @@ function errored(index: number, prompt: string, reason: string): PromptResult {
   return { index, prompt, verdict: 'errored', reason, reference: empty, candidate: empty, firstDivergence: null, similarity: 0, diff: [], logits: null };
 }
 
-async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, ref: TextGenerationPipeline, cand: TextGenerationPipeline, tol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<PromptResult> {
+/** The reference's teacher-forced logits on its own tokens; the last position predicts past the end. */
+async function referenceLogits(r: SequenceResult, ref: TextGenerationPipeline): Promise<Float32Array[]> {
+  return (await ref.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
+}
+
+/** The verdict for one prompt, with the reference's teacher-forced logits for triage to reuse. */
+async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, ref: TextGenerationPipeline, cand: TextGenerationPipeline, tol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<{ result: PromptResult; refLogits?: Float32Array[] }> {
   const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
   const verdict = tokenVerdict(r, c, tol);
   const firstDivergence = verdict.status === 'match' ? null : verdict.position;
@@ -226,10 +232,11 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
     diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
     logits: null,
   };
+  let refLogits: Float32Array[] | undefined;
   try {
-    // Teacher forcing: both sides read the reference's tokens; the last position predicts past the end.
-    const row = [...r.promptIds, ...r.newIds];
-    const [refLogits, candLogits] = [(await ref.score([row], [0]))[0]!.slice(0, -1), (await cand.score([row], [0]))[0]!.slice(0, -1)];
+    // Teacher forcing: both sides read the reference's tokens.
+    refLogits = await referenceLogits(r, ref);
+    const candLogits = (await cand.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
     const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
     const logitsOk = tf.agreement.withinTolerance;
@@ -241,7 +248,7 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }
-  return base;
+  return refLogits ? { result: base, refLogits } : { result: base };
 }
 
 interface TriageContext {
@@ -257,10 +264,9 @@ interface TriageContext {
  * instead of the device, no fusions, each fusion off, no quantization. What fixes the
  * mismatch is what is to blame.
  */
-async function triage(r: SequenceResult, ref: TextGenerationPipeline, t: TriageContext): Promise<NonNullable<PromptResult['triage']>> {
+async function triage(r: SequenceResult, refLogits: Float32Array[], t: TriageContext): Promise<NonNullable<PromptResult['triage']>> {
   const { o } = t;
   const row = [...r.promptIds, ...r.newIds];
-  const refLogits = (await ref.score([row], [0]))[0]!.slice(0, -1);
   const runs: TriageRun[] = [];
   const attempt = async (variant: string, device: Device, dtype: DType, fusions: FusionSwitches) => {
     let pipe = t.cache.get(variant);

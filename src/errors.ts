@@ -41,6 +41,11 @@ export class UnsupportedError extends FusegenError {
   }
 }
 
+/** No WebGPU adapter: the same line from ONNX Runtime's EP and from our Dawn device. */
+export function noWebgpuAdapter(): UnsupportedError {
+  return new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
+}
+
 /** A request that would overrun a fixed capacity such as the KV cache (`--max_tokens`). */
 export class CapacityError extends FusegenError {
   constructor(what: string, message: string) {

@@ -6,10 +6,9 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './helpers.js';
+import { launchChromium, openOffline } from './helpers.js';
 import type { BenchReport, BenchRow } from '../bench/run.js';
 import { main } from '../src/cli/main.js';
 import { renderBenchHtml } from '../src/report/bench-html.js';
@@ -171,18 +170,7 @@ describe('the bench and dashboard pages in headless Chromium', () => {
   });
 
   async function open(file: string): Promise<{ page: Page; errors: string[] }> {
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') errors.push(`console ${m.type()}: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
-    page.on('request', (r) => {
-      if (!r.url().startsWith('file:')) network.push(r.url());
-    });
-    await page.route('**', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
-    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
-    return { page, errors };
+    return openOffline(context, file, network);
   }
 
   async function noHarm(page: Page): Promise<void> {

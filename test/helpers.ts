@@ -2,7 +2,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { pathToFileURL } from 'node:url';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import type { TopK } from '../src/pipeline/types.js';
 
 export interface GoldenRow {
@@ -43,4 +44,23 @@ export async function launchChromium(): Promise<{ context: BrowserContext; close
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Opens a local file with every non-file request blocked (and recorded in `network`);
+ * returns the page with the console errors, warnings and page errors it raised.
+ */
+export async function openOffline(context: BrowserContext, file: string, network: string[]): Promise<{ page: Page; errors: string[] }> {
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') errors.push(`console ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('request', (r) => {
+    if (!r.url().startsWith('file:')) network.push(r.url());
+  });
+  await page.route('**', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
+  await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+  return { page, errors };
 }

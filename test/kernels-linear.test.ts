@@ -8,6 +8,7 @@
  * REL (f32 accumulation in a different order), pushed through the activation's slope, plus
  * ACT_REL * |y| for the activation's own evaluation.
  */
+import { uniform } from '../src/pipeline/random.js';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { float16BitsToFloat32 } from '../src/checkpoint/safetensors.js';
@@ -31,16 +32,7 @@ const REL = 2e-6;
 const ACT_REL = 1e-6;
 const ACTS: LinearActivation[] = ['none', 'gelu_tanh', 'gelu_erf', 'relu', 'swiglu'];
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = uniform;
 let seedCounter = 1;
 
 // float64 references of the activations.

@@ -5,10 +5,9 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium } from './helpers.js';
+import { launchChromium, openOffline } from './helpers.js';
 import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult } from '../src/report/compare-report.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
 import { renderCompareHtml } from '../src/report/html.js';
@@ -348,18 +347,7 @@ describe('the HTML page in headless Chromium', () => {
   async function open(report: CompareReport, name: string): Promise<{ page: Page; errors: string[] }> {
     const file = join(dir, `${name}.html`);
     writeFileSync(file, renderCompareHtml(report));
-    const page = await context.newPage();
-    const errors: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') errors.push(`console ${m.type()}: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
-    page.on('request', (r) => {
-      if (!r.url().startsWith('file:')) network.push(r.url());
-    });
-    await page.route('**', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
-    await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
-    return { page, errors };
+    return openOffline(context, file, network);
   }
 
   it('renders the full report: sections, exact texts, charts, tokens, no script', async () => {

@@ -10,7 +10,7 @@ import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, t
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
-import type { DType, Device } from '../pipeline/types.js';
+import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { writeTextAtomic } from '../report/write.js';
 import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
@@ -72,7 +72,7 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
     {
       ckpt: openCheckpoint(dir),
       device: o.device,
-      dtype: o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16'),
+      dtype: o.dtype ?? defaultDtype(o.device),
       pipelines: o.pipelines,
       batchSizes: o.batch_sizes,
       promptLengths: o.prompt_lengths,

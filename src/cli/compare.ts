@@ -8,7 +8,7 @@ import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { runCompare, summaryTable } from '../../compare/run.js';
 import { InputError, UsageError } from '../errors.js';
 import { kernelsFor } from './generate.js';
-import type { DType, Device } from '../pipeline/types.js';
+import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { writeCompareReports } from '../report/write.js';
@@ -69,7 +69,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
     {
       model: o.model ?? ensureDefaultModel(),
       candidateModel: o.candidate_model,
-      dtype: o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16'),
+      dtype: o.dtype ?? defaultDtype(o.device),
       device: o.device,
       useKernel: o.use_kernel,
       kernels: kernelsFor(o.device, o.kernels),

@@ -6,7 +6,7 @@
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { createPipeline } from '../pipeline/ds-pipeline.js';
-import type { DType, Device, GenerateResult, TextGenerationPipeline } from '../pipeline/types.js';
+import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
 import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
@@ -70,7 +70,7 @@ export function kernelsFor(device: Device, kernels: 'ort' | 'wgsl' | undefined):
 }
 
 export function resolveDtype(o: GenerateOptions): DType {
-  return o.dtype ?? (o.device === 'cpu' ? 'float32' : 'float16');
+  return o.dtype ?? defaultDtype(o.device);
 }
 
 export interface Io {

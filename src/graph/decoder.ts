@@ -35,8 +35,6 @@ export function kvNames(layer: number) {
   };
 }
 
-export { alibiSlopes };
-
 export function usesPositionIds(spec: ArchSpec): boolean {
   return spec.traits.position !== 'alibi';
 }

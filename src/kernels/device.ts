@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { create, globals } from 'webgpu';
-import { UnsupportedError } from '../errors.js';
+import { noWebgpuAdapter } from '../errors.js';
 
 export interface AdapterInfo {
   vendor: string;
@@ -34,7 +34,7 @@ export function openGpu(): Promise<GpuContext> {
     Object.assign(globalThis, globals);
     gpuRoot = create([]);
     const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) throw new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
+    if (!adapter) throw noWebgpuAdapter();
     const f16 = adapter.features.has('shader-f16');
     const timestamps = adapter.features.has('timestamp-query');
     const requiredFeatures: GPUFeatureName[] = [];

@@ -154,8 +154,8 @@ export class WgslEngine implements Stepper {
     const S = Math.max(...input.tokens.map((t) => t.length));
     const T = B * S;
     const R = logitRows.reduce((a, r) => a + r.length, 0);
-    const capacity = this.run?.capacity ?? Math.max(...input.tokens.map((t, b) => input.start[b]! + t.length));
-    const run = this.ensure(B, S, Math.max(capacity, ...input.tokens.map((t, b) => input.start[b]! + t.length)), R);
+    const end = Math.max(...input.tokens.map((t, b) => input.start[b]! + t.length));
+    const run = this.ensure(B, S, Math.max(this.run?.capacity ?? 0, end), R);
     const q = this.ctx.device.queue;
     const ids = new Uint32Array(T);
     const positions = new Uint32Array(T);

@@ -2,7 +2,7 @@
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { openWeights } from '../checkpoint/checkpoint.js';
-import { CapacityError, UnsupportedError } from '../errors.js';
+import { CapacityError } from '../errors.js';
 import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';
 
 /** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
@@ -82,15 +82,6 @@ export function parameterCount(ckpt: Checkpoint): number {
   } finally {
     store.close();
   }
-}
-
-/** Turns a session-creation failure caused by a missing device into one clear line. */
-export function deviceError(device: string, e: unknown): unknown {
-  const msg = e instanceof Error ? e.message : String(e);
-  if (device === 'webgpu' && /adapter/i.test(msg)) {
-    return new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
-  }
-  return e;
 }
 
 

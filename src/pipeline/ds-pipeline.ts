@@ -11,7 +11,7 @@ import { UsageError } from '../errors.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
 import { InjectedPipeline } from './injected.js';
 import { ReferencePipeline } from './reference.js';
-import type { DType, Device, TextGenerationPipeline } from './types.js';
+import { defaultDtype, type DType, type Device, type TextGenerationPipeline } from './types.js';
 import { WgslPipeline } from './wgsl.js';
 
 export interface PipelineChoice {
@@ -47,7 +47,7 @@ export interface DSPipeline {
 export const DSPipeline = {
   async create(o: DSPipelineOptions): Promise<DSPipeline> {
     const device = o.device ?? 'cpu';
-    const pipeline = await createPipeline(openCheckpoint(o.model), { ...o, device, dtype: o.dtype ?? (device === 'cpu' ? 'float32' : 'float16'), maxTokens: o.maxTokens ?? 1024 });
+    const pipeline = await createPipeline(openCheckpoint(o.model), { ...o, device, dtype: o.dtype ?? defaultDtype(device), maxTokens: o.maxTokens ?? 1024 });
     const call = async (inputs: string | string[], c: { numTokens?: number; doSample?: boolean; seed?: number } = {}) => {
       const r = await pipeline.generate({ prompts: typeof inputs === 'string' ? [inputs] : inputs, maxNewTokens: c.numTokens ?? 100, doSample: c.doSample ?? false, seed: c.seed ?? 0 });
       return r.sequences.map((s) => s.text);

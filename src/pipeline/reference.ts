@@ -6,9 +6,9 @@
 import { AutoModelForCausalLM, random, Tensor as TjsTensor, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
-import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
+import { CUDA_MISSING, cudaInstalled, deviceError } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';
-import { checkCapacity, deviceError, finishSequences, pipelineInfo, topK } from './common.js';
+import { checkCapacity, finishSequences, pipelineInfo, topK } from './common.js';
 import { loadTokenizer, padId } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
@@ -76,7 +76,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
       return logits;
     };
     const stepTimes: number[] = [];
-    let generated: number[][] = Array.from({ length: batch }, () => []);
+    const generated: number[][] = Array.from({ length: batch }, () => []);
     let first = true;
     const streamer = {
       put: (value: bigint[][]) => {
@@ -100,12 +100,9 @@ export class ReferencePipeline implements TextGenerationPipeline {
     } as never);
     const totalMs = performance.now() - t0;
 
-    const promptIds = (inputs.input_ids.tolist() as bigint[][]).map((row, b) => {
-      const mask = (inputs.attention_mask.tolist() as bigint[][])[b]!;
-      return row.filter((_, i) => mask[i] === 1n).map(Number);
-    });
+    const masks = inputs.attention_mask.tolist() as bigint[][];
+    const promptIds = (inputs.input_ids.tolist() as bigint[][]).map((row, b) => row.filter((_, i) => masks[b]![i] === 1n).map(Number));
     const sequences = finishSequences(this.tokenizer, request.prompts, promptIds, generated, request.ignoreEos ? [] : this.ckpt.eosTokenIds, k > 0 ? recorded : undefined);
-    generated = [];
     return {
       sequences,
       promptLength,

@@ -6,6 +6,11 @@
 export type Device = 'cpu' | 'webgpu' | 'cuda';
 export type DType = 'float32' | 'float16' | 'int8' | 'int4' | 'bfloat16';
 
+/** float16 where the device runs it (as the seed defaults), float32 on the CPU (ORT lacks most fp16 kernels there). */
+export function defaultDtype(device: Device): DType {
+  return device === 'cpu' ? 'float32' : 'float16';
+}
+
 export interface GenerateRequest {
   prompts: string[];
   /** Token ids to use instead of tokenizing `prompts` (benchmarks that need exact prompt lengths). */

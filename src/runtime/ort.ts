@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { float16BitsToFloat32 } from '../checkpoint/safetensors.js';
-import { UnsupportedError } from '../errors.js';
+import { noWebgpuAdapter, UnsupportedError } from '../errors.js';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda';
 export type OrtTensor = ort.Tensor;
@@ -46,6 +46,12 @@ export interface Placement {
   fallbacks: string[];
 }
 
+/** A session that failed for want of a device becomes one clear line. */
+export function deviceError(device: Device, e: unknown): unknown {
+  const msg = e instanceof Error ? e.message : String(e);
+  return device === 'webgpu' && /adapter/i.test(msg) ? noWebgpuAdapter() : e;
+}
+
 export class Session {
   private placement: Placement | undefined;
 
@@ -73,11 +79,7 @@ export class Session {
       return new Session(device, await ort.InferenceSession.create(path, options), profileDir);
     } catch (e) {
       rmSync(profileDir, { recursive: true, force: true });
-      const msg = e instanceof Error ? e.message : String(e);
-      if (device === 'webgpu' && /adapter/i.test(msg)) {
-        throw new UnsupportedError('--device', 'webgpu: no WebGPU adapter (needs a Vulkan driver; without a GPU, Mesa lavapipe: see README)');
-      }
-      throw e;
+      throw deviceError(device, e);
     }
   }
 
