@@ -1,25 +1,60 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (see ../shared/gpu/README.md), carrying .gpu and dist; results in $OUT.
-#   bash bench/h200.sh probe | tiny | kernels | <preset>[:dtype[:pipelines]] ...
-#   e.g. bash bench/h200.sh kernels opt-1.3b:float16:wgsl,ort,reference opt-1.3b:int4:wgsl
-set -u
+# Steps of a GPU-machine run (see ../shared/gpu/README.md), carrying .gpu and dist. Source it and
+# call the steps; everything lands in /tmp/results and is packed into $OUT/results.tar.gz (the
+# device tool returns at most 8 files), with a log of every command.
+#   source bench/h200.sh
+#   presets opt-1.3b llama-1.1b                  # random-weight checkpoints of real shape, in parallel
+#   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench, one process
+#   peer llama-1.1b [--compile]                  # HF transformers PyTorch fp16 on the same checkpoint
+#   kernels                                      # the linear kernels' micro-benchmark
+#   finish                                       # pack the results
 source .gpu/setup.sh
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt"
-for what in "$@"; do
-  case "$what" in
-    probe) node dist/bench/probes/gqa-prefill.js webgpu > "$OUT/gqa-prefill-webgpu.jsonl" 2>&1 ;;
-    kernels) node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4 2>&1 | grep -v '^Warning' > "$OUT/kernels-linear.txt" ;;
-    tiny)
-      node dist/fixtures/cli.js tiny > /dev/null
-      for a in gpt2 opt bloom llama; do
-        echo "=== tiny-$a --use_kernel --device webgpu (float16)"
-        node dist/src/cli/main.js generate --model "fixtures/models/tiny-$a" --use_kernel --device webgpu --greedy --max_new_tokens 16 --batch_size 8 --test_performance 2>&1 | grep -v '^Warning'
-      done > "$OUT/generate-tiny-webgpu.txt" ;;
-    *)
-      IFS=: read -r preset dtype pipelines <<< "$what"
-      dtype=${dtype:-float16}; pipelines=${pipelines:-wgsl,ort,reference}
-      [ -d "/tmp/$preset" ] || node dist/fixtures/cli.js preset "$preset" "/tmp/$preset"
-      node dist/src/cli/main.js bench --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
-        --batch_sizes 1,8 --prompt_lengths 16 --max_new_tokens 64 --repeats 3 --report_dir "$OUT" 2>&1 | grep -v '^Warning' ;;
-  esac
-done
+RESULTS=/tmp/results
+mkdir -p "$RESULTS"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader > "$RESULTS/gpu.txt"
+log() { echo "+ $*" >> "$RESULTS/commands.txt"; }
+
+presets() {
+  for p in "$@"; do
+    [ -d "/tmp/$p" ] || { log "node dist/fixtures/cli.js preset $p /tmp/$p"; node dist/fixtures/cli.js preset "$p" "/tmp/$p" & }
+  done
+  wait
+}
+
+# bench <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...] [-- extra flags]
+bench() {
+  local preset=$1 dtype=$2 pipelines=$3 batches=$4 prompts=$5
+  shift 5
+  local dir
+  dir=$(mktemp -d "$RESULTS/$preset-$dtype-XXXX")
+  log "[$dir] env $* node dist/src/cli/main.js bench --model /tmp/$preset --device webgpu --dtype $dtype --pipelines $pipelines --batch_sizes $batches --prompt_lengths $prompts --max_new_tokens 64 --repeats 3"
+  env "$@" node dist/src/cli/main.js bench --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
+    --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3 --report_dir "$dir" 2>&1 | grep -v '^Warning\|artificially' | tee "$dir/table.txt"
+}
+
+# benchcpu <preset> <dtype> <pipelines> <batch sizes> <prompt lengths>
+benchcpu() {
+  local preset=$1 dtype=$2 pipelines=$3 batches=$4 prompts=$5
+  local dir
+  dir=$(mktemp -d "$RESULTS/$preset-$dtype-cpu-XXXX")
+  log "[$dir] node dist/src/cli/main.js bench --model /tmp/$preset --device cpu --dtype $dtype --pipelines $pipelines --batch_sizes $batches --prompt_lengths $prompts --max_new_tokens 64 --repeats 3"
+  node dist/src/cli/main.js bench --model "/tmp/$preset" --device cpu --dtype "$dtype" --pipelines "$pipelines" \
+    --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3 --report_dir "$dir" 2>&1 | tee "$dir/table.txt"
+}
+
+peer() {
+  local preset=$1
+  shift
+  log "python3 bench/peers/hf_peer.py --model /tmp/$preset --batch_sizes 1,8 $*"
+  PYTHONUNBUFFERED=1 python3 bench/peers/hf_peer.py --model "/tmp/$preset" --batch_sizes 1,8 "$@" --out "$RESULTS/peer-$preset${1:+-compile}.json" 2>&1 | grep -v Warning
+}
+
+kernels() {
+  log "node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4"
+  node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4 2>&1 | grep -v '^Warning\|artificially' > "$RESULTS/kernels-linear.txt"
+}
+
+finish() {
+  find "$RESULTS" -name '*.html' -size +2M -delete
+  tar czf "$OUT/results.tar.gz" -C /tmp results
+}

@@ -1,5 +1,5 @@
 /**
- * Attention kernels (rotary, kv-write, split and prefill attention) against float64 CPU
+ * Attention kernels (the packed-QKV split with rotary and cache writes, split and prefill attention) against float64 CPU
  * references on seeded random inputs. Runs on Mesa lavapipe without a GPU.
  */
 import { existsSync } from 'node:fs';
@@ -56,6 +56,18 @@ function maxErr(got: Float32Array, want: Float64Array, rowsToCheck?: (i: number)
     if (!(e <= m)) m = Number.isNaN(e) ? Infinity : e;
   }
   return m;
+}
+
+/** Rows of q [T, H*D], k and v [T, Hkv*D] packed as the QKV projection writes them, [T, (H + 2 Hkv) * D]. */
+function packQkv(q: Float32Array, k: Float32Array, v: Float32Array, T: number, H: number, Hkv: number, D: number): Float32Array {
+  const W = (H + 2 * Hkv) * D;
+  const out = new Float32Array(T * W);
+  for (let t = 0; t < T; t++) {
+    out.set(q.subarray(t * H * D, (t + 1) * H * D), t * W);
+    out.set(k.subarray(t * Hkv * D, (t + 1) * Hkv * D), t * W + H * D);
+    out.set(v.subarray(t * Hkv * D, (t + 1) * Hkv * D), t * W + (H + Hkv) * D);
+  }
+  return out;
 }
 
 /** Rotate-half rotary in float64 of float32 angles, as torch computes them. */
@@ -146,7 +158,7 @@ interface Chain {
 }
 
 /**
- * One whole step on the GPU: rotary (when no ALiBi) -> kv-write -> attention on both paths,
+ * One whole step on the GPU: the qkv split (rotary when no ALiBi, cache writes) -> attention on both paths,
  * against the float64 reference. The cache holds random prior keys below each row's offset
  * and NaN everywhere else, so reading any key the step did not write shows up as NaN.
  */
@@ -202,9 +214,8 @@ async function runChain(c: Case): Promise<Chain> {
   const want = refAttention(qr, refK, refV, positions, valid, dims, slopes);
 
   const bufs = {
-    q: upload(ctx, q),
-    k: upload(ctx, k),
-    v: upload(ctx, v),
+    qkv: upload(ctx, packQkv(q, k, v, T, H, Hkv, D)),
+    q: poisoned(T * H * D),
     kCache: upload(ctx, cacheK),
     vCache: upload(ctx, cacheV),
     positions: upload(ctx, u32(positions)),
@@ -213,8 +224,7 @@ async function runChain(c: Case): Promise<Chain> {
   };
   const outs = { split: poisoned(T * H * D), prefill: poisoned(T * H * D) };
   submit(ctx, (pass) => {
-    if (!c.alibi) kern.encodeRotary(pass, bufs, { T, H, Hkv, D, theta });
-    kern.encodeKvWrite(pass, bufs, { T, S, Hkv, D, M });
+    kern.encodeQkvScatter(pass, bufs, { T, S, H, Hkv, D, M, ...(c.alibi ? {} : { theta }) });
     for (const path of ['split', 'prefill'] as const) {
       const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, alibi: c.alibi, path });
       expect(took).toBe(path);
@@ -245,7 +255,7 @@ function expectChain(r: Chain, tol: number): void {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('rotary', () => {
+describe('qkv split with rotary', () => {
   it.each([
     { D: 16, H: 4, Hkv: 4, theta: 10000 },
     { D: 64, H: 8, Hkv: 2, theta: 500000 },
@@ -253,39 +263,56 @@ describe('rotary', () => {
     const rand = rng(D * 31 + H);
     const positions = [0, 1, 7, 33, 300, 4099, 65537];
     const T = positions.length;
+    const M = 65538;
     const q = gaussian(T * H * D, rand);
     const k = gaussian(T * Hkv * D, rand);
-    const bq = upload(ctx, q);
-    const bk = upload(ctx, k);
-    submit(ctx, (pass) => kern.encodeRotary(pass, { q: bq, k: bk, positions: upload(ctx, u32(positions)) }, { T, H, Hkv, D, theta }));
+    const v = gaussian(T * Hkv * D, rand);
+    // One batch row (S = T): each token's k and v land at its own position.
+    const bq = poisoned(T * H * D);
+    const kc = storageBuffer(ctx, Hkv * M * D * 4);
+    const vc = storageBuffer(ctx, Hkv * M * D * 4);
+    const qkv = upload(ctx, packQkv(q, k, v, T, H, Hkv, D));
+    submit(ctx, (pass) =>
+      kern.encodeQkvScatter(pass, { qkv, q: bq, kCache: kc, vCache: vc, positions: upload(ctx, u32(positions)), valid: upload(ctx, u32(positions.map(() => 1))) }, { T, S: T, H, Hkv, D, M, theta }),
+    );
     const gq = await readF32(bq, q.length);
-    const gk = await readF32(bk, k.length);
     const wq = refRotary(q, T, H, D, positions, theta);
     const wk = refRotary(k, T, Hkv, D, positions, theta);
     expect(maxErr(gq, wq)).toBeLessThan(1e-5);
-    expect(maxErr(gk, wk)).toBeLessThan(1e-5);
+    const cacheK = await readF32(kc, Hkv * M * D);
+    const cacheV = await readF32(vc, Hkv * M * D);
+    const row = (cache: Float32Array, t: number, h: number) => cache.subarray((h * M + positions[t]!) * D, (h * M + positions[t]! + 1) * D);
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < Hkv; h++) {
+        expect(maxErr(row(cacheK, t, h), wk.subarray((t * Hkv + h) * D, (t * Hkv + h + 1) * D))).toBeLessThan(1e-5);
+        expect(row(cacheV, t, h)).toEqual(v.subarray((t * Hkv + h) * D, (t * Hkv + h + 1) * D)); // v is never rotated
+      }
+    }
     // Position 0 is the identity; every other row actually moved.
     for (let i = 0; i < H * D; i++) expect(gq[i]).toBe(q[i]);
     expect(maxErr(gq.subarray(H * D * 4, H * D * 5), Float64Array.from(q.subarray(H * D * 4, H * D * 5)))).toBeGreaterThan(0.1);
+    for (const b of [bq, kc, vc, qkv]) b.destroy();
   });
 });
 
-describe('kv-write', () => {
-  it('places valid rows exactly and leaves every other cache entry untouched', async () => {
-    const [B, S, Hkv, D, M] = [3, 4, 2, 16, 7];
+describe('qkv split without rotary', () => {
+  it('copies q exactly, places valid k/v rows exactly and leaves every other cache entry untouched', async () => {
+    const [B, S, H, Hkv, D, M] = [3, 4, 4, 2, 16, 7];
     const T = B * S;
     const rand = rng(7);
     // Row 2 of batch 0 is padding, batch 1 has a row past the capacity, batch 2 starts mid-cache.
     const positions = [0, 1, 2, 0xffffffff, 3, 4, 7, 100, 5, 6, 0, 2];
     const valid = [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0];
+    const q = gaussian(T * H * D, rand);
     const k = gaussian(T * Hkv * D, rand);
     const v = gaussian(T * Hkv * D, rand);
     const n = B * Hkv * M * D;
     const poison = new Uint32Array(n).map((_, i) => 0x7fc0_0000 | i); // NaNs with distinct payloads
     const kc = upload(ctx, poison);
     const vc = upload(ctx, poison);
+    const bq = poisoned(T * H * D);
     submit(ctx, (pass) =>
-      kern.encodeKvWrite(pass, { k: upload(ctx, k), v: upload(ctx, v), kCache: kc, vCache: vc, positions: upload(ctx, u32(positions)), valid: upload(ctx, u32(valid)) }, { T, S, Hkv, D, M }),
+      kern.encodeQkvScatter(pass, { qkv: upload(ctx, packQkv(q, k, v, T, H, Hkv, D)), q: bq, kCache: kc, vCache: vc, positions: upload(ctx, u32(positions)), valid: upload(ctx, u32(valid)) }, { T, S, H, Hkv, D, M }),
     );
     const wantK = Uint32Array.from(poison);
     const wantV = Uint32Array.from(poison);
@@ -306,6 +333,7 @@ describe('kv-write', () => {
     expect(written).toBe(7);
     expect(new Uint32Array(await readback(ctx, kc, n * 4))).toEqual(wantK);
     expect(new Uint32Array(await readback(ctx, vc, n * 4))).toEqual(wantV);
+    expect(new Uint32Array(await readback(ctx, bq, q.length * 4))).toEqual(new Uint32Array(q.buffer)); // every row, padding too
   });
 });
 

@@ -93,9 +93,10 @@ describe('WGSL engine profiling', () => {
     try {
       await pipe.generate({ prompts: ['He has a'], maxNewTokens: 3, doSample: false });
       const profile = await pipe.profileKernels();
-      // 2 layers x (q, k, v, o, gate/up, down) linear dispatches plus the LM head.
-      const linear = profile.filter((k) => k.kernel.startsWith('linear')).reduce((a, k) => a + k.dispatches, 0);
-      expect(linear).toBe(2 * 6 + 1);
+      // 2 layers x (packed qkv, o, gate/up, down) linear dispatches plus the LM head.
+      const count = (prefix: string) => profile.filter((k) => k.kernel.startsWith(prefix)).reduce((a, k) => a + k.dispatches, 0);
+      expect(count('linear')).toBe(2 * 4 + 1);
+      expect(count('qkv-scatter rotary')).toBe(2);
       expect(profile.some((k) => k.kernel.startsWith('norm'))).toBe(true);
       expect(profile.every((k) => k.totalUs >= 0 && Number.isFinite(k.totalUs))).toBe(true);
       expect(profile.reduce((a, k) => a + k.totalUs, 0)).toBeGreaterThan(0);

@@ -1,5 +1,5 @@
 /**
- * Attention-side kernels for the WGSL engine: rotary embedding, KV-cache writes and causal
+ * Attention-side kernels for the WGSL engine: the packed-QKV split (rotary, KV-cache writes) and causal
  * attention (flash-decoding split + combine for few query rows, a tiled online-softmax kernel
  * for prefill). Built once per GpuContext; pipelines compile on first use per shape
  * (head dim, heads per KV head, ALiBi on/off).
@@ -18,41 +18,28 @@
 import { UnsupportedError } from '../errors.js';
 import { Kernel, loadWgsl, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 
-export interface RotaryBuffers {
-  /** [T, H*D], rotated in place. */
+export interface QkvScatterBuffers {
+  /** [T, (H + 2 Hkv) * D]: the packed q, k, v projection of this step's rows. */
+  qkv: GPUBuffer;
+  /** [T, H*D] out: q, rotated when rotary. */
   q: GPUBuffer;
-  /** [T, Hkv*D], rotated in place. */
-  k: GPUBuffer;
-  positions: GPUBuffer;
-  /** Optional f32 [D/2] inverse frequencies (rope scaling variants); default 1 / theta^(2i/D) in f32. */
-  invFreq?: GPUBuffer;
-}
-
-export interface RotaryDims {
-  T: number;
-  H: number;
-  Hkv: number;
-  D: number;
-  theta: number;
-}
-
-export interface KvWriteBuffers {
-  /** [T, Hkv*D] */
-  k: GPUBuffer;
-  /** [T, Hkv*D] */
-  v: GPUBuffer;
   kCache: GPUBuffer;
   vCache: GPUBuffer;
   positions: GPUBuffer;
   valid: GPUBuffer;
+  /** Optional f32 [D/2] inverse frequencies (rope scaling variants); default 1 / theta^(2i/D) in f32. */
+  invFreq?: GPUBuffer;
 }
 
-export interface KvWriteDims {
+export interface QkvScatterDims {
   T: number;
   S: number;
+  H: number;
   Hkv: number;
   D: number;
   M: number;
+  /** Rotary base; absent: no rotary (learned or ALiBi positions). */
+  theta?: number;
 }
 
 export interface AttentionBuffers {
@@ -148,29 +135,22 @@ export class AttentionKernels {
     this.bound.clear();
   }
 
-  /** In-place rotate-half rotary on q and k. */
-  encodeRotary(pass: GPUComputePassEncoder, buf: RotaryBuffers, dims: RotaryDims): void {
-    const { T, H, Hkv, D, theta } = dims;
-    if (D % 2 !== 0) throw new UnsupportedError('rotary', `head dim ${D} is odd`);
-    if (T === 0) return;
-    const inv = buf.invFreq ?? this.invFreq(D, theta);
-    const kernel = this.kernel('rotary', 'rotary.wgsl', {});
-    const b = this.bind('rotary', kernel, [buf.q, buf.k, buf.positions, inv], [T, H, Hkv, D], () => params({ u32: T }, { u32: H }, { u32: Hkv }, { u32: D }));
-    const [y, z] = rows(T);
-    kernel.encode(pass, b.groups[0]!, Math.ceil(((H + Hkv) * D) / 2 / 64), y, z);
-  }
-
-  /** Scatters k, v rows into the caches at [t / S, h, positions[t], :]. */
-  encodeKvWrite(pass: GPUComputePassEncoder, buf: KvWriteBuffers, dims: KvWriteDims): void {
-    const { T, S, Hkv, D, M } = dims;
+  /**
+   * Splits the packed qkv rows: q (rotated when `theta` is given) to `q`, k (rotated) and v into
+   * the caches at [t / S, h, positions[t], :]; padding rows and positions >= M write no cache.
+   */
+  encodeQkvScatter(pass: GPUComputePassEncoder, buf: QkvScatterBuffers, dims: QkvScatterDims): void {
+    const { T, S, H, Hkv, D, M, theta } = dims;
     checkHeadDim(D);
     if (T === 0) return;
-    const kernel = this.kernel('kv-write', 'kv-write.wgsl', {});
-    const b = this.bind('kv-write', kernel, [buf.k, buf.v, buf.kCache, buf.vCache, buf.positions, buf.valid], [T, S, Hkv, D, M], () =>
-      params({ u32: T }, { u32: S }, { u32: Hkv }, { u32: M }, { u32: D / 4 }),
+    const rotary = theta !== undefined;
+    const inv = buf.invFreq ?? (rotary ? this.invFreq(D, theta) : this.dummy);
+    const kernel = this.kernel(`qkv-scatter${rotary ? ' rotary' : ''}`, 'qkv-scatter.wgsl', { ROTARY: String(rotary) });
+    const b = this.bind('qkv-scatter', kernel, [buf.qkv, buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, inv], [T, S, H, Hkv, D, M], () =>
+      params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: D }, { u32: M }),
     );
     const [y, z] = rows(T);
-    kernel.encode(pass, b.groups[0]!, Math.ceil((Hkv * D) / 4 / 64), y, z);
+    kernel.encode(pass, b.groups[0]!, Math.ceil(((H + 2 * Hkv) * D) / 2 / 64), y, z);
   }
 
   /** The path encodeAttention takes for these sizes. */

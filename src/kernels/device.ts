@@ -24,6 +24,21 @@ export interface GpuContext {
   /** shader-f16: weights can be stored as f16. */
   f16: boolean;
   timestamps: boolean;
+  /** The Dawn toggles the device was opened with. */
+  toggles: string[];
+}
+
+/**
+ * Dawn toggles for the engine's device. The kernels clamp their own indices and the tests run
+ * the host code on a validating device (vitest.config.ts), so a run skips validation (host
+ * time per encoded call) and robustness (bounds checks on every shader access).
+ * `FUSEGEN_DAWN_TOGGLES` replaces the list (empty: Dawn's defaults, everything checked).
+ */
+export const DEFAULT_DAWN_TOGGLES = ['skip_validation', 'disable_robustness'];
+
+export function dawnToggles(env: NodeJS.ProcessEnv = process.env): string[] {
+  const given = env['FUSEGEN_DAWN_TOGGLES'];
+  return given === undefined ? DEFAULT_DAWN_TOGGLES : given.split(',').map((t) => t.trim()).filter(Boolean);
 }
 
 let gpuRoot: GPU | undefined;
@@ -32,7 +47,8 @@ let opened: Promise<GpuContext> | undefined;
 export function openGpu(): Promise<GpuContext> {
   opened ??= (async () => {
     Object.assign(globalThis, globals);
-    gpuRoot = create([]);
+    const toggles = dawnToggles();
+    gpuRoot = create(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []);
     const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) throw noWebgpuAdapter();
     const f16 = adapter.features.has('shader-f16');
@@ -50,7 +66,7 @@ export function openGpu(): Promise<GpuContext> {
       },
     });
     const i = adapter.info;
-    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps };
+    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps, toggles };
   })();
   return opened;
 }
@@ -90,9 +106,9 @@ export class Kernel {
   }
 
   /** Bind groups are made once per set of buffers and reused every step. */
-  bind(params: GPUBuffer, storage: GPUBuffer[]): GPUBindGroup {
+  bind(params: GPUBuffer, storage: GPUBuffer[], label = this.label): GPUBindGroup {
     return this.ctx.device.createBindGroup({
-      label: this.label,
+      label,
       layout: this.pipeline.getBindGroupLayout(0),
       entries: [params, ...storage].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });

@@ -4,7 +4,7 @@
  * and reads back only the chosen ids (greedy argmax on the GPU), or logits when asked.
  *
  *   ids ── embed (+ positions) ── (embed norm) ── norm ──┐
- *   each layer: q,k,v ── rotary ── kv-write ── attention ── o ── norm(+residual) ── mlp ── down ── norm(+residual)
+ *   each layer: qkv ── split (+rotary, kv-write) ── attention ── o ── norm(+residual) ── mlp ── down ── norm(+residual)
  *   gather the rows that need logits ── lm head ── argmax ── ids
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -28,13 +28,21 @@ interface Run {
   capacity: number;
   /** Rows of logits the buffers hold. */
   R: number;
-  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'normed' | 'q' | 'k' | 'v' | 'attn' | 'proj' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
+  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'normed' | 'qkv' | 'q' | 'attn' | 'proj' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
-  staging: GPUBuffer;
+  /** Readback buffers, one per step in flight (STAGING_RING). */
+  staging: GPUBuffer[];
+  /** Steps submitted so far (picks the staging buffer). */
+  submitted: number;
+  /** The last step left one chosen id per row in `ids`: the next step may be fed from the device. */
+  feedback: boolean;
   /** Recorded dispatch lists by step shape (valid while these buffers live). */
   recorded: Map<string, Dispatch[]>;
 }
+
+/** Readback buffers: a step being read while the next one runs, and one spare. */
+const STAGING_RING = 3;
 
 type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 
@@ -105,9 +113,8 @@ export class WgslEngine implements Stepper {
         x: f(T * E, 'x'),
         res: f(T * E, 'residual'),
         normed: f(T * E, 'normed'),
+        qkv: f(T * (dims.numHeads + 2 * dims.numKvHeads) * D, 'qkv'),
         q: f(T * dims.numHeads * D, 'q'),
-        k: f(T * dims.numKvHeads * D, 'k'),
-        v: f(T * dims.numKvHeads * D, 'v'),
         attn: f(T * dims.numHeads * D, 'attn'),
         proj: f(T * E, 'proj'),
         mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's epilogue writes I columns from 2I rows
@@ -118,7 +125,9 @@ export class WgslEngine implements Stepper {
       },
       kCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'k')),
       vCache: Array.from({ length: dims.numLayers }, (_, i) => cache(i, 'v')),
-      staging: this.ctx.device.createBuffer({ size: Math.max(16, R * dims.vocabSize * 4), usage: 0x1 | 0x8 }),
+      staging: Array.from({ length: STAGING_RING }, () => this.ctx.device.createBuffer({ size: Math.max(16, R * dims.vocabSize * 4), usage: 0x1 | 0x8 })),
+      submitted: 0,
+      feedback: false,
       recorded: new Map(),
     };
     return this.run;
@@ -132,12 +141,15 @@ export class WgslEngine implements Stepper {
 
   release(): void {
     if (!this.run) return;
-    for (const b of [...Object.values(this.run.buf), ...this.run.kCache, ...this.run.vCache, this.run.staging]) b.destroy();
+    for (const b of [...Object.values(this.run.buf), ...this.run.kCache, ...this.run.vCache, ...this.run.staging]) b.destroy();
     this.run = undefined;
     this.linearK.clearCache();
     this.attentionK.clear();
     this.elementwise.clearCache();
   }
+
+  /** Greedy steps can take their tokens from the previous step's argmax, still on the GPU. */
+  readonly feedsBack = true;
 
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
     return this.forward(input, input.last.map((i) => [i]), needLogits);
@@ -146,29 +158,31 @@ export class WgslEngine implements Stepper {
   /**
    * Runs one step over right-padded rows and returns logits for `logitRows[b]` (indices into
    * row b's new tokens), or, with `needLogits` false, the argmax id of each row's first entry.
+   * Encoding and submission happen before the first await, so a caller may start the next
+   * step (with `input.fromDevice`) before this one's ids are back: the GPU then never waits
+   * for the host between steps.
    */
   async forward(input: StepInput, logitRows: number[][], needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
     const t0 = performance.now();
-    const { dims, spec } = this.ckpt;
+    const { dims } = this.ckpt;
     const B = input.tokens.length;
     const S = Math.max(...input.tokens.map((t) => t.length));
     const T = B * S;
     const R = logitRows.reduce((a, r) => a + r.length, 0);
     const end = Math.max(...input.tokens.map((t, b) => input.start[b]! + t.length));
+    const before = this.run;
     const run = this.ensure(B, S, Math.max(this.run?.capacity ?? 0, end), R);
+    if (input.fromDevice && (run !== before || S !== 1 || !run.feedback)) throw new Error('WgslEngine: a step fed from the device must follow a greedy step of the same batch');
     const q = this.ctx.device.queue;
-    const ids = new Uint32Array(T);
     const positions = new Uint32Array(T);
     const valid = new Uint32Array(T);
     for (let b = 0; b < B; b++) {
       for (let s = 0; s < S; s++) {
-        const t = b * S + s;
-        ids[t] = input.tokens[b]![s] ?? 0;
-        positions[t] = input.start[b]! + s;
-        valid[t] = s < input.tokens[b]!.length ? 1 : 0;
+        positions[b * S + s] = input.start[b]! + s;
+        valid[b * S + s] = s < input.tokens[b]!.length ? 1 : 0;
       }
     }
-    q.writeBuffer(run.buf.ids, 0, ids);
+    if (!input.fromDevice) q.writeBuffer(run.buf.ids, 0, Uint32Array.from({ length: T }, (_, t) => input.tokens[Math.floor(t / S)]![t % S] ?? 0));
     q.writeBuffer(run.buf.positions, 0, positions);
     q.writeBuffer(run.buf.valid, 0, valid);
     q.writeBuffer(run.buf.rows, 0, Uint32Array.from(logitRows.flatMap((r, b) => r.map((i) => b * S + i))));
@@ -185,23 +199,28 @@ export class WgslEngine implements Stepper {
     this.lastStep = list;
     const enc = this.ctx.device.createCommandEncoder();
     const pass = enc.beginComputePass();
+    let current: GPUComputePipeline | undefined;
     for (const [pipeline, group, x, y, z] of list) {
-      pass.setPipeline(pipeline);
+      if (pipeline !== current) pass.setPipeline((current = pipeline));
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(x, y, z);
     }
     pass.end();
     const { buf } = run;
-    const bytes = needLogits ? R * dims.vocabSize * 4 : R * 4;
-    enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, run.staging, 0, Math.ceil(bytes / 4) * 4);
+    const bytes = Math.ceil((needLogits ? R * dims.vocabSize * 4 : R * 4) / 4) * 4;
+    const staging = run.staging[run.submitted++ % STAGING_RING]!;
+    enc.copyBufferToBuffer(needLogits ? buf.logits : buf.next, 0, staging, 0, bytes);
+    // One chosen id per row: they are the next step's tokens, should it be fed from the device.
+    run.feedback = !needLogits && R === B;
+    if (run.feedback) enc.copyBufferToBuffer(buf.next, 0, buf.ids, 0, B * 4);
     q.submit([enc.finish()]);
     const t1 = performance.now();
-    await run.staging.mapAsync(1, 0, Math.ceil(bytes / 4) * 4);
+    await staging.mapAsync(1, 0, bytes);
     this.profile.steps++;
     this.profile.encodeMs += t1 - t0;
     this.profile.waitMs += performance.now() - t1;
-    const out = run.staging.getMappedRange(0, Math.ceil(bytes / 4) * 4).slice(0);
-    run.staging.unmap();
+    const out = staging.getMappedRange(0, bytes).slice(0);
+    staging.unmap();
     return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
   }
 
@@ -236,9 +255,9 @@ export class WgslEngine implements Stepper {
       const ts = new BigUint64Array(read.getMappedRange().slice(0));
       read.unmap();
       const byKernel = new Map<string, KernelTime>();
-      list.forEach(([pipeline], i) => {
+      list.forEach(([pipeline, group], i) => {
         const us = Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e3;
-        const kernel = pipeline.label || 'unlabelled';
+        const kernel = group.label || pipeline.label || 'unlabelled';
         const k = byKernel.get(kernel) ?? { kernel, dispatches: 0, totalUs: 0 };
         k.dispatches++;
         k.totalUs += us;
@@ -298,11 +317,12 @@ export class WgslEngine implements Stepper {
     normInto(buf.res, w.layers[0]!.inputNorm, buf.normed, false);
     const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
     w.layers.forEach((layer, i) => {
-      linear(buf.normed, layer.q, buf.q, T);
-      linear(buf.normed, layer.k, buf.k, T);
-      linear(buf.normed, layer.v, buf.v, T);
-      if (spec.traits.position === 'rotary') this.attentionK.encodeRotary(pass, { q: buf.q, k: buf.k, positions: buf.positions }, { T, H: dims.numHeads, Hkv: dims.numKvHeads, D, theta: dims.ropeTheta });
-      this.attentionK.encodeKvWrite(pass, { k: buf.k, v: buf.v, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid }, { T, S, Hkv: dims.numKvHeads, D, M: run.capacity });
+      linear(buf.normed, layer.qkv, buf.qkv, T);
+      this.attentionK.encodeQkvScatter(
+        pass,
+        { qkv: buf.qkv, q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid },
+        { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, ...(spec.traits.position === 'rotary' ? { theta: dims.ropeTheta } : {}) },
+      );
       this.attentionK.encodeAttention(
         pass,
         { q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },

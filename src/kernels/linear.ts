@@ -205,7 +205,7 @@ export class LinearKernels {
     );
     const storage = [bufs.x, bufs.w, bufs.bias ?? this.dummy, bufs.y];
     if (quantized) storage.push(bufs.scales!);
-    const group = kernel.bind(paramsBuf, storage);
+    const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
 
     let dispatch: [number, number, number];
     if (path === 'gemv') {

@@ -36,9 +36,8 @@ export interface GpuNorm {
 
 export interface GpuLayer {
   inputNorm: GpuNorm;
-  q: GpuLinear;
-  k: GpuLinear;
-  v: GpuLinear;
+  /** q, k and v projections stacked by rows, [(H + 2 Hkv) D, E]: one GEMV instead of three. */
+  qkv: GpuLinear;
   o: GpuLinear;
   postAttentionNorm: GpuNorm;
   /** Up projection; for gated MLPs gate rows then up rows, [2I, E]. */
@@ -114,11 +113,13 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
     });
     return buf(data, label);
   };
-  const linear = (lw: LinearWeights, out: number, label: string): GpuLinear => {
-    const m = matrix([lw.weight], label, quant);
-    const bias = biasOf([lw.bias], [out], `${label}.bias`);
+  /** Several linears of one input as one, their rows (and biases) stacked in order. */
+  const stacked = (lws: LinearWeights[], outs: number[], label: string): GpuLinear => {
+    const m = matrix(lws.map((lw) => lw.weight), label, quant);
+    const bias = biasOf(lws.map((lw) => lw.bias), outs, `${label}.bias`);
     return bias ? { w: m, bias } : { w: m };
   };
+  const linear = (lw: LinearWeights, out: number, label: string): GpuLinear => stacked([lw], [out], label);
   const norm = (nw: NormWeights, label: string): GpuNorm => (nw.bias ? { gamma: f32(nw.weight, label), beta: f32(nw.bias, `${label}.beta`) } : { gamma: f32(nw.weight, label) });
 
   try {
@@ -132,14 +133,10 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
       const gated = spec.traits.gatedMlp && lw.gate;
       layers.push({
         inputNorm: norm(lw.inputNorm, `l${i}.ln1`),
-        q: linear(lw.q, dims.numHeads * D, `l${i}.q`),
-        k: linear(lw.k, dims.numKvHeads * D, `l${i}.k`),
-        v: linear(lw.v, dims.numKvHeads * D, `l${i}.v`),
+        qkv: stacked([lw.q, lw.k, lw.v], [dims.numHeads * D, dims.numKvHeads * D, dims.numKvHeads * D], `l${i}.qkv`),
         o: linear(lw.o, dims.hiddenSize, `l${i}.o`),
         postAttentionNorm: norm(lw.postAttentionNorm, `l${i}.ln2`),
-        up: gated
-          ? { w: matrix([lw.gate!.weight, lw.up.weight], `l${i}.gate_up`, quant), ...optional(biasOf([lw.gate!.bias, lw.up.bias], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up.bias`)) }
-          : linear(lw.up, dims.intermediateSize, `l${i}.up`),
+        up: gated ? stacked([lw.gate!, lw.up], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up`) : linear(lw.up, dims.intermediateSize, `l${i}.up`),
         down: linear(lw.down, dims.hiddenSize, `l${i}.down`),
       });
     }
@@ -158,8 +155,4 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
   } finally {
     store.close();
   }
-}
-
-function optional(bias: GPUBuffer | undefined): { bias?: GPUBuffer } {
-  return bias ? { bias } : {};
 }

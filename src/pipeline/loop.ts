@@ -19,6 +19,11 @@ export interface StepInput {
   last: number[];
   /** Ids to mask to -inf before choosing (end-of-sequence during min_new_tokens). */
   suppress: number[];
+  /**
+   * The tokens are the ids the engine chose in the previous step, still on its device
+   * (`tokens` then holds placeholders of length 1). Only for engines with `feedsBack`.
+   */
+  fromDevice?: boolean;
 }
 
 /**
@@ -27,6 +32,12 @@ export interface StepInput {
  * when logits are not needed.
  */
 export interface Stepper {
+  /**
+   * Greedy steps without logits can take their tokens from the previous step on the device,
+   * and `step` submits its work before it first awaits: the loop then starts step t + 1 before
+   * step t's ids are back, so the device never waits for the host.
+   */
+  readonly feedsBack?: boolean;
   begin(batch: number, capacity: number): void | Promise<void>;
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }>;
   end(): void;
@@ -49,31 +60,50 @@ export async function generateLoop(stepper: Stepper, request: GenerateRequest, c
   const recorded: TopK[][] = Array.from({ length: B }, () => []);
   const done = new Array<boolean>(B).fill(false);
   const stepTimes: number[] = [];
-  let input: StepInput = { tokens: prompts, start: new Array<number>(B).fill(0), last: lens.map((n) => n - 1), suppress: [] };
+  const suppressAt = (t: number) => (t < (request.minNewTokens ?? 0) ? eos : []); // as HF's MinNewTokensLengthLogitsProcessor
+  const ahead = !needLogits && stepper.feedsBack === true;
+  let input: StepInput = { tokens: prompts, start: new Array<number>(B).fill(0), last: lens.map((n) => n - 1), suppress: suppressAt(0) };
+  /** The input after `input`: its tokens are known only once `input`'s ids are, unless fed from the device. */
+  const after = (prev: StepInput, t: number, tokens: number[][]): StepInput => ({
+    tokens,
+    start: prev.start.map((s, b) => s + prev.tokens[b]!.length),
+    last: new Array<number>(B).fill(0),
+    suppress: suppressAt(t),
+  });
   await stepper.begin(B, Math.min(maxTokens, longest + request.maxNewTokens));
+  let pending = stepper.step(input, needLogits);
   try {
     for (let t = 0; t < request.maxNewTokens; t++) {
-      input.suppress = t < (request.minNewTokens ?? 0) ? eos : []; // as HF's MinNewTokensLengthLogitsProcessor
-      const r = await stepper.step(input, needLogits);
+      // Run ahead: step t + 1 is on the device while step t's ids come back.
+      const current = pending;
+      let next: StepInput | undefined;
+      if (ahead && t + 1 < request.maxNewTokens) {
+        next = { ...after(input, t + 1, prompts.map(() => [0])), fromDevice: true };
+        pending = stepper.step(next, false);
+        pending.catch(() => {}); // awaited next round, or in finally after a break
+      }
+      const r = await current;
       for (let b = 0; b < B; b++) {
-        let next: number;
+        let chosen: number;
         if (r.logits) {
           const row = r.logits.subarray(b * V, (b + 1) * V);
           for (const e of input.suppress) row[e] = -Infinity;
-          next = sample(row);
+          chosen = sample(row);
           if (k > 0 && !done[b]) recorded[b]!.push(topK(row, k));
-        } else next = r.ids![b]!;
+        } else chosen = r.ids![b]!;
         if (!done[b]) {
-          generated[b]!.push(next);
-          if (eos.includes(next)) done[b] = true;
+          generated[b]!.push(chosen);
+          if (eos.includes(chosen)) done[b] = true;
         }
       }
       stepTimes.push(performance.now());
-      if (done.every(Boolean)) break;
+      if (done.every(Boolean) || t + 1 === request.maxNewTokens) break;
       // Finished rows keep stepping (batch shapes stay fixed); their tokens are ignored.
-      input = { tokens: generated.map((g) => [g[g.length - 1]!]), start: input.start.map((s, b) => s + input.tokens[b]!.length), last: new Array<number>(B).fill(0), suppress: [] };
+      input = next ?? after(input, t + 1, generated.map((g) => [g[g.length - 1]!]));
+      if (!next) pending = stepper.step(input, needLogits);
     }
   } finally {
+    await pending.catch(() => {}); // a step still in flight finishes before the engine is released
     stepper.end();
   }
   return {
