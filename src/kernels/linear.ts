@@ -228,7 +228,10 @@ export class LinearKernels {
         COMMON: loadWgsl('linear_common.wgsl', flag),
         WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
       };
-      if (path === 'gemv') Object.assign(defines, { T, ROWS: tuning.gemvRows, KT: tuning.gemvThreads });
+      if (path === 'gemv') {
+        const O = tuning.gemvRows * T;
+        Object.assign(defines, { T, ROWS: tuning.gemvRows, KT: tuning.gemvThreads, G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1 });
+      }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
       this.kernels.set(key, k);
     }

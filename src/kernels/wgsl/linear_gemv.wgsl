@@ -12,8 +12,9 @@
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
 // T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
 // ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
-// workgroup memory (one barrier to write, one thread per output sums KT values; the
-// XOR swizzle keeps both sides free of bank conflicts), then bias, activation, store.
+// workgroup memory: G threads per output sum KT / G values each, then one adds the G sums
+// (a chain of KT / G + G adds instead of KT; the XOR swizzle keeps both sides free of bank
+// conflicts), then bias, activation, store.
 
 {{COMMON}}
 {{WEIGHTS}}
@@ -22,6 +23,7 @@ const T: u32 = {{T}}u;       // rows of X (compile time, 1..8)
 const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
+const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
 
 var<workgroup> red: array<f32, O * KT>;
 
@@ -61,13 +63,31 @@ fn main(@builtin(local_invocation_index) lid: u32,
   // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.
   for (var o = 0u; o < O; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
   workgroupBarrier();
-  for (var o = lid; o < O; o += KT) {
-    let b = o * KT;
-    let sw = o & 31u;
-    // A plain loop: unrolled by hand (4 loads a step) it compiled 5x slower on lavapipe.
+  if (G > 1u) {
+    // G threads per output each sum KT / G of its partials (thread lid: output lid % O, slice
+    // lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
+    let o = lid % O;
+    let first = (lid / O) * (KT / G);
     var s = 0.0;
-    for (var i = 0u; i < KT; i++) { s += red[b + (i ^ sw)]; }
-    red[b] = s; // own row only: no other thread reads it
+    for (var i = 0u; i < KT / G; i++) { s += red[o * KT + ((first + i) ^ (o & 31u))]; }
+    workgroupBarrier(); // every slice is read before red[0 .. KT) is reused for the sums
+    red[lid] = s;
+    workgroupBarrier();
+    var total = 0.0;
+    if (lid < O) {
+      for (var g = 0u; g < G; g++) { total += red[g * O + lid]; }
+    }
+    workgroupBarrier(); // the sums are read before the totals overwrite them
+    if (lid < O) { red[lid * KT] = total; }
+  } else {
+    for (var o = lid; o < O; o += KT) {
+      let b = o * KT;
+      let sw = o & 31u;
+      // A plain loop: unrolled by hand (4 loads a step) it compiled 5x slower on lavapipe.
+      var s = 0.0;
+      for (var i = 0u; i < KT; i++) { s += red[b + (i ^ sw)]; }
+      red[b] = s; // own row only: no other thread reads it
+    }
   }
   workgroupBarrier();
 
