@@ -19,6 +19,7 @@ import {
   LinearKernels,
   linearOutColumns,
   type LinearActivation,
+  type LinearBuffers,
   type LinearPath,
   type LinearShape,
   type LinearWeight,
@@ -97,7 +98,7 @@ interface Case {
   N: number;
   weight: LinearWeight;
   blockSize?: number;
-  x: Float32Array;
+  x: ArrayLike<number>;
   /** The weights the kernel computes with, [N, K] (f16-rounded or dequantized). */
   wRef: Float32Array;
   bias: Float32Array;
@@ -195,21 +196,56 @@ beforeAll(async () => {
 });
 afterAll(() => lin?.destroy());
 
+/** X's rows normalized in float64, as the fused norm must compute them. */
+function normRows(x: ArrayLike<number>, T: number, K: number, kind: 'layer' | 'rms', gamma: Float32Array, beta: Float32Array | undefined, eps: number): Float64Array {
+  const out = new Float64Array(T * K);
+  for (let t = 0; t < T; t++) {
+    const row = Array.from({ length: K }, (_, k) => x[t * K + k]!);
+    const mean = kind === 'layer' ? row.reduce((a, v) => a + v, 0) / K : 0;
+    const second = row.reduce((a, v) => a + (v - mean) ** 2, 0) / K;
+    const r = 1 / Math.sqrt(second + eps);
+    row.forEach((v, k) => (out[t * K + k] = (v - mean) * r * gamma[k]! + (beta ? beta[k]! : 0)));
+  }
+  return out;
+}
+
+interface CheckOptions {
+  /** Normalize X first (the fused pre-projection norm). */
+  norm?: { kind: 'layer' | 'rms'; beta: boolean };
+  /** Y starts with random values and the op adds to them. */
+  accumulate?: boolean;
+}
+
 /** Runs one op on a NaN-poisoned Y (one spare row) and checks it against the reference; returns the worst error / bound. */
-async function check(c: Case, actName: LinearActivation, withBias: boolean, path: LinearPath, kernels = lin): Promise<number> {
+async function check(c: Case, actName: LinearActivation, withBias: boolean, path: LinearPath, kernels = lin, o: CheckOptions = {}): Promise<number> {
   const nOut = linearOutColumns({ N: c.N, act: actName });
   const bytes = (c.T + 1) * nOut * 4;
   const y = storageBuffer(ctx, bytes);
-  ctx.device.queue.writeBuffer(y, 0, new Float32Array(y.size / 4).fill(NaN));
-  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path };
+  const r = rng(seedCounter++);
+  const y0 = Float32Array.from({ length: y.size / 4 }, (_, i) => (o.accumulate && i < c.T * nOut ? 4 * r() - 2 : NaN));
+  ctx.device.queue.writeBuffer(y, 0, y0);
+  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path, ...(o.accumulate ? { accumulate: true } : {}) };
   if (c.blockSize) shape.blockSize = c.blockSize;
+  let ref = c;
+  const extra: GPUBuffer[] = [];
+  let norm: LinearBuffers['norm'];
+  if (o.norm) {
+    const gamma = Float32Array.from({ length: c.K }, () => 0.5 + r());
+    const beta = o.norm.beta ? Float32Array.from({ length: c.K }, () => r() - 0.5) : undefined;
+    const eps = 1e-5;
+    norm = { kind: o.norm.kind, gamma: upload(ctx, gamma), eps, ...(beta ? { beta: upload(ctx, beta) } : {}) };
+    extra.push(norm.gamma, ...(norm.beta ? [norm.beta] : []));
+    ref = { ...c, x: normRows(c.x, c.T, c.K, o.norm.kind, gamma, beta, eps) };
+  }
   ctx.device.pushErrorScope('validation');
-  submit(ctx, (pass) => kernels.encode(pass, { ...c.buffers, bias: withBias ? c.buffers.bias : undefined, y }, shape));
+  submit(ctx, (pass) => kernels.encode(pass, { ...c.buffers, bias: withBias ? c.buffers.bias : undefined, y, ...(norm ? { norm } : {}) }, shape));
   const err = await ctx.device.popErrorScope();
   expect(err?.message ?? null).toBeNull();
   const got = new Float32Array(await readback(ctx, y, bytes));
   y.destroy();
-  const { y: want, tol } = reference(c, actName, withBias);
+  for (const b of extra) b.destroy();
+  const { y: want, tol } = reference(ref, actName, withBias);
+  if (o.accumulate) want.forEach((v, i) => ((want[i] = v + y0[i]!), (tol[i] = tol[i]! + 2e-7 * Math.abs(y0[i]!))));
   const where = `${path} ${c.weight}${c.blockSize ? `/${c.blockSize}` : ''} T=${c.T} K=${c.K} N=${c.N} ${actName} bias=${withBias}`;
   let worst = 0;
   let worstAt = -1;
@@ -288,6 +324,41 @@ describe.each([
       }
     }
     lin.clearCache();
+  });
+});
+
+describe('linear with its input norm and a residual add', () => {
+  it.each([
+    { kind: 'layer', beta: true },
+    { kind: 'layer', beta: false },
+    { kind: 'rms', beta: false },
+  ] as const)('$kind norm (beta $beta) fused before, Y += after: both paths, f16 and q4, T in 1..33', async (norm) => {
+    for (const [K, N] of SHAPES) {
+      for (const weight of ['f16', 'q4'] as const) {
+        for (const T of ALL_TS) {
+          const c = makeCase(ctx, T, K, N, weight, weight === 'q4' ? 32 : undefined);
+          // Rows with a common offset: the two-pass variance must not lose them.
+          c.x = Float32Array.from(c.x, (v) => v + 3);
+          c.buffers.x.destroy();
+          c.buffers.x = upload(ctx, c.x as Float32Array);
+          for (const accumulate of [false, true]) {
+            const o = { norm, accumulate };
+            if (T <= GEMV_MAX_T) note(`${norm.kind} norm`, await check(c, 'gelu_tanh', true, 'gemv', lin, o));
+            note(`${norm.kind} norm`, await check(c, 'none', accumulate, 'gemm', lin, o));
+          }
+          destroyCase(c);
+        }
+      }
+    }
+    lin.clearCache();
+  });
+
+  it('accumulates into Y without a norm, and refuses Y aliasing X', async () => {
+    const c = makeCase(ctx, 3, 67, 45, 'f32');
+    await check(c, 'relu', true, 'gemv', lin, { accumulate: true });
+    await check(c, 'relu', true, 'gemm', lin, { accumulate: true });
+    expect(() => lin.prepare({ ...c.buffers, y: c.buffers.x }, { T: 3, K: 67, N: 45, weight: 'f32', accumulate: true })).toThrow(/accumulating into X/);
+    destroyCase(c);
   });
 });
 

@@ -105,12 +105,12 @@ export class Kernel {
     this.pipeline = ctx.device.createComputePipeline({ label, layout: 'auto', compute: { module, entryPoint } });
   }
 
-  /** Bind groups are made once per set of buffers and reused every step. */
-  bind(params: GPUBuffer, storage: GPUBuffer[], label = this.label): GPUBindGroup {
+  /** Bind groups are made once per set of buffers and reused every step. `undefined` leaves a binding number out. */
+  bind(params: GPUBuffer, storage: Array<GPUBuffer | undefined>, label = this.label): GPUBindGroup {
     return this.ctx.device.createBindGroup({
       label,
       layout: this.pipeline.getBindGroupLayout(0),
-      entries: [params, ...storage].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [params, ...storage].flatMap((buffer, binding) => (buffer ? [{ binding, resource: { buffer } }] : [])),
     });
   }
 

@@ -7,13 +7,17 @@
  *   act         none | gelu_tanh | gelu_erf | relu | swiglu; for swiglu W is [2I, K] (gate
  *               rows first, then up rows), bias likewise [2I], and Y[T, I] = silu(gate) * up
  *
+ *   norm        optional LayerNorm / RMSNorm of X's rows before the product (the norm that
+ *               precedes a projection); accumulate: Y += result (the residual add after one)
+ *
  * Two paths behind one call: a GEMV for T <= 8 (decode: each weight row is streamed once for
- * all T rows; linear_gemv.wgsl) and a tiled GEMM (prefill and large batches;
- * linear_gemm.wgsl). Pipelines are compiled on first use and kept; bind groups and uniform
+ * all T rows; linear_gemv.wgsl, which also normalizes X as it loads it) and a tiled GEMM
+ * (prefill and large batches; linear_gemm.wgsl, after a norm kernel into a scratch buffer). Pipelines are compiled on first use and kept; bind groups and uniform
  * buffers are cached by (buffers, shape), so encoding the same op every step allocates
  * nothing.
  */
 import { Kernel, loadWgsl, params, storageBuffer, uniform, type GpuContext } from './device.js';
+import { ElementwiseKernels } from './elementwise.js';
 
 export type LinearWeight = 'f32' | 'f16' | 'q8' | 'q4';
 export type LinearActivation = 'none' | 'gelu_tanh' | 'gelu_erf' | 'relu' | 'swiglu';
@@ -35,6 +39,16 @@ export interface LinearBuffers {
   bias?: GPUBuffer;
   /** f32 [N * nBlocks], for q8 / q4. */
   scales?: GPUBuffer;
+  /** Normalize X's rows first (over K): gamma and beta f32 [K]. */
+  norm?: LinearNorm;
+}
+
+export interface LinearNorm {
+  kind: 'layer' | 'rms';
+  gamma: GPUBuffer;
+  /** LayerNorm only; absent = 0. */
+  beta?: GPUBuffer;
+  eps: number;
 }
 
 export interface LinearShape {
@@ -48,6 +62,8 @@ export interface LinearShape {
   blockSize?: number;
   /** Default chooseLinearPath(T); 'gemv' needs T <= GEMV_MAX_T. */
   path?: LinearPath;
+  /** Y += result instead of Y = result (Y must not be X). */
+  accumulate?: boolean;
 }
 
 export interface LinearTuning {
@@ -88,6 +104,8 @@ interface Encoded {
   group: GPUBindGroup;
   paramsBuf: GPUBuffer;
   dispatch: [number, number, number];
+  /** GEMM with a norm: the norm kernel's run into `normed` goes first. */
+  before?: (pass: GPUComputePassEncoder) => void;
 }
 
 /** The compiled linear kernels of one device, with their bind-group cache. */
@@ -122,6 +140,7 @@ export class LinearKernels {
   /** Encodes Y = act(X . W^T + bias) into `pass`. Cached per (buffers, shape) after the first call. */
   encode(pass: GPUComputePassEncoder, bufs: LinearBuffers, shape: LinearShape): void {
     const e = this.prepare(bufs, shape);
+    e.before?.(pass);
     e.kernel.encode(pass, e.group, ...e.dispatch);
   }
 
@@ -130,8 +149,9 @@ export class LinearKernels {
     const path = shape.path ?? chooseLinearPath(shape.T);
     const act = shape.act ?? 'none';
     const key = [
-      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0,
+      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0,
       this.id(bufs.x), this.id(bufs.w), this.id(bufs.y), bufs.bias ? this.id(bufs.bias) : 0, bufs.scales ? this.id(bufs.scales) : 0,
+      bufs.norm ? `${bufs.norm.kind}:${this.id(bufs.norm.gamma)}:${bufs.norm.beta ? this.id(bufs.norm.beta) : 0}:${bufs.norm.eps}` : '',
     ].join(',');
     let e = this.encoded.get(key);
     if (!e) {
@@ -150,11 +170,24 @@ export class LinearKernels {
   clearCache(): void {
     for (const e of this.encoded.values()) e.paramsBuf.destroy();
     this.encoded.clear();
+    this.normed?.destroy();
+    this.normed = undefined;
   }
 
   destroy(): void {
     this.clearCache();
     this.dummy.destroy();
+  }
+
+  /** The GEMM path's normalized copy of X, shared by every such op (dispatches run in order). */
+  private normed: GPUBuffer | undefined;
+
+  private normedScratch(bytes: number): GPUBuffer {
+    if (!this.normed || this.normed.size < bytes) {
+      this.normed?.destroy();
+      this.normed = storageBuffer(this.ctx, bytes, 'linear: normalized input');
+    }
+    return this.normed;
   }
 
   private id(buf: GPUBuffer): number {
@@ -198,13 +231,29 @@ export class LinearKernels {
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
     const tuning = path === 'gemv' ? this.gemvTuning(T) : defaultGemvTuning(1);
     const kernel = this.kernel(path, weight, aligned, T, tuning);
+    if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
+    const norm = bufs.norm;
+    if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
+    // The GEMV normalizes as it loads X; the GEMM reads a normalized copy made just before.
+    let x = bufs.x;
+    let before: Encoded['before'];
+    if (norm && path === 'gemm') {
+      const out = this.normedScratch(T * K * 4);
+      const elementwise = ElementwiseKernels.for(this.ctx);
+      before = (pass) => elementwise.norm(pass, { kind: norm.kind, x: bufs.x, gamma: norm.gamma, ...(norm.beta ? { beta: norm.beta } : {}), out, T, E: K, eps: norm.eps });
+      x = out;
+    }
+    const prenorm = norm && path === 'gemv' ? (norm.kind === 'layer' ? 1 : 2) : 0;
     const paramsBuf = uniform(
       this.ctx,
-      params({ u32: T }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift }),
+      params(
+        { u32: T }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
+        { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 },
+      ),
       where,
     );
-    const storage = [bufs.x, bufs.w, bufs.bias ?? this.dummy, bufs.y];
-    if (quantized) storage.push(bufs.scales!);
+    const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
+    if (path === 'gemv') storage.push(norm?.gamma ?? this.dummy, norm?.beta ?? this.dummy);
     const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
 
     let dispatch: [number, number, number];
@@ -216,7 +265,7 @@ export class LinearKernels {
     } else {
       dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(T / 64), 1];
     }
-    return { kernel, group, paramsBuf, dispatch };
+    return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning): Kernel {

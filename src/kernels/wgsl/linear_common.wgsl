@@ -3,7 +3,7 @@
 //
 // Bindings (all kernels): 0 Params (uniform), 1 X f32 [T, K], 2 W (see linear_w_*.wgsl),
 // 3 bias f32 [N] (a 16-byte dummy when hasBias = 0), 4 Y f32 [T, nOut], 5 scales (quantized
-// weights only). X and Y are bound as whole buffers; X as vec4<f32> so rows of X must be
+// weights only); the GEMV adds 6 gamma, 7 beta f32 [K] for its normalized input. X and Y are bound as whole buffers; X as vec4<f32> so rows of X must be
 // whole vec4s when ALIGNED (K % 4 == 0), otherwise it is read element by element.
 //
 // ALIGNED: chosen on the host from K (K % 4 == 0, and K % 8 == 0 for f16).
@@ -17,6 +17,10 @@ struct Params {
   hasBias: u32,  // 1: add bias[N] before the activation
   nBlocks: u32,  // quantized: blocks per row, ceil(K / blockSize)
   bsShift: u32,  // quantized: log2(blockSize)
+  accumulate: u32, // 1: Y += result (a residual add fused into the projection), 0: Y = result
+  prenorm: u32,  // GEMV: X is normalized on the way in: 0 no, 1 LayerNorm, 2 RMSNorm (over K)
+  normBeta: u32, // prenorm: 1 adds beta
+  eps: f32,      // prenorm: variance epsilon
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -42,6 +46,15 @@ fn xChunk(t: u32, k: u32) -> array<vec4<f32>, 2> {
     }
   }
   return r;
+}
+
+// Y[i] = v, or Y[i] += v when accumulating (each element has one writer).
+fn store(i: u32, v: f32) {
+  if (P.accumulate != 0u) {
+    Y[i] = Y[i] + v;
+  } else {
+    Y[i] = v;
+  }
 }
 
 fn biasAt(n: u32) -> f32 {

@@ -83,14 +83,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
           if (n < P.nOut) {
             let g = acc[i][j] + biasAt(n);
             let u = acc[i][j + 2u] + biasAt(P.nOut + n);
-            Y[m * P.nOut + n] = silu(g) * u;
+            store(m * P.nOut + n, silu(g) * u);
           }
         }
       } else {
         for (var j = 0u; j < 4u; j++) {
           let n = wid.x * BN + tx * 4u + j;
           if (n < P.N) {
-            Y[m * P.nOut + n] = activate(acc[i][j] + biasAt(n));
+            store(m * P.nOut + n, activate(acc[i][j] + biasAt(n)));
           }
         }
       }
