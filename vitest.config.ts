@@ -7,8 +7,8 @@ export default defineConfig({
     // Model loads and ORT sessions are slow on 2 cores; keep files in separate forks.
     pool: 'forks',
     testTimeout: 120_000,
-    // Dawn validates every call in the tests (production skips it), while the shaders run
-    // without bounds checks as in production: an out-of-range index shows up as a wrong result.
+    // Shaders run without Dawn's bounds checks in the tests: an out-of-range index in a kernel
+    // shows up as a wrong result instead of being clamped away.
     env: { FUSEGEN_DAWN_TOGGLES: 'disable_robustness' },
     hookTimeout: 300_000,
   },

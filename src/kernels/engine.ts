@@ -3,9 +3,10 @@
  * buffers. One command buffer per step; the host writes the step's token ids and positions
  * and reads back only the chosen ids (greedy argmax on the GPU), or logits when asked.
  *
- *   ids ── embed (+ positions) ── (embed norm) ── norm ──┐
- *   each layer: qkv ── split (+rotary, kv-write) ── attention ── o ── norm(+residual) ── mlp ── down ── norm(+residual)
- *   gather the rows that need logits ── lm head ── argmax ── ids
+ *   ids ── embed (+ positions) ── (embed norm) ── res (the residual stream)
+ *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention ── o (res +=) ── norm+mlp ── down (res +=)
+ *   gather the rows that need logits ── norm+lm head ── argmax ── ids
+ * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { alibiSlopes } from '../graph/blocks.js';
@@ -28,7 +29,7 @@ interface Run {
   capacity: number;
   /** Rows of logits the buffers hold. */
   R: number;
-  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'normed' | 'qkv' | 'q' | 'attn' | 'proj' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
+  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'qkv' | 'q' | 'attn' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
   /** Readback buffers, one per step in flight (STAGING_RING). */
@@ -112,11 +113,9 @@ export class WgslEngine implements Stepper {
         rows: f(R, 'rows'),
         x: f(T * E, 'x'),
         res: f(T * E, 'residual'),
-        normed: f(T * E, 'normed'),
         qkv: f(T * (dims.numHeads + 2 * dims.numKvHeads) * D, 'qkv'),
         q: f(T * dims.numHeads * D, 'q'),
         attn: f(T * dims.numHeads * D, 'attn'),
-        proj: f(T * E, 'proj'),
         mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's epilogue writes I columns from 2I rows
         picked: f(R * E, 'picked'),
         logits: f(R * dims.vocabSize, 'logits'),
@@ -298,10 +297,14 @@ export class WgslEngine implements Stepper {
     const norm = spec.traits.norm === 'layernorm' ? 'layer' : 'rms';
     const eps = dims.normEps;
     const { buf } = run;
-    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, act: LinearActivation = 'none') =>
-      this.linearK.encode(pass, { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}) }, { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act, ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) });
-    const normInto = (x: GPUBuffer, nw: GpuNorm, out: GPUBuffer, withResidual: boolean) =>
-      this.elementwise.norm(pass, { kind: norm, x, ...(withResidual ? { residual: buf.res, residualOut: buf.res } : {}), gamma: nw.gamma, ...(nw.beta ? { beta: nw.beta } : {}), out, T, E, eps });
+    // The norms before the projections ride in the linear kernels (normalized on load), and
+    // the residual adds after them in their epilogues (Y += ...): res is the residual stream.
+    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, o: { act?: LinearActivation; norm?: GpuNorm; accumulate?: boolean } = {}) =>
+      this.linearK.encode(
+        pass,
+        { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}), ...(o.norm ? { norm: { kind: norm, gamma: o.norm.gamma, ...(o.norm.beta ? { beta: o.norm.beta } : {}), eps } } : {}) },
+        { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act: o.act ?? 'none', ...(o.accumulate ? { accumulate: true } : {}), ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) },
+      );
 
     this.elementwise.embed(pass, {
       ids: buf.ids,
@@ -313,11 +316,11 @@ export class WgslEngine implements Stepper {
       vocab: dims.vocabSize,
       ...(w.positions ? { positions: buf.positions, posTable: w.positions.buffer, posOffset: spec.traits.positionOffset, posRows: w.positions.n } : {}),
     });
-    if (w.embedNorm) normInto(buf.x, w.embedNorm, buf.res, false);
-    normInto(buf.res, w.layers[0]!.inputNorm, buf.normed, false);
+    const en = w.embedNorm;
+    if (en) this.elementwise.norm(pass, { kind: norm, x: buf.x, gamma: en.gamma, ...(en.beta ? { beta: en.beta } : {}), out: buf.res, T, E, eps });
     const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
     w.layers.forEach((layer, i) => {
-      linear(buf.normed, layer.qkv, buf.qkv, T);
+      linear(buf.res, layer.qkv, buf.qkv, T, { norm: layer.inputNorm });
       this.attentionK.encodeQkvScatter(
         pass,
         { qkv: buf.qkv, q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid },
@@ -328,14 +331,12 @@ export class WgslEngine implements Stepper {
         { q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
         { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, scale: 1 / Math.sqrt(D), alibi: !!this.slopes, maxKeys },
       );
-      linear(buf.attn, layer.o, buf.proj, T);
-      normInto(buf.proj, layer.postAttentionNorm, buf.normed, true);
-      linear(buf.normed, layer.up, buf.mlp, T, act);
-      linear(buf.mlp, layer.down, buf.proj, T);
-      normInto(buf.proj, w.layers[i + 1]?.inputNorm ?? w.finalNorm, buf.normed, true);
+      linear(buf.attn, layer.o, buf.res, T, { accumulate: true });
+      linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
+      linear(buf.mlp, layer.down, buf.res, T, { accumulate: true });
     });
     this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
-    linear(buf.picked, { w: w.lmHead }, buf.logits, R);
+    linear(buf.picked, { w: w.lmHead }, buf.logits, R, { norm: w.finalNorm });
     if (!s.needLogits) {
       this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
     }
@@ -349,7 +350,7 @@ export class WgslEngine implements Stepper {
     if (!byR) this.gatherGroups.set(run, (byR = new Map()));
     let g = byR.get(R);
     if (!g) {
-      g = this.gather.bind(uniform(this.ctx, params({ u32: R }, { u32: E })), [run.buf.normed, run.buf.rows, run.buf.picked]);
+      g = this.gather.bind(uniform(this.ctx, params({ u32: R }, { u32: E })), [run.buf.res, run.buf.rows, run.buf.picked]);
       byR.set(R, g);
     }
     return g;

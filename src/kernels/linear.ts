@@ -230,7 +230,7 @@ export class LinearKernels {
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
     const tuning = path === 'gemv' ? this.gemvTuning(T) : defaultGemvTuning(1);
-    const kernel = this.kernel(path, weight, aligned, T, tuning);
+    const kernel = this.kernel(path, weight, aligned, T, tuning, !!bufs.norm && path === 'gemv');
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -253,7 +253,7 @@ export class LinearKernels {
       where,
     );
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
-    if (path === 'gemv') storage.push(norm?.gamma ?? this.dummy, norm?.beta ?? this.dummy);
+    if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
     const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
 
     let dispatch: [number, number, number];
@@ -268,8 +268,8 @@ export class LinearKernels {
     return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}` : `gemm:${weight}:${aligned}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -279,7 +279,14 @@ export class LinearKernels {
       };
       if (path === 'gemv') {
         const O = tuning.gemvRows * T;
-        Object.assign(defines, { T, ROWS: tuning.gemvRows, KT: tuning.gemvThreads, G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1 });
+        Object.assign(defines, {
+          T,
+          ROWS: tuning.gemvRows,
+          KT: tuning.gemvThreads,
+          G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
+          // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
+          INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
+        });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
       this.kernels.set(key, k);

@@ -9,7 +9,8 @@
 // wid.y * num_workgroups.x + wid.x, so the host splits ceil(outputs / per-workgroup) over x
 // (<= 65535) and y; surplus workgroups return at once.
 //
-// With prenorm the workgroup first computes each X row's mean and variance (X is small and
+// INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is) or linear_gemv_norm.wgsl
+// (prenorm). With prenorm the workgroup first computes each X row's mean and variance (X is small and
 // in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
 // the norm before a projection costs no dispatch of its own.
 //
@@ -30,85 +31,8 @@ const O: u32 = ROWS * T;     // partial sums per thread
 const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
 
 var<workgroup> red: array<f32, O * KT>;
-var<workgroup> stats: array<vec2<f32>, T>; // prenorm: (mean, 1 / sqrt(var + eps)) of each X row
 
-@group(0) @binding(6) var<storage, read> gamma: array<f32>;
-@group(0) @binding(7) var<storage, read> beta: array<f32>;
-
-// Sums each thread's T values over the workgroup (T tree reductions side by side in red).
-fn rowSums(v: array<f32, T>, lid: u32) -> array<f32, T> {
-  for (var t = 0u; t < T; t++) { red[t * KT + lid] = v[t]; }
-  workgroupBarrier();
-  for (var s = KT / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
-      for (var t = 0u; t < T; t++) { red[t * KT + lid] += red[t * KT + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-  var out: array<f32, T>;
-  for (var t = 0u; t < T; t++) { out[t] = red[t * KT]; }
-  workgroupBarrier(); // red is reused next
-  return out;
-}
-
-fn xAt(t: u32, k: u32) -> f32 {
-  let e = t * P.K + k;
-  return X[e >> 2u][e & 3u];
-}
-
-// Row statistics of X for the fused norm, as norm.wgsl computes them (LayerNorm: the
-// corrected two-pass mean and variance; RMSNorm: mean of squares), every workgroup alike.
-fn normStats(lid: u32) {
-  let n = f32(P.K);
-  var s1: array<f32, T>;
-  for (var k = lid; k < P.K; k += KT) {
-    for (var t = 0u; t < T; t++) {
-      let x = xAt(t, k);
-      s1[t] += select(x, x * x, P.prenorm == 2u);
-    }
-  }
-  let sum = rowSums(s1, lid);
-  if (P.prenorm == 2u) {
-    if (lid == 0u) {
-      for (var t = 0u; t < T; t++) { stats[t] = vec2<f32>(0.0, inverseSqrt(sum[t] / n + P.eps)); }
-    }
-  } else {
-    var d1: array<f32, T>;
-    var d2: array<f32, T>;
-    for (var k = lid; k < P.K; k += KT) {
-      for (var t = 0u; t < T; t++) {
-        let d = xAt(t, k) - sum[t] / n;
-        d1[t] += d;
-        d2[t] += d * d;
-      }
-    }
-    let a = rowSums(d1, lid);
-    let b = rowSums(d2, lid);
-    if (lid == 0u) {
-      for (var t = 0u; t < T; t++) {
-        let m = a[t] / n;
-        stats[t] = vec2<f32>(sum[t] / n + m, inverseSqrt(max(b[t] / n - m * m, 0.0) + P.eps));
-      }
-    }
-  }
-  workgroupBarrier();
-}
-
-// X[t, k .. k+8), normalized when prenorm (zero past K).
-fn xIn(t: u32, k: u32) -> array<vec4<f32>, 2> {
-  var r = xChunk(t, k);
-  if (P.prenorm != 0u) {
-    let st = stats[t];
-    for (var i = 0u; i < 8u; i++) {
-      if (k + i < P.K) {
-        var v = (r[i >> 2u][i & 3u] - st.x) * st.y * gamma[k + i];
-        if (P.normBeta != 0u) { v += beta[k + i]; }
-        r[i >> 2u][i & 3u] = v;
-      }
-    }
-  }
-  return r;
-}
+{{INPUT}}
 
 @compute @workgroup_size(KT)
 fn main(@builtin(local_invocation_index) lid: u32,
@@ -130,12 +54,13 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
-  if (P.prenorm != 0u) { normStats(lid); }
+  normStats(lid);
 
   var acc: array<f32, O>;
   for (var k = lid * 8u; k < P.K; k += KT * 8u) {
     var xs: array<array<vec4<f32>, 2>, T>;
-    for (var t = 0u; t < T; t++) { xs[t] = xIn(t, k); }
+    let nc = normChunk(k);
+    for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wRaw(rows[r], k);
       let s = wScale(rows[r], k);

@@ -1,0 +1,103 @@
+// linear_gemv.wgsl's input with the norm before the projection fused in (prenorm): the
+// workgroup computes each X row's statistics, then normalizes chunks as it loads them.
+// Bindings 6 gamma, 7 beta f32 [K] (read as vec4; padded to 16 bytes).
+
+var<workgroup> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of each X row
+
+@group(0) @binding(6) var<storage, read> gamma: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> beta: array<vec4<f32>>;
+
+// Tree-sums rows 0 .. n of red (KT partial sums each) into red[row * KT]. Scalar code with
+// no arrays passed around: lavapipe's compiler took a minute over the array-valued version.
+fn treeSum(n: u32, lid: u32) {
+  workgroupBarrier();
+  for (var s = KT / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      for (var r = 0u; r < n; r++) { red[r * KT + lid] += red[r * KT + lid + s]; }
+    }
+    workgroupBarrier();
+  }
+}
+
+fn xAt(t: u32, k: u32) -> f32 {
+  let e = t * P.K + k;
+  return X[e >> 2u][e & 3u];
+}
+
+// Row statistics of X for the fused norm, as norm.wgsl computes them (LayerNorm: the
+// corrected two-pass mean and variance; RMSNorm: mean of squares), every workgroup alike.
+fn normStats(lid: u32) {
+  let n = f32(P.K);
+  let rms = P.prenorm == 2u;
+  // Loops over P.T (== T) rather than the constant: unrolled, lavapipe compiled it 5x slower.
+  for (var t = 0u; t < P.T; t++) {
+    var s1 = 0.0;
+    for (var k = lid; k < P.K; k += KT) {
+      let x = xAt(t, k);
+      s1 += select(x, x * x, rms);
+    }
+    red[t * KT + lid] = s1;
+  }
+  treeSum(P.T, lid);
+  if (lid < P.T) {
+    let m = red[lid * KT] / n;
+    stats[lid] = select(vec2<f32>(m, 0.0), vec2<f32>(0.0, inverseSqrt(m + P.eps)), rms);
+  }
+  workgroupBarrier();
+  if (rms) { return; }
+  // LayerNorm's second pass: d = x - mean0; mean = mean0 + sum(d) / n, var = sum(d^2) / n - (sum(d) / n)^2.
+  for (var t = 0u; t < P.T; t++) {
+    let m0 = stats[t].x;
+    var d1 = 0.0;
+    var d2 = 0.0;
+    for (var k = lid; k < P.K; k += KT) {
+      let d = xAt(t, k) - m0;
+      d1 += d;
+      d2 += d * d;
+    }
+    red[t * KT + lid] = d1;
+    red[(P.T + t) * KT + lid] = d2; // red holds ROWS >= 2 such blocks
+  }
+  treeSum(2u * P.T, lid);
+  if (lid < P.T) {
+    let a = red[lid * KT] / n;
+    let v = red[(P.T + lid) * KT] / n - a * a;
+    stats[lid] = vec2<f32>(stats[lid].x + a, inverseSqrt(max(v, 0.0) + P.eps));
+  }
+  workgroupBarrier();
+}
+
+// gamma and beta of the chunk k .. k+8, zero past K (so the chunk's padding stays zero).
+// Loaded once per chunk, for all T rows.
+struct NormChunk {
+  g: array<vec4<f32>, 2>,
+  b: array<vec4<f32>, 2>,
+}
+
+fn normChunk(k: u32) -> NormChunk {
+  var c: NormChunk;
+  for (var h = 0u; h < 2u; h++) {
+    let k4 = k + 4u * h;
+    if (ALIGNED) {
+      if (k4 < P.K) {
+        c.g[h] = gamma[k4 >> 2u];
+        if (P.normBeta != 0u) { c.b[h] = beta[k4 >> 2u]; }
+      }
+    } else {
+      for (var i = 0u; i < 4u; i++) {
+        let e = k4 + i;
+        if (e < P.K) {
+          c.g[h][i] = gamma[e >> 2u][e & 3u];
+          if (P.normBeta != 0u) { c.b[h][i] = beta[e >> 2u][e & 3u]; }
+        }
+      }
+    }
+  }
+  return c;
+}
+
+// Row t's chunk normalized: (x - mean) * rstd * gamma + beta.
+fn normX(x: array<vec4<f32>, 2>, c: NormChunk, t: u32) -> array<vec4<f32>, 2> {
+  let st = stats[t];
+  return array<vec4<f32>, 2>((x[0] - st.x) * st.y * c.g[0] + c.b[0], (x[1] - st.x) * st.y * c.g[1] + c.b[1]);
+}
