@@ -353,6 +353,26 @@ describe('linear with its input norm and a residual add', () => {
     lin.clearCache();
   });
 
+  it('keeps each GEMM size\'s normalized copy alive for the ops cached with it', async () => {
+    const norm = { kind: 'rms' as const, beta: false };
+    const small = makeCase(ctx, 9, 64, 40, 'f32');
+    const large = makeCase(ctx, 33, 64, 40, 'f32');
+    // The same cached op again after a larger one: its bind group must still hold a live buffer.
+    const y = storageBuffer(ctx, 9 * 40 * 4);
+    const gamma = upload(ctx, new Float32Array(64).fill(1));
+    const encode = (c: Case, out: GPUBuffer) => submit(ctx, (pass) => lin.encode(pass, { ...c.buffers, y: out, norm: { kind: 'rms', gamma, eps: 1e-5 } }, { T: c.T, K: 64, N: 40, weight: 'f32', path: 'gemm' }));
+    ctx.device.pushErrorScope('validation');
+    encode(small, y);
+    const yl = storageBuffer(ctx, 33 * 40 * 4);
+    encode(large, yl);
+    encode(small, y);
+    expect((await ctx.device.popErrorScope())?.message ?? null).toBeNull();
+    await check(small, 'none', false, 'gemm', lin, { norm });
+    for (const b of [y, yl, gamma]) b.destroy();
+    destroyCase(small);
+    destroyCase(large);
+  });
+
   it('accumulates into Y without a norm, and refuses Y aliasing X', async () => {
     const c = makeCase(ctx, 3, 67, 45, 'f32');
     await check(c, 'relu', true, 'gemv', lin, { accumulate: true });

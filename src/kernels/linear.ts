@@ -170,8 +170,8 @@ export class LinearKernels {
   clearCache(): void {
     for (const e of this.encoded.values()) e.paramsBuf.destroy();
     this.encoded.clear();
-    this.normed?.destroy();
-    this.normed = undefined;
+    for (const b of this.normed.values()) b.destroy();
+    this.normed.clear();
   }
 
   destroy(): void {
@@ -179,15 +179,16 @@ export class LinearKernels {
     this.dummy.destroy();
   }
 
-  /** The GEMM path's normalized copy of X, shared by every such op (dispatches run in order). */
-  private normed: GPUBuffer | undefined;
+  /**
+   * The GEMM path's normalized copies of X, one per size, shared by the ops of that size
+   * (dispatches run in order). Kept until clearCache: cached bind groups refer to them.
+   */
+  private readonly normed = new Map<number, GPUBuffer>();
 
   private normedScratch(bytes: number): GPUBuffer {
-    if (!this.normed || this.normed.size < bytes) {
-      this.normed?.destroy();
-      this.normed = storageBuffer(this.ctx, bytes, 'linear: normalized input');
-    }
-    return this.normed;
+    let b = this.normed.get(bytes);
+    if (!b) this.normed.set(bytes, (b = storageBuffer(this.ctx, bytes, 'linear: normalized input')));
+    return b;
   }
 
   private id(buf: GPUBuffer): number {
