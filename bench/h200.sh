@@ -6,7 +6,7 @@
 #   presets opt-1.3b llama-1.1b                  # random-weight checkpoints of real shape, in parallel
 #   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench, one process
 #   peer llama-1.1b [--compile]                  # HF transformers PyTorch fp16 on the same checkpoint
-#   kernels                                      # the linear kernels' micro-benchmark
+#   kernels [--T 1,8 --weights f16,q4 ...]       # the linear kernels' micro-benchmark
 #   finish                                       # pack the results
 source .gpu/setup.sh
 RESULTS=/tmp/results
@@ -49,9 +49,12 @@ peer() {
   PYTHONUNBUFFERED=1 python3 bench/peers/hf_peer.py --model "/tmp/$preset" --batch_sizes 1,8 "$@" --out "$RESULTS/peer-$preset${1:+-compile}.json" 2>&1 | grep -v Warning
 }
 
+# kernels [flags of bench/kernels-linear.ts]   (default: --T 1,8 --weights f16,q8,q4)
 kernels() {
-  log "node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4"
-  node dist/bench/kernels-linear.js --T 1,8 --weights f16,q8,q4 2>&1 | grep -v '^Warning\|artificially' > "$RESULTS/kernels-linear.txt"
+  local args=("$@")
+  [ $# -gt 0 ] || args=(--T 1,8 --weights f16,q8,q4)
+  log "node dist/bench/kernels-linear.js ${args[*]}"
+  node dist/bench/kernels-linear.js "${args[@]}" 2>&1 | grep -v '^Warning\|artificially' >> "$RESULTS/kernels-linear.txt"
 }
 
 finish() {
