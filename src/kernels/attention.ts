@@ -1,7 +1,7 @@
 /**
- * Attention-side kernels for the WGSL engine: the packed-QKV split (rotary, KV-cache writes) and causal
- * attention (flash-decoding split + combine for few query rows, a tiled online-softmax kernel
- * for prefill). Built once per GpuContext; pipelines compile on first use per shape
+ * Attention-side kernels for the WGSL engine: the packed-QKV split (rotary, KV-cache writes)
+ * and causal attention (flash-decoding split + combine for few query rows, a tiled
+ * online-softmax kernel for prefill). Built once per GpuContext; pipelines compile on first use per shape
  * (head dim, heads per KV head, ALiBi on/off).
  *
  * Every encode method caches its uniform buffer and bind group(s) under the identity of the
@@ -9,7 +9,7 @@
  * nothing. Per-step values (positions, valid) live in storage buffers the engine rewrites.
  *
  * Shared conventions (all f32 unless said; D % 4 == 0):
- *   q [T, H*D], k, v [T, Hkv*D], out [T, H*D]       T query rows; row t is batch row b = t / S
+ *   qkv [T, (H + 2 Hkv) * D], q, out [T, H*D]       T query rows; row t is batch row b = t / S
  *   positions u32 [T]                               absolute position of row t in its batch row
  *   valid u32 [T]                                   0 = padding row (not written, output zeros)
  *   kCache, vCache [B, Hkv, M, D]                   B = T / S, M = capacity (keys per batch row)

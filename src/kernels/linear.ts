@@ -236,13 +236,13 @@ export class LinearKernels {
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
     const tuning = path === 'gemv' ? this.gemvTuning(T) : defaultGemvTuning(1);
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
-    // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 4.1 ms apart).
+    // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
     const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
     const kernel = this.kernel(path, weight, aligned, T, tuning, fused);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
-    // The GEMV normalizes as it loads X; the GEMM reads a normalized copy made just before.
+    // A fused GEMV normalizes as it loads X; otherwise the kernel reads a normalized copy made just before.
     let x = bufs.x;
     let before: Encoded['before'];
     if (norm && !fused) {
