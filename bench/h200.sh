@@ -4,7 +4,7 @@
 # device tool returns at most 8 files), with a log of every command.
 #   source bench/h200.sh
 #   presets opt-1.3b llama-1.1b                  # random-weight checkpoints of real shape, in parallel
-#   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench, one process
+#   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench on WebGPU, one process (benchcpu: on the CPU)
 #   peer llama-1.1b [--compile]                  # HF transformers PyTorch fp16 on the same checkpoint
 #   kernels [--T 1,8 --weights f16,q4 ...]       # the linear kernels' micro-benchmark
 #   finish                                       # pack the results
@@ -21,25 +21,19 @@ presets() {
   wait
 }
 
-# bench <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...] [-- extra flags]
-bench() {
-  local preset=$1 dtype=$2 pipelines=$3 batches=$4 prompts=$5
-  shift 5
-  local dir
-  dir=$(mktemp -d "$RESULTS/$preset-$dtype-XXXX")
-  log "[$dir] env $* node dist/src/cli/main.js bench --model /tmp/$preset --device webgpu --dtype $dtype --pipelines $pipelines --batch_sizes $batches --prompt_lengths $prompts --max_new_tokens 64 --repeats 3"
-  env "$@" node dist/src/cli/main.js bench --model "/tmp/$preset" --device webgpu --dtype "$dtype" --pipelines "$pipelines" \
-    --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3 --report_dir "$dir" 2>&1 | grep -v '^Warning\|artificially' | tee "$dir/table.txt"
-}
+# bench <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]   (WebGPU)
+# benchcpu <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]
+bench() { bench_on webgpu "$@"; }
+benchcpu() { bench_on cpu "$@"; }
 
-# benchcpu <preset> <dtype> <pipelines> <batch sizes> <prompt lengths>
-benchcpu() {
-  local preset=$1 dtype=$2 pipelines=$3 batches=$4 prompts=$5
+bench_on() {
+  local device=$1 preset=$2 dtype=$3 pipelines=$4 batches=$5 prompts=$6
+  shift 6
   local dir
-  dir=$(mktemp -d "$RESULTS/$preset-$dtype-cpu-XXXX")
-  log "[$dir] node dist/src/cli/main.js bench --model /tmp/$preset --device cpu --dtype $dtype --pipelines $pipelines --batch_sizes $batches --prompt_lengths $prompts --max_new_tokens 64 --repeats 3"
-  node dist/src/cli/main.js bench --model "/tmp/$preset" --device cpu --dtype "$dtype" --pipelines "$pipelines" \
-    --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3 --report_dir "$dir" 2>&1 | tee "$dir/table.txt"
+  dir=$(mktemp -d "$RESULTS/$preset-$dtype-$device-XXXX")
+  local args=(--model "/tmp/$preset" --device "$device" --dtype "$dtype" --pipelines "$pipelines" --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3)
+  log "[$dir] env $* node dist/src/cli/main.js bench ${args[*]}"
+  env "$@" node dist/src/cli/main.js bench "${args[@]}" --report_dir "$dir" 2>&1 | grep -v '^Warning\|artificially' | tee "$dir/table.txt"
 }
 
 peer() {

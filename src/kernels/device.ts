@@ -24,8 +24,6 @@ export interface GpuContext {
   /** shader-f16: weights can be stored as f16. */
   f16: boolean;
   timestamps: boolean;
-  /** The Dawn toggles the device was opened with. */
-  toggles: string[];
 }
 
 /**
@@ -35,8 +33,8 @@ export interface GpuContext {
  * quantization (a browser's guard against timing attacks) is always off, so that kernel
  * profiles resolve single dispatches.
  */
-export function dawnToggles(env: NodeJS.ProcessEnv = process.env): string[] {
-  return (env['FUSEGEN_DAWN_TOGGLES'] ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+function dawnToggles(): string[] {
+  return (process.env['FUSEGEN_DAWN_TOGGLES'] ?? '').split(',').map((t) => t.trim()).filter(Boolean);
 }
 
 let gpuRoot: GPU | undefined;
@@ -64,7 +62,7 @@ export function openGpu(): Promise<GpuContext> {
       },
     });
     const i = adapter.info;
-    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps, toggles };
+    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps };
   })();
   return opened;
 }

@@ -108,7 +108,7 @@ interface Encoded {
   group: GPUBindGroup;
   paramsBuf: GPUBuffer;
   dispatch: [number, number, number];
-  /** GEMM with a norm: the norm kernel's run into `normed` goes first. */
+  /** A norm that is not fused into the GEMV: its pass into the normalized copy goes first. */
   before?: (pass: GPUComputePassEncoder) => void;
 }
 
