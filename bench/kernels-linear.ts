@@ -3,14 +3,16 @@
  * default the decode GEMV on a [8192, 8192] f16 W, and reports the bytes it streams per
  * second. Each result is also checked against a float64 reference on a sample of rows.
  *
- *   node dist/bench/kernels-linear.js [--N 8192] [--K 8192] [--T 1,8] [--weights f16,q8,q4]
- *     [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5] [--tunings default,8x64,4x128]
- *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
+ *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
+ *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
+ *     [--tunings default,8x64,4x128] [--copies N]
+ *   (--tunings: GEMV rows per workgroup x threads, or GEMM tiles BMxBN/TMxTN, each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
  * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
  * as between the ops of a decode step); without it, the wall time of the same submits. The
- * weights are larger than the H200's 50 MB L2 at the default size, so each op streams them.
+ * dispatches take turns over `copies` weight buffers (default: enough for 256 MB, five times
+ * the H200's 50 MB L2, at most 256), so each op streams its weights from memory as a decode step's ops do.
  * On lavapipe, maxStorageBufferBindingSize (128 MiB) caps W: an f32 [8192, 8192] is skipped.
  */
 import { pathToFileURL } from 'node:url';
@@ -30,6 +32,8 @@ export interface LinearBenchOptions {
   reps?: number;
   /** Each one timed on the same data; default the defaults. */
   tunings?: Array<Partial<LinearTuning>>;
+  /** Weight buffers the dispatches take turns over (default: enough for 256 MB). */
+  copies?: number;
 }
 
 export interface LinearBenchResult {
@@ -43,6 +47,8 @@ export interface LinearBenchResult {
   method: 'timestamp' | 'wall';
   /** Per op. */
   microseconds: number;
+  /** Weight buffers the dispatches took turns over. */
+  copies: number;
   /** W (and scales), X and Y bytes per op. */
   bytes: number;
   GBps: number;
@@ -101,6 +107,10 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     y: storageBuffer(ctx, need.y),
     ...(scales ? { scales: upload(ctx, scales) } : {}),
   };
+  // The same weights again (the first is the one checked), so that no op finds its W in cache.
+  const copies = o.copies ?? Math.min(256, Math.ceil(256e6 / (need.w + need.scales)));
+  const rotation = [bufs];
+  for (let i = 1; i < copies; i++) rotation.push({ ...bufs, w: upload(ctx, wBytes), ...(scales ? { scales: upload(ctx, scales) } : {}) });
   const results: Array<LinearBenchResult | { tuning: Partial<LinearTuning>; skipped: string }> = [];
   for (const tuning of o.tunings ?? [{}]) {
     let lin: LinearKernels;
@@ -139,7 +149,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     }
 
     const encodeOps = (pass: GPUComputePassEncoder) => {
-      for (let i = 0; i < iters; i++) lin.encode(pass, bufs, shape);
+      for (let i = 0; i < iters; i++) lin.encode(pass, rotation[i % copies]!, shape);
     };
     const times: number[] = [];
     let method: 'timestamp' | 'wall' = 'wall';
@@ -183,12 +193,16 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const microseconds = times[Math.floor(times.length / 2)]!;
     const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
     results.push({
-      N, K, T, weight, path, tuning: path === 'gemv' ? lin.gemvTuning(T) : {}, method, microseconds, bytes,
+      N, K, T, weight, path, tuning: path === 'gemv' ? lin.tuningAt(T) : { gemm: lin.tuningAt(1).gemm }, method, copies, microseconds, bytes,
       GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, ok: maxRelError < 1e-5, device: ctx.adapter.description || ctx.adapter.device,
     });
     lin.destroy();
   }
   for (const b of Object.values(bufs)) b.destroy();
+  for (const r of rotation.slice(1)) {
+    r.w.destroy();
+    r.scales?.destroy();
+  }
   return results;
 }
 
@@ -199,30 +213,34 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings 8x64,4x128: gemvRows x gemvThreads ('default': defaultGemvTuning(T))
+  // --tunings 8x64,4x128,64x128/4x8: GEMV rows x threads, or a GEMM tile BMxBN/TMxTN ('default': defaultLinearTuning(T))
   const tunings = arg('tunings', 'default')
     .split(',')
     .map((t): Partial<LinearTuning> => {
       if (t === 'default') return {};
-      const [rows, threads] = t.split('x').map(Number);
-      return { gemvRows: rows!, gemvThreads: threads! };
+      const [BM, BN, TM, TN] = t.split(/[x/]/).map(Number);
+      if (t.includes('/')) return { gemm: { BM: BM!, BN: BN!, TM: TM!, TN: TN! } };
+      return { gemvRows: BM!, gemvThreads: BN! };
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
+    for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {
     for (const T of arg('T', '1,8').split(',').map(Number)) {
       const path = process.argv.includes('--path') ? (arg('path', 'gemv') as LinearPath) : undefined;
       const res = await benchLinear(ctx, {
-        N: Number(arg('N', '8192')),
-        K: Number(arg('K', '8192')),
+        N: N!,
+        K: K!,
         T,
         weight,
         blockSize: Number(arg('block_size', '32')),
         iters: Number(arg('iters', '200')),
         reps: Number(arg('reps', '5')),
         tunings,
+        ...(process.argv.includes('--copies') ? { copies: Number(arg('copies', '1')) } : {}),
         ...(path ? { path } : {}),
       });
-      if ('skipped' in res) console.log(JSON.stringify({ weight, T, ...res }));
+      if ('skipped' in res) console.log(JSON.stringify({ weight, N, K, T, ...res }));
       else for (const r of res) console.log(JSON.stringify(r));
+    }
     }
   }
   process.exit(0);

@@ -383,14 +383,19 @@ describe('linear with its input norm and a residual add', () => {
 });
 
 describe('linear, shapes and plumbing', () => {
-  it('GEMM over several tiles in both directions (T=130, N=150, or I=75 for swiglu)', async () => {
+  it('GEMM over several tiles in both directions (T=130, N=150, or I=75 for swiglu), with other tile shapes', async () => {
+    const tiles = [new LinearKernels(ctx, { gemm: { BM: 64, BN: 128, TM: 4, TN: 8 } }), new LinearKernels(ctx, { gemm: { BM: 32, BN: 64, TM: 8, TN: 4 } })];
     for (const weight of ['f16', 'q4'] as const) {
       for (const actName of ['relu', 'swiglu'] as const) {
         const c = makeCase(ctx, 130, 200, 150, weight, weight === 'q4' ? 32 : undefined);
         await check(c, actName, true, 'gemm');
+        for (const k of tiles) await check(c, actName, true, 'gemm', k);
         destroyCase(c);
       }
     }
+    for (const k of tiles) k.destroy();
+    expect(() => new LinearKernels(ctx, { gemm: { BM: 64, BN: 64, TM: 4, TN: 6 } })).toThrow(/multiples of 4/);
+    expect(() => new LinearKernels(ctx, { gemm: { BM: 128, BN: 128, TM: 4, TN: 4 } })).toThrow(/1024 threads/);
   });
 
   it('GEMV with other tunings (rows per workgroup, threads) and a 2D dispatch', async () => {
@@ -406,6 +411,14 @@ describe('linear, shapes and plumbing', () => {
     await check(c4, 'swiglu', true, 'gemv', k4);
     await check(c4, 'relu', false, 'gemv', k4);
     destroyCase(c4);
+    // int4 over several steps of the threads: 16-byte words (K = 2500 pads to 79 blocks of 32)
+    // and u32 words (63 blocks of 16: rows of 504 bytes are not whole 16-byte words).
+    for (const [K, bs] of [[2500, 32], [1000, 16]] as const) {
+      const q = makeCase(ctx, 5, K, 90, 'q4', bs);
+      await check(q, 'swiglu', true, 'gemv', k4);
+      await check(q, 'none', false, 'gemv', k4);
+      destroyCase(q);
+    }
     k4.destroy();
     // Over 65535 workgroups (2 rows each): the dispatch is split over x and y.
     const N = 2 * 65536 + 3;

@@ -15,7 +15,7 @@ import type { StepInput, Stepper } from '../pipeline/loop.js';
 import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
-import { LinearKernels, type LinearActivation, type LinearWeight } from './linear.js';
+import { LinearKernels, linearTuningFromEnv, type LinearActivation, type LinearWeight } from './linear.js';
 import { uploadWeights, type GpuLinear, type GpuMatrix, type GpuNorm, type GpuWeights, type MatrixType } from './weights.js';
 
 export interface EngineOptions {
@@ -80,7 +80,7 @@ export class WgslEngine implements Stepper {
     readonly weights: GpuWeights,
   ) {
     this.gather = new Kernel(ctx, 'gather-rows', 'gather-rows.wgsl');
-    this.linearK = new LinearKernels(ctx);
+    this.linearK = new LinearKernels(ctx, linearTuningFromEnv());
     this.attentionK = new AttentionKernels(ctx);
     this.elementwise = ElementwiseKernels.for(ctx);
     this.slopes = ckpt.spec.traits.position === 'alibi' ? upload(ctx, Float32Array.from(alibiSlopes(ckpt.dims.numHeads)), 'alibi slopes') : undefined;

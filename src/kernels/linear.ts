@@ -75,6 +75,16 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
   gemvThreads: number;
+  /** GEMM: the workgroup's tile and each thread's share of it. */
+  gemm: GemmTile;
+}
+
+/** A BM x BN output tile (rows of X by rows of W) per workgroup, TM x TN of it per thread (multiples of 4). */
+export interface GemmTile {
+  BM: number;
+  BN: number;
+  TM: number;
+  TN: number;
 }
 
 /**
@@ -83,8 +93,24 @@ export interface LinearTuning {
  * for T = 8, 4 x 128 (or 4 x 64) beat 8 x 64 / 8 x 128 by 10-60% (fewer registers per thread).
  * Both use 16 KiB of workgroup memory.
  */
-export function defaultGemvTuning(T: number): LinearTuning {
-  return T <= 4 ? { gemvRows: 8, gemvThreads: 128 } : { gemvRows: 4, gemvThreads: 128 };
+export function defaultLinearTuning(T: number): LinearTuning {
+  const gemm = { BM: 64, BN: 64, TM: 4, TN: 4 };
+  return T <= 4 ? { gemvRows: 8, gemvThreads: 128, gemm } : { gemvRows: 4, gemvThreads: 128, gemm };
+}
+
+/**
+ * A tuning that overrides the defaults for every linear op of the engine, from
+ * `FUSEGEN_LINEAR_TUNING` (JSON, e.g. `{"gemvThreads":64}` or `{"gemm":{"BM":64,"BN":128,"TM":4,"TN":8}}`):
+ * for trying shapes end to end in a benchmark; LinearKernels checks it like any other.
+ */
+export function linearTuningFromEnv(): Partial<LinearTuning> {
+  const text = process.env['FUSEGEN_LINEAR_TUNING'];
+  if (!text) return {};
+  try {
+    return JSON.parse(text) as Partial<LinearTuning>;
+  } catch {
+    throw new Error(`FUSEGEN_LINEAR_TUNING is not JSON: ${text}`);
+  }
 }
 
 /** Columns of Y: N, or N / 2 for swiglu. */
@@ -120,24 +146,30 @@ export class LinearKernels {
   private nextBufferId = 1;
   private readonly dummy: GPUBuffer;
 
-  /** `tuning` fixes the GEMV's shape for every T (default: defaultGemvTuning(T)). */
+  /** `tuning` fixes the GEMV's shape for every T (default: defaultLinearTuning(T)). */
   constructor(
     readonly ctx: GpuContext,
     readonly tuning: Partial<LinearTuning> = {},
   ) {
-    this.gemvTuning(1); // validates the shape (workgroup memory is checked per T, on first use)
+    this.tuningAt(1); // validates the shape (workgroup memory is checked per T, on first use)
     this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
   }
 
   /** The GEMV's rows per workgroup and threads for T rows. */
-  gemvTuning(T: number): LinearTuning {
-    const t = { ...defaultGemvTuning(T), ...this.tuning };
+  tuningAt(T: number): LinearTuning {
+    const t = { ...defaultLinearTuning(T), ...this.tuning };
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
     const shared = R * T * KT * 4;
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
     if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
+    const { BM, BN, TM, TN } = t.gemm;
+    const tile = `linear: GEMM tile ${BM}x${BN}/${TM}x${TN}`;
+    if (![BM, BN, TM, TN].every((v) => Number.isInteger(v) && v >= 4 && v % 4 === 0) || BM % TM || BN % TN) throw new Error(`${tile}: sizes must be multiples of 4, BM of TM and BN of TN`);
+    const threads = (BM / TM) * (BN / TN);
+    if (threads > this.ctx.device.limits.maxComputeInvocationsPerWorkgroup) throw new Error(`${tile}: ${threads} threads, over the device's ${this.ctx.device.limits.maxComputeInvocationsPerWorkgroup}`);
+    if ((BM + BN) * 32 * 4 > limit) throw new Error(`${tile}: ${(BM + BN) * 128} bytes of workgroup memory, over the device's ${limit}`);
     return t;
   }
 
@@ -234,11 +266,13 @@ export class LinearKernels {
 
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
-    const tuning = path === 'gemv' ? this.gemvTuning(T) : defaultGemvTuning(1);
+    const tuning = this.tuningAt(path === 'gemv' ? T : 1);
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
     // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
     const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
-    const kernel = this.kernel(path, weight, aligned, T, tuning, fused);
+    // int4 rows are read 32 weights (16 bytes) at a time where the padded rows are whole words.
+    const q4Words = weight === 'q4' && (nBlocks << bsShift) % 32 !== 0 ? 'u32' : 'vec4<u32>';
+    const kernel = this.kernel(path, weight, aligned, T, tuning, fused, q4Words);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -271,19 +305,22 @@ export class LinearKernels {
       const x = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
       dispatch = [x, Math.ceil(groups / x), 1];
     } else {
-      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(T / 64), 1];
+      const { BM, BN } = tuning.gemm;
+      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? BN / 2 : BN)), Math.ceil(T / BM), 1];
     }
     return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean, q4Words: string): Kernel {
+    const w = weight === 'q4' ? `q4(${q4Words})` : weight;
+    const { BM, BN, TM, TN } = tuning.gemm;
+    const key = path === 'gemv' ? `gemv:${w}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${w}:${aligned}:${BM}x${BN}/${TM}x${TN}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
       const defines: Record<string, string | number> = {
         COMMON: loadWgsl('linear_common.wgsl', flag),
-        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
+        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, { ...flag, Q4_WORD: q4Words, WIDE: q4Words === 'u32' ? 1 : 4 }),
       };
       if (path === 'gemv') {
         const O = tuning.gemvRows * T;
@@ -295,6 +332,8 @@ export class LinearKernels {
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
         });
+      } else {
+        Object.assign(defines, { BM, BN, TM, TN });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
       this.kernels.set(key, k);
