@@ -6,7 +6,7 @@
 #   presets opt-1.3b llama-1.1b                  # random-weight checkpoints of real shape, in parallel
 #   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench on WebGPU, one process (benchcpu: on the CPU)
 #   peer llama-1.1b [--compile]                  # HF transformers PyTorch fp16 on the same checkpoint
-#   kernels [--T 1,8 --weights f16,q4 ...]       # the linear kernels' micro-benchmark
+#   kernels [--shapes 6144x2048 --T 1,8 ...]     # the linear kernels' micro-benchmark
 #   finish                                       # pack the results
 source .gpu/setup.sh
 RESULTS=/tmp/results
@@ -23,6 +23,7 @@ presets() {
 
 # bench <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]   (WebGPU)
 # benchcpu <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]
+# (NEW_TOKENS and REPEATS in the caller's environment override 64 new tokens and 3 measured runs)
 bench() { bench_on webgpu "$@"; }
 benchcpu() { bench_on cpu "$@"; }
 
@@ -31,7 +32,7 @@ bench_on() {
   shift 6
   local dir
   dir=$(mktemp -d "$RESULTS/$preset-$dtype-$device-XXXX")
-  local args=(--model "/tmp/$preset" --device "$device" --dtype "$dtype" --pipelines "$pipelines" --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens 64 --repeats 3)
+  local args=(--model "/tmp/$preset" --device "$device" --dtype "$dtype" --pipelines "$pipelines" --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens "${NEW_TOKENS:-64}" --repeats "${REPEATS:-3}")
   log "[$dir] env $* node dist/src/cli/main.js bench ${args[*]}"
   env "$@" node dist/src/cli/main.js bench "${args[@]}" --report_dir "$dir" 2>&1 | grep -v '^Warning\|artificially' | tee "$dir/table.txt"
 }
