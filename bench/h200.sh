@@ -5,7 +5,7 @@
 #   source bench/h200.sh
 #   presets opt-1.3b llama-1.1b                  # random-weight checkpoints of real shape, in parallel
 #   bench opt-1.3b float16 wgsl,ort,reference 1,8 16,128 [ENV=VALUE ...]   # fusegen bench on WebGPU, one process (benchcpu: on the CPU)
-#   peer llama-1.1b [--compile]                  # HF transformers PyTorch fp16 on the same checkpoint
+#   peer llama-1.1b [--compile [--batch_sizes 1]]  # HF transformers PyTorch fp16 on the same checkpoint
 #   kernels [--shapes 6144x2048 --T 1,8 ...]     # the linear kernels' micro-benchmark
 #   finish                                       # pack the results
 source .gpu/setup.sh
@@ -41,7 +41,9 @@ peer() {
   local preset=$1
   shift
   log "python3 bench/peers/hf_peer.py --model /tmp/$preset --batch_sizes 1,8 $*"
-  PYTHONUNBUFFERED=1 python3 bench/peers/hf_peer.py --model "/tmp/$preset" --batch_sizes 1,8 "$@" --out "$RESULTS/peer-$preset${1:+-compile}.json" 2>&1 | grep -v Warning
+  local name="peer-$preset${1:+-compile}"
+  # stderr (torch.compile's autotuning tables) goes to a log; the one line per batch size to stdout
+  PYTHONUNBUFFERED=1 python3 bench/peers/hf_peer.py --model "/tmp/$preset" --batch_sizes 1,8 "$@" --out "$RESULTS/$name.json" 2> "$RESULTS/$name.log"
 }
 
 # kernels [flags of bench/kernels-linear.ts]   (default: --T 1,8 --weights f16,q8,q4)

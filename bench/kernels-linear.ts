@@ -6,13 +6,14 @@
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
  *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
  *     [--tunings default,8x64,4x128] [--copies N]
- *   (--tunings: GEMV rows per workgroup x threads, or GEMM tiles BMxBN/TMxTN, each timed on the same data)
+ *   (--tunings: GEMV rows per workgroup x threads, a trailing w for 16-byte quantized words; each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
  * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
  * as between the ops of a decode step); without it, the wall time of the same submits. The
- * dispatches take turns over `copies` weight buffers (default: enough for 256 MB, five times
- * the H200's 50 MB L2, at most 256), so each op streams its weights from memory as a decode step's ops do.
+ * dispatches take turns over `copies` weight buffers (default: enough for 256 MB, five
+ * times the H200's 50 MB L2, at most 256), so each op streams its weights from memory as a
+ * decode step's ops do.
  * On lavapipe, maxStorageBufferBindingSize (128 MiB) caps W: an f32 [8192, 8192] is skipped.
  */
 import { pathToFileURL } from 'node:url';
@@ -193,7 +194,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const microseconds = times[Math.floor(times.length / 2)]!;
     const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
     results.push({
-      N, K, T, weight, path, tuning: path === 'gemv' ? lin.tuningAt(T) : { gemm: lin.tuningAt(1).gemm }, method, copies, microseconds, bytes,
+      N, K, T, weight, path, tuning: path === 'gemv' ? lin.tuningAt(T, N, K, weight) : {}, method, copies, microseconds, bytes,
       GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, ok: maxRelError < 1e-5, device: ctx.adapter.description || ctx.adapter.device,
     });
     lin.destroy();
@@ -213,14 +214,14 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings 8x64,4x128,64x128/4x8: GEMV rows x threads, or a GEMM tile BMxBN/TMxTN ('default': defaultLinearTuning(T))
+  // --tunings default,wide,8x64,4x128w: GEMV rows x threads ('default': defaultLinearTuning; 'w' / 'wide': 16-byte quantized words)
   const tunings = arg('tunings', 'default')
     .split(',')
     .map((t): Partial<LinearTuning> => {
-      if (t === 'default') return {};
-      const [BM, BN, TM, TN] = t.split(/[x/]/).map(Number);
-      if (t.includes('/')) return { gemm: { BM: BM!, BN: BN!, TM: TM!, TN: TN! } };
-      return { gemvRows: BM!, gemvThreads: BN! };
+      const wide = t.endsWith('w') || t === 'wide' ? { wideWords: true } : {};
+      if (t === 'default' || t === 'wide') return wide;
+      const [rows, threads] = t.replace(/w$/, '').split('x').map(Number);
+      return { gemvRows: rows!, gemvThreads: threads!, ...wide };
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
     for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {

@@ -189,12 +189,18 @@ function reference(c: Case, actName: LinearActivation, withBias: boolean): { y: 
 
 let ctx: GpuContext;
 let lin: LinearKernels;
+/** 16-byte words for the quantized weights. */
+let wide: LinearKernels;
 
 beforeAll(async () => {
   ctx = await openGpu();
   lin = new LinearKernels(ctx);
+  wide = new LinearKernels(ctx, { wideWords: true });
 });
-afterAll(() => lin?.destroy());
+afterAll(() => {
+  lin?.destroy();
+  wide?.destroy();
+});
 
 /** X's rows normalized in float64, as the fused norm must compute them. */
 function normRows(x: ArrayLike<number>, T: number, K: number, kind: 'layer' | 'rms', gamma: Float32Array, beta: Float32Array | undefined, eps: number): Float64Array {
@@ -317,13 +323,16 @@ describe.each([
           const c = makeCase(ctx, T, K, N, weight, blockSize);
           for (const withBias of [false, true]) {
             if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv'));
+            if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv', wide));
             note(weight, await check(c, actName, withBias, 'gemm'));
+            note(weight, await check(c, actName, withBias, 'gemm', wide));
           }
           destroyCase(c);
         }
       }
     }
     lin.clearCache();
+    wide.clearCache();
   });
 });
 
@@ -383,19 +392,14 @@ describe('linear with its input norm and a residual add', () => {
 });
 
 describe('linear, shapes and plumbing', () => {
-  it('GEMM over several tiles in both directions (T=130, N=150, or I=75 for swiglu), with other tile shapes', async () => {
-    const tiles = [new LinearKernels(ctx, { gemm: { BM: 64, BN: 128, TM: 4, TN: 8 } }), new LinearKernels(ctx, { gemm: { BM: 32, BN: 64, TM: 8, TN: 4 } })];
+  it('GEMM over several tiles in both directions (T=130, N=150, or I=75 for swiglu)', async () => {
     for (const weight of ['f16', 'q4'] as const) {
       for (const actName of ['relu', 'swiglu'] as const) {
         const c = makeCase(ctx, 130, 200, 150, weight, weight === 'q4' ? 32 : undefined);
         await check(c, actName, true, 'gemm');
-        for (const k of tiles) await check(c, actName, true, 'gemm', k);
         destroyCase(c);
       }
     }
-    for (const k of tiles) k.destroy();
-    expect(() => new LinearKernels(ctx, { gemm: { BM: 64, BN: 64, TM: 4, TN: 6 } })).toThrow(/multiples of 4/);
-    expect(() => new LinearKernels(ctx, { gemm: { BM: 128, BN: 128, TM: 4, TN: 4 } })).toThrow(/1024 threads/);
   });
 
   it('GEMV with other tunings (rows per workgroup, threads) and a 2D dispatch', async () => {
@@ -411,15 +415,20 @@ describe('linear, shapes and plumbing', () => {
     await check(c4, 'swiglu', true, 'gemv', k4);
     await check(c4, 'relu', false, 'gemv', k4);
     destroyCase(c4);
-    // int4 over several steps of the threads: 16-byte words (K = 2500 pads to 79 blocks of 32)
-    // and u32 words (63 blocks of 16: rows of 504 bytes are not whole 16-byte words).
+    // int4 over several steps of the threads, in 8-weight and 16-byte words (K = 2500 pads to
+    // 79 blocks of 32; 63 blocks of 16 make rows of 504 bytes, not whole 16-byte words, which
+    // fall back to 8-weight words).
+    const k4w = new LinearKernels(ctx, { gemvRows: 16, gemvThreads: 32, wideWords: true });
     for (const [K, bs] of [[2500, 32], [1000, 16]] as const) {
       const q = makeCase(ctx, 5, K, 90, 'q4', bs);
-      await check(q, 'swiglu', true, 'gemv', k4);
-      await check(q, 'none', false, 'gemv', k4);
+      for (const k of [k4, k4w]) {
+        await check(q, 'swiglu', true, 'gemv', k);
+        await check(q, 'none', false, 'gemv', k);
+      }
       destroyCase(q);
     }
     k4.destroy();
+    k4w.destroy();
     // Over 65535 workgroups (2 rows each): the dispatch is split over x and y.
     const N = 2 * 65536 + 3;
     const c = makeCase(ctx, 5, 8, N, 'f32');

@@ -106,7 +106,11 @@ def main():
             "tpotMs": tpot,
             "decodeTokensPerSec": batch * 1000 / tpot,
         })
+        write(a, model, load_ms, rows)  # after every batch size: a run cut short keeps what it measured
         print(f"{a.model} {mode} batch {batch}: TTFT {statistics.median(ttft):.2f} ms, TPOT {tpot:.3f} ms, {batch * 1000 / tpot:.1f} tokens/s (warm-up {t_warm / 1000:.1f} s)", flush=True)
+
+
+def write(a, model, load_ms, rows):
     report = {
         "schema": "fusegen.peer/1",
         "model": a.model,

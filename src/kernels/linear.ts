@@ -75,32 +75,32 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
   gemvThreads: number;
-  /** GEMM: the workgroup's tile and each thread's share of it. */
-  gemm: GemmTile;
-}
-
-/** A BM x BN output tile (rows of X by rows of W) per workgroup, TM x TN of it per thread (multiples of 4). */
-export interface GemmTile {
-  BM: number;
-  BN: number;
-  TM: number;
-  TN: number;
+  /**
+   * Quantized weights read 16 bytes per row per step (int8 16 weights, int4 32) instead of 8
+   * weights (8 or 4 bytes). Off by default: see defaultLinearTuning.
+   */
+  wideWords: boolean;
 }
 
 /**
- * The GEMV's shape by T, from bench/kernels-linear.ts on the H200 ([8192, 8192], 2026-11-29):
- * 8 rows x 128 threads was best or within 5% for T <= 4 on every weight type (f16 T=1 3.9 TB/s);
- * for T = 8, 4 x 128 (or 4 x 64) beat 8 x 64 / 8 x 128 by 10-60% (fewer registers per thread).
- * Both use 16 KiB of workgroup memory.
+ * The GEMV's shape for T rows of X and a [N, K] W, from bench/kernels-linear.ts on the H200
+ * with the model's own shapes streamed from memory (bench/results/2026-12-02-h200-tuning):
+ * - one row: 8 W rows x 128 threads, except 4 x 256 where there are few rows (N <= 4096) or a
+ *   long K (>= 4096), 10-25% faster there (fc2 / down, o, llama's qkv) and slower elsewhere;
+ * - more rows: 4 x 64 for f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a thread);
+ *   int4 / int8 keep 4 x 128, measured before with the narrow words.
+ * wideWords stays off: the first 16-byte int4 reader (its chunk loop not unrolled) ran 1.5-3x
+ * slower than f16 at T = 1 and 5-10x at T = 8.
  */
-export function defaultLinearTuning(T: number): LinearTuning {
-  const gemm = { BM: 64, BN: 64, TM: 4, TN: 4 };
-  return T <= 4 ? { gemvRows: 8, gemvThreads: 128, gemm } : { gemvRows: 4, gemvThreads: 128, gemm };
+export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16'): LinearTuning {
+  const wideWords = false;
+  if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256, wideWords } : { gemvRows: 8, gemvThreads: 128, wideWords };
+  return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64, wideWords } : { gemvRows: 4, gemvThreads: 128, wideWords };
 }
 
 /**
  * A tuning that overrides the defaults for every linear op of the engine, from
- * `FUSEGEN_LINEAR_TUNING` (JSON, e.g. `{"gemvThreads":64}` or `{"gemm":{"BM":64,"BN":128,"TM":4,"TN":8}}`):
+ * `FUSEGEN_LINEAR_TUNING` (JSON, e.g. `{"gemvRows":4,"gemvThreads":64}` or `{"wideWords":true}`):
  * for trying shapes end to end in a benchmark; LinearKernels checks it like any other.
  */
 export function linearTuningFromEnv(): Partial<LinearTuning> {
@@ -151,25 +151,19 @@ export class LinearKernels {
     readonly ctx: GpuContext,
     readonly tuning: Partial<LinearTuning> = {},
   ) {
-    this.tuningAt(1); // validates the shape (workgroup memory is checked per T, on first use)
+    this.tuningAt(1, 0, 0, 'f16'); // validates the shape (workgroup memory is checked per T, on first use)
     this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
   }
 
-  /** The GEMV's rows per workgroup and threads for T rows. */
-  tuningAt(T: number): LinearTuning {
-    const t = { ...defaultLinearTuning(T), ...this.tuning };
+  /** The GEMV's rows per workgroup and threads for T rows of X and a [N, K] W. */
+  tuningAt(T: number, N: number, K: number, weight: LinearWeight): LinearTuning {
+    const t = { ...defaultLinearTuning(T, N, K, weight), ...this.tuning };
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
     const shared = R * T * KT * 4;
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
     if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
-    const { BM, BN, TM, TN } = t.gemm;
-    const tile = `linear: GEMM tile ${BM}x${BN}/${TM}x${TN}`;
-    if (![BM, BN, TM, TN].every((v) => Number.isInteger(v) && v >= 4 && v % 4 === 0) || BM % TM || BN % TN) throw new Error(`${tile}: sizes must be multiples of 4, BM of TM and BN of TN`);
-    const threads = (BM / TM) * (BN / TN);
-    if (threads > this.ctx.device.limits.maxComputeInvocationsPerWorkgroup) throw new Error(`${tile}: ${threads} threads, over the device's ${this.ctx.device.limits.maxComputeInvocationsPerWorkgroup}`);
-    if ((BM + BN) * 32 * 4 > limit) throw new Error(`${tile}: ${(BM + BN) * 128} bytes of workgroup memory, over the device's ${limit}`);
     return t;
   }
 
@@ -266,13 +260,13 @@ export class LinearKernels {
 
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
-    const tuning = this.tuningAt(path === 'gemv' ? T : 1);
+    const tuning = this.tuningAt(path === 'gemv' ? T : 1, N, K, weight);
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
     // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
     const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
-    // int4 rows are read 32 weights (16 bytes) at a time where the padded rows are whole words.
-    const q4Words = weight === 'q4' && (nBlocks << bsShift) % 32 !== 0 ? 'u32' : 'vec4<u32>';
-    const kernel = this.kernel(path, weight, aligned, T, tuning, fused, q4Words);
+    // Quantized rows in 16-byte words where asked for and the padded rows are whole words.
+    const wide = tuning.wideWords && quantized && (nBlocks << bsShift) % (weight === 'q4' ? 32 : 16) === 0;
+    const kernel = this.kernel(path, weight, aligned, T, tuning, fused, wide);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -305,22 +299,25 @@ export class LinearKernels {
       const x = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
       dispatch = [x, Math.ceil(groups / x), 1];
     } else {
-      const { BM, BN } = tuning.gemm;
-      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? BN / 2 : BN)), Math.ceil(T / BM), 1];
+      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(T / 64), 1];
     }
     return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean, q4Words: string): Kernel {
-    const w = weight === 'q4' ? `q4(${q4Words})` : weight;
-    const { BM, BN, TM, TN } = tuning.gemm;
-    const key = path === 'gemv' ? `gemv:${w}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${w}:${aligned}:${BM}x${BN}/${TM}x${TN}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean, wide: boolean): Kernel {
+    const w = `${weight}${wide ? ':wide' : ''}`;
+    const key = path === 'gemv' ? `gemv:${w}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${w}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
+      // A quantized reader's word: 16 bytes (int8: 2 chunks of 8 weights, int4: 4) or one chunk.
+      const word: { WORD: string; WIDE: number } =
+        weight === 'q8' ? (wide ? { WORD: 'vec4<u32>', WIDE: 2 } : { WORD: 'vec2<u32>', WIDE: 1 })
+        : weight === 'q4' ? (wide ? { WORD: 'vec4<u32>', WIDE: 4 } : { WORD: 'u32', WIDE: 1 })
+        : { WORD: '', WIDE: 1 }; // f32 / f16 readers fix their own
       const defines: Record<string, string | number> = {
         COMMON: loadWgsl('linear_common.wgsl', flag),
-        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, { ...flag, Q4_WORD: q4Words, WIDE: q4Words === 'u32' ? 1 : 4 }),
+        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, { ...flag, ...word }),
       };
       if (path === 'gemv') {
         const O = tuning.gemvRows * T;
@@ -331,9 +328,10 @@ export class LinearKernels {
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
+          // The word's chunks written out one by one, sub a literal: the same as a loop ran
+          // 1.5-10x slower on the H200, as if its indexing of registers went through memory.
+          CHUNKS: Array.from({ length: word.WIDE }, (_, sub) => loadWgsl('linear_gemv_chunk.wgsl', { SUB: sub })).join('\n'),
         });
-      } else {
-        Object.assign(defines, { BM, BN, TM, TN });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);
       this.kernels.set(key, k);

@@ -57,27 +57,15 @@ fn main(@builtin(local_invocation_index) lid: u32,
   normStats(lid);
 
   // Each step loads one word per weight row (all ROWS loads in flight together), then takes
-  // its WIDE chunks of 8; a chunk's scale is read again only where a block starts in it.
+  // its WIDE chunks of 8 (CHUNKS: linear_gemv_chunk.wgsl once per chunk); a chunk's scale is
+  // read again only where a block starts in it.
   var acc: array<f32, O>;
   let blockChunks = max((1u << P.bsShift) >> 3u, 1u);
   for (var k = lid * 8u * WIDE; k < P.K; k += KT * 8u * WIDE) {
     var words: array<WWord, ROWS>;
     for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
     var s: array<f32, ROWS>;
-    for (var sub = 0u; sub < WIDE; sub++) {
-      let kc = k + sub * 8u;
-      var xs: array<array<vec4<f32>, 2>, T>;
-      let nc = normChunk(kc);
-      for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(t, kc), nc, t); }
-      let newBlock = sub % blockChunks == 0u;
-      for (var r = 0u; r < ROWS; r++) {
-        let w = wSub(words[r], sub);
-        if (newBlock) { s[r] = wScale(rows[r], kc); }
-        for (var t = 0u; t < T; t++) {
-          acc[r * T + t] += s[r] * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
-        }
-      }
-    }
+{{CHUNKS}}
   }
 
   // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.

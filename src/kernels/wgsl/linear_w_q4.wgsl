@@ -5,10 +5,9 @@
 // f32 [N * nBlocks] at binding 5. Value = (q - 8) * scale: wSub returns q - 8, the caller
 // multiplies by wScale.
 //
-// Words: vec4<u32> (WIDE = 4 chunks of 8 weights), so a GEMV thread streams 16 bytes per load
-// as with f16; that needs whole words per padded row (nBlocks * blockSize % 32 == 0, true for
-// blockSize >= 32), and linear.ts picks u32 words (WIDE = 1) for the other rows.
-alias WWord = {{Q4_WORD}};
+// Words (linear.ts picks): u32, one chunk of 8 weights (WIDE = 1), or vec4<u32>, 32 weights
+// (WIDE = 4), which needs whole words per padded row (nBlocks * blockSize % 32 == 0).
+alias WWord = {{WORD}};
 const WIDE: u32 = {{WIDE}}u;
 
 @group(0) @binding(2) var<storage, read> W: array<WWord>;

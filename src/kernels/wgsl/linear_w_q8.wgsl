@@ -4,18 +4,18 @@
 // f32 [N * nBlocks] at binding 5. Value = (q - 128) * scale: wSub returns q - 128, the caller
 // multiplies by wScale.
 //
-// Words: vec4<u32>, 16 weights (WIDE = 2 chunks of 8); blockSize >= 16 keeps every padded
-// row whole words.
-alias WWord = vec4<u32>;
-const WIDE: u32 = 2u;
+// Words (linear.ts picks): vec2<u32>, one chunk of 8 weights (WIDE = 1), or vec4<u32>, 16
+// weights (WIDE = 2); blockSize >= 16 keeps every padded row whole words.
+alias WWord = {{WORD}};
+const WIDE: u32 = {{WIDE}}u;
 
 @group(0) @binding(2) var<storage, read> W: array<WWord>;
 @group(0) @binding(5) var<storage, read> S: array<f32>;
 
-// The word holding W[row, k .. k + 16) (k a multiple of 16), zero past K.
+// The word holding W[row, k .. k + 8 WIDE) (k a multiple of 8 WIDE), zero past K.
 fn wLoad(row: u32, k: u32) -> WWord {
   if (k >= P.K) { return WWord(); }
-  return W[row * ((P.nBlocks << P.bsShift) >> 4u) + (k >> 4u)];
+  return W[row * ((P.nBlocks << P.bsShift) / (8u * WIDE)) + k / (8u * WIDE)];
 }
 
 const SH8 = vec4<u32>(0u, 8u, 16u, 24u);
