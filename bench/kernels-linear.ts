@@ -6,7 +6,7 @@
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
  *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
  *     [--tunings default,8x64,4x128] [--copies N]
- *   (--tunings: GEMV rows per workgroup x threads, a trailing w for 16-byte quantized words; each timed on the same data)
+ *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
  * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
@@ -214,14 +214,13 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings default,wide,8x64,4x128w: GEMV rows x threads ('default': defaultLinearTuning; 'w' / 'wide': 16-byte quantized words)
+  // --tunings 8x64,4x128: gemvRows x gemvThreads ('default': defaultLinearTuning)
   const tunings = arg('tunings', 'default')
     .split(',')
     .map((t): Partial<LinearTuning> => {
-      const wide = t.endsWith('w') || t === 'wide' ? { wideWords: true } : {};
-      if (t === 'default' || t === 'wide') return wide;
-      const [rows, threads] = t.replace(/w$/, '').split('x').map(Number);
-      return { gemvRows: rows!, gemvThreads: threads!, ...wide };
+      if (t === 'default') return {};
+      const [rows, threads] = t.split('x').map(Number);
+      return { gemvRows: rows!, gemvThreads: threads! };
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
     for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {

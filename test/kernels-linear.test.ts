@@ -189,18 +189,12 @@ function reference(c: Case, actName: LinearActivation, withBias: boolean): { y: 
 
 let ctx: GpuContext;
 let lin: LinearKernels;
-/** 16-byte words for the quantized weights. */
-let wide: LinearKernels;
 
 beforeAll(async () => {
   ctx = await openGpu();
   lin = new LinearKernels(ctx);
-  wide = new LinearKernels(ctx, { wideWords: true });
 });
-afterAll(() => {
-  lin?.destroy();
-  wide?.destroy();
-});
+afterAll(() => lin?.destroy());
 
 /** X's rows normalized in float64, as the fused norm must compute them. */
 function normRows(x: ArrayLike<number>, T: number, K: number, kind: 'layer' | 'rms', gamma: Float32Array, beta: Float32Array | undefined, eps: number): Float64Array {
@@ -323,16 +317,13 @@ describe.each([
           const c = makeCase(ctx, T, K, N, weight, blockSize);
           for (const withBias of [false, true]) {
             if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv'));
-            if (T <= GEMV_MAX_T) note(weight, await check(c, actName, withBias, 'gemv', wide));
             note(weight, await check(c, actName, withBias, 'gemm'));
-            note(weight, await check(c, actName, withBias, 'gemm', wide));
           }
           destroyCase(c);
         }
       }
     }
     lin.clearCache();
-    wide.clearCache();
   });
 });
 
@@ -415,20 +406,14 @@ describe('linear, shapes and plumbing', () => {
     await check(c4, 'swiglu', true, 'gemv', k4);
     await check(c4, 'relu', false, 'gemv', k4);
     destroyCase(c4);
-    // int4 over several steps of the threads, in 8-weight and 16-byte words (K = 2500 pads to
-    // 79 blocks of 32; 63 blocks of 16 make rows of 504 bytes, not whole 16-byte words, which
-    // fall back to 8-weight words).
-    const k4w = new LinearKernels(ctx, { gemvRows: 16, gemvThreads: 32, wideWords: true });
+    // int4 over several steps of the threads (K = 2500 pads to 79 blocks of 32, 1000 to 63 of 16).
     for (const [K, bs] of [[2500, 32], [1000, 16]] as const) {
       const q = makeCase(ctx, 5, K, 90, 'q4', bs);
-      for (const k of [k4, k4w]) {
-        await check(q, 'swiglu', true, 'gemv', k);
-        await check(q, 'none', false, 'gemv', k);
-      }
+      await check(q, 'swiglu', true, 'gemv', k4);
+      await check(q, 'none', false, 'gemv', k4);
       destroyCase(q);
     }
     k4.destroy();
-    k4w.destroy();
     // Over 65535 workgroups (2 rows each): the dispatch is split over x and y.
     const N = 2 * 65536 + 3;
     const c = makeCase(ctx, 5, 8, N, 'f32');

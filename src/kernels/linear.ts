@@ -75,32 +75,24 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
   gemvThreads: number;
-  /**
-   * Quantized weights read 16 bytes per row per step (int8 16 weights, int4 32) instead of 8
-   * weights (8 or 4 bytes). Off by default: see defaultLinearTuning.
-   */
-  wideWords: boolean;
 }
 
 /**
  * The GEMV's shape for T rows of X and a [N, K] W, from bench/kernels-linear.ts on the H200
- * with the model's own shapes streamed from memory (bench/results/2026-12-02-h200-tuning):
- * - one row: 8 W rows x 128 threads, except 4 x 256 where there are few rows (N <= 4096) or a
- *   long K (>= 4096), 10-25% faster there (fc2 / down, o, llama's qkv) and slower elsewhere;
- * - more rows: 4 x 64 for f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a thread);
- *   int4 / int8 keep 4 x 128, measured before with the narrow words.
- * wideWords stays off: the first 16-byte int4 reader (its chunk loop not unrolled) ran 1.5-3x
- * slower than f16 at T = 1 and 5-10x at T = 8.
+ * with the models' own shapes streamed from memory (bench/results/2026-12-02-h200-tuning):
+ * - one row: 8 W rows x 128 threads, but 4 x 256 where there are few rows (N <= 4096) or a
+ *   long K (>= 4096): 10-25% faster there (o, fc2 / down, llama's qkv), slower elsewhere;
+ * - more rows: 4 x 64 for f32 / f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a
+ *   thread); int8 / int4 keep 4 x 128, as measured end to end.
  */
 export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16'): LinearTuning {
-  const wideWords = false;
-  if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256, wideWords } : { gemvRows: 8, gemvThreads: 128, wideWords };
-  return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64, wideWords } : { gemvRows: 4, gemvThreads: 128, wideWords };
+  if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 };
+  return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
 }
 
 /**
  * A tuning that overrides the defaults for every linear op of the engine, from
- * `FUSEGEN_LINEAR_TUNING` (JSON, e.g. `{"gemvRows":4,"gemvThreads":64}` or `{"wideWords":true}`):
+ * `FUSEGEN_LINEAR_TUNING` (JSON, e.g. `{"gemvRows":4,"gemvThreads":64}`):
  * for trying shapes end to end in a benchmark; LinearKernels checks it like any other.
  */
 export function linearTuningFromEnv(): Partial<LinearTuning> {
@@ -264,9 +256,7 @@ export class LinearKernels {
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
     // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
     const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
-    // Quantized rows in 16-byte words where asked for and the padded rows are whole words.
-    const wide = tuning.wideWords && quantized && (nBlocks << bsShift) % (weight === 'q4' ? 32 : 16) === 0;
-    const kernel = this.kernel(path, weight, aligned, T, tuning, fused, wide);
+    const kernel = this.kernel(path, weight, aligned, T, tuning, fused);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -304,20 +294,14 @@ export class LinearKernels {
     return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean, wide: boolean): Kernel {
-    const w = `${weight}${wide ? ':wide' : ''}`;
-    const key = path === 'gemv' ? `gemv:${w}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${w}:${aligned}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
-      // A quantized reader's word: 16 bytes (int8: 2 chunks of 8 weights, int4: 4) or one chunk.
-      const word: { WORD: string; WIDE: number } =
-        weight === 'q8' ? (wide ? { WORD: 'vec4<u32>', WIDE: 2 } : { WORD: 'vec2<u32>', WIDE: 1 })
-        : weight === 'q4' ? (wide ? { WORD: 'vec4<u32>', WIDE: 4 } : { WORD: 'u32', WIDE: 1 })
-        : { WORD: '', WIDE: 1 }; // f32 / f16 readers fix their own
       const defines: Record<string, string | number> = {
         COMMON: loadWgsl('linear_common.wgsl', flag),
-        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, { ...flag, ...word }),
+        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
       };
       if (path === 'gemv') {
         const O = tuning.gemvRows * T;
@@ -328,9 +312,6 @@ export class LinearKernels {
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
-          // The word's chunks written out one by one, sub a literal: the same as a loop ran
-          // 1.5-10x slower on the H200, as if its indexing of registers went through memory.
-          CHUNKS: Array.from({ length: word.WIDE }, (_, sub) => loadWgsl('linear_gemv_chunk.wgsl', { SUB: sub })).join('\n'),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

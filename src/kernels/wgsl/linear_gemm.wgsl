@@ -16,11 +16,6 @@
 {{COMMON}}
 {{WEIGHTS}}
 
-// W[row, k .. k + 8) (k a multiple of 8) from the reader's words (tile loads are 8 elements).
-fn wRaw(row: u32, k: u32) -> array<vec4<f32>, 2> {
-  return wSub(wLoad(row, k - k % (8u * WIDE)), (k / 8u) % WIDE);
-}
-
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 32u;
@@ -58,7 +53,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (xok) { xv = xChunk(xr, k); }
     var wv: array<vec4<f32>, 2>;
     if (wok && k < P.K) {
-      let w = wRaw(wr, k);
+      let w = wDecode(wLoad(wr, k));
       let s = wScale(wr, k);
       wv[0] = w[0] * s;
       wv[1] = w[1] * s;

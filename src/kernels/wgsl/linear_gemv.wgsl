@@ -14,9 +14,9 @@
 // in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
 // the norm before a projection costs no dispatch of its own.
 //
-// Each thread takes words of 8 WIDE elements, k = 8 WIDE (lid + j KT) of K (16-byte loads for
-// f16, q8 and q4: WIDE 1, 2, 4), loads X[t, chunk] for all T rows once per 8-element chunk
-// and reuses them for the ROWS weight rows, keeping ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
+// Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
+// T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
+// ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
 // workgroup memory: G threads per output sum KT / G values each, then one adds the G sums
 // (a chain of KT / G + G adds instead of KT; the XOR swizzle keeps both sides free of bank
 // conflicts), then bias, activation, store.
@@ -56,16 +56,22 @@ fn main(@builtin(local_invocation_index) lid: u32,
 
   normStats(lid);
 
-  // Each step loads one word per weight row (all ROWS loads in flight together), then takes
-  // its WIDE chunks of 8 (CHUNKS: linear_gemv_chunk.wgsl once per chunk); a chunk's scale is
-  // read again only where a block starts in it.
+  // Each step loads the chunk's word of every weight row first (all ROWS loads in flight
+  // together), then decodes and multiplies them row by row.
   var acc: array<f32, O>;
-  let blockChunks = max((1u << P.bsShift) >> 3u, 1u);
-  for (var k = lid * 8u * WIDE; k < P.K; k += KT * 8u * WIDE) {
+  for (var k = lid * 8u; k < P.K; k += KT * 8u) {
     var words: array<WWord, ROWS>;
     for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
-    var s: array<f32, ROWS>;
-{{CHUNKS}}
+    var xs: array<array<vec4<f32>, 2>, T>;
+    let nc = normChunk(k);
+    for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(t, k), nc, t); }
+    for (var r = 0u; r < ROWS; r++) {
+      let w = wDecode(words[r]);
+      let s = wScale(rows[r], k);
+      for (var t = 0u; t < T; t++) {
+        acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
+      }
+    }
   }
 
   // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.

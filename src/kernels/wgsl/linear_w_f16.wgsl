@@ -1,10 +1,9 @@
 // Weight reader for linear_gemv.wgsl / linear_gemm.wgsl: f16 W, row-major [N, K] (torch
-// nn.Linear's [out, in]), bound as array<vec4<u32>> (a word is 8 halves, one chunk:
-// WIDE = 1; the buffer padded to 16 bytes) and widened with unpack2x16float, so no shader-f16 feature is
+// nn.Linear's [out, in]), bound as array<vec4<u32>> (a word is 8 halves, one chunk;
+// the buffer padded to 16 bytes) and widened with unpack2x16float, so no shader-f16 feature is
 // needed and all arithmetic is f32. ALIGNED (K % 8 == 0): one 16-byte load per 8-element
 // chunk; otherwise element by element.
 alias WWord = vec4<u32>;
-const WIDE: u32 = 1u;
 
 @group(0) @binding(2) var<storage, read> W: array<vec4<u32>>;
 
@@ -25,7 +24,7 @@ fn wLoad(row: u32, k: u32) -> WWord {
   return r;
 }
 
-fn wSub(w: WWord, sub: u32) -> array<vec4<f32>, 2> {
+fn wDecode(w: WWord) -> array<vec4<f32>, 2> {
   var r: array<vec4<f32>, 2>;
   r[0] = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
   r[1] = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));

@@ -1,9 +1,8 @@
 // Weight reader for linear_gemv.wgsl / linear_gemm.wgsl: f32 W, row-major [N, K] (torch
 // nn.Linear's [out, in]), bound as array<vec4<f32>> (the buffer padded to 16 bytes); a word
-// is one 8-element chunk (WIDE = 1). ALIGNED (K % 4 == 0): two vec4 loads per chunk;
+// is one 8-element chunk. ALIGNED (K % 4 == 0): two vec4 loads per chunk;
 // otherwise element by element.
 alias WWord = array<vec4<f32>, 2>;
-const WIDE: u32 = 1u;
 
 @group(0) @binding(2) var<storage, read> W: array<vec4<f32>>;
 
@@ -25,6 +24,6 @@ fn wLoad(row: u32, k: u32) -> WWord {
   return r;
 }
 
-fn wSub(w: WWord, sub: u32) -> array<vec4<f32>, 2> { return w; }
+fn wDecode(w: WWord) -> array<vec4<f32>, 2> { return w; }
 
 fn wScale(row: u32, k: u32) -> f32 { return 1.0; }
