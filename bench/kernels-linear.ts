@@ -224,23 +224,23 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
     for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {
-    for (const T of arg('T', '1,8').split(',').map(Number)) {
-      const path = process.argv.includes('--path') ? (arg('path', 'gemv') as LinearPath) : undefined;
-      const res = await benchLinear(ctx, {
-        N: N!,
-        K: K!,
-        T,
-        weight,
-        blockSize: Number(arg('block_size', '32')),
-        iters: Number(arg('iters', '200')),
-        reps: Number(arg('reps', '5')),
-        tunings,
-        ...(process.argv.includes('--copies') ? { copies: Number(arg('copies', '1')) } : {}),
-        ...(path ? { path } : {}),
-      });
-      if ('skipped' in res) console.log(JSON.stringify({ weight, N, K, T, ...res }));
-      else for (const r of res) console.log(JSON.stringify(r));
-    }
+      for (const T of arg('T', '1,8').split(',').map(Number)) {
+        const path = process.argv.includes('--path') ? (arg('path', 'gemv') as LinearPath) : undefined;
+        const res = await benchLinear(ctx, {
+          N: N!,
+          K: K!,
+          T,
+          weight,
+          blockSize: Number(arg('block_size', '32')),
+          iters: Number(arg('iters', '200')),
+          reps: Number(arg('reps', '5')),
+          tunings,
+          ...(process.argv.includes('--copies') ? { copies: Number(arg('copies', '1')) } : {}),
+          ...(path ? { path } : {}),
+        });
+        if ('skipped' in res) console.log(JSON.stringify({ weight, N, K, T, ...res }));
+        else for (const r of res) console.log(JSON.stringify(r));
+      }
     }
   }
   process.exit(0);

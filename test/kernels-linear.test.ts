@@ -15,9 +15,11 @@ import { float16BitsToFloat32 } from '../src/checkpoint/safetensors.js';
 import { float32ToFloat16Bits, openGpu, readback, storageBuffer, submit, upload, type GpuContext } from '../src/kernels/device.js';
 import {
   chooseLinearPath,
+  defaultLinearTuning,
   GEMV_MAX_T,
   LinearKernels,
   linearOutColumns,
+  linearTuningFromEnv,
   type LinearActivation,
   type LinearBuffers,
   type LinearPath,
@@ -507,5 +509,26 @@ describe('linear, shapes and plumbing', () => {
     expect(() => lin.prepare({ ...bufs, scales: b }, { T: 1, K: 32, N: 4, weight: 'q8', blockSize: 24 })).toThrow(/power of two/);
     expect(() => lin.prepare(bufs, { T: 1, K: 4096, N: 4, weight: 'f32' })).toThrow(/needs/);
     b.destroy();
+  });
+
+  it('picks the GEMV shape by T and W, and takes an override from FUSEGEN_LINEAR_TUNING', () => {
+    expect(defaultLinearTuning(1, 8192, 2048)).toEqual({ gemvRows: 8, gemvThreads: 128 });
+    expect(defaultLinearTuning(1, 2048, 8192)).toEqual({ gemvRows: 4, gemvThreads: 256 });
+    expect(defaultLinearTuning(8, 8192, 2048, 'f16')).toEqual({ gemvRows: 4, gemvThreads: 64 });
+    expect(defaultLinearTuning(8, 8192, 2048, 'q4')).toEqual({ gemvRows: 4, gemvThreads: 128 });
+    const saved = process.env['FUSEGEN_LINEAR_TUNING'];
+    try {
+      process.env['FUSEGEN_LINEAR_TUNING'] = '{"gemvRows":2,"gemvThreads":64}';
+      const k = new LinearKernels(ctx, linearTuningFromEnv());
+      expect(k.tuningAt(1, 8192, 2048, 'f16')).toEqual({ gemvRows: 2, gemvThreads: 64 });
+      k.destroy();
+      process.env['FUSEGEN_LINEAR_TUNING'] = '{"gemvRows":3}';
+      expect(() => new LinearKernels(ctx, linearTuningFromEnv())).toThrow(/gemvRows 3 must be even/);
+      process.env['FUSEGEN_LINEAR_TUNING'] = 'rows=4';
+      expect(() => linearTuningFromEnv()).toThrow(/FUSEGEN_LINEAR_TUNING is not JSON: rows=4/);
+    } finally {
+      if (saved === undefined) delete process.env['FUSEGEN_LINEAR_TUNING'];
+      else process.env['FUSEGEN_LINEAR_TUNING'] = saved;
+    }
   });
 });

@@ -138,7 +138,7 @@ export class LinearKernels {
   private nextBufferId = 1;
   private readonly dummy: GPUBuffer;
 
-  /** `tuning` fixes the GEMV's shape for every T (default: defaultLinearTuning(T)). */
+  /** `tuning` fixes the GEMV's shape for every op (default: defaultLinearTuning, by T and W's shape). */
   constructor(
     readonly ctx: GpuContext,
     readonly tuning: Partial<LinearTuning> = {},
