@@ -10,9 +10,9 @@
  *   norm        optional LayerNorm / RMSNorm of X's rows before the product (the norm that
  *               precedes a projection); accumulate: Y += result (the residual add after one)
  *
- * Two paths behind one call: a GEMV for T <= 8 (decode: each weight row is streamed once for
- * all T rows; linear_gemv.wgsl, which for one row also normalizes X as it loads it) and a
- * tiled GEMM (prefill and large batches; linear_gemm.wgsl). Otherwise a norm kernel writes a
+ * Two paths behind one call: a GEMV for T <= 32 (decode and short prompts: each dispatch
+ * streams the weights once for up to 8 rows; linear_gemv.wgsl, which for one row also
+ * normalizes X as it loads it) and a tiled GEMM (longer prefill; linear_gemm.wgsl). Otherwise a norm kernel writes a
  * normalized copy of X first. Pipelines are compiled on first use and kept; bind groups and uniform
  * buffers are cached by (buffers, shape), so encoding the same op every step allocates
  * nothing.
@@ -29,11 +29,19 @@ export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0,
 /** Largest T whose GEMV normalizes its input itself; above it a norm pass writes a normalized copy first. */
 export const NORM_FUSED_MAX_T = 1;
 
-/** Largest T the GEMV path takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
+/** Most rows one GEMV dispatch takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
 export const GEMV_MAX_T = 8;
 
+/**
+ * Most rows the GEMV path takes, as dispatches of up to GEMV_MAX_T rows each (W streamed once
+ * per dispatch). From the H200 micro-benchmark (2026-12-02-h200-tuning), per opt-1.3b layer at
+ * T = 16: two T = 8 GEMVs about 320 us against 900 for the 64 x 64 GEMM, which computes 64 rows
+ * whatever T is; the two meet near T = 48.
+ */
+export const GEMV_PATH_MAX_T = 32;
+
 export function chooseLinearPath(T: number): LinearPath {
-  return T <= GEMV_MAX_T ? 'gemv' : 'gemm';
+  return T <= GEMV_PATH_MAX_T ? 'gemv' : 'gemm';
 }
 
 export interface LinearBuffers {
@@ -121,13 +129,18 @@ export function linearBufferBytes(shape: LinearShape): { x: number; w: number; y
   return { x: T * K * 4, w, y: T * linearOutColumns(shape) * 4, bias: N * 4, scales: N * nBlocks * 4 };
 }
 
-interface Encoded {
+export interface Encoded {
+  /** The dispatches, in order: one, or for a GEMV of more than GEMV_MAX_T rows one per 8 rows. */
+  parts: EncodedPart[];
+  /** A norm that is not fused into the GEMV: its pass into the normalized copy goes first. */
+  before?: (pass: GPUComputePassEncoder) => void;
+}
+
+export interface EncodedPart {
   kernel: Kernel;
   group: GPUBindGroup;
   paramsBuf: GPUBuffer;
   dispatch: [number, number, number];
-  /** A norm that is not fused into the GEMV: its pass into the normalized copy goes first. */
-  before?: (pass: GPUComputePassEncoder) => void;
 }
 
 /** The compiled linear kernels of one device, with their bind-group cache. */
@@ -153,7 +166,7 @@ export class LinearKernels {
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
-    const shared = R * T * KT * 4;
+    const shared = R * Math.min(T, GEMV_MAX_T) * KT * 4;
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
     if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
     return t;
@@ -163,7 +176,7 @@ export class LinearKernels {
   encode(pass: GPUComputePassEncoder, bufs: LinearBuffers, shape: LinearShape): void {
     const e = this.prepare(bufs, shape);
     e.before?.(pass);
-    e.kernel.encode(pass, e.group, ...e.dispatch);
+    for (const p of e.parts) p.kernel.encode(pass, p.group, ...p.dispatch);
   }
 
   /** The pipeline, bind group and dispatch size `encode` uses, made (and checked) once. */
@@ -190,7 +203,7 @@ export class LinearKernels {
 
   /** Drops cached bind groups and their uniform buffers (pipelines stay). */
   clearCache(): void {
-    for (const e of this.encoded.values()) e.paramsBuf.destroy();
+    for (const e of this.encoded.values()) for (const p of e.parts) p.paramsBuf.destroy();
     this.encoded.clear();
     for (const b of this.normed.values()) b.destroy();
     this.normed.clear();
@@ -228,7 +241,7 @@ export class LinearKernels {
     const where = `linear(${path}, ${weight}, T=${T}, K=${K}, N=${N}, ${act})`;
     const int = (v: number) => Number.isInteger(v) && v >= 1;
     if (!int(T) || !int(K) || !int(N)) throw new Error(`${where}: T, K, N must be positive integers`);
-    if (path === 'gemv' && T > GEMV_MAX_T) throw new Error(`${where}: the GEMV path takes T <= ${GEMV_MAX_T}`);
+    if (path === 'gemv' && T > GEMV_PATH_MAX_T) throw new Error(`${where}: the GEMV path takes T <= ${GEMV_PATH_MAX_T}`);
     if (act === 'swiglu' && N % 2 !== 0) throw new Error(`${where}: swiglu needs an even N (gate and up rows)`);
     const quantized = weight === 'q8' || weight === 'q4';
     let nBlocks = 0;
@@ -252,11 +265,9 @@ export class LinearKernels {
 
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
-    const tuning = this.tuningAt(path === 'gemv' ? T : 1, N, K, weight);
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
     // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
     const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
-    const kernel = this.kernel(path, weight, aligned, T, tuning, fused);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -270,28 +281,37 @@ export class LinearKernels {
       x = out;
     }
     const prenorm = norm && fused ? (norm.kind === 'layer' ? 1 : 2) : 0;
-    const paramsBuf = uniform(
-      this.ctx,
-      params(
-        { u32: T }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
-        { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 },
-      ),
-      where,
-    );
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
     if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
-    const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
 
-    let dispatch: [number, number, number];
-    if (path === 'gemv') {
-      const perGroup = act === 'swiglu' ? tuning.gemvRows / 2 : tuning.gemvRows;
-      const groups = Math.ceil(nOut / perGroup);
-      const x = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
-      dispatch = [x, Math.ceil(groups / x), 1];
-    } else {
-      dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(T / 64), 1];
-    }
-    return before ? { kernel, group, paramsBuf, dispatch, before } : { kernel, group, paramsBuf, dispatch };
+    // One dispatch of `rows` rows from row0: the GEMM takes all T, a GEMV at most GEMV_MAX_T.
+    const part = (row0: number, rows: number): EncodedPart => {
+      const tuning = this.tuningAt(path === 'gemv' ? rows : 1, N, K, weight);
+      const kernel = this.kernel(path, weight, aligned, rows, tuning, fused);
+      const paramsBuf = uniform(
+        this.ctx,
+        params(
+          { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
+          { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 },
+        ),
+        where,
+      );
+      const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
+      let dispatch: [number, number, number];
+      if (path === 'gemv') {
+        const perGroup = act === 'swiglu' ? tuning.gemvRows / 2 : tuning.gemvRows;
+        const groups = Math.ceil(nOut / perGroup);
+        const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
+        dispatch = [gx, Math.ceil(groups / gx), 1];
+      } else {
+        dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(rows / 64), 1];
+      }
+      return { kernel, group, paramsBuf, dispatch };
+    };
+    const parts: EncodedPart[] = [];
+    const step = path === 'gemv' ? GEMV_MAX_T : T;
+    for (let row0 = 0; row0 < T; row0 += step) parts.push(part(row0, Math.min(step, T - row0)));
+    return before ? { parts, before } : { parts };
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {

@@ -21,6 +21,7 @@ struct Params {
   prenorm: u32,  // GEMV: X is normalized on the way in: 0 no, 1 LayerNorm, 2 RMSNorm (over K)
   normBeta: u32, // prenorm: 1 adds beta
   eps: f32,      // prenorm: variance epsilon
+  row0: u32,     // GEMV: first row of X and Y this dispatch takes (T of them), 0 for the GEMM
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

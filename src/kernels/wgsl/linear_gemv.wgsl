@@ -1,5 +1,6 @@
 // Linear layer for few rows (decode): Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]),
-// T <= 8 fixed at compile time, W streamed once for all T rows.
+// T <= 8 fixed at compile time, W streamed once for all T rows: rows row0 .. row0 + T of X
+// and Y (linear.ts splits more rows into dispatches of 8).
 //
 // Layout: see linear_common.wgsl (bindings, Params) and the weight reader pasted in
 // (linear_w_f32 / f16 / q8 / q4.wgsl: element type and quantized layout).
@@ -64,7 +65,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
     for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
-    for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(t, k), nc, t); }
+    for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
       let s = wScale(rows[r], k);
@@ -118,7 +119,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
       } else {
         v = activate(red[(r * T + t) * KT] + biasAt(n));
       }
-      store(t * P.nOut + n, v);
+      store((P.row0 + t) * P.nOut + n, v);
     }
   }
 }

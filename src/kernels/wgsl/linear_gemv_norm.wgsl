@@ -20,7 +20,7 @@ fn treeSum(n: u32, lid: u32) {
 }
 
 fn xAt(t: u32, k: u32) -> f32 {
-  let e = t * P.K + k;
+  let e = (P.row0 + t) * P.K + k;
   return X[e >> 2u][e & 3u];
 }
 
