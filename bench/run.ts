@@ -3,6 +3,8 @@
  * swept over batch sizes and prompt lengths, fixed output length (end-of-sequence ignored),
  * warm-up excluded. Metrics as the field defines them (vLLM, optimum-benchmark, GenAI-Perf).
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { environment } from '../compare/environment.js';
 import type { Checkpoint } from '../src/checkpoint/checkpoint.js';
@@ -118,7 +120,10 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
           const runs: RunTiming[] = [];
           let peakRss = 0;
           for (let i = 0; i <= o.repeats; i++) {
-            if (i === 1 && pipe instanceof WgslPipeline) pipe.takeStepProfile(); // measure after the warm-up
+            if (i === 1) {
+              if (pipe instanceof WgslPipeline) pipe.takeStepProfile(); // measure after the warm-up
+              collectGarbage();
+            }
             const t = performance.now();
             const result = await pipe.generate(request);
             runs.push({ totalMs: performance.now() - t, result });
@@ -178,4 +183,15 @@ export function bencherBmf(report: BenchReport): Record<string, Record<string, {
       { 'time-per-output-token-ms': { value: r.tpotMs.median }, 'time-to-first-token-ms': { value: r.ttftMs.median }, 'decode-tokens-per-s': { value: r.decodeTokensPerSec } },
     ]),
   );
+}
+
+/**
+ * A full garbage collection, so that the measured runs do not pay for what loading and the
+ * warm-up left behind: on the H200 the first configuration of a process had 16 ms stalls the
+ * later ones did not (bench/results/2026-12-02-h200-short-prompts), which a collection of the
+ * gigabytes a load frees would explain.
+ */
+function collectGarbage(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
 }
