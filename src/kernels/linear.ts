@@ -179,7 +179,7 @@ export class LinearKernels {
     for (const p of e.parts) p.kernel.encode(pass, p.group, ...p.dispatch);
   }
 
-  /** The pipeline, bind group and dispatch size `encode` uses, made (and checked) once. */
+  /** The pipelines, bind groups and dispatch sizes `encode` uses, made (and checked) once. */
   prepare(bufs: LinearBuffers, shape: LinearShape): Encoded {
     const path = shape.path ?? chooseLinearPath(shape.T);
     const act = shape.act ?? 'none';
@@ -196,7 +196,7 @@ export class LinearKernels {
     return e;
   }
 
-  /** Number of cached bind groups (one uniform buffer each). */
+  /** Number of cached ops (a bind group and a uniform buffer per dispatch of each). */
   get cacheSize(): number {
     return this.encoded.size;
   }
