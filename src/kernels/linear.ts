@@ -12,10 +12,10 @@
  *
  * Two paths behind one call: a GEMV for T <= 32 (decode and short prompts: each dispatch
  * streams the weights once for up to 8 rows; linear_gemv.wgsl, which for one row also
- * normalizes X as it loads it) and a tiled GEMM (longer prefill; linear_gemm.wgsl). Otherwise a norm kernel writes a
- * normalized copy of X first. Pipelines are compiled on first use and kept; bind groups and uniform
- * buffers are cached by (buffers, shape), so encoding the same op every step allocates
- * nothing.
+ * normalizes X as it loads it) and a tiled GEMM (longer prefill; linear_gemm.wgsl). For more
+ * rows than the GEMV normalizes itself, a norm kernel writes a normalized copy of X first.
+ * Pipelines are compiled on first use and kept; bind groups and uniform buffers are cached by
+ * (buffers, shape), so encoding the same op every step allocates nothing.
  */
 import { Kernel, loadWgsl, params, storageBuffer, uniform, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
@@ -72,7 +72,7 @@ export interface LinearShape {
   act?: LinearActivation;
   /** q8 / q4: a power of two >= 16 (quantizeBlockwise's blockSize). */
   blockSize?: number;
-  /** Default chooseLinearPath(T); 'gemv' needs T <= GEMV_MAX_T. */
+  /** Default chooseLinearPath(T); 'gemv' needs T <= GEMV_PATH_MAX_T. */
   path?: LinearPath;
   /** Y += result instead of Y = result (Y must not be X). */
   accumulate?: boolean;
@@ -88,7 +88,7 @@ export interface LinearTuning {
 /**
  * The GEMV's shape for T rows of X and a [N, K] W, from bench/kernels-linear.ts on the H200
  * with the models' own shapes streamed from memory (bench/results/2026-12-02-h200-tuning):
- * - one row: 8 W rows x 128 threads, but 4 x 256 where there are few rows (N <= 4096) or a
+ * - up to 4 rows: 8 W rows x 128 threads, but 4 x 256 where W has few rows (N <= 4096) or a
  *   long K (>= 4096): 10-25% faster there (o, fc2 / down, llama's qkv), slower elsewhere;
  * - more rows: 4 x 64 for f32 / f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a
  *   thread); int8 / int4 keep 4 x 128, as measured end to end.
