@@ -5,7 +5,7 @@
  *
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
  *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
- *     [--tunings default,8x64,4x128] [--copies N]
+ *     [--tunings default,8x64,4x128] [--copies N] [--norm layer|rms]
  *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
@@ -35,6 +35,8 @@ export interface LinearBenchOptions {
   tunings?: Array<Partial<LinearTuning>>;
   /** Weight buffers the dispatches take turns over (default: enough for 256 MB). */
   copies?: number;
+  /** A LayerNorm / RMSNorm of X's rows before the product (the GEMV fuses it for few rows). */
+  norm?: 'layer' | 'rms';
 }
 
 export interface LinearBenchResult {
@@ -43,6 +45,7 @@ export interface LinearBenchResult {
   T: number;
   weight: LinearWeight;
   path: LinearPath;
+  norm: 'layer' | 'rms' | 'none';
   /** The GEMV's (empty for the GEMM). */
   tuning: Partial<LinearTuning>;
   method: 'timestamp' | 'wall';
@@ -77,6 +80,10 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
 
   const r = rng(1234);
   const x = Float32Array.from({ length: T * K }, () => 2 * r() - 1);
+  const gamma = Float32Array.from({ length: K }, () => 0.5 + r());
+  const beta = Float32Array.from({ length: K }, () => r() - 0.5);
+  // The reference multiplies the normalized rows (float64 statistics).
+  const xRef = o.norm ? normalizeRows(x, T, K, gamma, o.norm === 'layer' ? beta : undefined) : x;
   // Random bits are valid weights of every type; `value(n, k)` reads them back for the reference.
   const quantized = weight === 'q8' || weight === 'q4';
   const wBytes = new Uint8Array(need.w);
@@ -107,6 +114,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     w: upload(ctx, wBytes),
     y: storageBuffer(ctx, need.y),
     ...(scales ? { scales: upload(ctx, scales) } : {}),
+    ...(o.norm ? { norm: { kind: o.norm, gamma: upload(ctx, gamma), ...(o.norm === 'layer' ? { beta: upload(ctx, beta) } : {}), eps: 1e-5 } } : {}),
   };
   // The same weights again (the first is the one checked), so that no op finds its W in cache.
   const copies = o.copies ?? Math.min(256, Math.ceil(256e6 / (need.w + need.scales)));
@@ -140,7 +148,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
         let s = 0;
         let m = 0;
         for (let k = 0; k < K; k++) {
-          const p = x[t * K + k]! * value(n, k);
+          const p = xRef[t * K + k]! * value(n, k);
           s += p;
           m += Math.abs(p);
         }
@@ -194,17 +202,29 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const microseconds = times[Math.floor(times.length / 2)]!;
     const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
     results.push({
-      N, K, T, weight, path, tuning: path === 'gemv' ? lin.tuningAt(T, N, K, weight) : {}, method, copies, microseconds, bytes,
+      N, K, T, weight, path, norm: o.norm ?? 'none', tuning: path === 'gemv' ? lin.tuningAt(T, N, K, weight) : {}, method, copies, microseconds, bytes,
       GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, ok: maxRelError < 1e-5, device: ctx.adapter.description || ctx.adapter.device,
     });
     lin.destroy();
   }
-  for (const b of Object.values(bufs)) b.destroy();
+  for (const b of [bufs.x, bufs.w, bufs.y, bufs.scales, bufs.norm?.gamma, bufs.norm?.beta]) b?.destroy();
   for (const r of rotation.slice(1)) {
     r.w.destroy();
     r.scales?.destroy();
   }
   return results;
+}
+
+function normalizeRows(x: Float32Array, T: number, K: number, gamma: Float32Array, beta: Float32Array | undefined): Float64Array {
+  const out = new Float64Array(T * K);
+  for (let t = 0; t < T; t++) {
+    const row = x.subarray(t * K, (t + 1) * K);
+    const mean = beta ? row.reduce((a, v) => a + v, 0) / K : 0;
+    const msq = row.reduce((a, v) => a + (v - mean) ** 2, 0) / K;
+    const rstd = 1 / Math.sqrt(msq + 1e-5);
+    for (let k = 0; k < K; k++) out[t * K + k] = (row[k]! - mean) * rstd * gamma[k]! + (beta ? beta[k]! : 0);
+  }
+  return out;
 }
 
 function arg(name: string, fallback: string): string {
@@ -237,6 +257,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
           tunings,
           ...(process.argv.includes('--copies') ? { copies: Number(arg('copies', '1')) } : {}),
           ...(path ? { path } : {}),
+          ...(process.argv.includes('--norm') ? { norm: arg('norm', 'layer') as 'layer' | 'rms' } : {}),
         });
         if ('skipped' in res) console.log(JSON.stringify({ weight, N, K, T, ...res }));
         else for (const r of res) console.log(JSON.stringify(r));

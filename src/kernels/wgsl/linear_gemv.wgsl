@@ -12,7 +12,8 @@
 //
 // INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is) or linear_gemv_norm.wgsl
 // (prenorm). With prenorm the workgroup first computes each X row's mean and variance (X is small and
-// in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
+// in cache; every workgroup computes the same; the first weights are already on their way),
+// and normalizes the chunks as it loads them:
 // the norm before a projection costs no dispatch of its own.
 //
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
@@ -55,19 +56,21 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
+  // The first chunk's weights are requested before the norm's statistics are computed, and
+  // each step requests the next chunk's as it decodes the current one: the loads are in
+  // flight while the workgroup does anything else.
+  var words: array<WWord, ROWS>;
+  for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], lid * 8u); }
   normStats(lid);
 
-  // Each step loads the chunk's word of every weight row first (all ROWS loads in flight
-  // together), then decodes and multiplies them row by row.
   var acc: array<f32, O>;
   for (var k = lid * 8u; k < P.K; k += KT * 8u) {
-    var words: array<WWord, ROWS>;
-    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
+      words[r] = wLoad(rows[r], k + KT * 8u); // zero past K
       let s = wScale(rows[r], k);
       for (var t = 0u; t < T; t++) {
         acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
