@@ -153,8 +153,18 @@ interface Chain {
   dims: Dims;
   valid: number[];
   want: Float64Array;
-  got: Record<AttentionPath, Float32Array>;
+  got: Record<AttentionPath, Float32Array> & { fused?: Float32Array };
   cacheOk: boolean;
+  /** Decode only: the split kernel reading the packed qkv itself left both caches right. */
+  fusedCacheOk?: boolean;
+}
+
+function cacheMatches(got: Float32Array, want: Float64Array): boolean {
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i]!;
+    if (Number.isNaN(w) ? !Number.isNaN(got[i]!) : !(Math.abs(got[i]! - w) < 1e-5)) return false;
+  }
+  return true;
 }
 
 /**
@@ -230,23 +240,28 @@ async function runChain(c: Case): Promise<Chain> {
       expect(took).toBe(path);
     }
   });
-  const got = { split: await readF32(outs.split, T * H * D), prefill: await readF32(outs.prefill, T * H * D) };
-  const gk = await readF32(bufs.kCache, refK.length);
-  let cacheOk = true;
-  for (let i = 0; i < refK.length && cacheOk; i++) {
-    const w = refK[i]!;
-    cacheOk = Number.isNaN(w) ? Number.isNaN(gk[i]!) : Math.abs(gk[i]! - w) < 1e-5;
+  const got: Chain['got'] = { split: await readF32(outs.split, T * H * D), prefill: await readF32(outs.prefill, T * H * D) };
+  const cacheOk = cacheMatches(await readF32(bufs.kCache, refK.length), refK);
+  let fusedCacheOk: boolean | undefined;
+  if (S === 1) {
+    // The same step with no scatter: the split kernel reads the packed qkv, on fresh caches.
+    const fused = { ...bufs, q: bufs.qkv, kCache: upload(ctx, cacheK), vCache: upload(ctx, cacheV), out: poisoned(T * H * D) };
+    submit(ctx, (pass) => kern.encodeAttention(pass, { ...fused, packedQkv: c.alibi ? {} : { theta } }, { ...dims, alibi: c.alibi }));
+    got.fused = await readF32(fused.out, T * H * D);
+    fusedCacheOk = cacheMatches(await readF32(fused.kCache, refK.length), refK) && cacheMatches(await readF32(fused.vCache, refV.length), refV);
+    for (const b of [fused.kCache, fused.vCache, fused.out]) b.destroy();
   }
   for (const b of [...Object.values(bufs), ...Object.values(outs)]) b.destroy();
-  return { dims, valid, want, got, cacheOk };
+  return { dims, valid, want, got, cacheOk, ...(fusedCacheOk === undefined ? {} : { fusedCacheOk }) };
 }
 
 function expectChain(r: Chain, tol: number): void {
   const { H, D } = r.dims;
   const validRow = (i: number) => r.valid[Math.floor(i / (H * D))] === 1;
   expect(r.cacheOk).toBe(true);
-  for (const path of ['split', 'prefill'] as const) {
-    const got = r.got[path];
+  if (r.dims.S === 1) expect(r.fusedCacheOk, 'caches written by the fused split').toBe(true);
+  for (const path of ['split', 'prefill', ...(r.got.fused ? ['fused' as const] : [])] as const) {
+    const got = r.got[path]!;
     expect(maxErr(got, r.want, validRow), `${path} path`).toBeLessThan(tol);
     // Padding rows: anything finite (these kernels write zeros).
     for (let i = 0; i < got.length; i++) if (!validRow(i)) expect(Number.isFinite(got[i]!), `${path} padding row`).toBe(true);
@@ -379,6 +394,16 @@ describe('attention, long context (4100 keys)', () => {
 });
 
 describe('attention engine contract', () => {
+  it('reads the packed qkv in place only at decode', () => {
+    const b = storageBuffer(ctx, 64);
+    const bufs = { q: b, kCache: b, vCache: b, positions: b, valid: b, out: b, packedQkv: { theta: 10000 } };
+    const dims = { T: 4, H: 4, Hkv: 4, D: 16, M: 8, scale: 1 };
+    const pass = { setPipeline() {}, setBindGroup() {}, dispatchWorkgroups() {} } as unknown as GPUComputePassEncoder;
+    expect(() => kern.encodeAttention(pass, bufs, { ...dims, S: 2 })).toThrow(/only by decode's split path/);
+    expect(() => kern.encodeAttention(pass, bufs, { ...dims, S: 1, D: 12 })).toThrow(/multiple of 8/);
+    b.destroy();
+  });
+
   it('picks split for decode and prefill for prompts', () => {
     const base = { H: 8, Hkv: 2, D: 64, M: 2048, scale: 0.125 };
     expect(kern.choosePath({ ...base, T: 8, S: 1 })).toBe('split');

@@ -96,7 +96,9 @@ describe('WGSL engine profiling', () => {
       // 2 layers x (packed qkv, o, gate/up, down) linear dispatches plus the LM head.
       const count = (prefix: string) => profile.filter((k) => k.kernel.startsWith(prefix)).reduce((a, k) => a + k.dispatches, 0);
       expect(count('linear')).toBe(2 * 4 + 1);
-      expect(count('qkv-scatter rotary')).toBe(2);
+      // Decode splits the packed qkv inside the attention kernel: no scatter dispatch, one split per layer.
+      expect(count('qkv-scatter')).toBe(0);
+      expect(count('split/')).toBe(2);
       // The norms ride in the linear kernels (fused on load): a decode step has no norm dispatch.
       expect(count('norm')).toBe(0);
       expect(profile.every((k) => k.totalUs >= 0 && Number.isFinite(k.totalUs))).toBe(true);

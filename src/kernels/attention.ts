@@ -1,7 +1,8 @@
 /**
  * Attention-side kernels for the WGSL engine: the packed-QKV split (rotary, KV-cache writes)
  * and causal attention (flash-decoding split + combine for few query rows, a tiled
- * online-softmax kernel for prefill). Built once per GpuContext; pipelines compile on first use per shape
+ * online-softmax kernel for prefill). At decode the split kernel can read the packed QKV
+ * itself and do the scatter's work (`packedQkv`). Built once per GpuContext; pipelines compile on first use per shape
  * (head dim, heads per KV head, ALiBi on/off).
  *
  * Every encode method caches its uniform buffer and bind group(s) under the identity of the
@@ -43,8 +44,14 @@ export interface QkvScatterDims {
 }
 
 export interface AttentionBuffers {
-  /** [T, H*D] (already rotated). */
+  /** [T, H*D] (already rotated), or with `packedQkv` the packed [T, (H + 2 Hkv) * D] projection. */
   q: GPUBuffer;
+  /**
+   * Decode (S = 1) only: `q` is the packed qkv projection, and the split kernel does the
+   * scatter's work itself (rotary when `theta` is given, this step's k and v written into the
+   * caches), saving a dispatch per layer.
+   */
+  packedQkv?: { theta?: number; invFreq?: GPUBuffer };
   kCache: GPUBuffer;
   vCache: GPUBuffer;
   positions: GPUBuffer;
@@ -177,7 +184,15 @@ export class AttentionKernels {
     const G = H / Hkv;
     const path = this.choosePath(dims);
     if (T === 0) return path;
-    const slopes = alibi ? buf.slopes! : this.dummy;
+    const packed = buf.packedQkv;
+    const rotary = packed?.theta !== undefined;
+    if (packed) {
+      if (S !== 1 || path !== 'split') throw new UnsupportedError('attention', `the packed qkv is read in place only by decode's split path, not for ${S} rows per batch entry on the ${path} path`);
+      if (rotary && alibi) throw new UnsupportedError('attention', 'rotary and ALiBi together');
+      if (rotary && D % 8 !== 0) throw new UnsupportedError('attention', `rotary in the split kernel needs a head dim that is a multiple of 8, not ${D}`);
+    }
+    // The split kernel's table: ALiBi slopes, or the inverse rotary frequencies when it rotates.
+    const slopes = alibi ? buf.slopes! : rotary ? (packed!.invFreq ?? this.invFreq(D, packed!.theta!)) : this.dummy;
     const SPLIT = this.split;
     const NS = Math.ceil(M / SPLIT);
     const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 });
@@ -196,7 +211,16 @@ export class AttentionKernels {
     if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
     const splitBytes = 16 * (G * (D / 4) + WG) + 4 * (G * (SPLIT + WG + 17) + WG) + 4;
     if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${G} heads per KV head of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
-    const split = this.kernel(`split/${D}/${G}`, 'attention-split.wgsl', { D4: D / 4, G, SPLIT, WG });
+    const split = this.kernel(`split/${D}/${G}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}`, 'attention-split.wgsl', {
+      D4: D / 4,
+      G,
+      SPLIT,
+      WG,
+      FUSED: String(!!packed),
+      ROTARY: String(rotary),
+      KV_ACCESS: packed ? 'read_write' : 'read',
+      KV_WRITE: packed ? 'kc[i] = k;\n  vc[i] = v;' : '',
+    });
     const wgc = Math.min(64, D / 4);
     const MAXNS = Math.max(512, 2 ** Math.ceil(Math.log2(NS)));
     if (MAXNS * 12 > this.storageLimit) throw new UnsupportedError('attention', `a cache of ${M} keys needs too many flash-decoding splits`);
@@ -244,7 +268,7 @@ export class AttentionKernels {
   private kernel(key: string, file: string, defines: Record<string, string | number>): Kernel {
     let k = this.kernels.get(key);
     if (!k) {
-      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: loadWgsl('attention_params.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
+      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: loadWgsl('attention_params.wgsl'), ROTARY_FNS: loadWgsl('rotary.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
       this.kernels.set(key, k);
     }
     return k;

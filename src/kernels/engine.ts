@@ -5,6 +5,7 @@
  *
  *   ids ── embed (+ positions) ── (embed norm) ── res (the residual stream)
  *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention ── o (res +=) ── norm+mlp ── down (res +=)
+ *   (decode: the attention kernel does the split's work itself)
  *   gather the rows that need logits ── norm+lm head ── argmax ── ids
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
@@ -321,15 +322,16 @@ export class WgslEngine implements Stepper {
     const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
     w.layers.forEach((layer, i) => {
       linear(buf.res, layer.qkv, buf.qkv, T, { norm: layer.inputNorm });
-      this.attentionK.encodeQkvScatter(
-        pass,
-        { qkv: buf.qkv, q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid },
-        { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, ...(spec.traits.position === 'rotary' ? { theta: dims.ropeTheta } : {}) },
-      );
+      const heads = { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity };
+      const rope = spec.traits.position === 'rotary' ? { theta: dims.ropeTheta } : {};
+      const cache = { kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid };
+      // Decode reads the packed projection in place (split, rotary and cache write in the attention kernel).
+      const packed = S === 1 && (!rope.theta || D % 8 === 0);
+      if (!packed) this.attentionK.encodeQkvScatter(pass, { qkv: buf.qkv, q: buf.q, ...cache }, { ...heads, ...rope });
       this.attentionK.encodeAttention(
         pass,
-        { q: buf.q, kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
-        { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, scale: 1 / Math.sqrt(D), alibi: !!this.slopes, maxKeys },
+        { q: packed ? buf.qkv : buf.q, ...(packed ? { packedQkv: rope } : {}), ...cache, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
+        { ...heads, scale: 1 / Math.sqrt(D), alibi: !!this.slopes, maxKeys },
       );
       linear(buf.attn, layer.o, buf.res, T, { accumulate: true });
       linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });

@@ -10,13 +10,18 @@
 // Dispatch: (splits <= NS, Hkv, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
+// FUSED (decode, S = 1): q is the packed qkv [T, (H + 2 Hkv) * D] instead (qkv-scatter's input),
+//          rotated here when ROTARY (slopes then holds inv_freq [D/2]; D % 8 == 0), and the
+//          workgroup of the split holding position p = positions[t] writes this row's k (rotated)
+//          and v of KV head g into the caches at p (when p < M) before it reads them: the
+//          scatter's dispatch is saved. It is the only workgroup that touches key p of (b, g).
 
 {{PARAMS}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, {{KV_ACCESS}}> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, {{KV_ACCESS}}> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> positions: array<u32>;
 @group(0) @binding(5) var<storage, read> valid: array<u32>;
 @group(0) @binding(6) var<storage, read> slopes: array<f32>;
@@ -32,6 +37,8 @@ const KPT: u32 = (SPLIT + WG - 1u) / WG; // keys per thread in the score phase
 const NL: u32 = WG / D4; // key lanes in the P.V phase
 const KPL: u32 = (SPLIT + NL - 1u) / NL; // keys per lane
 const NEG: f32 = -1e30;
+const FUSED: bool = {{FUSED}};
+const ROTARY: bool = {{ROTARY}};
 // Fixed-count loops end at `N{{DYN}}`: DYN is empty on GPUs (the driver unrolls them and keeps
 // the small per-thread arrays in registers) and ` + P.zero` on CPU adapters, where LLVM takes
 // tens of seconds on the unrolled code around barriers.
@@ -44,6 +51,31 @@ var<workgroup> max_sh: array<f32, G>;
 var<workgroup> o_sh: array<vec4<f32>, WG>;
 var<workgroup> l_sh: array<f32, WG>;
 var<workgroup> lim_sh: u32;
+
+{{ROTARY_FNS}}
+
+// Stores into the caches (FUSED; a no-op otherwise, so that the caches can stay read-only).
+fn writeKv(i: u32, k: vec4<f32>, v: vec4<f32>) {
+  {{KV_WRITE}}
+}
+
+// FUSED: vec4 d of the head starting at vec4 `base` of qkv, rotated for position `pos`.
+fn packedHead(base: u32, d: u32, pos: f32) -> vec4<f32> {
+  let x = q[base + d];
+  if (!ROTARY) { return x; }
+  let h4 = D4 / 2u;
+  let lo = d < h4;
+  let j = select(d - h4, d, lo);
+  let other = q[base + select(d - h4, d + h4, lo)];
+  var c: vec4<f32>;
+  var s: vec4<f32>;
+  for (var e = 0u; e < 4u; e++) {
+    let cs = cos_sin(pos * slopes[4u * j + e]);
+    c[e] = cs.x;
+    s[e] = cs.y;
+  }
+  return select(x * c + other * s, x * c - other * s, lo);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -76,8 +108,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nsplit = (lim + SPLIT - 1u) / SPLIT;
   let pos = f32(positions[t]);
 
-  for (var idx = tid; idx < G * D4; idx += WG) {
-    q_sh[idx] = q[head0 * D4 + idx] * P.scale;
+  if (FUSED) {
+    let row = t * (P.H + 2u * P.Hkv) * D4;
+    for (var idx = tid; idx < G * D4; idx += WG) {
+      q_sh[idx] = packedHead(row + (g * G + idx / D4) * D4, idx % D4, pos) * P.scale;
+    }
+    if (start + n == lim && positions[t] < P.M) {
+      let dst = (bh * P.M + positions[t]) * D4;
+      for (var d = tid; d < D4; d += WG) {
+        writeKv(dst + d, packedHead(row + (P.H + g) * D4, d, pos), q[row + (P.H + P.Hkv + g) * D4 + d]);
+      }
+    }
+    storageBarrier(); // the new key and value are seen by every thread of this workgroup
+  } else {
+    for (var idx = tid; idx < G * D4; idx += WG) {
+      q_sh[idx] = q[head0 * D4 + idx] * P.scale;
+    }
   }
   workgroupBarrier();
 
