@@ -30,7 +30,8 @@ const T: u32 = {{T}}u;       // rows of X (compile time, 1..8)
 const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
-const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
+const G: u32 = {{G}}u;
+const PREFETCH: u32 = {{PREFETCH}}u; // see the main loop       // threads reducing one output: KT / O where O divides KT, else 1
 
 var<workgroup> red: array<f32, O * KT>;
 
@@ -56,21 +57,26 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
-  // The first chunk's weights are requested before the norm's statistics are computed, and
-  // each step requests the next chunk's as it decodes the current one: the loads are in
-  // flight while the workgroup does anything else.
+  // PREFETCH 0: each step loads its chunk's words first; 1: the first chunk's words are
+  // requested before the norm's statistics; 2: as 1, and each step requests the next chunk's
+  // words as it decodes the current one.
   var words: array<WWord, ROWS>;
-  for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], lid * 8u); }
+  if (PREFETCH > 0u) {
+    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], lid * 8u); }
+  }
   normStats(lid);
 
   var acc: array<f32, O>;
   for (var k = lid * 8u; k < P.K; k += KT * 8u) {
+    if (PREFETCH == 0u || (PREFETCH == 1u && k != lid * 8u)) {
+      for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
+    }
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
-      words[r] = wLoad(rows[r], k + KT * 8u); // zero past K
+      if (PREFETCH == 2u) { words[r] = wLoad(rows[r], k + KT * 8u); } // zero past K
       let s = wScale(rows[r], k);
       for (var t = 0u; t < T; t++) {
         acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
