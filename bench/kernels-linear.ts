@@ -6,8 +6,7 @@
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
  *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
  *     [--tunings default,8x64,4x128] [--copies N] [--norm layer|rms]
- *   (--tunings: GEMV rows per workgroup x threads [:p0|p1|p2 weight prefetch] [:tree|merged norm
- *   statistics], each timed on the same data)
+ *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
  * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
@@ -235,23 +234,13 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings 8x64,4x128:p1:merged: gemvRows x gemvThreads ('default': defaultLinearTuning),
-  // then optionally pN (gemvPrefetch) and tree|merged (normStats)
+  // --tunings 8x64,4x128: gemvRows x gemvThreads ('default': defaultLinearTuning)
   const tunings = arg('tunings', 'default')
     .split(',')
-    .map((spec): Partial<LinearTuning> => {
-      const [shape, ...opts] = spec.split(':');
-      const t: Partial<LinearTuning> = {};
-      if (shape !== 'default') {
-        const [rows, threads] = shape!.split('x').map(Number);
-        Object.assign(t, { gemvRows: rows!, gemvThreads: threads! });
-      }
-      for (const o of opts) {
-        if (/^p[012]$/.test(o)) t.gemvPrefetch = Number(o.slice(1)) as 0 | 1 | 2;
-        else if (o === 'tree' || o === 'merged') t.normStats = o;
-        else throw new Error(`--tunings: unknown option ${o}`);
-      }
-      return t;
+    .map((t): Partial<LinearTuning> => {
+      if (t === 'default') return {};
+      const [rows, threads] = t.split('x').map(Number);
+      return { gemvRows: rows!, gemvThreads: threads! };
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
     for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {

@@ -83,10 +83,6 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
   gemvThreads: number;
-  /** GEMV weight loads: 0 each step's at its start, 1 the first chunk's before the norm statistics, 2 and the next chunk's during each step. */
-  gemvPrefetch: 0 | 1 | 2;
-  /** Fused norm's row statistics: two tree-summed passes, or one pass of per-thread moments merged in two levels. */
-  normStats: 'tree' | 'merged';
 }
 
 /**
@@ -98,9 +94,8 @@ export interface LinearTuning {
  *   thread); int8 / int4 keep 4 x 128, as measured end to end.
  */
 export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16'): LinearTuning {
-  const loads = { gemvPrefetch: 0, normStats: 'tree' } as const;
-  if (T <= 4) return { ...(N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 }), ...loads };
-  return { ...(weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 }), ...loads };
+  if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 };
+  return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
 }
 
 /**
@@ -171,8 +166,6 @@ export class LinearKernels {
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
-    if (![0, 1, 2].includes(t.gemvPrefetch)) throw new Error(`linear: gemvPrefetch ${t.gemvPrefetch} must be 0, 1 or 2`);
-    if (t.normStats !== 'tree' && t.normStats !== 'merged') throw new Error(`linear: normStats ${t.normStats} must be tree or merged`);
     const shared = R * Math.min(T, GEMV_MAX_T) * KT * 4;
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
     if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
@@ -322,7 +315,7 @@ export class LinearKernels {
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}:p${tuning.gemvPrefetch}${prenorm ? `:norm-${tuning.normStats}` : ''}` : `gemm:${weight}:${aligned}`;
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -338,8 +331,7 @@ export class LinearKernels {
           KT: tuning.gemvThreads,
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
-          INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', { ...flag, STATS_MERGED: String(tuning.normStats === 'merged') }),
-          PREFETCH: tuning.gemvPrefetch,
+          INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

@@ -12,8 +12,7 @@
 //
 // INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is) or linear_gemv_norm.wgsl
 // (prenorm). With prenorm the workgroup first computes each X row's mean and variance (X is small and
-// in cache; every workgroup computes the same; the first weights are already on their way),
-// and normalizes the chunks as it loads them:
+// in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
 // the norm before a projection costs no dispatch of its own.
 //
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
@@ -30,8 +29,7 @@ const T: u32 = {{T}}u;       // rows of X (compile time, 1..8)
 const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
-const G: u32 = {{G}}u;
-const PREFETCH: u32 = {{PREFETCH}}u; // see the main loop       // threads reducing one output: KT / O where O divides KT, else 1
+const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
 
 var<workgroup> red: array<f32, O * KT>;
 
@@ -57,26 +55,19 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
-  // PREFETCH 0: each step loads its chunk's words first; 1: the first chunk's words are
-  // requested before the norm's statistics; 2: as 1, and each step requests the next chunk's
-  // words as it decodes the current one.
-  var words: array<WWord, ROWS>;
-  if (PREFETCH > 0u) {
-    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], lid * 8u); }
-  }
   normStats(lid);
 
+  // Each step loads the chunk's word of every weight row first (all ROWS loads in flight
+  // together), then decodes and multiplies them row by row.
   var acc: array<f32, O>;
   for (var k = lid * 8u; k < P.K; k += KT * 8u) {
-    if (PREFETCH == 0u || (PREFETCH == 1u && k != lid * 8u)) {
-      for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
-    }
+    var words: array<WWord, ROWS>;
+    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
-      if (PREFETCH == 2u) { words[r] = wLoad(rows[r], k + KT * 8u); } // zero past K
       let s = wScale(rows[r], k);
       for (var t = 0u; t < T; t++) {
         acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));

@@ -8,7 +8,8 @@ var<workgroup> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of eac
 // (count, mean, M2) of its own chunks (the ones it multiplies later), groups of GS threads
 // are merged by one thread each, then the NG groups by one thread per row (Chan's pairwise
 // update, as stable as the two-pass formula). RMSNorm takes the mean of x * x the same way.
-// A log2(KT)-level tree per pass cost the fused GEMV 7-11 us per op on the H200.
+// Two passes, each summed over a log2(KT)-level tree, cost the fused GEMV 7-35 us more per
+// op on the H200 (bench/results/2026-12-03-h200-norm-stats).
 const NG: u32 = 16u;          // groups per row
 const GS: u32 = KT / NG;      // threads per group (KT >= 32)
 var<workgroup> groups: array<vec3<f32>, T * NG>;
@@ -32,7 +33,7 @@ fn countOf(lid: u32) -> f32 {
   return f32(full * 8u + select(0u, min(rem - lid * 8u, 8u), rem > lid * 8u));
 }
 
-fn normStatsMerged(lid: u32) {
+fn normStats(lid: u32) {
   let rms = P.prenorm == 2u;
   let lane = vec4<u32>(0u, 1u, 2u, 3u);
   for (var t = 0u; t < P.T; t++) {
@@ -67,72 +68,6 @@ fn normStatsMerged(lid: u32) {
     stats[lid] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
   }
   workgroupBarrier();
-}
-
-// Tree-sums rows 0 .. n of red (KT partial sums each) into red[row * KT]. Scalar code with
-// no arrays passed around: lavapipe's compiler took a minute over the array-valued version.
-fn treeSum(n: u32, lid: u32) {
-  workgroupBarrier();
-  for (var s = KT / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
-      for (var r = 0u; r < n; r++) { red[r * KT + lid] += red[r * KT + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-}
-
-fn xAt(t: u32, k: u32) -> f32 {
-  let e = (P.row0 + t) * P.K + k;
-  return X[e >> 2u][e & 3u];
-}
-
-// Row statistics of X for the fused norm, as norm.wgsl computes them (LayerNorm: the
-// corrected two-pass mean and variance; RMSNorm: mean of squares), every workgroup alike.
-fn normStatsTree(lid: u32) {
-  let n = f32(P.K);
-  let rms = P.prenorm == 2u;
-  // Loops over P.T (== T) rather than the constant: unrolled, lavapipe compiled it 5x slower.
-  for (var t = 0u; t < P.T; t++) {
-    var s1 = 0.0;
-    for (var k = lid; k < P.K; k += KT) {
-      let x = xAt(t, k);
-      s1 += select(x, x * x, rms);
-    }
-    red[t * KT + lid] = s1;
-  }
-  treeSum(P.T, lid);
-  if (lid < P.T) {
-    let m = red[lid * KT] / n;
-    stats[lid] = select(vec2<f32>(m, 0.0), vec2<f32>(0.0, inverseSqrt(m + P.eps)), rms);
-  }
-  workgroupBarrier();
-  if (rms) { return; }
-  // LayerNorm's second pass: d = x - mean0; mean = mean0 + sum(d) / n, var = sum(d^2) / n - (sum(d) / n)^2.
-  for (var t = 0u; t < P.T; t++) {
-    let m0 = stats[t].x;
-    var d1 = 0.0;
-    var d2 = 0.0;
-    for (var k = lid; k < P.K; k += KT) {
-      let d = xAt(t, k) - m0;
-      d1 += d;
-      d2 += d * d;
-    }
-    red[t * KT + lid] = d1;
-    red[(P.T + t) * KT + lid] = d2; // red holds ROWS >= 2 such blocks
-  }
-  treeSum(2u * P.T, lid);
-  if (lid < P.T) {
-    let a = red[lid * KT] / n;
-    let v = red[(P.T + lid) * KT] / n - a * a;
-    stats[lid] = vec2<f32>(stats[lid].x + a, inverseSqrt(max(v, 0.0) + P.eps));
-  }
-  workgroupBarrier();
-}
-
-const STATS_MERGED: bool = {{STATS_MERGED}};
-
-fn normStats(lid: u32) {
-  if (STATS_MERGED) { normStatsMerged(lid); } else { normStatsTree(lid); }
 }
 
 // gamma and beta of the chunk k .. k+8, zero past K (so the chunk's padding stays zero).
