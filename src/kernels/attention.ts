@@ -209,11 +209,13 @@ export class AttentionKernels {
     }
 
     if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
-    const splitBytes = 16 * (G * (D / 4) + WG) + 4 * (G * (SPLIT + WG + 17) + WG) + 4;
-    if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${G} heads per KV head of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
-    const split = this.kernel(`split/${D}/${G}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}`, 'attention-split.wgsl', {
+    const splits = Math.max(1, Math.min(NS, Math.ceil(Math.min(dims.maxKeys ?? M, M) / SPLIT)));
+    const GW = headsPerWorkgroup(G, T * H * splits);
+    const splitBytes = 16 * (GW * (D / 4) + WG + 2 * (D / 4)) + 4 * (GW * (SPLIT + WG + 17) + WG) + 4;
+    if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${GW} heads per workgroup of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
+    const split = this.kernel(`split/${D}/${GW}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}`, 'attention-split.wgsl', {
       D4: D / 4,
-      G,
+      G: GW,
       SPLIT,
       WG,
       FUSED: String(!!packed),
@@ -236,8 +238,7 @@ export class AttentionKernels {
         combine.bind(u, [buf.positions, buf.valid, po, pml, buf.out]),
       ];
     });
-    const splits = Math.max(1, Math.min(NS, Math.ceil(Math.min(dims.maxKeys ?? M, M) / SPLIT)));
-    split.encode(pass, b.groups[0]!, splits, Hkv, T);
+    split.encode(pass, b.groups[0]!, splits, H / GW, T);
     if (splits > 1) combine.encode(pass, b.groups[1]!, H, T);
     return path;
   }
@@ -300,6 +301,18 @@ export class AttentionKernels {
     if (!this.scratchMl || this.scratchMl.size < mlBytes) this.scratchMl = storageBuffer(this.ctx, mlBytes, 'attention partial ml');
     return [this.scratchO, this.scratchMl];
   }
+}
+
+/**
+ * Query heads per split workgroup: all G of a KV head (its keys read once), unless that leaves
+ * fewer than MIN_WORKGROUPS workgroups: then the largest divisor of G that gives enough, or 1.
+ * Decode at batch 1 has few rows; llama-1.1b's 4 KV heads alone would be 4 workgroups.
+ */
+const MIN_WORKGROUPS = 128;
+
+function headsPerWorkgroup(G: number, headSplits: number): number {
+  for (let gw = G; gw > 1; gw--) if (G % gw === 0 && (headSplits / gw) >= MIN_WORKGROUPS) return gw;
+  return 1;
 }
 
 function checkHeadDim(D: number): void {

@@ -1,20 +1,22 @@
-// Flash-decoding, pass 1: one workgroup per (key split s, KV head g, query row t) computes, for
-// the G = H/Hkv query heads sharing KV head g, softmax statistics and the unnormalised P.V over
+// Flash-decoding, pass 1: one workgroup per (key split s, head group g, query row t) computes,
+// for the G query heads g*G .. g*G+G (G divides H/Hkv, so they share one KV head: all of them,
+// or fewer for more workgroups when there are few rows), softmax statistics and the unnormalised P.V over
 // the keys [s*SPLIT, min((s+1)*SPLIT, L)), L = min(positions[t], M-1) + 1 (causal).
 //
 // Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] (b = t / S); positions, valid u32 [T];
 //          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D];
 //          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
 //          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
-// Workgroup memory: 16 * (G * D/4 + WG) + 4 * (G * (SPLIT + WG + 17) + WG) + 4 bytes.
-// Dispatch: (splits <= NS, Hkv, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
+// Workgroup memory: 16 * (G * D/4 + WG + 2 * D/4) + 4 * (G * (SPLIT + WG + 17) + WG) + 4 bytes.
+// Dispatch: (splits <= NS, H / G, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
 // FUSED (decode, S = 1): q is the packed qkv [T, (H + 2 Hkv) * D] instead (qkv-scatter's input),
 //          rotated here when ROTARY (slopes then holds inv_freq [D/2]; D % 8 == 0), and the
-//          workgroup of the split holding position p = positions[t] writes this row's k (rotated)
-//          and v of KV head g into the caches at p (when p < M) before it reads them: the
-//          scatter's dispatch is saved. It is the only workgroup that touches key p of (b, g).
+//          workgroups of the split holding position p = positions[t] take this row's k (rotated)
+//          and v from qkv for key p (when p < M), and the first of the KV head's groups writes
+//          them into the caches: the scatter's dispatch is saved. No workgroup reads key p from
+//          the caches, so none waits for that write.
 
 {{PARAMS}}
 
@@ -51,6 +53,8 @@ var<workgroup> max_sh: array<f32, G>;
 var<workgroup> o_sh: array<vec4<f32>, WG>;
 var<workgroup> l_sh: array<f32, WG>;
 var<workgroup> lim_sh: u32;
+var<workgroup> knew_sh: array<vec4<f32>, D4>; // FUSED: this step's key and value
+var<workgroup> vnew_sh: array<vec4<f32>, D4>;
 
 {{ROTARY_FNS}}
 
@@ -80,10 +84,12 @@ fn packedHead(base: u32, d: u32, pos: f32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let s = wid.x;
-  let g = wid.y;
   let t = wid.z;
-  let bh = (t / P.S) * P.Hkv + g;
-  let head0 = t * P.H + g * G; // first of this group's heads, as a row of q / out
+  let head = wid.y * G; // this workgroup's first head
+  let perKv = P.H / P.Hkv;
+  let kvh = head / perKv;
+  let bh = (t / P.S) * P.Hkv + kvh;
+  let head0 = t * P.H + head; // as a row of q / out
   if (tid == 0u) {
     var lim = 0u;
     if (valid[t] != 0u) {
@@ -107,19 +113,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n = min(SPLIT, lim - start);
   let nsplit = (lim + SPLIT - 1u) / SPLIT;
   let pos = f32(positions[t]);
+  // FUSED: index (within this split) of this step's own key, or none.
+  var own = 0xffffffffu;
 
   if (FUSED) {
     let row = t * (P.H + 2u * P.Hkv) * D4;
     for (var idx = tid; idx < G * D4; idx += WG) {
-      q_sh[idx] = packedHead(row + (g * G + idx / D4) * D4, idx % D4, pos) * P.scale;
+      q_sh[idx] = packedHead(row + (head + idx / D4) * D4, idx % D4, pos) * P.scale;
     }
     if (start + n == lim && positions[t] < P.M) {
+      own = positions[t] - start;
       let dst = (bh * P.M + positions[t]) * D4;
       for (var d = tid; d < D4; d += WG) {
-        writeKv(dst + d, packedHead(row + (P.H + g) * D4, d, pos), q[row + (P.H + P.Hkv + g) * D4 + d]);
+        let k = packedHead(row + (P.H + kvh) * D4, d, pos);
+        let v = q[row + (P.H + P.Hkv + kvh) * D4 + d];
+        knew_sh[d] = k;
+        vnew_sh[d] = v;
+        if (head % perKv == 0u) { writeKv(dst + d, k, v); }
       }
     }
-    storageBarrier(); // the new key and value are seen by every thread of this workgroup
   } else {
     for (var idx = tid; idx < G * D4; idx += WG) {
       q_sh[idx] = q[head0 * D4 + idx] * P.scale;
@@ -130,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var slope: array<f32, G>; // ALiBi, 0 when off
   if (P.alibi != 0u) {
     for (var i = 0u; i < G{{DYN}}; i++) {
-      slope[i] = slopes[g * G + i];
+      slope[i] = slopes[head + i];
     }
   }
 
@@ -149,7 +161,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         acc[i] = 0.0;
       }
       for (var d = 0u; d < D4{{DYN}}; d++) {
-        let kv = kc[kb + d];
+        var kv: vec4<f32>;
+        if (j == own) { kv = knew_sh[d]; } else { kv = kc[kb + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           acc[i] += dot(q_sh[i * D4 + d], kv);
         }
@@ -204,7 +217,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var jj = 0u; jj < KPL{{DYN}}; jj++) {
       let j = lane + jj * NL;
       if (j < n) {
-        let v = vc[(bh * P.M + start + j) * D4 + d];
+        var v: vec4<f32>;
+        if (j == own) { v = vnew_sh[d]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           let p = s_sh[i * SPLIT + j];
           acc[i] += p * v;
