@@ -15,7 +15,7 @@
 //          rotated here when ROTARY (slopes then holds inv_freq [D/2]; D % 8 == 0), and the
 //          workgroups of the split holding position p = positions[t] take this row's k (rotated)
 //          and v from qkv for key p (when p < M), and the first of the KV head's groups writes
-//          them into the caches: the scatter's dispatch is saved. No workgroup uses key p from
+//          them into the caches: the scatter's dispatch is saved. No workgroup reads key p from
 //          the caches, so none waits for that write.
 
 {{PARAMS}}
@@ -161,9 +161,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         acc[i] = 0.0;
       }
       for (var d = 0u; d < D4{{DYN}}; d++) {
-        // Loaded either way (the discarded cache value may be mid-write): branch-free, the
-        // unrolled loads issue together.
-        let kv = select(kc[kb + d], knew_sh[d], j == own);
+        var kv: vec4<f32>;
+        if (j == own) { kv = knew_sh[d]; } else { kv = kc[kb + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           acc[i] += dot(q_sh[i * D4 + d], kv);
         }
@@ -218,7 +217,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var jj = 0u; jj < KPL{{DYN}}; jj++) {
       let j = lane + jj * NL;
       if (j < n) {
-        let v = select(vc[(bh * P.M + start + j) * D4 + d], vnew_sh[d], j == own);
+        var v: vec4<f32>;
+        if (j == own) { v = vnew_sh[d]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           let p = s_sh[i * SPLIT + j];
           acc[i] += p * v;
