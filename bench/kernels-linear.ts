@@ -83,7 +83,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
   const gamma = Float32Array.from({ length: K }, () => 0.5 + r());
   const beta = Float32Array.from({ length: K }, () => r() - 0.5);
   // The reference multiplies the normalized rows (float64 statistics).
-  const xRef = o.norm ? normalizeRows(x, T, K, gamma, o.norm === 'layer' ? beta : undefined) : x;
+  const xRef = o.norm ? normRows(x, T, K, o.norm, gamma, o.norm === 'layer' ? beta : undefined, 1e-5) : x;
   // Random bits are valid weights of every type; `value(n, k)` reads them back for the reference.
   const quantized = weight === 'q8' || weight === 'q4';
   const wBytes = new Uint8Array(need.w);
@@ -215,14 +215,15 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
   return results;
 }
 
-function normalizeRows(x: Float32Array, T: number, K: number, gamma: Float32Array, beta: Float32Array | undefined): Float64Array {
+/** X's rows normalized in float64, as the fused norm must compute them (also the tests' reference). */
+export function normRows(x: ArrayLike<number>, T: number, K: number, kind: 'layer' | 'rms', gamma: Float32Array, beta: Float32Array | undefined, eps: number): Float64Array {
   const out = new Float64Array(T * K);
   for (let t = 0; t < T; t++) {
-    const row = x.subarray(t * K, (t + 1) * K);
-    const mean = beta ? row.reduce((a, v) => a + v, 0) / K : 0;
-    const msq = row.reduce((a, v) => a + (v - mean) ** 2, 0) / K;
-    const rstd = 1 / Math.sqrt(msq + 1e-5);
-    for (let k = 0; k < K; k++) out[t * K + k] = (row[k]! - mean) * rstd * gamma[k]! + (beta ? beta[k]! : 0);
+    const row = Array.from({ length: K }, (_, k) => x[t * K + k]!);
+    const mean = kind === 'layer' ? row.reduce((a, v) => a + v, 0) / K : 0;
+    const second = row.reduce((a, v) => a + (v - mean) ** 2, 0) / K;
+    const r = 1 / Math.sqrt(second + eps);
+    row.forEach((v, k) => (out[t * K + k] = (v - mean) * r * gamma[k]! + (beta ? beta[k]! : 0)));
   }
   return out;
 }

@@ -27,6 +27,7 @@ import {
   type LinearWeight,
 } from '../src/kernels/linear.js';
 import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
+import { normRows } from '../bench/kernels-linear.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
@@ -197,19 +198,6 @@ beforeAll(async () => {
   lin = new LinearKernels(ctx);
 });
 afterAll(() => lin?.destroy());
-
-/** X's rows normalized in float64, as the fused norm must compute them. */
-function normRows(x: ArrayLike<number>, T: number, K: number, kind: 'layer' | 'rms', gamma: Float32Array, beta: Float32Array | undefined, eps: number): Float64Array {
-  const out = new Float64Array(T * K);
-  for (let t = 0; t < T; t++) {
-    const row = Array.from({ length: K }, (_, k) => x[t * K + k]!);
-    const mean = kind === 'layer' ? row.reduce((a, v) => a + v, 0) / K : 0;
-    const second = row.reduce((a, v) => a + (v - mean) ** 2, 0) / K;
-    const r = 1 / Math.sqrt(second + eps);
-    row.forEach((v, k) => (out[t * K + k] = (v - mean) * r * gamma[k]! + (beta ? beta[k]! : 0)));
-  }
-  return out;
-}
 
 interface CheckOptions {
   /** Normalize X first (the fused pre-projection norm). */

@@ -3,7 +3,7 @@
  * and causal attention (flash-decoding split + combine for few query rows, a tiled
  * online-softmax kernel for prefill). At decode the split kernel can read the packed QKV
  * itself and do the scatter's work (`packedQkv`). Built once per GpuContext; pipelines compile on first use per shape
- * (head dim, heads per KV head, ALiBi on/off).
+ * (head dim, query heads per workgroup, packed input, rotary).
  *
  * Every encode method caches its uniform buffer and bind group(s) under the identity of the
  * buffers it is given plus the sizes, so re-encoding the same op every decode step allocates
@@ -160,6 +160,11 @@ export class AttentionKernels {
     kernel.encode(pass, b.groups[0]!, Math.ceil(((H + 2 * Hkv) * D) / 2 / 64), y, z);
   }
 
+  /** Whether encodeAttention can take `packedQkv` for S rows per batch entry of head dim D. */
+  readsPackedQkv(S: number, D: number, rotary: boolean): boolean {
+    return S === 1 && (!rotary || D % 8 === 0);
+  }
+
   /** The path encodeAttention takes for these sizes. */
   choosePath(dims: AttentionDims): AttentionPath {
     if (dims.path && dims.path !== 'auto') return dims.path;
@@ -187,9 +192,10 @@ export class AttentionKernels {
     const packed = buf.packedQkv;
     const rotary = packed?.theta !== undefined;
     if (packed) {
-      if (S !== 1 || path !== 'split') throw new UnsupportedError('attention', `the packed qkv is read in place only by decode's split path, not for ${S} rows per batch entry on the ${path} path`);
+      if (path !== 'split' || !this.readsPackedQkv(S, D, rotary)) {
+        throw new UnsupportedError('attention', `the packed qkv is read in place only by decode's split path (S = 1; rotary: head dim a multiple of 8), not for S = ${S}, D = ${D} on the ${path} path`);
+      }
       if (rotary && alibi) throw new UnsupportedError('attention', 'rotary and ALiBi together');
-      if (rotary && D % 8 !== 0) throw new UnsupportedError('attention', `rotary in the split kernel needs a head dim that is a multiple of 8, not ${D}`);
     }
     // The split kernel's table: ALiBi slopes, or the inverse rotary frequencies when it rotates.
     const slopes = alibi ? buf.slopes! : rotary ? (packed!.invFreq ?? this.invFreq(D, packed!.theta!)) : this.dummy;

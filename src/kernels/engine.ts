@@ -326,7 +326,7 @@ export class WgslEngine implements Stepper {
       const rope = spec.traits.position === 'rotary' ? { theta: dims.ropeTheta } : {};
       const cache = { kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid };
       // Decode reads the packed projection in place (split, rotary and cache write in the attention kernel).
-      const packed = S === 1 && (!rope.theta || D % 8 === 0);
+      const packed = this.attentionK.readsPackedQkv(S, D, rope.theta !== undefined);
       if (!packed) this.attentionK.encodeQkvScatter(pass, { qkv: buf.qkv, q: buf.q, ...cache }, { ...heads, ...rope });
       this.attentionK.encodeAttention(
         pass,

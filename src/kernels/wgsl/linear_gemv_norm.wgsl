@@ -8,8 +8,8 @@ var<workgroup> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of eac
 // (count, mean, M2) of its own chunks (the ones it multiplies later), groups of GS threads
 // are merged by one thread each, then the NG groups by one thread per row (Chan's pairwise
 // update, as stable as the two-pass formula). RMSNorm takes the mean of x * x the same way.
-// Two passes, each summed over a log2(KT)-level tree, cost the fused GEMV 7-35 us more per
-// op on the H200 (bench/results/2026-12-03-h200-norm-stats).
+// On the H200 this fused norm adds 3-9 us to an op's GEMV; two passes, each summed over a
+// log2(KT)-level tree, added 7-41 us (bench/results/2026-12-03-h200-norm-stats-fused-split).
 const NG: u32 = 16u;          // groups per row
 const GS: u32 = KT / NG;      // threads per group (KT >= 32)
 var<workgroup> groups: array<vec3<f32>, T * NG>;
