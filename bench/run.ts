@@ -12,7 +12,7 @@ import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { WgslPipeline, type StepTimes } from '../src/pipeline/wgsl.js';
 import type { KernelTime } from '../src/kernels/engine.js';
 import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
 
@@ -54,9 +54,11 @@ export interface BenchRow {
   /** Median decode-step latency at each context position, and the positions more than 3x the median (cliffs). */
   perPosition: Array<[number, number]>;
   outlierPositions: number[];
-  /** WGSL engine only: host time encoding a step vs waiting for the GPU and the readback. */
-  stepProfile?: { steps: number; encodeMsPerStep: number; waitMsPerStep: number };
-  /** WGSL engine only: GPU time per kernel of one decode step (timestamp queries), largest first. */
+  /** WGSL engine only: host time encoding a step (of it, in queue.submit) vs waiting for the GPU and the readback. */
+  stepProfile?: StepTimes;
+  /** WGSL engine only: GPU time of one decode step's dispatches in one pass, as they run (timestamp queries). */
+  stepGpuUs?: number;
+  /** WGSL engine only: GPU time per kernel of that step (each dispatch in its own pass), largest first. */
   kernelProfile?: KernelTime[];
 }
 
@@ -69,6 +71,13 @@ export interface BenchReport {
   dtype: DType;
   environment: ReturnType<typeof environment>;
   rows: BenchRow[];
+}
+
+/** The WGSL engine's step profile of the measured runs, then its GPU time, whole and per kernel. */
+async function wgslProfile(pipe: WgslPipeline): Promise<Pick<BenchRow, 'stepProfile' | 'stepGpuUs' | 'kernelProfile'>> {
+  const stepProfile = pipe.takeStepProfile();
+  const gpu = await pipe.profileKernels();
+  return { stepProfile, ...(gpu ? { stepGpuUs: gpu.stepUs, kernelProfile: gpu.kernels } : {}) };
 }
 
 export function stats(xs: number[]): Stats {
@@ -151,7 +160,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
             peakRssMB: peakRss / 2 ** 20,
             perPosition,
             outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
-            ...(pipe instanceof WgslPipeline ? { stepProfile: pipe.takeStepProfile(), kernelProfile: await pipe.profileKernels() } : {}),
+            ...(pipe instanceof WgslPipeline ? await wgslProfile(pipe) : {}),
           });
         }
       }

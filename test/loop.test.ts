@@ -33,6 +33,7 @@ class FakeEngine implements Stepper {
   constructor(
     readonly feedsBack: boolean,
     private readonly eosAt?: number[],
+    readonly stepsAhead?: number,
   ) {}
 
   begin(): void {}
@@ -89,6 +90,29 @@ describe('generate loop run-ahead', () => {
     for (let t = 0; t + 1 < 12; t++) expect(ahead.events.indexOf(`submit ${t + 1}`)).toBeLessThan(ahead.events.indexOf(`done ${t}`));
     expect(ahead.events.filter((e) => e.startsWith('submit'))).toHaveLength(12); // none past the last token
     expect(ahead.ended).toBe(true);
+  });
+
+  it('keeps stepsAhead + 1 steps in flight when the engine asks for more, tokens unchanged', async () => {
+    const deep = new FakeEngine(true, undefined, 3);
+    const plain = new FakeEngine(false);
+    const d = await generateLoop(deep, { ...request, ignoreEos: true }, ckpt, tokenizer, 64);
+    const p = await generateLoop(plain, { ...request, ignoreEos: true }, ckpt, tokenizer, 64);
+    expect(d.sequences.map((s) => s.newIds)).toEqual(p.sequences.map((s) => s.newIds));
+    expect(deep.maxInFlight).toBe(4);
+    expect(deep.fedFromDevice).toBe(11);
+    for (let t = 0; t + 3 < 12; t++) expect(deep.events.indexOf(`submit ${t + 3}`)).toBeLessThan(deep.events.indexOf(`done ${t}`));
+    expect(deep.events.filter((e) => e.startsWith('submit'))).toHaveLength(12);
+    expect(deep.ended).toBe(true);
+  });
+
+  it('stops at end-of-sequence with several steps ahead and finishes them all before releasing', async () => {
+    const deep = new FakeEngine(true, [5, 4], 2);
+    const r = await generateLoop(deep, request, ckpt, tokenizer, 64);
+    expect(r.sequences.map((s) => s.newIds.length)).toEqual([3, 4]);
+    // Steps 0..3 are read; 4 and 5 were already submitted and completed before end().
+    expect(deep.events.filter((e) => e.startsWith('submit'))).toHaveLength(6);
+    expect(deep.events.filter((e) => e.startsWith('done'))).toHaveLength(6);
+    expect(deep.ended).toBe(true);
   });
 
   it('stops at end-of-sequence and finishes the step already in flight before releasing', async () => {

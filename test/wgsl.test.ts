@@ -92,7 +92,9 @@ describe('WGSL engine profiling', () => {
     const pipe = await WgslPipeline.create(openCheckpoint(tinyModelDir('llama')), { dtype: 'float32', maxTokens: 64 });
     try {
       await pipe.generate({ prompts: ['He has a'], maxNewTokens: 3, doSample: false });
-      const profile = await pipe.profileKernels();
+      const gpu = await pipe.profileKernels();
+      expect(gpu).toBeDefined();
+      const profile = gpu!.kernels;
       // 2 layers x (packed qkv, o, gate/up, down) linear dispatches plus the LM head.
       const count = (prefix: string) => profile.filter((k) => k.kernel.startsWith(prefix)).reduce((a, k) => a + k.dispatches, 0);
       expect(count('linear')).toBe(2 * 4 + 1);
@@ -103,9 +105,16 @@ describe('WGSL engine profiling', () => {
       expect(count('norm')).toBe(0);
       expect(profile.every((k) => k.totalUs >= 0 && Number.isFinite(k.totalUs))).toBe(true);
       expect(profile.reduce((a, k) => a + k.totalUs, 0)).toBeGreaterThan(0);
+      // The whole step in one pass runs every dispatch: it takes longer than any one of them alone,
+      // and leaving a kernel out saves less than the whole step.
+      expect(gpu!.stepUs).toBeGreaterThan(Math.max(...profile.map((k) => k.totalUs / k.dispatches)));
+      expect(profile.every((k) => Number.isFinite(k.marginalUs) && k.marginalUs < gpu!.stepUs)).toBe(true);
+      expect(profile.reduce((a, k) => a + k.marginalUs, 0)).toBeGreaterThan(0);
       const step = pipe.takeStepProfile();
       expect(step.steps).toBeGreaterThan(0);
       expect(step.encodeMsPerStep).toBeGreaterThan(0);
+      expect(step.submitMsPerStep).toBeGreaterThan(0);
+      expect(step.submitMsPerStep).toBeLessThan(step.encodeMsPerStep);
     } finally {
       await pipe.dispose();
     }

@@ -51,10 +51,10 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
 const writeJson = (path: string, value: unknown) => writeTextAtomic(path, JSON.stringify(value, null, 2));
 
 export function table(report: BenchReport): string[] {
-  const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  cliffs'];
+  const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  GPU step ms  cliffs'];
   for (const r of report.rows) {
     lines.push(
-      `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${r.outlierPositions.length ? r.outlierPositions.join(',') : '-'}`,
+      `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${(r.stepGpuUs === undefined ? '-' : (r.stepGpuUs / 1e3).toFixed(3)).padStart(11)}  ${r.outlierPositions.length ? r.outlierPositions.join(',') : '-'}`,
     );
   }
   return lines;

@@ -43,8 +43,19 @@ interface Run {
   recorded: Map<string, Dispatch[]>;
 }
 
-/** Readback buffers: a step being read while the next one runs, and one spare. */
-const STAGING_RING = 3;
+/**
+ * Greedy steps submitted ahead of the one being read (`FUSEGEN_STEPS_AHEAD`, 1..MAX_STEPS_AHEAD).
+ * Two: on the H200, opt-125m's GPU step (0.60 ms) outran one step ahead (0.71-0.82 ms a token:
+ * the host's encoding plus the readback's wake-up); two reach it (bench/results).
+ */
+const MAX_STEPS_AHEAD = 3;
+const STEPS_AHEAD = Math.min(MAX_STEPS_AHEAD, Math.max(1, Number(process.env['FUSEGEN_STEPS_AHEAD'] ?? 2) || 2));
+
+/** Readback buffers: one per step in flight, and the one being read. */
+const STAGING_RING = MAX_STEPS_AHEAD + 1;
+
+/** Whole-step replays a kernel profile times (their median is the step's GPU time). */
+const STEP_REPLAYS = 5;
 
 type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 
@@ -52,23 +63,33 @@ type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 export interface KernelTime {
   kernel: string;
   dispatches: number;
+  /** Its dispatches each in a pass of their own, summed: includes a drain and a launch each. */
   totalUs: number;
+  /** The step's time less the step's without this kernel's dispatches: its cost where it runs. */
+  marginalUs: number;
 }
 
 function weightKind(m: GpuMatrix): LinearWeight {
   return m.quant ? (m.quant.bits === 8 ? 'q8' : 'q4') : m.type;
 }
 
-/** Where a step's wall time goes: host encoding vs waiting for the GPU and the readback. */
+/** Where a step's wall time goes: host encoding (of it, in queue.submit) vs waiting for the GPU and the readback. */
 export interface StepProfile {
   steps: number;
   encodeMs: number;
+  submitMs: number;
   waitMs: number;
+}
+
+/** GPU time of one whole step (its dispatches in one pass, as run) and per kernel (each in its own pass). */
+export interface StepGpuProfile {
+  stepUs: number;
+  kernels: KernelTime[];
 }
 
 export class WgslEngine implements Stepper {
   private run: Run | undefined;
-  readonly profile: StepProfile = { steps: 0, encodeMs: 0, waitMs: 0 };
+  readonly profile: StepProfile = { steps: 0, encodeMs: 0, submitMs: 0, waitMs: 0 };
   private readonly gather: Kernel;
   private readonly slopes: GPUBuffer | undefined;
   private readonly linearK: LinearKernels;
@@ -150,6 +171,7 @@ export class WgslEngine implements Stepper {
 
   /** Greedy steps can take their tokens from the previous step's argmax, still on the GPU. */
   readonly feedsBack = true;
+  readonly stepsAhead = STEPS_AHEAD;
 
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }> {
     return this.forward(input, input.last.map((i) => [i]), needLogits);
@@ -213,11 +235,14 @@ export class WgslEngine implements Stepper {
     // One chosen id per row: they are the next step's tokens, should it be fed from the device.
     run.feedback = !needLogits && R === B;
     if (run.feedback) enc.copyBufferToBuffer(buf.next, 0, buf.ids, 0, B * 4);
-    q.submit([enc.finish()]);
+    const commands = enc.finish();
+    const tEncoded = performance.now();
+    q.submit([commands]);
     const t1 = performance.now();
     await staging.mapAsync(1, 0, bytes);
     this.profile.steps++;
     this.profile.encodeMs += t1 - t0;
+    this.profile.submitMs += t1 - tEncoded;
     this.profile.waitMs += performance.now() - t1;
     const out = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
@@ -227,25 +252,39 @@ export class WgslEngine implements Stepper {
   private lastStep: Dispatch[] | undefined;
 
   /**
-   * GPU time per kernel for the last step's dispatches, replayed once with a timestamp pair
-   * around each (its own compute pass). Replaying is harmless: the step recomputes the same
-   * values from the same inputs. Empty without the timestamp-query feature.
+   * GPU time of the last step's dispatches, replayed with timestamp pairs around passes: the
+   * whole step in one pass as it runs, the step without each kernel's dispatches (their
+   * marginal cost), and each dispatch in its own pass (which adds a drain and a launch, so
+   * these sums overstate the step). Whole-step figures are medians of STEP_REPLAYS passes.
+   * Replaying is harmless: every pass starts from the embedding, and the isolated dispatches,
+   * last and in order, leave the step's own results.
+   * Undefined without the timestamp-query feature.
    */
-  async profileKernels(): Promise<KernelTime[]> {
+  async profileKernels(): Promise<StepGpuProfile | undefined> {
     const list = this.lastStep;
-    if (!list || !this.ctx.timestamps) return [];
+    if (!list || !this.ctx.timestamps) return undefined;
     const device = this.ctx.device;
-    const n = list.length;
+    const label = ([pipeline, group]: Dispatch) => group.label || pipeline.label || 'unlabelled';
+    const kernels = [...new Set(list.map(label))];
+    const replays = (dispatches: Dispatch[]) => Array.from({ length: STEP_REPLAYS }, () => dispatches);
+    const passes = [
+      ...replays(list),
+      ...kernels.flatMap((k) => replays(list.filter((d) => label(d) !== k))),
+      ...list.map((d) => [d]),
+    ];
+    const n = passes.length;
     const qs = device.createQuerySet({ type: 'timestamp', count: 2 * n });
     const resolved = device.createBuffer({ size: 16 * n, usage: 0x200 | 0x4 }); // QUERY_RESOLVE | COPY_SRC
     const read = device.createBuffer({ size: 16 * n, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
     try {
       const enc = device.createCommandEncoder();
-      list.forEach(([pipeline, group, x, y, z], i) => {
+      passes.forEach((dispatches, i) => {
         const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, group);
-        pass.dispatchWorkgroups(x, y, z);
+        for (const [pipeline, group, x, y, z] of dispatches) {
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, group);
+          pass.dispatchWorkgroups(x, y, z);
+        }
         pass.end();
       });
       enc.resolveQuerySet(qs, 0, 2 * n, resolved, 0);
@@ -254,16 +293,17 @@ export class WgslEngine implements Stepper {
       await read.mapAsync(1);
       const ts = new BigUint64Array(read.getMappedRange().slice(0));
       read.unmap();
-      const byKernel = new Map<string, KernelTime>();
-      list.forEach(([pipeline, group], i) => {
-        const us = Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e3;
-        const kernel = group.label || pipeline.label || 'unlabelled';
-        const k = byKernel.get(kernel) ?? { kernel, dispatches: 0, totalUs: 0 };
+      const us = (i: number) => Number(ts[2 * i + 1]! - ts[2 * i]!) / 1e3;
+      const medianOf = (first: number) => Array.from({ length: STEP_REPLAYS }, (_, i) => us(first + i)).sort((x, y) => x - y)[Math.floor(STEP_REPLAYS / 2)]!;
+      const stepUs = medianOf(0);
+      const byKernel = new Map<string, KernelTime>(kernels.map((kernel, j) => [kernel, { kernel, dispatches: 0, totalUs: 0, marginalUs: stepUs - medianOf(STEP_REPLAYS * (1 + j)) }]));
+      const isolated = STEP_REPLAYS * (1 + kernels.length);
+      list.forEach((d, i) => {
+        const k = byKernel.get(label(d))!;
         k.dispatches++;
-        k.totalUs += us;
-        byKernel.set(kernel, k);
+        k.totalUs += us(isolated + i);
       });
-      return [...byKernel.values()].sort((a, b) => b.totalUs - a.totalUs);
+      return { stepUs, kernels: [...byKernel.values()].sort((x, y) => y.marginalUs - x.marginalUs) };
     } finally {
       qs.destroy();
       resolved.destroy();

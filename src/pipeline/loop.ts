@@ -38,6 +38,11 @@ export interface Stepper {
    * step t's ids are back, so the device never waits for the host.
    */
   readonly feedsBack?: boolean;
+  /**
+   * With `feedsBack`: how many steps may be submitted beyond the one being read (default 1).
+   * Two keep the device busy while the host waits for a readback and encodes the next step.
+   */
+  readonly stepsAhead?: number;
   begin(batch: number, capacity: number): void | Promise<void>;
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }>;
   end(): void;
@@ -61,7 +66,7 @@ export async function generateLoop(stepper: Stepper, request: GenerateRequest, c
   const done = new Array<boolean>(B).fill(false);
   const stepTimes: number[] = [];
   const suppressAt = (t: number) => (t < (request.minNewTokens ?? 0) ? eos : []); // as HF's MinNewTokensLengthLogitsProcessor
-  const ahead = !needLogits && stepper.feedsBack === true;
+  const ahead = !needLogits && stepper.feedsBack === true ? Math.max(1, stepper.stepsAhead ?? 1) : 0;
   let input: StepInput = { tokens: prompts, start: new Array<number>(B).fill(0), last: lens.map((n) => n - 1), suppress: suppressAt(0) };
   /** The input after `input`: its tokens are known only once `input`'s ids are, unless fed from the device. */
   const after = (prev: StepInput, t: number, tokens: number[][]): StepInput => ({
@@ -71,18 +76,23 @@ export async function generateLoop(stepper: Stepper, request: GenerateRequest, c
     suppress: suppressAt(t),
   });
   await stepper.begin(B, Math.min(maxTokens, longest + request.maxNewTokens));
-  let pending = stepper.step(input, needLogits);
+  /** Submitted steps not read yet, oldest first; the last one's input is what comes next after. */
+  const inFlight: Array<{ input: StepInput; result: Promise<{ logits?: Float32Array; ids?: number[] }> }> = [];
+  const submit = (next: StepInput, logits: boolean) => {
+    const result = stepper.step(next, logits);
+    result.catch(() => {}); // awaited in its round, or in finally after a break
+    inFlight.push({ input: next, result });
+  };
+  submit(input, needLogits);
   try {
     for (let t = 0; t < request.maxNewTokens; t++) {
-      // Run ahead: step t + 1 is on the device while step t's ids come back.
-      const current = pending;
-      let next: StepInput | undefined;
-      if (ahead && t + 1 < request.maxNewTokens) {
-        next = { ...after(input, t + 1, prompts.map(() => [0])), fromDevice: true };
-        pending = stepper.step(next, false);
-        pending.catch(() => {}); // awaited next round, or in finally after a break
+      // Run ahead: steps t + 1 .. t + ahead are on the device while step t's ids come back.
+      while (ahead && inFlight.length <= ahead && t + inFlight.length < request.maxNewTokens) {
+        submit({ ...after(inFlight[inFlight.length - 1]!.input, t + inFlight.length, prompts.map(() => [0])), fromDevice: true }, false);
       }
-      const r = await current;
+      const current = inFlight.shift()!;
+      input = current.input;
+      const r = await current.result;
       for (let b = 0; b < B; b++) {
         let chosen: number;
         if (r.logits) {
@@ -99,11 +109,10 @@ export async function generateLoop(stepper: Stepper, request: GenerateRequest, c
       stepTimes.push(performance.now());
       if (done.every(Boolean) || t + 1 === request.maxNewTokens) break;
       // Finished rows keep stepping (batch shapes stay fixed); their tokens are ignored.
-      input = next ?? after(input, t + 1, generated.map((g) => [g[g.length - 1]!]));
-      if (!next) pending = stepper.step(input, needLogits);
+      if (!ahead) submit(after(input, t + 1, generated.map((g) => [g[g.length - 1]!])), needLogits);
     }
   } finally {
-    await pending.catch(() => {}); // a step still in flight finishes before the engine is released
+    for (const f of inFlight) await f.result.catch(() => {}); // steps still in flight finish before the engine is released
     stepper.end();
   }
   return {

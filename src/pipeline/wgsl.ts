@@ -6,11 +6,20 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
-import { WgslEngine, type KernelTime } from '../kernels/engine.js';
+import { WgslEngine, type StepGpuProfile } from '../kernels/engine.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
 import type { DType, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
+
+/** Where a decode step's wall time goes, per step (see takeStepProfile). */
+export interface StepTimes {
+  steps: number;
+  stepsAhead: number;
+  encodeMsPerStep: number;
+  submitMsPerStep: number;
+  waitMsPerStep: number;
+}
 
 export interface WgslOptions {
   dtype: DType;
@@ -45,16 +54,21 @@ export class WgslPipeline implements TextGenerationPipeline {
     return pipe;
   }
 
-  /** Host encoding and GPU wait per step since the last call (benchmarks: where the time goes). */
-  takeStepProfile(): { steps: number; encodeMsPerStep: number; waitMsPerStep: number } {
+  /**
+   * Per step since the last call (benchmarks: where the time goes): host time until the step is
+   * submitted (of it, inside queue.submit: Dawn recording the Vulkan commands and submitting
+   * them), then the wait for the GPU and the readback.
+   */
+  takeStepProfile(): StepTimes {
     const p = this.engine.profile;
-    const out = { steps: p.steps, encodeMsPerStep: p.encodeMs / Math.max(1, p.steps), waitMsPerStep: p.waitMs / Math.max(1, p.steps) };
-    Object.assign(p, { steps: 0, encodeMs: 0, waitMs: 0 });
+    const per = (ms: number) => ms / Math.max(1, p.steps);
+    const out = { steps: p.steps, stepsAhead: this.engine.stepsAhead, encodeMsPerStep: per(p.encodeMs), submitMsPerStep: per(p.submitMs), waitMsPerStep: per(p.waitMs) };
+    Object.assign(p, { steps: 0, encodeMs: 0, submitMs: 0, waitMs: 0 });
     return out;
   }
 
-  /** GPU time per kernel for the last step (empty without timestamp queries). */
-  profileKernels(): Promise<KernelTime[]> {
+  /** GPU time of the last step, whole and per kernel (undefined without timestamp queries). */
+  profileKernels(): Promise<StepGpuProfile | undefined> {
     return this.engine.profileKernels();
   }
 
