@@ -16,6 +16,7 @@ import { float32ToFloat16Bits, openGpu, readback, storageBuffer, submit, upload,
 import {
   chooseLinearPath,
   defaultLinearTuning,
+  gemmKSplits,
   GEMV_PATH_MAX_T,
   LinearKernels,
   linearOutColumns,
@@ -204,6 +205,8 @@ interface CheckOptions {
   norm?: { kind: 'layer' | 'rms'; beta: boolean };
   /** Y starts with random values and the op adds to them. */
   accumulate?: boolean;
+  /** GEMM: splits of K. */
+  kSplits?: number;
 }
 
 /** Runs one op on a NaN-poisoned Y (one spare row) and checks it against the reference; returns the worst error / bound. */
@@ -214,7 +217,7 @@ async function check(c: Case, actName: LinearActivation, withBias: boolean, path
   const r = rng(seedCounter++);
   const y0 = Float32Array.from({ length: y.size / 4 }, (_, i) => (o.accumulate && i < c.T * nOut ? 4 * r() - 2 : NaN));
   ctx.device.queue.writeBuffer(y, 0, y0);
-  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path, ...(o.accumulate ? { accumulate: true } : {}) };
+  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path, ...(o.accumulate ? { accumulate: true } : {}), ...(o.kSplits ? { kSplits: o.kSplits } : {}) };
   if (c.blockSize) shape.blockSize = c.blockSize;
   let ref = c;
   const extra: GPUBuffer[] = [];
@@ -394,6 +397,31 @@ describe('linear, shapes and plumbing', () => {
         destroyCase(c);
       }
     }
+  });
+
+  it('GEMM split over K (ragged last split): float64 parity with bias, activations, swiglu, the residual add, int4', async () => {
+    for (const [weight, blockSize] of [['f32', undefined], ['f16', undefined], ['q4', 32]] as const) {
+      for (const actName of ['none', 'gelu_erf', 'swiglu'] as const) {
+        const c = makeCase(ctx, 40, 600, actName === 'swiglu' ? 74 : 37, weight, blockSize);
+        for (const kSplits of [2, 3, 7]) {
+          const shape: LinearShape = { T: 40, K: 600, N: c.N, weight, act: actName, path: 'gemm', kSplits, ...(blockSize ? { blockSize } : {}) };
+          // Two dispatches: the partial sums, then their sum with the epilogue.
+          const y = storageBuffer(ctx, 40 * c.N * 4);
+          expect(lin.prepare({ ...c.buffers, y }, shape).parts).toHaveLength(2);
+          y.destroy();
+          note(`${weight} split-K`, await check(c, actName, true, 'gemm', lin, { kSplits, accumulate: kSplits === 3 }));
+        }
+        destroyCase(c);
+      }
+    }
+    lin.clearCache();
+  });
+
+  it('splits K only where the output tiles are too few to fill the GPU', () => {
+    expect(gemmKSplits(64, 8192)).toBe(4); // opt-1.3b fc2 / o at a 128-token prompt: 32 x 2 tiles
+    expect(gemmKSplits(256, 2048)).toBe(1); // fc1: 128 x 2 tiles
+    expect(gemmKSplits(1, 600)).toBe(2); // K bounds the splits (256 elements each at least)
+    expect(gemmKSplits(3, 200)).toBe(1);
   });
 
   it('GEMV with other tunings (rows per workgroup, threads) and a 2D dispatch', async () => {

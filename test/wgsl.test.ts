@@ -93,6 +93,10 @@ describe('WGSL engine profiling', () => {
     try {
       await pipe.generate({ prompts: ['He has a'], maxNewTokens: 3, doSample: false });
       const gpu = await pipe.profileKernels();
+      const prompt = await pipe.profileKernels('prefill');
+      // The prompt's step (several rows a batch entry) has a scatter and the prefill attention instead.
+      expect(prompt!.kernels.some((k) => k.kernel.startsWith('qkv-scatter'))).toBe(true);
+      expect(prompt!.stepUs).toBeGreaterThan(0);
       expect(gpu).toBeDefined();
       const profile = gpu!.kernels;
       // 2 layers x (packed qkv, o, gate/up, down) linear dispatches plus the LM head.

@@ -81,6 +81,8 @@ export interface StepProfile {
   waitMs: number;
 }
 
+export type StepKind = 'decode' | 'prefill';
+
 /** GPU time of one whole step (its dispatches in one pass, as run) and per kernel (each in its own pass). */
 export interface StepGpuProfile {
   stepUs: number;
@@ -164,6 +166,7 @@ export class WgslEngine implements Stepper {
     if (!this.run) return;
     for (const b of [...Object.values(this.run.buf), ...this.run.kCache, ...this.run.vCache, ...this.run.staging]) b.destroy();
     this.run = undefined;
+    this.lastSteps.clear();
     this.linearK.clearCache();
     this.attentionK.clear();
     this.elementwise.clearCache();
@@ -218,7 +221,7 @@ export class WgslEngine implements Stepper {
       list = this.record((pass) => this.encodeStep(pass, run, { B, S, T, R, maxKeys, needLogits, suppress: input.suppress.length }));
       run.recorded.set(key, list);
     }
-    this.lastStep = list;
+    this.lastSteps.set(S === 1 ? 'decode' : 'prefill', list);
     const enc = this.ctx.device.createCommandEncoder();
     const pass = enc.beginComputePass();
     let current: GPUComputePipeline | undefined;
@@ -249,7 +252,8 @@ export class WgslEngine implements Stepper {
     return needLogits ? { logits: new Float32Array(out) } : { ids: [...new Uint32Array(out)] };
   }
 
-  private lastStep: Dispatch[] | undefined;
+  /** The dispatch lists of the last decode step (one new token a row) and the last prompt step. */
+  private readonly lastSteps = new Map<StepKind, Dispatch[]>();
 
   /**
    * GPU time of the last step's dispatches, replayed with timestamp pairs around passes: the
@@ -257,11 +261,12 @@ export class WgslEngine implements Stepper {
    * marginal cost), and each dispatch in its own pass (which adds a drain and a launch, so
    * these sums overstate the step). Whole-step figures are medians of STEP_REPLAYS passes.
    * Replaying is harmless: every pass starts from the embedding, and the isolated dispatches,
-   * last and in order, leave the step's own results.
+   * last and in order, leave a decode step's own results (a prompt step's are computed from the
+   * ids and positions the buffers hold by then: the next generate rewrites its cache rows).
    * Undefined without the timestamp-query feature.
    */
-  async profileKernels(): Promise<StepGpuProfile | undefined> {
-    const list = this.lastStep;
+  async profileKernels(kind: StepKind = 'decode'): Promise<StepGpuProfile | undefined> {
+    const list = this.lastSteps.get(kind);
     if (!list || !this.ctx.timestamps) return undefined;
     const device = this.ctx.device;
     const label = ([pipeline, group]: Dispatch) => group.label || pipeline.label || 'unlabelled';

@@ -44,6 +44,21 @@ export function chooseLinearPath(T: number): LinearPath {
   return T <= GEMV_PATH_MAX_T ? 'gemv' : 'gemm';
 }
 
+/**
+ * GEMM workgroups to aim for (the H200 has 132 SMs): with fewer output tiles, K is split and
+ * a second kernel adds the splits. Measured there (2026-12-03-h200-gpu-step), opt-1.3b's
+ * 128-token prompt: the N = 2048 GEMMs (64 tiles) ran at 9 TFLOP/s against 23 for N = 8192.
+ */
+export const GEMM_MIN_WORKGROUPS = 256;
+/** Fewest K elements a GEMM split takes (8 tile steps). */
+export const GEMM_MIN_SPLIT_K = 256;
+
+/** Splits of K for a GEMM of `tiles` output tiles. */
+export function gemmKSplits(tiles: number, K: number): number {
+  if (tiles >= GEMM_MIN_WORKGROUPS) return 1;
+  return Math.max(1, Math.min(Math.ceil(GEMM_MIN_WORKGROUPS / tiles), Math.floor(K / GEMM_MIN_SPLIT_K)));
+}
+
 export interface LinearBuffers {
   x: GPUBuffer;
   w: GPUBuffer;
@@ -76,6 +91,8 @@ export interface LinearShape {
   path?: LinearPath;
   /** Y += result instead of Y = result (Y must not be X). */
   accumulate?: boolean;
+  /** GEMM: splits of K (default gemmKSplits); more than one adds a second dispatch. */
+  kSplits?: number;
 }
 
 export interface LinearTuning {
@@ -184,7 +201,7 @@ export class LinearKernels {
     const path = shape.path ?? chooseLinearPath(shape.T);
     const act = shape.act ?? 'none';
     const key = [
-      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0,
+      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0, shape.kSplits ?? 0,
       this.id(bufs.x), this.id(bufs.w), this.id(bufs.y), bufs.bias ? this.id(bufs.bias) : 0, bufs.scales ? this.id(bufs.scales) : 0,
       bufs.norm ? `${bufs.norm.kind}:${this.id(bufs.norm.gamma)}:${bufs.norm.beta ? this.id(bufs.norm.beta) : 0}:${bufs.norm.eps}` : '',
     ].join(',');
@@ -205,8 +222,9 @@ export class LinearKernels {
   clearCache(): void {
     for (const e of this.encoded.values()) for (const p of e.parts) p.paramsBuf.destroy();
     this.encoded.clear();
-    for (const b of this.normed.values()) b.destroy();
+    for (const b of [...this.normed.values(), ...this.partials.values()]) b.destroy();
     this.normed.clear();
+    this.partials.clear();
   }
 
   destroy(): void {
@@ -223,6 +241,15 @@ export class LinearKernels {
   private normedScratch(bytes: number): GPUBuffer {
     let b = this.normed.get(bytes);
     if (!b) this.normed.set(bytes, (b = storageBuffer(this.ctx, bytes, 'linear: normalized input')));
+    return b;
+  }
+
+  /** Split-K partial sums, one buffer per size, shared the same way. */
+  private readonly partials = new Map<number, GPUBuffer>();
+
+  private partialScratch(bytes: number): GPUBuffer {
+    let b = this.partials.get(bytes);
+    if (!b) this.partials.set(bytes, (b = storageBuffer(this.ctx, bytes, 'linear: split-K partial sums')));
     return b;
   }
 
@@ -283,16 +310,30 @@ export class LinearKernels {
     const prenorm = norm && fused ? (norm.kind === 'layer' ? 1 : 2) : 0;
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
     if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
+    // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
+    let kSplit = K;
+    let splits = 1;
+    if (path === 'gemm') {
+      const tiles = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)) * Math.ceil(T / 64);
+      const want = shape.kSplits ?? gemmKSplits(tiles, K);
+      if (!(Number.isInteger(want) && want >= 1)) throw new Error(`${where}: kSplits ${want} must be a positive integer`);
+      kSplit = Math.ceil(Math.ceil(K / want) / 32) * 32;
+      splits = Math.ceil(K / kSplit);
+      if (splits > this.ctx.device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`${where}: ${splits} splits of K exceed the dispatch limit`);
+    }
+    // Unsplit, the GEMM never writes part: any buffer other than the (read-only) dummy does.
+    const part = splits > 1 ? this.partialScratch(splits * T * N * 4) : this.partialScratch(16);
+    if (path === 'gemm') storage.push(part);
 
     // One dispatch of `rows` rows from row0: the GEMM takes all T, a GEMV at most GEMV_MAX_T.
-    const part = (row0: number, rows: number): EncodedPart => {
+    const dispatchOf = (row0: number, rows: number): EncodedPart[] => {
       const tuning = this.tuningAt(path === 'gemv' ? rows : 1, N, K, weight);
       const kernel = this.kernel(path, weight, aligned, rows, tuning, fused);
       const paramsBuf = uniform(
         this.ctx,
         params(
           { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
-          { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 },
+          { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
         ),
         where,
       );
@@ -304,14 +345,32 @@ export class LinearKernels {
         const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
         dispatch = [gx, Math.ceil(groups / gx), 1];
       } else {
-        dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(rows / 64), 1];
+        dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(rows / 64), splits];
       }
-      return { kernel, group, paramsBuf, dispatch };
+      if (splits === 1) return [{ kernel, group, paramsBuf, dispatch }];
+      // The splits' sum, with the epilogue: bias, activation, the residual add.
+      const finish = this.splitKernel(splits);
+      const groups = Math.ceil((rows * nOut) / 256);
+      const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
+      return [
+        { kernel, group, paramsBuf, dispatch },
+        { kernel: finish, group: finish.bind(paramsBuf, [undefined, undefined, bufs.bias ?? this.dummy, bufs.y, undefined, part], `${where} split-K sum`), paramsBuf, dispatch: [gx, Math.ceil(groups / gx), 1] },
+      ];
     };
     const parts: EncodedPart[] = [];
     const step = path === 'gemv' ? GEMV_MAX_T : T;
-    for (let row0 = 0; row0 < T; row0 += step) parts.push(part(row0, Math.min(step, T - row0)));
+    for (let row0 = 0; row0 < T; row0 += step) parts.push(...dispatchOf(row0, Math.min(step, T - row0)));
     return before ? { parts, before } : { parts };
+  }
+
+  private splitKernel(splits: number): Kernel {
+    const key = `splitk:${splits}`;
+    let k = this.kernels.get(key);
+    if (!k) {
+      k = new Kernel(this.ctx, `linear ${key}`, 'linear_splitk.wgsl', { COMMON: loadWgsl('linear_common.wgsl', { ALIGNED: 'true' }), SPLITS: splits });
+      this.kernels.set(key, k);
+    }
+    return k;
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {

@@ -6,7 +6,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
-import { WgslEngine, type StepGpuProfile } from '../kernels/engine.js';
+import { WgslEngine, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
@@ -67,9 +67,9 @@ export class WgslPipeline implements TextGenerationPipeline {
     return out;
   }
 
-  /** GPU time of the last step, whole and per kernel (undefined without timestamp queries). */
-  profileKernels(): Promise<StepGpuProfile | undefined> {
-    return this.engine.profileKernels();
+  /** GPU time of the last decode or prompt step, whole and per kernel (undefined without timestamp queries). */
+  profileKernels(kind: StepKind = 'decode'): Promise<StepGpuProfile | undefined> {
+    return this.engine.profileKernels(kind);
   }
 
   validate(request: GenerateRequest): void {
