@@ -60,6 +60,9 @@ export interface BenchRow {
   stepGpuUs?: number;
   /** WGSL engine only: GPU time per kernel of that step (each dispatch in its own pass), largest first. */
   kernelProfile?: KernelTime[];
+  /** WGSL engine only: the same for the prompt's step (the time to first token's GPU part). */
+  prefillGpuUs?: number;
+  prefillKernelProfile?: KernelTime[];
 }
 
 export interface BenchReport {
@@ -74,10 +77,15 @@ export interface BenchReport {
 }
 
 /** The WGSL engine's step profile of the measured runs, then its GPU time, whole and per kernel. */
-async function wgslProfile(pipe: WgslPipeline): Promise<Pick<BenchRow, 'stepProfile' | 'stepGpuUs' | 'kernelProfile'>> {
+async function wgslProfile(pipe: WgslPipeline): Promise<Pick<BenchRow, 'stepProfile' | 'stepGpuUs' | 'kernelProfile' | 'prefillGpuUs' | 'prefillKernelProfile'>> {
   const stepProfile = pipe.takeStepProfile();
-  const gpu = await pipe.profileKernels();
-  return { stepProfile, ...(gpu ? { stepGpuUs: gpu.stepUs, kernelProfile: gpu.kernels } : {}) };
+  const decode = await pipe.profileKernels('decode');
+  const prefill = await pipe.profileKernels('prefill');
+  return {
+    stepProfile,
+    ...(decode ? { stepGpuUs: decode.stepUs, kernelProfile: decode.kernels } : {}),
+    ...(prefill ? { prefillGpuUs: prefill.stepUs, prefillKernelProfile: prefill.kernels } : {}),
+  };
 }
 
 export function stats(xs: number[]): Stats {
