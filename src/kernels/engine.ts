@@ -59,6 +59,16 @@ const STEP_REPLAYS = 5;
 
 type Dispatch = [GPUComputePipeline, GPUBindGroup, number, number, number];
 
+/** Encodes recorded dispatches into `pass` (setPipeline only where it changes). */
+function replay(pass: GPUComputePassEncoder, list: Dispatch[]): void {
+  let current: GPUComputePipeline | undefined;
+  for (const [pipeline, group, x, y, z] of list) {
+    if (pipeline !== current) pass.setPipeline((current = pipeline));
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(x, y, z);
+  }
+}
+
 /** One kernel's share of a step's GPU time (timestamp queries). */
 export interface KernelTime {
   kernel: string;
@@ -224,12 +234,7 @@ export class WgslEngine implements Stepper {
     this.lastSteps.set(S === 1 ? 'decode' : 'prefill', list);
     const enc = this.ctx.device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    let current: GPUComputePipeline | undefined;
-    for (const [pipeline, group, x, y, z] of list) {
-      if (pipeline !== current) pass.setPipeline((current = pipeline));
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(x, y, z);
-    }
+    replay(pass, list);
     pass.end();
     const { buf } = run;
     const bytes = Math.ceil((needLogits ? R * dims.vocabSize * 4 : R * 4) / 4) * 4;
@@ -285,11 +290,7 @@ export class WgslEngine implements Stepper {
       const enc = device.createCommandEncoder();
       passes.forEach((dispatches, i) => {
         const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-        for (const [pipeline, group, x, y, z] of dispatches) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, group);
-          pass.dispatchWorkgroups(x, y, z);
-        }
+        replay(pass, dispatches);
         pass.end();
       });
       enc.resolveQuerySet(qs, 0, 2 * n, resolved, 0);

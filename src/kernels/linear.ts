@@ -317,10 +317,11 @@ export class LinearKernels {
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
     if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
     // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
+    const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
     let splits = 1;
     if (path === 'gemm') {
-      const tiles = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)) * Math.ceil(T / 64);
+      const tiles = tileColumns * Math.ceil(T / 64);
       const want = shape.kSplits ?? gemmKSplits(tiles, K);
       if (!(Number.isInteger(want) && want >= 1)) throw new Error(`${where}: kSplits ${want} must be a positive integer`);
       kSplit = Math.ceil(Math.ceil(K / want) / 32) * 32;
@@ -347,26 +348,28 @@ export class LinearKernels {
       let dispatch: [number, number, number];
       if (path === 'gemv') {
         const perGroup = act === 'swiglu' ? tuning.gemvRows / 2 : tuning.gemvRows;
-        const groups = Math.ceil(nOut / perGroup);
-        const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
-        dispatch = [gx, Math.ceil(groups / gx), 1];
+        dispatch = this.spread(Math.ceil(nOut / perGroup));
       } else {
-        dispatch = [Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)), Math.ceil(rows / 64), splits];
+        dispatch = [tileColumns, Math.ceil(rows / 64), splits];
       }
       if (splits === 1) return [{ kernel, group, paramsBuf, dispatch }];
       // The splits' sum, with the epilogue: bias, activation, the residual add.
       const finish = this.splitKernel(splits);
-      const groups = Math.ceil((rows * nOut) / 256);
-      const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
       return [
         { kernel, group, paramsBuf, dispatch },
-        { kernel: finish, group: finish.bind(paramsBuf, [undefined, undefined, bufs.bias ?? this.dummy, bufs.y, undefined, part], `${where} split-K sum`), paramsBuf, dispatch: [gx, Math.ceil(groups / gx), 1] },
+        { kernel: finish, group: finish.bind(paramsBuf, [undefined, undefined, bufs.bias ?? this.dummy, bufs.y, undefined, part], `${where} split-K sum`), paramsBuf, dispatch: this.spread(Math.ceil((rows * nOut) / 256)) },
       ];
     };
     const parts: EncodedPart[] = [];
     const step = path === 'gemv' ? GEMV_MAX_T : T;
     for (let row0 = 0; row0 < T; row0 += step) parts.push(...dispatchOf(row0, Math.min(step, T - row0)));
     return before ? { parts, before } : { parts };
+  }
+
+  /** `groups` workgroups as an (x, y) dispatch within the per-dimension limit; kernels number them wid.y * num_workgroups.x + wid.x. */
+  private spread(groups: number): [number, number, number] {
+    const gx = Math.min(groups, this.ctx.device.limits.maxComputeWorkgroupsPerDimension);
+    return [gx, Math.ceil(groups / gx), 1];
   }
 
   private splitKernel(splits: number): Kernel {
