@@ -375,6 +375,14 @@ describe('attention, prefill (S > 1, right padding, cached prefixes)', () => {
   });
 });
 
+describe('attention, head dim 128', () => {
+  // D = 128 takes the split kernel's other loads: keys and values read where used, not prefetched.
+  it('decode rows at 0, 40 and 200, GQA 4/2', async () => {
+    const r = await runChain({ S: 1, offsets: [0, 40, 200], counts: [1, 1, 1], H: 4, Hkv: 2, D: 128, M: 201, alibi: false, seed: 128 });
+    expectChain(r, 1e-5);
+  });
+});
+
 describe('attention, 16 query heads per KV head', () => {
   it('decode and prefill rows, D=16, H=32/2', async () => {
     const r = await runChain({ S: 3, offsets: [0, 140], counts: [3, 2], H: 32, Hkv: 2, D: 16, M: 150, alibi: false, seed: 16 });

@@ -226,6 +226,7 @@ export class AttentionKernels {
       WG,
       FUSED: String(!!packed),
       ROTARY: String(rotary),
+      PREFETCH: String(splitPrefetches(D, SPLIT)),
       KV_ACCESS: packed ? 'read_write' : 'read',
       KV_WRITE: packed ? 'kc[i] = k;\n  vc[i] = v;' : '',
     });
@@ -307,6 +308,17 @@ export class AttentionKernels {
     if (!this.scratchMl || this.scratchMl.size < mlBytes) this.scratchMl = storageBuffer(this.ctx, mlBytes, 'attention partial ml');
     return [this.scratchO, this.scratchMl];
   }
+}
+
+/**
+ * Whether a split thread can hold its keys and values in registers (the kernel's PREFETCH:
+ * all requested at once, before positions and q): at most 32 vec4s, as for D = 64.
+ */
+function splitPrefetches(D: number, split: number): boolean {
+  const D4 = D / 4;
+  const keysPerThread = Math.ceil(split / WG);
+  const valuesPerLane = Math.ceil(split / Math.floor(WG / D4));
+  return keysPerThread * D4 + valuesPerLane <= 32;
 }
 
 /**

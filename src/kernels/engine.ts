@@ -6,7 +6,7 @@
  *   ids ── embed (+ positions) ── (embed norm) ── res (the residual stream)
  *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention ── o (res +=) ── norm+mlp ── down (res +=)
  *   (decode: the attention kernel does the split's work itself)
- *   gather the rows that need logits ── norm+lm head ── argmax ── ids
+ *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head ── argmax ── ids
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -220,15 +220,18 @@ export class WgslEngine implements Stepper {
     if (!input.fromDevice) q.writeBuffer(run.buf.ids, 0, Uint32Array.from({ length: T }, (_, t) => input.tokens[Math.floor(t / S)]![t % S] ?? 0));
     q.writeBuffer(run.buf.positions, 0, positions);
     q.writeBuffer(run.buf.valid, 0, valid);
-    q.writeBuffer(run.buf.rows, 0, Uint32Array.from(logitRows.flatMap((r, b) => r.map((i) => b * S + i))));
+    const rows = logitRows.flatMap((r, b) => r.map((i) => b * S + i));
+    // Every row, in order (decode): the LM head reads the residual stream itself, no gather.
+    const allRows = R === T && rows.every((r, i) => r === i);
+    q.writeBuffer(run.buf.rows, 0, Uint32Array.from(rows));
     if (input.suppress.length) q.writeBuffer(run.buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
 
     const maxKeys = Math.max(...positions) + 1;
     // The dispatch list depends only on these; positions and ids live in buffers rewritten above.
-    const key = `${B}/${S}/${R}/${needLogits}/${input.suppress.length > 0}/${Math.ceil(maxKeys / this.attentionK.split)}`;
+    const key = `${B}/${S}/${R}/${allRows}/${needLogits}/${input.suppress.length > 0}/${Math.ceil(maxKeys / this.attentionK.split)}`;
     let list = run.recorded.get(key);
     if (!list) {
-      list = this.record((pass) => this.encodeStep(pass, run, { B, S, T, R, maxKeys, needLogits, suppress: input.suppress.length }));
+      list = this.record((pass) => this.encodeStep(pass, run, { B, S, T, R, allRows, maxKeys, needLogits, suppress: input.suppress.length }));
       run.recorded.set(key, list);
     }
     this.lastSteps.set(S === 1 ? 'decode' : 'prefill', list);
@@ -335,7 +338,7 @@ export class WgslEngine implements Stepper {
   }
 
   /** Encodes one step's kernels for T = B * S rows and R logits rows. */
-  private encodeStep(pass: GPUComputePassEncoder, run: Run, s: { B: number; S: number; T: number; R: number; maxKeys: number; needLogits: boolean; suppress: number }): void {
+  private encodeStep(pass: GPUComputePassEncoder, run: Run, s: { B: number; S: number; T: number; R: number; allRows: boolean; maxKeys: number; needLogits: boolean; suppress: number }): void {
     const { dims, spec } = this.ckpt;
     const { S, T, R, maxKeys } = s;
     const w = this.weights;
@@ -383,8 +386,8 @@ export class WgslEngine implements Stepper {
       linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
       linear(buf.mlp, layer.down, buf.res, T, { accumulate: true });
     });
-    this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
-    linear(buf.picked, { w: w.lmHead }, buf.logits, R, { norm: w.finalNorm });
+    if (!s.allRows) this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
+    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead }, buf.logits, R, { norm: w.finalNorm });
     if (!s.needLogits) {
       this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
     }

@@ -15,8 +15,8 @@
 //          rotated here when ROTARY (slopes then holds inv_freq [D/2]; D % 8 == 0), and the
 //          workgroups of the split holding position p = positions[t] take this row's k (rotated)
 //          and v from qkv for key p (when p < M), and the first of the KV head's groups writes
-//          them into the caches: the scatter's dispatch is saved. No workgroup reads key p from
-//          the caches, so none waits for that write.
+//          them into the caches: the scatter's dispatch is saved. No workgroup uses key p from
+//          the caches (a PREFETCH may load its stale slot, then drops it), so none waits for that write.
 
 {{PARAMS}}
 
@@ -40,6 +40,13 @@ const NL: u32 = WG / D4; // key lanes in the P.V phase
 const KPL: u32 = (SPLIT + NL - 1u) / NL; // keys per lane
 const NEG: f32 = -1e30;
 const FUSED: bool = {{FUSED}};
+// PREFETCH (when a thread's keys and values fit in registers: KPT * D4 + KPL <= 32 vec4s):
+// the split's K and V rows are requested first, since their addresses depend only on the
+// workgroup, so that their latency overlaps the reads of positions and q instead of following
+// them. Slots past the row's last key hold stale data and are never used.
+const PREFETCH: bool = {{PREFETCH}};
+const KR: u32 = select(1u, KPT * D4, PREFETCH);
+const VR: u32 = select(1u, KPL, PREFETCH);
 const ROTARY: bool = {{ROTARY}};
 // Fixed-count loops end at `N{{DYN}}`: DYN is empty on GPUs (the driver unrolls them and keeps
 // the small per-thread arrays in registers) and ` + P.zero` on CPU adapters, where LLVM takes
@@ -90,10 +97,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvh = head / perKv;
   let bh = (t / P.S) * P.Hkv + kvh;
   let head0 = t * P.H + head; // as a row of q / out
+  let start = s * SPLIT;
+  let lane = tid / D4; // P.V phase: key lane and output vec4 of this thread
+  let d = tid % D4;
+  var kreg: array<vec4<f32>, KR>;
+  var vreg: array<vec4<f32>, VR>;
+  if (PREFETCH) {
+    for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
+      let kb = (bh * P.M + min(start + kk * WG + tid, P.M - 1u)) * D4;
+      for (var e = 0u; e < D4{{DYN}}; e++) { kreg[kk * D4 + e] = kc[kb + e]; }
+    }
+    if (lane < NL) {
+      for (var jj = 0u; jj < KPL{{DYN}}; jj++) {
+        vreg[jj] = vc[(bh * P.M + min(start + lane + jj * NL, P.M - 1u)) * D4 + d];
+      }
+    }
+  }
+  let p = positions[t];
+  let pos = f32(p);
+  // FUSED: index (within this split) of this step's own key, or none.
+  var own = 0xffffffffu;
+  // q (and this step's k, v) next: the barrier in workgroupUniformLoad below publishes them.
+  if (FUSED) {
+    let row = t * (P.H + 2u * P.Hkv) * D4;
+    for (var idx = tid; idx < G * D4; idx += WG) {
+      q_sh[idx] = packedHead(row + (head + idx / D4) * D4, idx % D4, pos) * P.scale;
+    }
+    // The split holding key p (when the row is valid and p < M: then L = p + 1).
+    if (valid[t] != 0u && p < P.M && p / SPLIT == s) {
+      own = p - start;
+      let dst = (bh * P.M + p) * D4;
+      for (var e = tid; e < D4; e += WG) {
+        let k = packedHead(row + (P.H + kvh) * D4, e, pos);
+        let v = q[row + (P.H + P.Hkv + kvh) * D4 + e];
+        knew_sh[e] = k;
+        vnew_sh[e] = v;
+        if (head % perKv == 0u) { writeKv(dst + e, k, v); }
+      }
+    }
+  } else {
+    for (var idx = tid; idx < G * D4; idx += WG) {
+      q_sh[idx] = q[head0 * D4 + idx] * P.scale;
+    }
+  }
   if (tid == 0u) {
     var lim = 0u;
     if (valid[t] != 0u) {
-      lim = min(positions[t], P.M - 1u) + 1u;
+      lim = min(p, P.M - 1u) + 1u;
     }
     lim_sh = lim;
   }
@@ -106,38 +156,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     return;
   }
-  let start = s * SPLIT;
   if (start >= lim) {
     return;
   }
   let n = min(SPLIT, lim - start);
   let nsplit = (lim + SPLIT - 1u) / SPLIT;
-  let pos = f32(positions[t]);
-  // FUSED: index (within this split) of this step's own key, or none.
-  var own = 0xffffffffu;
-
-  if (FUSED) {
-    let row = t * (P.H + 2u * P.Hkv) * D4;
-    for (var idx = tid; idx < G * D4; idx += WG) {
-      q_sh[idx] = packedHead(row + (head + idx / D4) * D4, idx % D4, pos) * P.scale;
-    }
-    if (start + n == lim && positions[t] < P.M) {
-      own = positions[t] - start;
-      let dst = (bh * P.M + positions[t]) * D4;
-      for (var d = tid; d < D4; d += WG) {
-        let k = packedHead(row + (P.H + kvh) * D4, d, pos);
-        let v = q[row + (P.H + P.Hkv + kvh) * D4 + d];
-        knew_sh[d] = k;
-        vnew_sh[d] = v;
-        if (head % perKv == 0u) { writeKv(dst + d, k, v); }
-      }
-    }
-  } else {
-    for (var idx = tid; idx < G * D4; idx += WG) {
-      q_sh[idx] = q[head0 * D4 + idx] * P.scale;
-    }
-  }
-  workgroupBarrier();
 
   var slope: array<f32, G>; // ALiBi, 0 when off
   if (P.alibi != 0u) {
@@ -160,11 +183,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var i = 0u; i < G{{DYN}}; i++) {
         acc[i] = 0.0;
       }
-      for (var d = 0u; d < D4{{DYN}}; d++) {
+      for (var e = 0u; e < D4{{DYN}}; e++) {
         var kv: vec4<f32>;
-        if (j == own) { kv = knew_sh[d]; } else { kv = kc[kb + d]; }
+        if (j == own) { kv = knew_sh[e]; } else if (PREFETCH) { kv = kreg[kk * D4 + e]; } else { kv = kc[kb + e]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
-          acc[i] += dot(q_sh[i * D4 + d], kv);
+          acc[i] += dot(q_sh[i * D4 + e], kv);
         }
       }
       for (var i = 0u; i < G{{DYN}}; i++) {
@@ -208,8 +231,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
 
   // P.V: thread (lane, d) sums keys lane, lane + NL, ... for output vec4 d of every head.
-  let lane = tid / D4;
-  let d = tid % D4;
   var acc: array<vec4<f32>, G>;
   var ls: array<f32, G>;
   if (lane < NL) {
@@ -218,7 +239,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let j = lane + jj * NL;
       if (j < n) {
         var v: vec4<f32>;
-        if (j == own) { v = vnew_sh[d]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
+        if (j == own) { v = vnew_sh[d]; } else if (PREFETCH) { v = vreg[jj]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           let p = s_sh[i * SPLIT + j];
           acc[i] += p * v;

@@ -55,23 +55,33 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
+  // Each step has the chunk's word (and scale) of every weight row in flight together, then
+  // decodes and multiplies them row by row; the next chunk's words are requested as a step
+  // ends. The first chunk's go out before the norm's statistics: their memory latency then
+  // overlaps that work (X's loads and three barriers) instead of following it.
+  var words: array<WWord, ROWS>;
+  var scales: array<f32, ROWS>;
+  let k0 = lid * 8u;
+  if (k0 < P.K) {
+    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k0); scales[r] = wScale(rows[r], k0); }
+  }
+
   normStats(lid);
 
-  // Each step loads the chunk's word of every weight row first (all ROWS loads in flight
-  // together), then decodes and multiplies them row by row.
   var acc: array<f32, O>;
-  for (var k = lid * 8u; k < P.K; k += KT * 8u) {
-    var words: array<WWord, ROWS>;
-    for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k); }
+  for (var k = k0; k < P.K; k += KT * 8u) {
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
-      let s = wScale(rows[r], k);
       for (var t = 0u; t < T; t++) {
-        acc[r * T + t] += s * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
+        acc[r * T + t] += scales[r] * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
       }
+    }
+    let next = k + KT * 8u;
+    if (next < P.K) {
+      for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], next); scales[r] = wScale(rows[r], next); }
     }
   }
 
