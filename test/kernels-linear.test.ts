@@ -308,35 +308,6 @@ describe.each(['f32', 'f16'] as const)('linear, %s weights', (weight) => {
   });
 });
 
-describe('linear, GEMV partial sums reduced without subgroup operations', () => {
-  // The device's kernels use subgroup operations where it has them (lavapipe does); the
-  // workgroup-memory tree is what every other adapter runs.
-  let plain: LinearKernels;
-  beforeAll(() => {
-    plain = new LinearKernels(ctx, {}, { subgroups: false });
-  });
-  afterAll(() => plain?.destroy());
-  it('uses subgroups by default where the device has them', () => {
-    expect(lin.subgroups).toBe(ctx.subgroups);
-    if (/llvmpipe|lavapipe/i.test(`${ctx.adapter.device} ${ctx.adapter.description}`)) expect(ctx.subgroups).toBe(true);
-    expect(plain.subgroups).toBe(false);
-  });
-  it.each(['none', 'swiglu'] as const)('%s: f16 and q4, T in 1..8, with a fused LayerNorm too', async (actName) => {
-    for (const [K, I] of SHAPES) {
-      const N = actName === 'swiglu' ? 2 * I : I;
-      for (const T of GEMV_TS) {
-        for (const weight of ['f16', 'q4'] as const) {
-          const c = makeCase(ctx, T, K, N, weight, weight === 'q4' ? 32 : undefined);
-          note(`${weight} no subgroups`, await check(c, actName, true, 'gemv', plain));
-          if (T === 1) note(`${weight} no subgroups`, await check(c, actName, false, 'gemv', plain, { norm: { kind: 'layer', beta: true } }));
-          destroyCase(c);
-        }
-      }
-    }
-    plain.clearCache();
-  });
-});
-
 describe.each([
   ['q8', 32],
   ['q8', 16],

@@ -24,8 +24,6 @@ export interface GpuContext {
   /** shader-f16: weights can be stored as f16. */
   f16: boolean;
   timestamps: boolean;
-  /** Subgroup operations (WGSL `enable subgroups`); off with FUSEGEN_SUBGROUPS=0. */
-  subgroups: boolean;
 }
 
 /**
@@ -51,11 +49,9 @@ export function openGpu(): Promise<GpuContext> {
     if (!adapter) throw noWebgpuAdapter();
     const f16 = adapter.features.has('shader-f16');
     const timestamps = adapter.features.has('timestamp-query');
-    const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && process.env['FUSEGEN_SUBGROUPS'] !== '0';
     const requiredFeatures: GPUFeatureName[] = [];
     if (f16) requiredFeatures.push('shader-f16');
     if (timestamps) requiredFeatures.push('timestamp-query');
-    if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
     const device = await adapter.requestDevice({
       requiredFeatures,
       requiredLimits: {
@@ -66,7 +62,7 @@ export function openGpu(): Promise<GpuContext> {
       },
     });
     const i = adapter.info;
-    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps, subgroups };
+    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps };
   })();
   return opened;
 }

@@ -174,20 +174,11 @@ export class LinearKernels {
   private nextBufferId = 1;
   private readonly dummy: GPUBuffer;
 
-  /** Whether the GEMV reduces its partial sums with subgroup operations. */
-  readonly subgroups: boolean;
-
-  /**
-   * `tuning` fixes the GEMV's shape for every op (default: defaultLinearTuning, by T and W's
-   * shape); `subgroups` defaults to the device's.
-   */
+  /** `tuning` fixes the GEMV's shape for every op (default: defaultLinearTuning, by T and W's shape). */
   constructor(
     readonly ctx: GpuContext,
     readonly tuning: Partial<LinearTuning> = {},
-    opts: { subgroups?: boolean } = {},
   ) {
-    this.subgroups = opts.subgroups ?? ctx.subgroups;
-    if (this.subgroups && !ctx.subgroups) throw new Error('linear: the device has no subgroup operations');
     this.tuningAt(1, 0, 0, 'f16'); // validates the shape (workgroup memory is checked per T, on first use)
     this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
   }
@@ -392,7 +383,7 @@ export class LinearKernels {
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}${this.subgroups ? ':sg' : ''}` : `gemm:${weight}:${aligned}`;
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -409,8 +400,6 @@ export class LinearKernels {
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
-          ENABLE: this.subgroups ? 'enable subgroups;' : '',
-          REDUCE: loadWgsl(this.subgroups ? 'linear_gemv_reduce_subgroup.wgsl' : 'linear_gemv_reduce.wgsl'),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

@@ -17,11 +17,11 @@
 //
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
 // T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
-// ROWS * T f32 partial sums. REDUCE (linear_gemv_reduce.wgsl through workgroup memory, or
-// linear_gemv_reduce_subgroup.wgsl with subgroup operations) sums them across the KT
-// threads, then bias, activation, store.
+// ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
+// workgroup memory: G threads per output sum KT / G values each, then one adds the G sums
+// (a chain of KT / G + G adds instead of KT; the XOR swizzle keeps both sides free of bank
+// conflicts), then bias, activation, store.
 
-{{ENABLE}}
 {{COMMON}}
 {{WEIGHTS}}
 
@@ -34,7 +34,6 @@ const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divi
 var<workgroup> red: array<f32, O * KT>;
 
 {{INPUT}}
-{{REDUCE}}
 
 @compute @workgroup_size(KT)
 fn main(@builtin(local_invocation_index) lid: u32,
@@ -86,7 +85,36 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
   }
 
-  reducePartials(acc, lid);
+  // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.
+  for (var o = 0u; o < O; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
+  workgroupBarrier();
+  if (G > 1u) {
+    // G threads per output each sum KT / G of its partials (thread lid: output lid % O, slice
+    // lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
+    let o = lid % O;
+    let first = (lid / O) * (KT / G);
+    var s = 0.0;
+    for (var i = 0u; i < KT / G; i++) { s += red[o * KT + ((first + i) ^ (o & 31u))]; }
+    workgroupBarrier(); // every slice is read before red[0 .. KT) is reused for the sums
+    red[lid] = s;
+    workgroupBarrier();
+    var total = 0.0;
+    if (lid < O) {
+      for (var g = 0u; g < G; g++) { total += red[g * O + lid]; }
+    }
+    workgroupBarrier(); // the sums are read before the totals overwrite them
+    if (lid < O) { red[lid * KT] = total; }
+  } else {
+    for (var o = lid; o < O; o += KT) {
+      let b = o * KT;
+      let sw = o & 31u;
+      // A plain loop: unrolled by hand (4 loads a step) it compiled 5x slower on lavapipe.
+      var s = 0.0;
+      for (var i = 0u; i < KT; i++) { s += red[b + (i ^ sw)]; }
+      red[b] = s; // own row only: no other thread reads it
+    }
+  }
+  workgroupBarrier();
 
   for (var j = lid; j < outs * T; j += KT) {
     let t = j / outs;
