@@ -169,7 +169,7 @@ export class ElementwiseKernels {
     e.kernel.encode(pass, e.groups[0]!, a.T);
   }
 
-  /** Encodes ids[t] = argmax logits[t]. One dispatch (T) for vocabularies up to ARGMAX_ONE_PASS_MAX_V, else two: (nChunks, T) then (T). */
+  /** Encodes ids[t] = argmax logits[t]. Two dispatches: (nChunks, T) then (T). */
   argmax(pass: GPUComputePassEncoder, a: ArgmaxArgs): void {
     checkRows('argmax', a.T);
     const stride = a.rowStride ?? a.V;
@@ -184,7 +184,7 @@ export class ElementwiseKernels {
       return { kernel, groups: u.map((b) => kernel.bind(b, [...storage, partials, a.ids])), owned: [...u, partials] };
     });
     e.kernel.encode(pass, e.groups[0]!, nChunks, a.T);
-    if (nChunks > 1) e.kernel.encode(pass, e.groups[1]!, a.T);
+    e.kernel.encode(pass, e.groups[1]!, a.T);
   }
 
   /** Encodes the top K (value, id) of each row. Two dispatches: (nChunks, T) then (T). */
@@ -272,17 +272,8 @@ function suppression(s: Suppression | undefined): { on: number; count: number } 
   return { on: on ? 1 : 0, count: on ? s!.count : 0 };
 }
 
-/**
- * Largest vocabulary whose argmax is one workgroup per row, in one dispatch: a row of opt's
- * 50,272 logits (in L2) takes one workgroup a few microseconds, about a dispatch's fixed cost
- * on the H200, which the second pass of the split would add. Above it rows are split into
- * chunks across workgroups first.
- */
-export const ARGMAX_ONE_PASS_MAX_V = 131072;
-
 /** Argmax split: about 256 workgroups in all (>= 2 per SM on an H200), chunks of at least 1024. */
 export function argmaxChunks(T: number, V: number): { chunk: number; nChunks: number } {
-  if (V <= ARGMAX_ONE_PASS_MAX_V) return { chunk: V, nChunks: 1 };
   const perRow = Math.max(1, Math.ceil(256 / T));
   const chunk = Math.max(1024, Math.ceil(V / perRow / WG) * WG);
   return { chunk, nChunks: Math.max(1, Math.ceil(V / chunk)) };

@@ -59,17 +59,6 @@ export function gemmKSplits(tiles: number, K: number): number {
   return Math.max(1, Math.min(Math.ceil(GEMM_MIN_WORKGROUPS / tiles), Math.floor(K / GEMM_MIN_SPLIT_K)));
 }
 
-/** 32-bit registers one chunk's word of W takes (8 elements). */
-const WORD_REGISTERS: Readonly<Record<LinearWeight, number>> = { f32: 8, f16: 4, q8: 2, q4: 1 };
-
-/**
- * Whether the GEMV loads the next chunk's words during this chunk's math: where two chunks'
- * words of all its rows take at most 64 registers a thread (f16: up to 8 rows).
- */
-export function gemvPipelines(weight: LinearWeight, rows: number): boolean {
-  return 2 * rows * WORD_REGISTERS[weight] <= 64;
-}
-
 export interface LinearBuffers {
   x: GPUBuffer;
   w: GPUBuffer;
@@ -409,7 +398,6 @@ export class LinearKernels {
           ROWS: tuning.gemvRows,
           KT: tuning.gemvThreads,
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
-          PIPELINE: String(gemvPipelines(weight, tuning.gemvRows)),
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
         });

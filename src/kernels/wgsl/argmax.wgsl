@@ -1,8 +1,7 @@
 // argmax.wgsl: ids[t] = argmax_v logits[t * stride + v], v < V; ties -> lowest index (numpy/torch).
 // Two dispatches of this one pipeline, chosen by p.mode (so both see the same bindings):
 //   mode 0 (partials): dispatch (nChunks, T), workgroup 256. Workgroup (c, t) scans
-//     v in [c * chunk, min((c + 1) * chunk, V)) and writes partials[t * nChunks + c] = (key, index),
-//     or with nChunks == 1 the row's answer, ids[t], itself: then mode 1 is not dispatched.
+//     v in [c * chunk, min((c + 1) * chunk, V)) and writes partials[t * nChunks + c] = (key, index).
 //   mode 1 (final):    dispatch (T), workgroup 256. Reduces the nChunks partials of row t into ids[t].
 // Comparison is on an order-preserving u32 key of the float bits (logits are bound as u32), so it is
 // exact and free of fast-math: -0 == +0, NaN ranks above +inf (numpy/torch return the first NaN).
@@ -48,18 +47,6 @@ fn orderKey(bits: u32) -> u32 {
   return b | 0x80000000u;
 }
 
-// The key of logit v (bits), or -inf's when v is suppressed.
-fn keyAt(bits: u32, v: u32) -> u32 {
-  if (p.suppressOn != 0u) {
-    for (var j = 0u; j < p.suppressCount; j++) {
-      if (suppress[j] == v) {
-        return NEG_INF_KEY;
-      }
-    }
-  }
-  return orderKey(bits);
-}
-
 fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
   return ka > kb || (ka == kb && ia < ib);
 }
@@ -96,21 +83,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     let start = c * p.chunk;
     let end = min(start + p.chunk, p.V);
     let row = t * p.stride;
+    let sup = p.suppressOn != 0u;
     // Each invocation visits increasing indices, so a strict '>' keeps the lowest on ties.
-    // Four logits a step, loaded before they are compared: four loads in flight, not one.
-    var v = start + lid;
-    for (; v + 3u * WG < end; v += 4u * WG) {
-      let ks = vec4u(logits[row + v], logits[row + v + WG], logits[row + v + 2u * WG], logits[row + v + 3u * WG]);
-      for (var e = 0u; e < 4u; e++) {
-        let k = keyAt(ks[e], v + e * WG);
-        if (k > bk) {
-          bk = k;
-          bi = v + e * WG;
+    for (var v = start + lid; v < end; v += WG) {
+      var k = orderKey(logits[row + v]);
+      if (sup) {
+        for (var j = 0u; j < p.suppressCount; j++) {
+          if (suppress[j] == v) {
+            k = NEG_INF_KEY;
+          }
         }
       }
-    }
-    for (; v < end; v += WG) {
-      let k = keyAt(logits[row + v], v);
       if (k > bk) {
         bk = k;
         bi = v;
@@ -118,11 +101,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     }
     let best = reduceBest(bk, bi, lid);
     if (lid == 0u) {
-      if (p.nChunks == 1u) {
-        ids[t] = best.y;
-      } else {
-        partials[t * p.nChunks + c] = best;
-      }
+      partials[t * p.nChunks + c] = best;
     }
   } else {
     let t = wid.x;

@@ -30,7 +30,6 @@ const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
 const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
-const PIPELINE: bool = {{PIPELINE}}; // the next chunk's words load during this chunk's math
 
 var<workgroup> red: array<f32, O * KT>;
 
@@ -57,10 +56,9 @@ fn main(@builtin(local_invocation_index) lid: u32,
   }
 
   // Each step has the chunk's word (and scale) of every weight row in flight together, then
-  // decodes and multiplies them row by row. The first chunk's go out before the norm's
-  // statistics: their memory latency then overlaps that work (X's loads and three barriers)
-  // instead of following it. With PIPELINE (when two chunks' words fit in registers) the next
-  // chunk's are requested before this chunk's math, otherwise after it.
+  // decodes and multiplies them row by row; the next chunk's words are requested as a step
+  // ends. The first chunk's go out before the norm's statistics: their memory latency then
+  // overlaps that work (X's loads and three barriers) instead of following it.
   var words: array<WWord, ROWS>;
   var scales: array<f32, ROWS>;
   let k0 = lid * 8u;
@@ -72,12 +70,6 @@ fn main(@builtin(local_invocation_index) lid: u32,
 
   var acc: array<f32, O>;
   for (var k = k0; k < P.K; k += KT * 8u) {
-    let next = k + KT * 8u;
-    var nextWords: array<WWord, ROWS>;
-    var nextScales: array<f32, ROWS>;
-    if (PIPELINE && next < P.K) {
-      for (var r = 0u; r < ROWS; r++) { nextWords[r] = wLoad(rows[r], next); nextScales[r] = wScale(rows[r], next); }
-    }
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
@@ -87,10 +79,8 @@ fn main(@builtin(local_invocation_index) lid: u32,
         acc[r * T + t] += scales[r] * (dot(w[0], xs[t][0]) + dot(w[1], xs[t][1]));
       }
     }
-    if (PIPELINE) {
-      words = nextWords;
-      scales = nextScales;
-    } else if (next < P.K) {
+    let next = k + KT * 8u;
+    if (next < P.K) {
       for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], next); scales[r] = wScale(rows[r], next); }
     }
   }
