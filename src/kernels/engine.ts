@@ -223,7 +223,7 @@ export class WgslEngine implements Stepper {
     const rows = logitRows.flatMap((r, b) => r.map((i) => b * S + i));
     // Every row, in order (decode): the LM head reads the residual stream itself, no gather.
     const allRows = R === T && rows.every((r, i) => r === i);
-    q.writeBuffer(run.buf.rows, 0, Uint32Array.from(rows));
+    if (!allRows) q.writeBuffer(run.buf.rows, 0, Uint32Array.from(rows));
     if (input.suppress.length) q.writeBuffer(run.buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
 
     const maxKeys = Math.max(...positions) + 1;
