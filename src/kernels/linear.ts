@@ -29,6 +29,11 @@ export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0,
 /** Largest T whose GEMV normalizes its input itself; above it a norm pass writes a normalized copy first. */
 export const NORM_FUSED_MAX_T = 1;
 
+/** Whether an op of T rows on `path` normalizes its input in the GEMV itself (else a norm pass writes a normalized copy first). */
+export function fusesNorm(path: LinearPath, T: number): boolean {
+  return path === 'gemv' && T <= NORM_FUSED_MAX_T;
+}
+
 /** Most rows one GEMV dispatch takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
 export const GEMV_MAX_T = 8;
 
@@ -300,7 +305,7 @@ export class LinearKernels {
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
     // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
     // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
-    const fused = !!bufs.norm && path === 'gemv' && T <= NORM_FUSED_MAX_T;
+    const fused = !!bufs.norm && fusesNorm(path, T);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -320,6 +325,7 @@ export class LinearKernels {
     const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
     let splits = 1;
+    let part: GPUBuffer | undefined;
     if (path === 'gemm') {
       const tiles = tileColumns * Math.ceil(T / 64);
       const want = shape.kSplits ?? gemmKSplits(tiles, K);
@@ -327,10 +333,10 @@ export class LinearKernels {
       kSplit = Math.ceil(Math.ceil(K / want) / 32) * 32;
       splits = Math.ceil(K / kSplit);
       if (splits > this.ctx.device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`${where}: ${splits} splits of K exceed the dispatch limit`);
+      // Unsplit, the GEMM never writes part: any buffer other than the (read-only) dummy does.
+      part = this.partialScratch(splits > 1 ? splits * T * N * 4 : 16);
+      storage.push(part);
     }
-    // Unsplit, the GEMM never writes part: any buffer other than the (read-only) dummy does.
-    const part = splits > 1 ? this.partialScratch(splits * T * N * 4) : this.partialScratch(16);
-    if (path === 'gemm') storage.push(part);
 
     // One dispatch of `rows` rows from row0: the GEMM takes all T, a GEMV at most GEMV_MAX_T.
     const dispatchOf = (row0: number, rows: number): EncodedPart[] => {
@@ -357,7 +363,7 @@ export class LinearKernels {
       const finish = this.splitKernel(splits);
       return [
         { kernel, group, paramsBuf, dispatch },
-        { kernel: finish, group: finish.bind(paramsBuf, [undefined, undefined, bufs.bias ?? this.dummy, bufs.y, undefined, part], `${where} split-K sum`), paramsBuf, dispatch: this.spread(Math.ceil((rows * nOut) / 256)) },
+        { kernel: finish, group: finish.bind(paramsBuf, [undefined, undefined, bufs.bias ?? this.dummy, bufs.y, undefined, part!], `${where} split-K sum`), paramsBuf, dispatch: this.spread(Math.ceil((rows * nOut) / 256)) },
       ];
     };
     const parts: EncodedPart[] = [];

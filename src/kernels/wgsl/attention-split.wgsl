@@ -113,8 +113,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  let p = positions[t];
-  let pos = f32(p);
+  let position = positions[t];
+  let pos = f32(position);
   // FUSED: index (within this split) of this step's own key, or none.
   var own = 0xffffffffu;
   // q (and this step's k, v) next: the barrier in workgroupUniformLoad below publishes them.
@@ -123,10 +123,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var idx = tid; idx < G * D4; idx += WG) {
       q_sh[idx] = packedHead(row + (head + idx / D4) * D4, idx % D4, pos) * P.scale;
     }
-    // The split holding key p (when the row is valid and p < M: then L = p + 1).
-    if (valid[t] != 0u && p < P.M && p / SPLIT == s) {
-      own = p - start;
-      let dst = (bh * P.M + p) * D4;
+    // The split holding this step's key (when the row is valid and position < M: then L = position + 1).
+    if (valid[t] != 0u && position < P.M && position / SPLIT == s) {
+      own = position - start;
+      let dst = (bh * P.M + position) * D4;
       for (var e = tid; e < D4; e += WG) {
         let k = packedHead(row + (P.H + kvh) * D4, e, pos);
         let v = q[row + (P.H + P.Hkv + kvh) * D4 + e];
@@ -143,7 +143,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (tid == 0u) {
     var lim = 0u;
     if (valid[t] != 0u) {
-      lim = min(p, P.M - 1u) + 1u;
+      lim = min(position, P.M - 1u) + 1u;
     }
     lim_sh = lim;
   }
