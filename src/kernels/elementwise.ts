@@ -13,7 +13,7 @@
  *
  * Activations are f32, row-major [T, E]; T (rows per dispatch) is at most 65535.
  */
-import { type GpuContext, Kernel, params, storageBuffer, uniform } from './device.js';
+import { type GpuContext, Kernel, loadWgsl, params, storageBuffer, uniform } from './device.js';
 
 export type TableDtype = 'f32' | 'f16';
 
@@ -178,13 +178,33 @@ export class ElementwiseKernels {
     const storage = [a.logits, a.suppress?.ids ?? a.logits];
     const pv = [a.T, a.V, stride, chunk, nChunks, sup.on, sup.count];
     const e = this.entry('argmax', [...storage, a.ids], pv, () => {
-      const kernel = this.kernel('argmax', 'argmax.wgsl');
+      const kernel = this.argmaxKernel();
       const partials = storageBuffer(this.ctx, a.T * nChunks * 8, 'argmax.partials');
       const u = [0, 1].map((mode) => this.uniform(params(...[...pv, mode].map((u32) => ({ u32 })))));
       return { kernel, groups: u.map((b) => kernel.bind(b, [...storage, partials, a.ids])), owned: [...u, partials] };
     });
     e.kernel.encode(pass, e.groups[0]!, nChunks, a.T);
     e.kernel.encode(pass, e.groups[1]!, a.T);
+  }
+
+  /**
+   * Encodes ids[t] = the best of partials[t, 0 .. nChunks), argmax's final pass alone: for an LM
+   * head GEMV that ranked its outputs as it stored them (LinearArgmax). Dispatch (T).
+   */
+  argmaxOfPartials(pass: GPUComputePassEncoder, a: { partials: GPUBuffer; ids: GPUBuffer; T: number; nChunks: number }): void {
+    checkRows('argmax', a.T);
+    const pv = [a.T, 0, 0, 0, a.nChunks, 0, 0, 1];
+    const e = this.entry('argmax-final', [a.partials, a.ids], pv, () => {
+      const kernel = this.argmaxKernel();
+      const u = this.uniform(params(...pv.map((u32) => ({ u32 }))));
+      // Mode 1 reads neither logits nor suppress: a read-only stand-in for both.
+      return { kernel, groups: [kernel.bind(u, [this.dummyR, this.dummyR, a.partials, a.ids])], owned: [u] };
+    });
+    e.kernel.encode(pass, e.groups[0]!, a.T);
+  }
+
+  private argmaxKernel(): Kernel {
+    return this.kernel('argmax', 'argmax.wgsl', { ORDER_KEY: loadWgsl('order_key.wgsl') });
   }
 
   /** Encodes the top K (value, id) of each row. Two dispatches: (nChunks, T) then (T). */
@@ -203,7 +223,7 @@ export class ElementwiseKernels {
     const storage = [a.logits, a.suppress?.ids ?? a.logits];
     const pv = [a.T, a.V, stride, chunk, nChunks, sup.on, sup.count];
     const e = this.entry('topk', [...storage, a.outIds, a.outVals], [...pv, a.K], () => {
-      const kernel = this.kernel('topk', 'topk.wgsl', { PER: TOPK_PER });
+      const kernel = this.kernel('topk', 'topk.wgsl', { PER: TOPK_PER, ORDER_KEY: loadWgsl('order_key.wgsl') });
       const partials = storageBuffer(this.ctx, a.T * nChunks * a.K * 8, 'topk.partials');
       const u = [0, 1].map((mode) => this.uniform(params(...[...pv, mode, a.K, 0, 0, 0].map((u32) => ({ u32 })))));
       return { kernel, groups: u.map((b) => kernel.bind(b, [...storage, partials, a.outIds, a.outVals])), owned: [...u, partials] };

@@ -2,15 +2,15 @@
 // Two dispatches of this one pipeline, chosen by p.mode (so both see the same bindings):
 //   mode 0 (partials): dispatch (nChunks, T), workgroup 256. Workgroup (c, t) scans
 //     v in [c * chunk, min((c + 1) * chunk, V)) and writes partials[t * nChunks + c] = (key, index).
-//   mode 1 (final):    dispatch (T), workgroup 256. Reduces the nChunks partials of row t into ids[t].
-// Comparison is on an order-preserving u32 key of the float bits (logits are bound as u32), so it is
+//   mode 1 (final):    dispatch (T), workgroup 256. Reduces the nChunks partials of row t into ids[t]
+//     (also on its own, after an LM head GEMV that wrote the partials in its epilogue).
+// Comparison is on an order-preserving u32 key of the float bits (order_key.wgsl; logits are bound as u32), so it is
 // exact and free of fast-math: -0 == +0, NaN ranks above +inf (numpy/torch return the first NaN).
 // Suppression (HF min_new_tokens): when p.suppressOn != 0, logits whose index is one of
 // suppress[0 .. suppressCount) count as -inf (logits themselves are not modified).
 // Layout: logits f32 [T, stride]; suppress u32 [suppressCount]; partials vec2<u32> [T, nChunks]; ids u32 [T].
 const WG: u32 = 256u;
-const NEG_INF_KEY: u32 = 0x007fffffu;
-const NONE: u32 = 0xffffffffu;
+{{ORDER_KEY}}
 
 struct Params {
   T: u32,
@@ -31,25 +31,6 @@ struct Params {
 
 var<workgroup> keys: array<u32, WG>;
 var<workgroup> idxs: array<u32, WG>;
-
-// Monotone map of f32 bits to u32: larger float -> larger key. Key 0 never occurs for a real value.
-fn orderKey(bits: u32) -> u32 {
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    return 0xffffffffu; // NaN
-  }
-  var b = bits;
-  if (b == 0x80000000u) {
-    b = 0u; // -0 -> +0
-  }
-  if ((b & 0x80000000u) != 0u) {
-    return ~b;
-  }
-  return b | 0x80000000u;
-}
-
-fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
-  return ka > kb || (ka == kb && ia < ib);
-}
 
 // Workgroup reduction of (key, index); every invocation gets the winner.
 fn reduceBest(k: u32, i: u32, lid: u32) -> vec2u {

@@ -12,8 +12,7 @@
 // outIds u32 [T, K]; outVals f32 [T, K]. Rows with V < K pad with index 0xffffffff.
 const WG: u32 = 256u;
 const PER: u32 = {{PER}}u;
-const NEG_INF_KEY: u32 = 0x007fffffu;
-const NONE: u32 = 0xffffffffu;
+{{ORDER_KEY}}
 
 struct Params {
   T: u32,
@@ -40,29 +39,11 @@ struct Params {
 var<workgroup> keys: array<u32, WG>;
 var<workgroup> idxs: array<u32, WG>;
 
-fn orderKey(bits: u32) -> u32 {
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    return 0xffffffffu; // NaN
-  }
-  var b = bits;
-  if (b == 0x80000000u) {
-    b = 0u; // -0 -> +0
-  }
-  if ((b & 0x80000000u) != 0u) {
-    return ~b;
-  }
-  return b | 0x80000000u;
-}
-
 fn keyValue(k: u32) -> f32 {
   if ((k & 0x80000000u) != 0u) {
     return bitcast<f32>(k & 0x7fffffffu);
   }
   return bitcast<f32>(~k);
-}
-
-fn better(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
-  return ka > kb || (ka == kb && ia < ib);
 }
 
 fn reduceBest(k: u32, i: u32, lid: u32) -> vec2u {
