@@ -147,6 +147,8 @@ interface Case {
   M: number;
   alibi: boolean;
   seed: number;
+  /** Multiplies q (default 1): large values make scores spread past exp's f32 range. */
+  qScale?: number;
 }
 
 interface Chain {
@@ -186,7 +188,7 @@ async function runChain(c: Case): Promise<Chain> {
       valid.push(s < c.counts[b]! ? 1 : 0);
     }
   }
-  const q = gaussian(T * H * D, rand);
+  const q = gaussian(T * H * D, rand).map((x) => x * (c.qScale ?? 1));
   const k = gaussian(T * Hkv * D, rand);
   const v = gaussian(T * Hkv * D, rand);
   const cacheK = new Float32Array(B * Hkv * M * D).fill(NaN);
@@ -387,6 +389,16 @@ describe('attention, 16 query heads per KV head', () => {
   it('decode and prefill rows, D=16, H=32/2', async () => {
     const r = await runChain({ S: 3, offsets: [0, 140], counts: [3, 2], H: 32, Hkv: 2, D: 16, M: 150, alibi: false, seed: 16 });
     expectChain(r, 1e-5);
+  });
+});
+
+describe('attention, scores spread over hundreds', () => {
+  // exp(score - max) must take the true maximum of each split: scores 300 apart overflow f32's exp otherwise.
+  it('decode and prefill rows with q scaled 150x, D=64, H=8/2', async () => {
+    for (const S of [1, 5]) {
+      const r = await runChain({ S, offsets: [0, 90, 299], counts: [S, S, 1], H: 8, Hkv: 2, D: 64, M: 310, alibi: false, seed: 150 + S, qScale: 150 });
+      expectChain(r, 2e-4);
+    }
   });
 });
 

@@ -217,7 +217,7 @@ export class AttentionKernels {
     if (T > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the split path's dispatch limit`);
     const splits = Math.max(1, Math.min(NS, Math.ceil(Math.min(dims.maxKeys ?? M, M) / SPLIT)));
     const GW = headsPerWorkgroup(G, T * H * splits);
-    const splitBytes = 16 * (GW * (D / 4) + WG + 2 * (D / 4)) + 4 * (GW * (SPLIT + WG + 17) + WG) + 4;
+    const splitBytes = 16 * (GW * (D / 4) + WG + 2 * (D / 4)) + 4 * (GW * (SPLIT + WG + 16) + WG) + 4;
     if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${GW} heads per workgroup of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
     const split = this.kernel(`split/${D}/${GW}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}`, 'attention-split.wgsl', {
       D4: D / 4,

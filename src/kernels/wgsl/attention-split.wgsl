@@ -7,7 +7,7 @@
 //          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D];
 //          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
 //          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
-// Workgroup memory: 16 * (G * D/4 + WG + 2 * D/4) + 4 * (G * (SPLIT + WG + 17) + WG) + 4 bytes.
+// Workgroup memory: 16 * (G * D/4 + WG + 2 * D/4) + 4 * (G * (SPLIT + WG + 16) + WG) + 4 bytes.
 // Dispatch: (splits <= NS, H / G, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
@@ -56,7 +56,6 @@ var<workgroup> q_sh: array<vec4<f32>, G * D4>;
 var<workgroup> s_sh: array<f32, G * SPLIT>;
 var<workgroup> red_sh: array<f32, G * WG>;
 var<workgroup> red2_sh: array<f32, G * 16u>;
-var<workgroup> max_sh: array<f32, G>;
 var<workgroup> o_sh: array<vec4<f32>, WG>;
 var<workgroup> l_sh: array<f32, WG>;
 var<workgroup> lim_sh: u32;
@@ -197,7 +196,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  // Max per head: WG partials -> 16 -> 1, three barriers.
+  // Max per head: WG partials -> 16, then every thread takes the 16 itself (two barriers).
   for (var i = 0u; i < G{{DYN}}; i++) {
     red_sh[i * WG + tid] = mloc[i];
   }
@@ -212,25 +211,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     red2_sh[x] = m;
   }
   workgroupBarrier();
-  if (tid < G) {
-    var m = NEG;
+  var mx: array<f32, G>;
+  for (var i = 0u; i < G{{DYN}}; i++) {
+    mx[i] = NEG;
     for (var e = 0u; e < 16u{{DYN}}; e++) {
-      m = max(m, red2_sh[tid * 16u + e]);
-    }
-    max_sh[tid] = m;
-  }
-  workgroupBarrier();
-  for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
-    let j = kk * WG + tid;
-    if (j < n) {
-      for (var i = 0u; i < G{{DYN}}; i++) {
-        s_sh[i * SPLIT + j] = exp(s_sh[i * SPLIT + j] - max_sh[i]);
-      }
+      mx[i] = max(mx[i], red2_sh[i * 16u + e]);
     }
   }
-  workgroupBarrier();
 
-  // P.V: thread (lane, d) sums keys lane, lane + NL, ... for output vec4 d of every head.
+  // P.V: thread (lane, d) sums keys lane, lane + NL, ... for output vec4 d of every head, taking
+  // each weight exp(score - max) itself (the D4 threads of a key alike): no pass and barrier of its own.
   var acc: array<vec4<f32>, G>;
   var ls: array<f32, G>;
   if (lane < NL) {
@@ -241,7 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var v: vec4<f32>;
         if (j == own) { v = vnew_sh[d]; } else if (PREFETCH) { v = vreg[jj]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
-          let p = s_sh[i * SPLIT + j];
+          let p = exp(s_sh[i * SPLIT + j] - mx[i]);
           acc[i] += p * v;
           ls[i] += p;
         }
@@ -265,7 +255,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       } else {
         part_o[(th * P.NS + s) * D4 + tid] = o;
         if (tid == 0u) {
-          part_ml[th * P.NS + s] = vec2<f32>(max_sh[i], l);
+          part_ml[th * P.NS + s] = vec2<f32>(mx[i], l);
         }
       }
     }
