@@ -2,12 +2,12 @@
 // workgroup computes each X row's statistics, then normalizes chunks as it loads them.
 // Bindings 6 gamma, 7 beta f32 [K] (read as vec4; padded to 16 bytes).
 
-var<workgroup> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of each X row
+var<private> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of each X row, in every thread
 
-// Row statistics in one pass over X and three barriers: every thread takes the moments
+// Row statistics in one pass over X and two barriers: every thread takes the moments
 // (count, mean, M2) of its own chunks (the ones it multiplies later), groups of GS threads
-// are merged by one thread each, then the NG groups by one thread per row (Chan's pairwise
-// update, as stable as the two-pass formula). RMSNorm takes the mean of x * x the same way.
+// are merged by one thread each, then every thread merges the NG groups itself (Chan's
+// pairwise update, as stable as the two-pass formula). RMSNorm takes the mean of x * x the same way.
 // On the H200 this fused norm adds 3-9 us to an op's GEMV; two passes, each summed over a
 // log2(KT)-level tree, added 7-41 us (bench/results/2026-12-03-h200-norm-stats-fused-split).
 const NG: u32 = 16u;          // groups per row
@@ -61,13 +61,12 @@ fn normStats(lid: u32) {
     groups[j] = m;
   }
   workgroupBarrier();
-  if (lid < P.T) {
+  for (var t = 0u; t < P.T; t++) {
     var m = vec3<f32>(0.0);
-    for (var g = 0u; g < NG; g++) { m = merge(m, groups[lid * NG + g]); }
+    for (var g = 0u; g < NG; g++) { m = merge(m, groups[t * NG + g]); }
     let n = f32(P.K);
-    stats[lid] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
+    stats[t] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
   }
-  workgroupBarrier();
 }
 
 // gamma and beta of the chunk k .. k+8, zero past K (so the chunk's padding stays zero).
