@@ -178,33 +178,13 @@ export class ElementwiseKernels {
     const storage = [a.logits, a.suppress?.ids ?? a.logits];
     const pv = [a.T, a.V, stride, chunk, nChunks, sup.on, sup.count];
     const e = this.entry('argmax', [...storage, a.ids], pv, () => {
-      const kernel = this.argmaxKernel();
+      const kernel = this.kernel('argmax', 'argmax.wgsl', { ORDER_KEY: loadWgsl('order_key.wgsl') });
       const partials = storageBuffer(this.ctx, a.T * nChunks * 8, 'argmax.partials');
       const u = [0, 1].map((mode) => this.uniform(params(...[...pv, mode].map((u32) => ({ u32 })))));
       return { kernel, groups: u.map((b) => kernel.bind(b, [...storage, partials, a.ids])), owned: [...u, partials] };
     });
     e.kernel.encode(pass, e.groups[0]!, nChunks, a.T);
     e.kernel.encode(pass, e.groups[1]!, a.T);
-  }
-
-  /**
-   * Encodes ids[t] = the best of partials[t, 0 .. nChunks), argmax's final pass alone: for an LM
-   * head GEMV that ranked its outputs as it stored them (LinearArgmax). Dispatch (T).
-   */
-  argmaxOfPartials(pass: GPUComputePassEncoder, a: { partials: GPUBuffer; ids: GPUBuffer; T: number; nChunks: number }): void {
-    checkRows('argmax', a.T);
-    const pv = [a.T, 0, 0, 0, a.nChunks, 0, 0, 1];
-    const e = this.entry('argmax-final', [a.partials, a.ids], pv, () => {
-      const kernel = this.argmaxKernel();
-      const u = this.uniform(params(...pv.map((u32) => ({ u32 }))));
-      // Mode 1 reads neither logits nor suppress: a read-only stand-in for both.
-      return { kernel, groups: [kernel.bind(u, [this.dummyR, this.dummyR, a.partials, a.ids])], owned: [u] };
-    });
-    e.kernel.encode(pass, e.groups[0]!, a.T);
-  }
-
-  private argmaxKernel(): Kernel {
-    return this.kernel('argmax', 'argmax.wgsl', { ORDER_KEY: loadWgsl('order_key.wgsl') });
   }
 
   /** Encodes the top K (value, id) of each row. Two dispatches: (nChunks, T) then (T). */

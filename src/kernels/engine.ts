@@ -6,7 +6,7 @@
  *   ids ── embed (+ positions) ── (embed norm) ── res (the residual stream)
  *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention ── o (res +=) ── norm+mlp ── down (res +=)
  *   (decode: the attention kernel does the split's work itself)
- *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head (+ argmax's first pass) ── argmax ── ids
+ *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head ── argmax ── ids
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -16,7 +16,7 @@ import type { StepInput, Stepper } from '../pipeline/loop.js';
 import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
-import { LinearKernels, linearTuningFromEnv, type LinearActivation, type LinearArgmax, type LinearShape, type LinearWeight } from './linear.js';
+import { LinearKernels, linearTuningFromEnv, type LinearActivation, type LinearWeight } from './linear.js';
 import { uploadWeights, type GpuLinear, type GpuMatrix, type GpuNorm, type GpuWeights, type MatrixType } from './weights.js';
 
 export interface EngineOptions {
@@ -30,7 +30,7 @@ interface Run {
   capacity: number;
   /** Rows of logits the buffers hold. */
   R: number;
-  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'qkv' | 'q' | 'attn' | 'mlp' | 'picked' | 'logits' | 'ranked' | 'next' | 'suppress', GPUBuffer>;
+  buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'qkv' | 'q' | 'attn' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
   /** Readback buffers, one per step in flight (STAGING_RING). */
@@ -153,8 +153,6 @@ export class WgslEngine implements Stepper {
         mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's epilogue writes I columns from 2I rows
         picked: f(R * E, 'picked'),
         logits: f(R * dims.vocabSize, 'logits'),
-        // The LM head's argmax partials (LinearArgmax): a pair per row and workgroup of >= 2 outputs.
-        ranked: f(R * Math.ceil(dims.vocabSize / 2) * 2, 'argmax partials'),
         next: f(R, 'next'),
         suppress: f(16, 'suppress'),
       },
@@ -351,18 +349,11 @@ export class WgslEngine implements Stepper {
     const { buf } = run;
     // The norms before the projections ride in the linear kernels (normalized on load), and
     // the residual adds after them in their epilogues (Y += ...): res is the residual stream.
-    const shapeOf = (l: GpuLinear, rowsT: number, o: { act?: LinearActivation; accumulate?: boolean } = {}): LinearShape => ({
-      T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act: o.act ?? 'none', ...(o.accumulate ? { accumulate: true } : {}), ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}),
-    });
-    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, o: { act?: LinearActivation; norm?: GpuNorm; accumulate?: boolean; argmax?: LinearArgmax } = {}) =>
+    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, o: { act?: LinearActivation; norm?: GpuNorm; accumulate?: boolean } = {}) =>
       this.linearK.encode(
         pass,
-        {
-          x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}),
-          ...(o.norm ? { norm: { kind: norm, gamma: o.norm.gamma, ...(o.norm.beta ? { beta: o.norm.beta } : {}), eps } } : {}),
-          ...(o.argmax ? { argmax: o.argmax } : {}),
-        },
-        shapeOf(l, rowsT, o),
+        { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}), ...(o.norm ? { norm: { kind: norm, gamma: o.norm.gamma, ...(o.norm.beta ? { beta: o.norm.beta } : {}), eps } } : {}) },
+        { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act: o.act ?? 'none', ...(o.accumulate ? { accumulate: true } : {}), ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) },
       );
 
     this.elementwise.embed(pass, {
@@ -396,14 +387,10 @@ export class WgslEngine implements Stepper {
       linear(buf.mlp, layer.down, buf.res, T, { accumulate: true });
     });
     if (!s.allRows) this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
-    const head = { w: w.lmHead };
-    const suppress = { ids: buf.suppress, count: Math.min(4, s.suppress) };
-    // Greedy: the LM head ranks its outputs as it stores them where it can (one GEMV dispatch),
-    // leaving argmax only its final pass; otherwise the argmax reads the logits in two.
-    const chunks = s.needLogits ? undefined : this.linearK.argmaxChunks(shapeOf(head, R), !!w.finalNorm);
-    linear(s.allRows ? buf.res : buf.picked, head, buf.logits, R, { norm: w.finalNorm, ...(chunks ? { argmax: { partials: buf.ranked, suppress } } : {}) });
-    if (chunks) this.elementwise.argmaxOfPartials(pass, { partials: buf.ranked, ids: buf.next, T: R, nChunks: chunks });
-    else if (!s.needLogits) this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ...suppress, enabled: s.suppress > 0 } });
+    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead }, buf.logits, R, { norm: w.finalNorm });
+    if (!s.needLogits) {
+      this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
+    }
   }
 
   /** Bind groups of the row gather, per logits-row count, for the current run's buffers. */

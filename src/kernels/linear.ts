@@ -9,9 +9,6 @@
  *
  *   norm        optional LayerNorm / RMSNorm of X's rows before the product (the norm that
  *               precedes a projection); accumulate: Y += result (the residual add after one)
- *   argmax      optional, GEMV of up to GEMV_MAX_T rows only: every workgroup also writes the
- *               best (key, index) of its outputs per row, argmax.wgsl's first pass (an LM head's
- *               greedy pick then costs one small dispatch after it, not two)
  *
  * Two paths behind one call: a GEMV for T <= 32 (decode and short prompts: each dispatch
  * streams the weights once for up to 8 rows; linear_gemv.wgsl, which for one row also
@@ -76,15 +73,6 @@ export interface LinearBuffers {
   scales?: GPUBuffer;
   /** Normalize X's rows first (over K): gamma and beta f32 [K]. */
   norm?: LinearNorm;
-  /** Rank the outputs as they are stored (see argmaxChunks). */
-  argmax?: LinearArgmax;
-}
-
-export interface LinearArgmax {
-  /** vec2<u32> [T, chunks]: each workgroup's best (order key, index) per row, for ElementwiseKernels.argmaxOfPartials. */
-  partials: GPUBuffer;
-  /** u32 ids that rank as -inf (HF min_new_tokens); count 0 or absent: none. */
-  suppress?: { ids: GPUBuffer; count: number };
 }
 
 export interface LinearNorm {
@@ -212,21 +200,6 @@ export class LinearKernels {
     return t;
   }
 
-  /**
-   * Partials per row that an op of this shape writes with `argmax` (its GEMV workgroups), or
-   * undefined where it cannot rank its outputs: the GEMM path, more than GEMV_MAX_T rows (one
-   * dispatch), swiglu or accumulate, or a device with too few storage bindings a shader.
-   */
-  argmaxChunks(shape: LinearShape, withNorm: boolean): number | undefined {
-    const path = shape.path ?? chooseLinearPath(shape.T);
-    if (path !== 'gemv' || shape.T > GEMV_MAX_T || shape.act === 'swiglu' || shape.accumulate) return undefined;
-    const fused = withNorm && fusesNorm(path, shape.T);
-    const quantized = shape.weight === 'q8' || shape.weight === 'q4';
-    const bindings = 4 + (quantized ? 1 : 0) + (fused ? 2 : 0) + 2; // x, w, bias, y (+ scales) (+ gamma, beta) + partials, suppress
-    if (bindings > this.ctx.device.limits.maxStorageBuffersPerShaderStage) return undefined;
-    return Math.ceil(linearOutColumns(shape) / this.tuningAt(shape.T, shape.N, shape.K, shape.weight, fused).gemvRows);
-  }
-
   /** Encodes Y = act(X . W^T + bias) into `pass`. Cached per (buffers, shape) after the first call. */
   encode(pass: GPUComputePassEncoder, bufs: LinearBuffers, shape: LinearShape): void {
     const e = this.prepare(bufs, shape);
@@ -242,7 +215,6 @@ export class LinearKernels {
       path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0, shape.kSplits ?? 0,
       this.id(bufs.x), this.id(bufs.w), this.id(bufs.y), bufs.bias ? this.id(bufs.bias) : 0, bufs.scales ? this.id(bufs.scales) : 0,
       bufs.norm ? `${bufs.norm.kind}:${this.id(bufs.norm.gamma)}:${bufs.norm.beta ? this.id(bufs.norm.beta) : 0}:${bufs.norm.eps}` : '',
-      bufs.argmax ? `argmax:${this.id(bufs.argmax.partials)}:${bufs.argmax.suppress ? `${this.id(bufs.argmax.suppress.ids)}:${bufs.argmax.suppress.count}` : ''}` : '',
     ].join(',');
     let e = this.encoded.get(key);
     if (!e) {
@@ -347,15 +319,8 @@ export class LinearKernels {
       x = out;
     }
     const prenorm = norm && fused ? (norm.kind === 'layer' ? 1 : 2) : 0;
-    const argmax = bufs.argmax;
-    const chunks = argmax ? this.argmaxChunks(shape, !!norm) : undefined;
-    if (argmax) {
-      if (chunks === undefined) throw new Error(`${where}: ranks its outputs (argmax) only as one GEMV dispatch (T <= ${GEMV_MAX_T}), without swiglu or accumulate, within the device's storage bindings`);
-      check('argmax partials', argmax.partials, T * chunks * 8);
-    }
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
-    if (prenorm || argmax) storage.push(prenorm ? norm!.gamma : undefined, prenorm ? (norm!.beta ?? this.dummy) : undefined);
-    if (argmax) storage.push(argmax.partials, argmax.suppress?.ids ?? this.dummy);
+    if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
     // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
     const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
@@ -376,13 +341,12 @@ export class LinearKernels {
     // One dispatch of `rows` rows from row0: the GEMM takes all T, a GEMV at most GEMV_MAX_T.
     const dispatchOf = (row0: number, rows: number): EncodedPart[] => {
       const tuning = this.tuningAt(path === 'gemv' ? rows : 1, N, K, weight, fused);
-      const kernel = this.kernel(path, weight, aligned, rows, tuning, fused, !!argmax);
+      const kernel = this.kernel(path, weight, aligned, rows, tuning, fused);
       const paramsBuf = uniform(
         this.ctx,
         params(
           { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
           { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
-          { u32: argmax?.suppress?.count ?? 0 },
         ),
         where,
       );
@@ -424,8 +388,8 @@ export class LinearKernels {
     return k;
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean, argmax: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}${argmax ? ':argmax' : ''}` : `gemm:${weight}:${aligned}`;
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -442,7 +406,6 @@ export class LinearKernels {
           G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
-          EPILOGUE: argmax ? loadWgsl('linear_gemv_argmax.wgsl', { ORDER_KEY: loadWgsl('order_key.wgsl') }) : loadWgsl('linear_gemv_out.wgsl'),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

@@ -2,8 +2,7 @@
 // Two dispatches of this one pipeline, chosen by p.mode (so both see the same bindings):
 //   mode 0 (partials): dispatch (nChunks, T), workgroup 256. Workgroup (c, t) scans
 //     v in [c * chunk, min((c + 1) * chunk, V)) and writes partials[t * nChunks + c] = (key, index).
-//   mode 1 (final):    dispatch (T), workgroup 256. Reduces the nChunks partials of row t into ids[t]
-//     (also on its own, after an LM head GEMV that wrote the partials in its epilogue).
+//   mode 1 (final):    dispatch (T), workgroup 256. Reduces the nChunks partials of row t into ids[t].
 // Comparison is on an order-preserving u32 key of the float bits (order_key.wgsl; logits are bound as u32), so it is
 // exact and free of fast-math: -0 == +0, NaN ranks above +inf (numpy/torch return the first NaN).
 // Suppression (HF min_new_tokens): when p.suppressOn != 0, logits whose index is one of

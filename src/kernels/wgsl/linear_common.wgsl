@@ -3,9 +3,8 @@
 //
 // Bindings (all kernels): 0 Params (uniform), 1 X f32 [T, K], 2 W (see linear_w_*.wgsl),
 // 3 bias f32 [N] (a 16-byte dummy when hasBias = 0), 4 Y f32 [T, nOut], 5 scales (quantized
-// weights only); the GEMV adds 6 gamma, 7 beta f32 [K] for its normalized input and 8, 9 for its
-// argmax epilogue (linear_gemv_argmax.wgsl), a GEMM split over K 6 part f32 [splits, T, N] (its
-// partial sums, finished by linear_splitk.wgsl). X and Y are bound as whole buffers; X as vec4<f32> so rows of X must be
+// weights only); the GEMV adds 6 gamma, 7 beta f32 [K] for its normalized input, a GEMM split
+// over K 6 part f32 [splits, T, N] (its partial sums, finished by linear_splitk.wgsl). X and Y are bound as whole buffers; X as vec4<f32> so rows of X must be
 // whole vec4s when ALIGNED (K % 4 == 0), otherwise it is read element by element.
 //
 // ALIGNED: chosen on the host from K (K % 4 == 0, and K % 8 == 0 for f16).
@@ -25,7 +24,6 @@ struct Params {
   eps: f32,      // prenorm: variance epsilon
   row0: u32,     // GEMV: first row of X and Y this dispatch takes (T of them), 0 for the GEMM
   kSplit: u32,   // GEMM: K elements per split (a multiple of 32); K when K is not split
-  suppressCount: u32, // GEMV argmax epilogue: ids in suppress[] that rank as -inf
 }
 
 @group(0) @binding(0) var<uniform> P: Params;

@@ -15,9 +15,6 @@
 // in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
 // the norm before a projection costs no dispatch of its own.
 //
-// EPILOGUE, likewise: linear_gemv_out.wgsl (store only) or linear_gemv_argmax.wgsl (each
-// workgroup also ranks its outputs: an LM head's argmax without a first pass of its own).
-//
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
 // T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
 // ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
@@ -37,7 +34,6 @@ const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divi
 var<workgroup> red: array<f32, O * KT>;
 
 {{INPUT}}
-{{EPILOGUE}}
 
 @compute @workgroup_size(KT)
 fn main(@builtin(local_invocation_index) lid: u32,
@@ -136,5 +132,4 @@ fn main(@builtin(local_invocation_index) lid: u32,
       store((P.row0 + t) * P.nOut + n, v);
     }
   }
-  epilogue(lid, wid.y * nwg.x + wid.x, out0, outs);
 }

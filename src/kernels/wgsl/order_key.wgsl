@@ -1,7 +1,6 @@
-// Order-preserving u32 keys of f32 bits, pasted into argmax.wgsl, topk.wgsl and the GEMV's
-// argmax epilogue (linear_gemv_argmax.wgsl) so that all of them rank logits alike: larger
-// float -> larger key, exact and free of fast-math; -0 == +0; NaN ranks above +inf (numpy and
-// torch return the first NaN). Key 0 never occurs for a real value.
+// Order-preserving u32 keys of f32 bits, pasted into argmax.wgsl and topk.wgsl so that both
+// rank logits alike: larger float -> larger key, exact and free of fast-math; -0 == +0; NaN
+// ranks above +inf (numpy and torch return the first NaN). Key 0 never occurs for a real value.
 const NEG_INF_KEY: u32 = 0x007fffffu;
 const NONE: u32 = 0xffffffffu;
 
