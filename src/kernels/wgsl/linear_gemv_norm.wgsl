@@ -6,8 +6,8 @@ var<private> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of each 
 
 // Row statistics in one pass over X and two barriers: every thread takes the moments
 // (count, mean, M2) of its own chunks (the ones it multiplies later), groups of GS threads
-// are merged by one thread each, then every thread merges the NG groups itself (Chan's
-// pairwise update, as stable as the two-pass formula). RMSNorm takes the mean of x * x the same way.
+// are merged by one thread each (Chan's pairwise update, as stable as the two-pass formula),
+// then every thread combines the NG groups itself. RMSNorm takes the mean of x * x the same way.
 // On the H200 this fused norm adds 3-9 us to an op's GEMV; two passes, each summed over a
 // log2(KT)-level tree, added 7-41 us (bench/results/2026-12-03-h200-norm-stats-fused-split).
 const NG: u32 = 16u;          // groups per row
@@ -61,11 +61,20 @@ fn normStats(lid: u32) {
     groups[j] = m;
   }
   workgroupBarrier();
+  // The groups combined without a division each (every thread does this): the row's mean
+  // from the groups' counts and means, then M2 = sum of the groups' M2 + n (mean_g - mean)^2.
   for (var t = 0u; t < P.T; t++) {
-    var m = vec3<f32>(0.0);
-    for (var g = 0u; g < NG; g++) { m = merge(m, groups[t * NG + g]); }
     let n = f32(P.K);
-    stats[t] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
+    var s = 0.0;
+    for (var g = 0u; g < NG; g++) { let q = groups[t * NG + g]; s += q.x * q.y; }
+    let mean = s / n;
+    var m2 = 0.0;
+    for (var g = 0u; g < NG; g++) {
+      let q = groups[t * NG + g];
+      let d = q.y - mean;
+      m2 += q.z + q.x * d * d;
+    }
+    stats[t] = select(vec2<f32>(mean, inverseSqrt(m2 / n + P.eps)), vec2<f32>(0.0, inverseSqrt(mean + P.eps)), rms);
   }
 }
 
