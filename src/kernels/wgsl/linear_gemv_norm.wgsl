@@ -2,12 +2,20 @@
 // workgroup computes each X row's statistics, then normalizes chunks as it loads them.
 // Bindings 6 gamma, 7 beta f32 [K] (read as vec4; padded to 16 bytes).
 
-var<private> stats: array<vec2<f32>, T>; // (mean, 1 / sqrt(var + eps)) of each X row, in every thread
+// (mean, 1 / sqrt(var + eps)) of each X row: published through workgroup memory, or worked out
+// by every thread itself where the workgroup holds 16 or more W rows. Measured on the H200
+// (bench/results/2026-12-03-h200-fused-epilogues), every thread combining: opt-1.3b's decode
+// step took 25 us less (its 16-row qkv GEMVs 33 us less), while with the 4- and 8-row GEMVs of
+// llama-1.1b and bloom-560m (more, smaller workgroups) the step took 65 and 200 us more.
+const STATS_SHARED: bool = ROWS < 16u;
+var<workgroup> statsShared: array<vec2<f32>, T>;
+var<private> statsOwn: array<vec2<f32>, T>;
 
-// Row statistics in one pass over X and two barriers: every thread takes the moments
-// (count, mean, M2) of its own chunks (the ones it multiplies later), groups of GS threads
-// are merged by one thread each (Chan's pairwise update, as stable as the two-pass formula),
-// then every thread combines the NG groups itself. RMSNorm takes the mean of x * x the same way.
+// Row statistics in one pass over X and three barriers (two without STATS_SHARED): every
+// thread takes the moments (count, mean, M2) of its own chunks (the ones it multiplies later),
+// groups of GS threads are merged by one thread each, then the NG groups by one thread per row
+// (Chan's pairwise update, as stable as the two-pass formula), or by every thread at once.
+// RMSNorm takes the mean of x * x the same way.
 // On the H200 this fused norm adds 3-9 us to an op's GEMV; two passes, each summed over a
 // log2(KT)-level tree, added 7-41 us (bench/results/2026-12-03-h200-norm-stats-fused-split).
 const NG: u32 = 16u;          // groups per row
@@ -61,10 +69,19 @@ fn normStats(lid: u32) {
     groups[j] = m;
   }
   workgroupBarrier();
-  // The groups combined without a division each (every thread does this): the row's mean
-  // from the groups' counts and means, then M2 = sum of the groups' M2 + n (mean_g - mean)^2.
+  let n = f32(P.K);
+  if (STATS_SHARED) {
+    if (lid < P.T) {
+      var m = vec3<f32>(0.0);
+      for (var g = 0u; g < NG; g++) { m = merge(m, groups[lid * NG + g]); }
+      statsShared[lid] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
+    }
+    workgroupBarrier();
+    return;
+  }
+  // Every thread: the row's mean from the groups' counts and means, then M2 = the groups' M2
+  // + n (mean_g - mean)^2 summed (one division, not one per pairwise merge).
   for (var t = 0u; t < P.T; t++) {
-    let n = f32(P.K);
     var s = 0.0;
     for (var g = 0u; g < NG; g++) { let q = groups[t * NG + g]; s += q.x * q.y; }
     let mean = s / n;
@@ -74,7 +91,7 @@ fn normStats(lid: u32) {
       let d = q.y - mean;
       m2 += q.z + q.x * d * d;
     }
-    stats[t] = select(vec2<f32>(mean, inverseSqrt(m2 / n + P.eps)), vec2<f32>(0.0, inverseSqrt(mean + P.eps)), rms);
+    statsOwn[t] = select(vec2<f32>(mean, inverseSqrt(m2 / n + P.eps)), vec2<f32>(0.0, inverseSqrt(mean + P.eps)), rms);
   }
 }
 
@@ -109,6 +126,7 @@ fn normChunk(k: u32) -> NormChunk {
 
 // Row t's chunk normalized: (x - mean) * rstd * gamma + beta.
 fn normX(x: array<vec4<f32>, 2>, c: NormChunk, t: u32) -> array<vec4<f32>, 2> {
-  let st = stats[t];
+  var st = statsOwn[t];
+  if (STATS_SHARED) { st = statsShared[t]; }
   return array<vec4<f32>, 2>((x[0] - st.x) * st.y * c.g[0] + c.b[0], (x[1] - st.x) * st.y * c.g[1] + c.b[1]);
 }
