@@ -5,8 +5,8 @@
  *
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
  *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
- *     [--tunings default,8x64,4x128] [--copies N] [--norm layer|rms]
- *   (--tunings: GEMV rows per workgroup x threads, each timed on the same data)
+ *     [--tunings default,8x64,4x128,4x256x16] [--copies N] [--norm layer|rms]
+ *   (--tunings: GEMV rows per workgroup x threads [x reducers], each timed on the same data)
  *
  * Timing: with timestamp-query, one compute pass of `iters` back-to-back dispatches between
  * two timestamps, the median of `reps` passes (Dawn inserts a barrier between the dispatches,
@@ -235,13 +235,13 @@ function arg(name: string, fallback: string): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const ctx = await openGpu();
-  // --tunings 8x64,4x128: gemvRows x gemvThreads ('default': defaultLinearTuning)
+  // --tunings 8x64,4x256x16: gemvRows x gemvThreads [x gemvReducers] ('default': defaultLinearTuning)
   const tunings = arg('tunings', 'default')
     .split(',')
     .map((t): Partial<LinearTuning> => {
       if (t === 'default') return {};
-      const [rows, threads] = t.split('x').map(Number);
-      return { gemvRows: rows!, gemvThreads: threads! };
+      const [rows, threads, reducers] = t.split('x').map(Number);
+      return { gemvRows: rows!, gemvThreads: threads!, ...(reducers ? { gemvReducers: reducers } : {}) };
     });
   for (const weight of arg('weights', 'f16').split(',') as LinearWeight[]) {
     for (const [N, K] of arg('shapes', '8192x8192').split(',').map((s) => s.split('x').map(Number))) {

@@ -18,6 +18,7 @@ import {
   defaultLinearTuning,
   gemmKSplits,
   GEMV_PATH_MAX_T,
+  gemvReducers,
   LinearKernels,
   linearOutColumns,
   linearTuningFromEnv,
@@ -450,7 +451,7 @@ describe('linear, shapes and plumbing', () => {
     expect(gemmKSplits(3, 200)).toBe(1);
   });
 
-  it('GEMV with other tunings (rows per workgroup, threads) and a 2D dispatch', async () => {
+  it('GEMV with other tunings (rows per workgroup, threads, reducers) and a 2D dispatch', async () => {
     const k2 = new LinearKernels(ctx, { gemvRows: 2, gemvThreads: 32 });
     for (const [K, N] of SHAPES) {
       const c = makeCase(ctx, 5, K, 2 * N, 'f32');
@@ -471,6 +472,18 @@ describe('linear, shapes and plumbing', () => {
       destroyCase(q);
     }
     k4.destroy();
+    // Fewer threads per output in the reduction's first stage than all: 16 of 64 at T = 1 (4 x 256),
+    // 16 of 32 at T = 2, all 8 at T = 8, none at T = 3 (12 partial sums do not divide 256).
+    const kr = new LinearKernels(ctx, { gemvRows: 4, gemvThreads: 256, gemvReducers: 16 });
+    expect([1, 2, 3, 8].map((T) => gemvReducers(4 * T, kr.tuningAt(T, 37, 600, 'f16')))).toEqual([16, 16, 1, 8]);
+    for (const T of [1, 2, 3, 8]) {
+      const c = makeCase(ctx, T, 600, 37, 'f16');
+      await check(c, 'gelu_tanh', true, 'gemv', kr);
+      if (T === 1) await check(c, 'none', false, 'gemv', kr, { norm: { kind: 'rms', beta: false } });
+      destroyCase(c);
+    }
+    kr.destroy();
+    expect(() => new LinearKernels(ctx, { gemvReducers: 12 })).toThrow(/gemvReducers 12 must be a power of two/);
     // Over 65535 workgroups (2 rows each): the dispatch is split over x and y.
     const N = 2 * 65536 + 3;
     const c = makeCase(ctx, 5, 8, N, 'f32');

@@ -105,6 +105,19 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV: threads per workgroup splitting K, a power of two >= 32. */
   gemvThreads: number;
+  /**
+   * GEMV: at most this many threads sum one output's gemvThreads partial sums in the reduction's
+   * first stage (a power of two), before one thread adds their sums. Default: all of them,
+   * gemvThreads / (gemvRows * T) each, where that divides (see linear_gemv.wgsl).
+   */
+  gemvReducers?: number;
+}
+
+/** Threads per output in the GEMV reduction's first stage, for O = rows x T partial sums a thread. */
+export function gemvReducers(O: number, tuning: LinearTuning): number {
+  const KT = tuning.gemvThreads;
+  const all = O < KT && KT % O === 0 ? KT / O : 1;
+  return Math.min(all, tuning.gemvReducers ?? all);
 }
 
 /**
@@ -194,6 +207,8 @@ export class LinearKernels {
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
+    const G = t.gemvReducers;
+    if (G !== undefined && !(Number.isInteger(G) && G >= 1 && (G & (G - 1)) === 0)) throw new Error(`linear: gemvReducers ${G} must be a power of two`);
     const shared = R * Math.min(T, GEMV_MAX_T) * KT * 4;
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
     if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
@@ -389,7 +404,7 @@ export class LinearKernels {
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}x${gemvReducers(tuning.gemvRows * T, tuning)}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -403,7 +418,7 @@ export class LinearKernels {
           T,
           ROWS: tuning.gemvRows,
           KT: tuning.gemvThreads,
-          G: O < tuning.gemvThreads && tuning.gemvThreads % O === 0 ? tuning.gemvThreads / O : 1,
+          G: gemvReducers(O, tuning),
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
         });

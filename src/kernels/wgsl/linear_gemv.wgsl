@@ -29,7 +29,7 @@ const T: u32 = {{T}}u;       // rows of X (compile time, 1..8)
 const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
-const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT, else 1
+const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT (or fewer, a tuning's), else 1
 
 var<workgroup> red: array<f32, O * KT>;
 
@@ -89,12 +89,14 @@ fn main(@builtin(local_invocation_index) lid: u32,
   for (var o = 0u; o < O; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
   workgroupBarrier();
   if (G > 1u) {
-    // G threads per output each sum KT / G of its partials (thread lid: output lid % O, slice
-    // lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
+    // G threads per output each sum KT / G of its partials (thread lid < O * G: output lid % O,
+    // slice lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
     let o = lid % O;
     let first = (lid / O) * (KT / G);
     var s = 0.0;
-    for (var i = 0u; i < KT / G; i++) { s += red[o * KT + ((first + i) ^ (o & 31u))]; }
+    if (lid < O * G) {
+      for (var i = 0u; i < KT / G; i++) { s += red[o * KT + ((first + i) ^ (o & 31u))]; }
+    }
     workgroupBarrier(); // every slice is read before red[0 .. KT) is reused for the sums
     red[lid] = s;
     workgroupBarrier();
