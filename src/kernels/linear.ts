@@ -404,7 +404,8 @@ export class LinearKernels {
   }
 
   private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}x${gemvReducers(tuning.gemvRows * T, tuning)}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
+    const G = gemvReducers(tuning.gemvRows * T, tuning);
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}x${G}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -413,12 +414,11 @@ export class LinearKernels {
         WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
       };
       if (path === 'gemv') {
-        const O = tuning.gemvRows * T;
         Object.assign(defines, {
           T,
           ROWS: tuning.gemvRows,
           KT: tuning.gemvThreads,
-          G: gemvReducers(O, tuning),
+          G,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
           INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
         });

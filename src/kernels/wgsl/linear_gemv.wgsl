@@ -58,7 +58,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
   // Each step has the chunk's word (and scale) of every weight row in flight together, then
   // decodes and multiplies them row by row; the next chunk's words are requested as a step
   // ends. The first chunk's go out before the norm's statistics: their memory latency then
-  // overlaps that work (X's loads and three barriers) instead of following it.
+  // overlaps that work (X's loads and the statistics' barriers) instead of following it.
   var words: array<WWord, ROWS>;
   var scales: array<f32, ROWS>;
   let k0 = lid * 8u;
