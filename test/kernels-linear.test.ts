@@ -587,9 +587,9 @@ describe('linear, shapes and plumbing', () => {
     expect(defaultLinearTuning(8, 8192, 2048, 'f16')).toEqual({ gemvRows: 4, gemvThreads: 64 });
     expect(defaultLinearTuning(8, 8192, 2048, 'q4')).toEqual({ gemvRows: 4, gemvThreads: 128 });
     // The fused norm's statistics, once per workgroup: fewer, larger ones where W has many rows.
-    expect(defaultLinearTuning(1, 8192, 2048, 'f16', true)).toEqual({ gemvRows: 16, gemvThreads: 128 });
-    expect(defaultLinearTuning(1, 2560, 2048, 'f16', true)).toEqual({ gemvRows: 4, gemvThreads: 256 });
-    expect(defaultLinearTuning(1, 50272, 2048, 'f16', true)).toEqual({ gemvRows: 8, gemvThreads: 128 });
+    expect(defaultLinearTuning(1, 8192, 2048, 'f16', 'layer')).toEqual({ gemvRows: 16, gemvThreads: 128 });
+    expect(defaultLinearTuning(1, 2560, 2048, 'f16', 'layer')).toEqual({ gemvRows: 4, gemvThreads: 256 });
+    expect(defaultLinearTuning(1, 50272, 2048, 'f16', 'layer')).toEqual({ gemvRows: 8, gemvThreads: 128 });
     const saved = process.env['FUSEGEN_LINEAR_TUNING'];
     try {
       process.env['FUSEGEN_LINEAR_TUNING'] = '{"gemvRows":2,"gemvThreads":64}';

@@ -34,6 +34,12 @@ export function fusesNorm(path: LinearPath, T: number): boolean {
   return path === 'gemv' && T <= NORM_FUSED_MAX_T;
 }
 
+/** What the GEMV reads as X: X itself, or X through a LayerNorm or RMSNorm fused in (at most NORM_FUSED_MAX_T rows). */
+export type GemvInput = 'plain' | 'layer' | 'rms';
+
+/** The INPUT part pasted into linear_gemv.wgsl for each. */
+const GEMV_INPUT_WGSL: Readonly<Record<GemvInput, string>> = { plain: 'linear_gemv_in.wgsl', layer: 'linear_gemv_norm.wgsl', rms: 'linear_gemv_rms.wgsl' };
+
 /** Most rows one GEMV dispatch takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
 export const GEMV_MAX_T = 8;
 
@@ -127,14 +133,14 @@ export function gemvReducers(O: number, tuning: LinearTuning): number {
  *   long K (>= 4096): 10-25% faster there (o, fc2 / down, llama's qkv), slower elsewhere;
  * - more rows: 4 x 64 for f32 / f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a
  *   thread); int8 / int4 keep 4 x 128, as measured end to end;
- * - with the norm fused in (`prenorm`, one row) and 4096 < N <= 8192: 16 x 128. Every
+ * - with a LayerNorm fused in (one row) and 4096 < N <= 8192: 16 x 128. Every
  *   workgroup reads X and takes its statistics before its first weight, so fewer, larger
  *   workgroups do less of that: opt-1.3b fc1 (8192 x 2048, LayerNorm) 15.7 -> 13.9 us, qkv
  *   (6144) 11.8 -> 11.6; not faster for llama's gate/up (11264) or an LM head (50272)
  *   (2026-12-03-h200-gpu-step, kernels-linear.txt).
  */
-export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16', prenorm = false): LinearTuning {
-  if (prenorm && T === 1 && N > 4096 && N <= 8192) return { gemvRows: 16, gemvThreads: 128 };
+export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16', input: GemvInput = 'plain'): LinearTuning {
+  if (input === 'layer' && T === 1 && N > 4096 && N <= 8192) return { gemvRows: 16, gemvThreads: 128 };
   if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 };
   return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
 }
@@ -202,16 +208,17 @@ export class LinearKernels {
   }
 
   /** The GEMV's rows per workgroup and threads for T rows of X and a [N, K] W. */
-  tuningAt(T: number, N: number, K: number, weight: LinearWeight, prenorm = false): LinearTuning {
-    const t = { ...defaultLinearTuning(T, N, K, weight, prenorm), ...this.tuning };
+  tuningAt(T: number, N: number, K: number, weight: LinearWeight, input: GemvInput = 'plain'): LinearTuning {
+    const t = { ...defaultLinearTuning(T, N, K, weight, input), ...this.tuning };
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
     const G = t.gemvReducers;
     if (G !== undefined && !(Number.isInteger(G) && G >= 1 && (G & (G - 1)) === 0)) throw new Error(`linear: gemvReducers ${G} must be a power of two`);
-    const shared = R * Math.min(T, GEMV_MAX_T) * KT * 4;
+    const rows = Math.min(T, GEMV_MAX_T);
+    const shared = (R + (input === 'rms' ? 1 : 0)) * rows * KT * 4; // linear_gemv.wgsl's red: O + XS partial sums a thread
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
-    if (shared > limit) throw new Error(`linear: gemvRows * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
+    if (shared > limit) throw new Error(`linear: (gemvRows${input === 'rms' ? ' + 1' : ''}) * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
     return t;
   }
 
@@ -333,9 +340,10 @@ export class LinearKernels {
       before = (pass) => elementwise.norm(pass, { kind: norm.kind, x: bufs.x, gamma: norm.gamma, ...(norm.beta ? { beta: norm.beta } : {}), out, T, E: K, eps: norm.eps });
       x = out;
     }
-    const prenorm = norm && fused ? (norm.kind === 'layer' ? 1 : 2) : 0;
+    const input: GemvInput = norm && fused ? norm.kind : 'plain';
     const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
-    if (prenorm) storage.push(norm!.gamma, norm!.beta ?? this.dummy);
+    if (input === 'layer') storage.push(norm!.gamma, norm!.beta ?? this.dummy);
+    if (input === 'rms') storage.push(norm!.gamma);
     // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
     const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
@@ -355,13 +363,13 @@ export class LinearKernels {
 
     // One dispatch of `rows` rows from row0: the GEMM takes all T, a GEMV at most GEMV_MAX_T.
     const dispatchOf = (row0: number, rows: number): EncodedPart[] => {
-      const tuning = this.tuningAt(path === 'gemv' ? rows : 1, N, K, weight, fused);
-      const kernel = this.kernel(path, weight, aligned, rows, tuning, fused);
+      const tuning = this.tuningAt(path === 'gemv' ? rows : 1, N, K, weight, input);
+      const kernel = this.kernel(path, weight, aligned, rows, tuning, input);
       const paramsBuf = uniform(
         this.ctx,
         params(
           { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
-          { u32: shape.accumulate ? 1 : 0 }, { u32: prenorm }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
+          { u32: shape.accumulate ? 1 : 0 }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
         ),
         where,
       );
@@ -403,9 +411,9 @@ export class LinearKernels {
     return k;
   }
 
-  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, prenorm: boolean): Kernel {
+  private kernel(path: LinearPath, weight: LinearWeight, aligned: boolean, T: number, tuning: LinearTuning, input: GemvInput): Kernel {
     const G = gemvReducers(tuning.gemvRows * T, tuning);
-    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}x${G}${prenorm ? ':norm' : ''}` : `gemm:${weight}:${aligned}`;
+    const key = path === 'gemv' ? `gemv:${weight}:${aligned}:${T}:${tuning.gemvRows}x${tuning.gemvThreads}x${G}:${input}` : `gemm:${weight}:${aligned}`;
     let k = this.kernels.get(key);
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
@@ -420,7 +428,7 @@ export class LinearKernels {
           KT: tuning.gemvThreads,
           G,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
-          INPUT: loadWgsl(prenorm ? 'linear_gemv_norm.wgsl' : 'linear_gemv_in.wgsl', flag),
+          INPUT: loadWgsl(GEMV_INPUT_WGSL[input], flag),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

@@ -19,9 +19,8 @@ struct Params {
   nBlocks: u32,  // quantized: blocks per row, ceil(K / blockSize)
   bsShift: u32,  // quantized: log2(blockSize)
   accumulate: u32, // 1: Y += result (a residual add fused into the projection), 0: Y = result
-  prenorm: u32,  // GEMV: X is normalized on the way in: 0 no, 1 LayerNorm, 2 RMSNorm (over K)
-  normBeta: u32, // prenorm: 1 adds beta
-  eps: f32,      // prenorm: variance epsilon
+  normBeta: u32, // GEMV with a norm fused in (linear_gemv_norm / _rms.wgsl): 1 adds beta
+  eps: f32,      // GEMV with a norm fused in: variance epsilon
   row0: u32,     // GEMV: first row of X and Y this dispatch takes (T of them), 0 for the GEMM
   kSplit: u32,   // GEMM: K elements per split (a multiple of 32); K when K is not split
 }

@@ -10,14 +10,15 @@
 // wid.y * num_workgroups.x + wid.x, so the host splits ceil(outputs / per-workgroup) over x
 // (<= 65535) and y; surplus workgroups return at once.
 //
-// INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is) or linear_gemv_norm.wgsl
-// (prenorm). With prenorm the workgroup first computes each X row's mean and variance (X is small and
-// in cache; every workgroup computes the same), and normalizes the chunks as it loads them:
-// the norm before a projection costs no dispatch of its own.
+// INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is), linear_gemv_norm.wgsl
+// (LayerNorm: the workgroup first computes each X row's mean and variance, X being small and in
+// cache, and normalizes the chunks as it loads them) or linear_gemv_rms.wgsl (RMSNorm: X times
+// gamma, each row's sum of squares carried as XS more partial sums, the output scaled by
+// outScale). Either way the norm before a projection costs no dispatch of its own.
 //
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
 // T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
-// ROWS * T f32 partial sums. The partial sums are reduced across the KT threads through
+// ROWS * T f32 partial sums (+ XS). The partial sums are reduced across the KT threads through
 // workgroup memory: G threads per output sum KT / G values each, then one adds the G sums
 // (a chain of KT / G + G adds instead of KT; the XOR swizzle keeps both sides free of bank
 // conflicts), then bias, activation, store.
@@ -30,8 +31,9 @@ const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
 const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT (or fewer, a tuning's), else 1
+const OX: u32 = O + XS;      // partial sums a thread reduces: the outputs', then the input's own (XS, from INPUT)
 
-var<workgroup> red: array<f32, O * KT>;
+var<workgroup> red: array<f32, OX * KT>;
 
 {{INPUT}}
 
@@ -68,11 +70,15 @@ fn main(@builtin(local_invocation_index) lid: u32,
 
   normStats(lid);
 
-  var acc: array<f32, O>;
+  var acc: array<f32, OX>;
   for (var k = k0; k < P.K; k += KT * 8u) {
     var xs: array<array<vec4<f32>, 2>, T>;
     let nc = normChunk(k);
-    for (var t = 0u; t < T; t++) { xs[t] = normX(xChunk(P.row0 + t, k), nc, t); }
+    for (var t = 0u; t < T; t++) {
+      let x = xChunk(P.row0 + t, k);
+      if (XS > 0u) { acc[O + t] += xMoment(x); }
+      xs[t] = normX(x, nc, t);
+    }
     for (var r = 0u; r < ROWS; r++) {
       let w = wDecode(words[r]);
       for (var t = 0u; t < T; t++) {
@@ -86,28 +92,39 @@ fn main(@builtin(local_invocation_index) lid: u32,
   }
 
   // red[o * KT + (lane ^ (o % 32))] = thread lane's partial sum o.
-  for (var o = 0u; o < O; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
+  for (var o = 0u; o < OX; o++) { red[o * KT + (lid ^ (o & 31u))] = acc[o]; }
   workgroupBarrier();
   if (G > 1u) {
     // G threads per output each sum KT / G of its partials (thread lid < O * G: output lid % O,
     // slice lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
+    // The input's XS sums are sliced the same way, by threads lid < XS * G besides.
     let o = lid % O;
     let first = (lid / O) * (KT / G);
     var s = 0.0;
     if (lid < O * G) {
       for (var i = 0u; i < KT / G; i++) { s += red[o * KT + ((first + i) ^ (o & 31u))]; }
     }
+    var sx = 0.0;
+    if (XS > 0u && lid < XS * G) {
+      let xs1 = max(XS, 1u); // (a constant divisor of zero does not compile, even where unreached)
+      let ox = O + lid % xs1;
+      let firstX = (lid / xs1) * (KT / G);
+      for (var i = 0u; i < KT / G; i++) { sx += red[ox * KT + ((firstX + i) ^ (ox & 31u))]; }
+    }
     workgroupBarrier(); // every slice is read before red[0 .. KT) is reused for the sums
     red[lid] = s;
+    if (XS > 0u && lid < XS * G) { red[KT + lid] = sx; } // past the outputs' sums (XS * G <= KT / 2)
     workgroupBarrier();
     var total = 0.0;
     if (lid < O) {
       for (var g = 0u; g < G; g++) { total += red[g * O + lid]; }
+    } else if (lid < OX) {
+      for (var g = 0u; g < G; g++) { total += red[KT + g * XS + lid - O]; }
     }
     workgroupBarrier(); // the sums are read before the totals overwrite them
-    if (lid < O) { red[lid * KT] = total; }
+    if (lid < OX) { red[lid * KT] = total; }
   } else {
-    for (var o = lid; o < O; o += KT) {
+    for (var o = lid; o < OX; o += KT) {
       let b = o * KT;
       let sw = o & 31u;
       // A plain loop: unrolled by hand (4 loads a step) it compiled 5x slower on lavapipe.
@@ -124,12 +141,13 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let n = out0 + r;
     if (n < P.nOut) {
       var v: f32;
+      let scale = outScale(t);
       if (swiglu) {
-        let g = red[(r * T + t) * KT] + biasAt(n);
-        let u = red[((r + ROWS / 2u) * T + t) * KT] + biasAt(P.nOut + n);
+        let g = red[(r * T + t) * KT] * scale + biasAt(n);
+        let u = red[((r + ROWS / 2u) * T + t) * KT] * scale + biasAt(P.nOut + n);
         v = silu(g) * u;
       } else {
-        v = activate(red[(r * T + t) * KT] + biasAt(n));
+        v = activate(red[(r * T + t) * KT] * scale + biasAt(n));
       }
       store((P.row0 + t) * P.nOut + n, v);
     }

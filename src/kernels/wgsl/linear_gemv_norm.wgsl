@@ -1,6 +1,9 @@
-// linear_gemv.wgsl's input with the norm before the projection fused in (prenorm): the
-// workgroup computes each X row's statistics, then normalizes chunks as it loads them.
+// linear_gemv.wgsl's input with a LayerNorm before the projection fused in: the workgroup
+// computes each X row's statistics, then normalizes chunks as it loads them. (An RMSNorm needs
+// no statistics up front: linear_gemv_rms.wgsl.)
 // Bindings 6 gamma, 7 beta f32 [K] (read as vec4; padded to 16 bytes).
+
+const XS: u32 = 0u; // no partial sums of X's own
 
 // (mean, 1 / sqrt(var + eps)) of each X row: published through workgroup memory, or worked out
 // by every thread itself where the workgroup holds 16 or more W rows. Measured on the H200
@@ -15,7 +18,6 @@ var<private> statsOwn: array<vec2<f32>, T>;
 // thread takes the moments (count, mean, M2) of its own chunks (the ones it multiplies later),
 // groups of GS threads are merged by one thread each, then the NG groups by one thread per row
 // (Chan's pairwise update, as stable as the two-pass formula), or by every thread at once.
-// RMSNorm takes the mean of x * x the same way.
 // On the H200 this fused norm adds 3-9 us to an op's GEMV; two passes, each summed over a
 // log2(KT)-level tree, added 7-41 us (bench/results/2026-12-03-h200-norm-stats-fused-split).
 const NG: u32 = 16u;          // groups per row
@@ -42,18 +44,15 @@ fn countOf(lid: u32) -> f32 {
 }
 
 fn normStats(lid: u32) {
-  let rms = P.prenorm == 2u;
   let lane = vec4<u32>(0u, 1u, 2u, 3u);
   for (var t = 0u; t < P.T; t++) {
     var m = vec3<f32>(0.0);
     for (var k = lid * 8u; k < P.K; k += KT * 8u) {
       let c = xChunk(P.row0 + t, k);
-      let a = select(c[0], c[0] * c[0], rms);
-      let b = select(c[1], c[1] * c[1], rms);
       let n = f32(min(P.K - k, 8u));
-      let mean = (dot(a, vec4<f32>(1.0)) + dot(b, vec4<f32>(1.0))) / n;
-      let da = select(vec4<f32>(0.0), a - mean, vec4<u32>(k) + lane < vec4<u32>(P.K));
-      let db = select(vec4<f32>(0.0), b - mean, vec4<u32>(k + 4u) + lane < vec4<u32>(P.K));
+      let mean = (dot(c[0], vec4<f32>(1.0)) + dot(c[1], vec4<f32>(1.0))) / n;
+      let da = select(vec4<f32>(0.0), c[0] - mean, vec4<u32>(k) + lane < vec4<u32>(P.K));
+      let db = select(vec4<f32>(0.0), c[1] - mean, vec4<u32>(k + 4u) + lane < vec4<u32>(P.K));
       m = merge(m, vec3<f32>(n, mean, dot(da, da) + dot(db, db)));
     }
     red[(2u * t) * KT + lid] = m.y;
@@ -74,7 +73,7 @@ fn normStats(lid: u32) {
     if (lid < P.T) {
       var m = vec3<f32>(0.0);
       for (var g = 0u; g < NG; g++) { m = merge(m, groups[lid * NG + g]); }
-      statsShared[lid] = select(vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps)), vec2<f32>(0.0, inverseSqrt(m.y + P.eps)), rms);
+      statsShared[lid] = vec2<f32>(m.y, inverseSqrt(m.z / n + P.eps));
     }
     workgroupBarrier();
     return;
@@ -91,7 +90,7 @@ fn normStats(lid: u32) {
       let d = q.y - mean;
       m2 += q.z + q.x * d * d;
     }
-    statsOwn[t] = select(vec2<f32>(mean, inverseSqrt(m2 / n + P.eps)), vec2<f32>(0.0, inverseSqrt(mean + P.eps)), rms);
+    statsOwn[t] = vec2<f32>(mean, inverseSqrt(m2 / n + P.eps));
   }
 }
 
@@ -129,4 +128,12 @@ fn normX(x: array<vec4<f32>, 2>, c: NormChunk, t: u32) -> array<vec4<f32>, 2> {
   var st = statsOwn[t];
   if (STATS_SHARED) { st = statsShared[t]; }
   return array<vec4<f32>, 2>((x[0] - st.x) * st.y * c.g[0] + c.b[0], (x[1] - st.x) * st.y * c.g[1] + c.b[1]);
+}
+
+fn xMoment(x: array<vec4<f32>, 2>) -> f32 {
+  return 0.0;
+}
+
+fn outScale(t: u32) -> f32 {
+  return 1.0;
 }
