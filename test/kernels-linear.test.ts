@@ -373,14 +373,15 @@ describe('linear with its input norm and a residual add', () => {
 
   it('the GEMV\'s one-pass LayerNorm statistics survive a large common offset and outlier features', async () => {
     // Residual streams carry a few features far larger than the rest; rows here sit at 500
-    // with every 97th feature at 60x: merging per-thread moments must lose neither.
+    // with every 97th feature at 60x, the first among them: the one-pass moments about the
+    // row's first element, and the output's (x - s) . W - d W . gamma, must lose neither.
     for (const [K, T] of [[1000, 1], [1003, 3], [2048, 8]] as const) {
       const c = makeCase(ctx, T, K, 24, 'f16');
       c.x = Float32Array.from(c.x, (v, i) => ((i % K) % 97 === 0 ? 60 * v : v) + 500);
       c.buffers.x.destroy();
       c.buffers.x = upload(ctx, c.x as Float32Array);
       note('layer norm, offset and outliers', await check(c, 'none', false, 'gemv', lin, { norm: { kind: 'layer', beta: true } }));
-      // 16 W rows a workgroup: every thread combines the groups' moments itself.
+      // 16 W rows a workgroup (the default for wide W).
       if (T === 1) note('layer norm, offset and outliers', await check(c, 'none', false, 'gemv', wide, { norm: { kind: 'layer', beta: true } }));
       destroyCase(c);
     }

@@ -37,8 +37,12 @@ export function fusesNorm(path: LinearPath, T: number): boolean {
 /** What the GEMV reads as X: X itself, or X through a LayerNorm or RMSNorm fused in (at most NORM_FUSED_MAX_T rows). */
 export type GemvInput = 'plain' | 'layer' | 'rms';
 
-/** The INPUT part pasted into linear_gemv.wgsl for each. */
-const GEMV_INPUT_WGSL: Readonly<Record<GemvInput, string>> = { plain: 'linear_gemv_in.wgsl', layer: 'linear_gemv_norm.wgsl', rms: 'linear_gemv_rms.wgsl' };
+/** The INPUT part pasted into linear_gemv.wgsl for each, and its partial sums of X's own a row (XM). */
+const GEMV_INPUT: Readonly<Record<GemvInput, { wgsl: string[]; moments: number }>> = {
+  plain: { wgsl: ['linear_gemv_in.wgsl'], moments: 0 },
+  layer: { wgsl: ['linear_gemv_gamma.wgsl', 'linear_gemv_norm.wgsl'], moments: 2 },
+  rms: { wgsl: ['linear_gemv_gamma.wgsl', 'linear_gemv_rms.wgsl'], moments: 1 },
+};
 
 /** Most rows one GEMV dispatch takes (its T is a compile-time constant, 1..GEMV_MAX_T). */
 export const GEMV_MAX_T = 8;
@@ -216,9 +220,10 @@ export class LinearKernels {
     const G = t.gemvReducers;
     if (G !== undefined && !(Number.isInteger(G) && G >= 1 && (G & (G - 1)) === 0)) throw new Error(`linear: gemvReducers ${G} must be a power of two`);
     const rows = Math.min(T, GEMV_MAX_T);
-    const shared = (R + (input === 'rms' ? 1 : 0)) * rows * KT * 4; // linear_gemv.wgsl's red: O + XS partial sums a thread
+    const XM = GEMV_INPUT[input].moments;
+    const shared = (R + XM) * rows * KT * 4; // linear_gemv.wgsl's red: ROWS + XM partial sums a thread per row of X
     const limit = this.ctx.device.limits.maxComputeWorkgroupStorageSize;
-    if (shared > limit) throw new Error(`linear: (gemvRows${input === 'rms' ? ' + 1' : ''}) * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
+    if (shared > limit) throw new Error(`linear: (gemvRows + ${XM}) * T * gemvThreads * 4 = ${shared} bytes of workgroup memory (T=${T}), over the device's ${limit}`);
     return t;
   }
 
@@ -256,8 +261,10 @@ export class LinearKernels {
     for (const e of this.encoded.values()) for (const p of e.parts) p.paramsBuf.destroy();
     this.encoded.clear();
     for (const b of [...this.normed.values(), ...this.partials.values()]) b.destroy();
+    for (const f of this.folds.values()) for (const b of f.owned) b.destroy();
     this.normed.clear();
     this.partials.clear();
+    this.folds.clear();
   }
 
   destroy(): void {
@@ -275,6 +282,35 @@ export class LinearKernels {
     let b = this.normed.get(bytes);
     if (!b) this.normed.set(bytes, (b = storageBuffer(this.ctx, bytes, 'linear: normalized input')));
     return b;
+  }
+
+  /** A fused LayerNorm's W . gamma and bias + W . beta per (W, norm, bias), kept until clearCache like the rest. */
+  private readonly folds = new Map<string, { wg: GPUBuffer; bias?: GPUBuffer; owned: GPUBuffer[] }>();
+
+  /**
+   * W . gamma and bias + W . beta (just bias where there is no beta) for a GEMV with a LayerNorm
+   * fused in, computed now on the device by the plain GEMV from W as stored (quantized or not):
+   * W, gamma, beta and bias must hold their values by an op's first encode.
+   */
+  private foldLayerNorm(bufs: LinearBuffers, shape: LinearShape): { wg: GPUBuffer; bias?: GPUBuffer } {
+    const norm = bufs.norm!;
+    const key = [this.id(bufs.w), this.id(norm.gamma), norm.beta ? this.id(norm.beta) : 0, bufs.bias ? this.id(bufs.bias) : 0, shape.K, shape.N].join(',');
+    let f = this.folds.get(key);
+    if (f) return f;
+    const plain: LinearShape = { T: 1, K: shape.K, N: shape.N, weight: shape.weight, path: 'gemv', ...(shape.blockSize ? { blockSize: shape.blockSize } : {}) };
+    const w = { w: bufs.w, ...(bufs.scales ? { scales: bufs.scales } : {}) };
+    const wg = storageBuffer(this.ctx, shape.N * 4, 'linear: W . gamma');
+    const bias = norm.beta ? storageBuffer(this.ctx, shape.N * 4, 'linear: bias + W . beta') : undefined;
+    const enc = this.ctx.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.encode(pass, { ...w, x: norm.gamma, y: wg }, plain);
+    if (bias) this.encode(pass, { ...w, x: norm.beta!, y: bias, ...(bufs.bias ? { bias: bufs.bias } : {}) }, plain);
+    pass.end();
+    this.ctx.device.queue.submit([enc.finish()]);
+    const folded = bias ?? bufs.bias;
+    f = { wg, ...(folded ? { bias: folded } : {}), owned: bias ? [wg, bias] : [wg] };
+    this.folds.set(key, f);
+    return f;
   }
 
   /** Split-K partial sums, one buffer per size, shared the same way. */
@@ -341,9 +377,12 @@ export class LinearKernels {
       x = out;
     }
     const input: GemvInput = norm && fused ? norm.kind : 'plain';
-    const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bufs.bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
-    if (input === 'layer') storage.push(norm!.gamma, norm!.beta ?? this.dummy);
-    if (input === 'rms') storage.push(norm!.gamma);
+    // A fused LayerNorm's beta rides in the bias (see linear_gemv_norm.wgsl).
+    const folded = input === 'layer' ? this.foldLayerNorm(bufs, shape) : undefined;
+    const bias = folded ? folded.bias : bufs.bias;
+    const storage: Array<GPUBuffer | undefined> = [x, bufs.w, bias ?? this.dummy, bufs.y, quantized ? bufs.scales! : undefined];
+    if (input !== 'plain') storage.push(norm!.gamma);
+    if (folded) storage.push(folded.wg);
     // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
     const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
@@ -368,8 +407,8 @@ export class LinearKernels {
       const paramsBuf = uniform(
         this.ctx,
         params(
-          { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bufs.bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
-          { u32: shape.accumulate ? 1 : 0 }, { u32: norm?.beta ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
+          { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
+          { u32: shape.accumulate ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
         ),
         where,
       );
@@ -428,7 +467,7 @@ export class LinearKernels {
           KT: tuning.gemvThreads,
           G,
           // Pasted as code, not a runtime flag: a shader that never normalizes compiles without it.
-          INPUT: loadWgsl(GEMV_INPUT_WGSL[input], flag),
+          INPUT: GEMV_INPUT[input].wgsl.map((f) => loadWgsl(f, flag)).join('\n'),
         });
       }
       k = new Kernel(this.ctx, `linear ${key}`, `linear_${path}.wgsl`, defines);

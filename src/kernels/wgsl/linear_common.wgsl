@@ -3,7 +3,7 @@
 //
 // Bindings (all kernels): 0 Params (uniform), 1 X f32 [T, K], 2 W (see linear_w_*.wgsl),
 // 3 bias f32 [N] (a 16-byte dummy when hasBias = 0), 4 Y f32 [T, nOut], 5 scales (quantized
-// weights only); the GEMV adds 6 gamma, 7 beta f32 [K] for its normalized input, a GEMM split
+// weights only); the GEMV adds 6 gamma f32 [K] (and for LayerNorm 7 W . gamma f32 [N]) for its normalized input, a GEMM split
 // over K 6 part f32 [splits, T, N] (its partial sums, finished by linear_splitk.wgsl). X and Y are bound as whole buffers; X as vec4<f32> so rows of X must be
 // whole vec4s when ALIGNED (K % 4 == 0), otherwise it is read element by element.
 //
@@ -19,8 +19,7 @@ struct Params {
   nBlocks: u32,  // quantized: blocks per row, ceil(K / blockSize)
   bsShift: u32,  // quantized: log2(blockSize)
   accumulate: u32, // 1: Y += result (a residual add fused into the projection), 0: Y = result
-  normBeta: u32, // GEMV with a norm fused in (linear_gemv_norm / _rms.wgsl): 1 adds beta
-  eps: f32,      // GEMV with a norm fused in: variance epsilon
+  eps: f32,      // GEMV with a norm fused in (linear_gemv_rms / _norm.wgsl): variance epsilon
   row0: u32,     // GEMV: first row of X and Y this dispatch takes (T of them), 0 for the GEMM
   kSplit: u32,   // GEMM: K elements per split (a multiple of 32); K when K is not split
 }

@@ -10,11 +10,11 @@
 // wid.y * num_workgroups.x + wid.x, so the host splits ceil(outputs / per-workgroup) over x
 // (<= 65535) and y; surplus workgroups return at once.
 //
-// INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is), linear_gemv_norm.wgsl
-// (LayerNorm: the workgroup first computes each X row's mean and variance, X being small and in
-// cache, and normalizes the chunks as it loads them) or linear_gemv_rms.wgsl (RMSNorm: X times
-// gamma, each row's sum of squares carried as XS more partial sums, the output scaled by
-// outScale). Either way the norm before a projection costs no dispatch of its own.
+// INPUT is pasted in by linear.ts: linear_gemv_in.wgsl (X as it is), or a norm before the
+// projection fused in, linear_gemv_rms.wgsl (RMSNorm) or linear_gemv_norm.wgsl (LayerNorm). A norm
+// multiplies the chunks by gamma as they load (normX), sums each X row's moments as XM more
+// partial sums a row, which the reduction carries with the outputs', and finishes each output
+// from them (inputOut): it costs no dispatch of its own and no pass before the first multiply.
 //
 // Each thread takes 8-element chunks k = 8 * (lid + j * KT) of K, loads X[t, chunk] for all
 // T rows once and reuses them for the ROWS weight rows (16-byte loads for f16), keeping
@@ -31,7 +31,8 @@ const ROWS: u32 = {{ROWS}}u; // W rows per workgroup (even)
 const KT: u32 = {{KT}}u;     // threads per workgroup, a power of two >= 32
 const O: u32 = ROWS * T;     // partial sums per thread
 const G: u32 = {{G}}u;       // threads reducing one output: KT / O where O divides KT (or fewer, a tuning's), else 1
-const OX: u32 = O + XS;      // partial sums a thread reduces: the outputs', then the input's own (XS, from INPUT)
+const XS: u32 = T * XM;      // partial sums of X's own (XM a row, from INPUT): red slots O + t XM + j
+const OX: u32 = O + XS;      // partial sums a thread reduces: the outputs', then X's own
 
 var<workgroup> red: array<f32, OX * KT>;
 
@@ -59,8 +60,8 @@ fn main(@builtin(local_invocation_index) lid: u32,
 
   // Each step has the chunk's word (and scale) of every weight row in flight together, then
   // decodes and multiplies them row by row; the next chunk's words are requested as a step
-  // ends. The first chunk's go out before the norm's statistics: their memory latency then
-  // overlaps that work (X's loads and the statistics' barriers) instead of following it.
+  // ends. The first chunk's go out before normBegin (a LayerNorm's shift loads): their memory
+  // latency then overlaps that instead of following it.
   var words: array<WWord, ROWS>;
   var scales: array<f32, ROWS>;
   let k0 = lid * 8u;
@@ -68,7 +69,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
     for (var r = 0u; r < ROWS; r++) { words[r] = wLoad(rows[r], k0); scales[r] = wScale(rows[r], k0); }
   }
 
-  normStats(lid);
+  normBegin();
 
   var acc: array<f32, OX>;
   for (var k = k0; k < P.K; k += KT * 8u) {
@@ -76,7 +77,10 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let nc = normChunk(k);
     for (var t = 0u; t < T; t++) {
       let x = xChunk(P.row0 + t, k);
-      if (XS > 0u) { acc[O + t] += xMoment(x); }
+      if (XM > 0u) {
+        let m = xMoments(x, k, t);
+        for (var j = 0u; j < XM; j++) { acc[O + t * XM + j] += m[j]; }
+      }
       xs[t] = normX(x, nc, t);
     }
     for (var r = 0u; r < ROWS; r++) {
@@ -97,7 +101,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
   if (G > 1u) {
     // G threads per output each sum KT / G of its partials (thread lid < O * G: output lid % O,
     // slice lid / O; a warp's 32 reads hit 32 banks), then one thread per output adds the G sums.
-    // The input's XS sums are sliced the same way, by threads lid < XS * G besides.
+    // X's XS sums are sliced the same way, by threads lid < XS * G besides.
     let o = lid % O;
     let first = (lid / O) * (KT / G);
     var s = 0.0;
@@ -113,7 +117,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
     workgroupBarrier(); // every slice is read before red[0 .. KT) is reused for the sums
     red[lid] = s;
-    if (XS > 0u && lid < XS * G) { red[KT + lid] = sx; } // past the outputs' sums (XS * G <= KT / 2)
+    if (XS > 0u && lid < XS * G) { red[KT + lid] = sx; } // past the outputs' sums (XS * G <= KT)
     workgroupBarrier();
     var total = 0.0;
     if (lid < O) {
@@ -141,13 +145,12 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let n = out0 + r;
     if (n < P.nOut) {
       var v: f32;
-      let scale = outScale(t);
       if (swiglu) {
-        let g = red[(r * T + t) * KT] * scale + biasAt(n);
-        let u = red[((r + ROWS / 2u) * T + t) * KT] * scale + biasAt(P.nOut + n);
+        let g = inputOut(t, n, red[(r * T + t) * KT]) + biasAt(n);
+        let u = inputOut(t, P.nOut + n, red[((r + ROWS / 2u) * T + t) * KT]) + biasAt(P.nOut + n);
         v = silu(g) * u;
       } else {
-        v = activate(red[(r * T + t) * KT] * scale + biasAt(n));
+        v = activate(inputOut(t, n, red[(r * T + t) * KT]) + biasAt(n));
       }
       store((P.row0 + t) * P.nOut + n, v);
     }
