@@ -136,15 +136,12 @@ export function gemvReducers(O: number, tuning: LinearTuning): number {
  * - up to 4 rows: 8 W rows x 128 threads, but 4 x 256 where W has few rows (N <= 4096) or a
  *   long K (>= 4096): 10-25% faster there (o, fc2 / down, llama's qkv), slower elsewhere;
  * - more rows: 4 x 64 for f32 / f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a
- *   thread); int8 / int4 keep 4 x 128, as measured end to end;
- * - with a LayerNorm fused in (one row) and 4096 < N <= 8192: 16 x 128. Every
- *   workgroup reads X and takes its statistics before its first weight, so fewer, larger
- *   workgroups do less of that: opt-1.3b fc1 (8192 x 2048, LayerNorm) 15.7 -> 13.9 us, qkv
- *   (6144) 11.8 -> 11.6; not faster for llama's gate/up (11264) or an LM head (50272)
- *   (2026-12-03-h200-gpu-step, kernels-linear.txt).
+ *   thread); int8 / int4 keep 4 x 128, as measured end to end.
+ * A norm fused in does not change the choice now that it takes no statistics pass first: with
+ * a LayerNorm, opt-1.3b's qkv (6144 x 2048) took 10.6 us at 8 x 128 against 11.3 at 16 x 128,
+ * fc1 (8192) 12.5 against 13.2 (2026-12-03-h200-rms-deferred, r3-kernels-linear.txt).
  */
-export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16', input: GemvInput = 'plain'): LinearTuning {
-  if (input === 'layer' && T === 1 && N > 4096 && N <= 8192) return { gemvRows: 16, gemvThreads: 128 };
+export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16'): LinearTuning {
   if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 };
   return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
 }
@@ -213,7 +210,7 @@ export class LinearKernels {
 
   /** The GEMV's rows per workgroup and threads for T rows of X and a [N, K] W. */
   tuningAt(T: number, N: number, K: number, weight: LinearWeight, input: GemvInput = 'plain'): LinearTuning {
-    const t = { ...defaultLinearTuning(T, N, K, weight, input), ...this.tuning };
+    const t = { ...defaultLinearTuning(T, N, K, weight), ...this.tuning };
     const { gemvRows: R, gemvThreads: KT } = t;
     if (!(Number.isInteger(R) && R >= 2 && R % 2 === 0)) throw new Error(`linear: gemvRows ${R} must be even and >= 2`);
     if (!(KT >= 32 && (KT & (KT - 1)) === 0)) throw new Error(`linear: gemvThreads ${KT} must be a power of two >= 32`);
