@@ -358,8 +358,9 @@ export class LinearKernels {
 
     const nOut = linearOutColumns(shape);
     const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
-    // Every GEMV workgroup re-reads X for the norm's statistics: worth it for one row (no norm
-    // dispatch), not for more (H200, opt-1.3b batch 8: 13.6 ms per step fused, 3.0 ms apart).
+    // Fused for one row only: when every GEMV workgroup still took the norm's statistics first,
+    // fusing at batch 8 cost opt-1.3b 13.6 ms a step against 3.0 apart (H200). Not measured
+    // again since the statistics are deferred.
     const fused = !!bufs.norm && fusesNorm(path, T);
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
