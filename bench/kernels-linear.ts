@@ -18,7 +18,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { openGpu, readback, storageBuffer, upload, type GpuContext } from '../src/kernels/device.js';
-import { chooseLinearPath, fusesNorm, LinearKernels, linearBufferBytes, type LinearPath, type LinearShape, type LinearTuning, type LinearWeight } from '../src/kernels/linear.js';
+import { chooseLinearPath, gemvInput, LinearKernels, linearBufferBytes, type LinearPath, type LinearShape, type LinearTuning, type LinearWeight } from '../src/kernels/linear.js';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../src/checkpoint/safetensors.js';
 import { uniform } from '../src/pipeline/random.js';
 
@@ -202,7 +202,7 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const microseconds = times[Math.floor(times.length / 2)]!;
     const bytes = need.w + need.scales * (quantized ? 1 : 0) + need.x + need.y;
     results.push({
-      N, K, T, weight, path, norm: o.norm ?? 'none', tuning: path === 'gemv' ? lin.tuningAt(T, N, K, weight, o.norm && fusesNorm(path, T) ? o.norm : 'plain') : {}, method, copies, microseconds, bytes,
+      N, K, T, weight, path, norm: o.norm ?? 'none', tuning: path === 'gemv' ? lin.tuningAt(T, N, K, weight, gemvInput(o.norm, path, T)) : {}, method, copies, microseconds, bytes,
       GBps: bytes / microseconds / 1e3, TFLOPs: (2 * T * N * K) / microseconds / 1e6, maxRelError, ok: maxRelError < 1e-5, device: ctx.adapter.description || ctx.adapter.device,
     });
     lin.destroy();

@@ -29,13 +29,16 @@ export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0,
 /** Largest T whose GEMV normalizes its input itself; above it a norm pass writes a normalized copy first. */
 export const NORM_FUSED_MAX_T = 1;
 
-/** Whether an op of T rows on `path` normalizes its input in the GEMV itself (else a norm pass writes a normalized copy first). */
-export function fusesNorm(path: LinearPath, T: number): boolean {
-  return path === 'gemv' && T <= NORM_FUSED_MAX_T;
-}
-
 /** What the GEMV reads as X: X itself, or X through a LayerNorm or RMSNorm fused in (at most NORM_FUSED_MAX_T rows). */
 export type GemvInput = 'plain' | 'layer' | 'rms';
+
+/**
+ * The input of an op of T rows on `path` with the norm `norm` before it (if any): the norm fused
+ * into the GEMV, or 'plain' where there is none or a norm pass writes a normalized copy first.
+ */
+export function gemvInput(norm: LinearNorm['kind'] | undefined, path: LinearPath, T: number): GemvInput {
+  return norm && path === 'gemv' && T <= NORM_FUSED_MAX_T ? norm : 'plain';
+}
 
 /** The INPUT part pasted into linear_gemv.wgsl for each, and its partial sums of X's own a row (XM). */
 const GEMV_INPUT: Readonly<Record<GemvInput, { wgsl: string[]; moments: number }>> = {
@@ -253,19 +256,19 @@ export class LinearKernels {
     return this.encoded.size;
   }
 
-  /** Drops cached bind groups and their uniform buffers (pipelines stay). */
+  /** Drops cached bind groups and their uniform buffers (pipelines and the LayerNorm folds stay). */
   clearCache(): void {
     for (const e of this.encoded.values()) for (const p of e.parts) p.paramsBuf.destroy();
     this.encoded.clear();
     for (const b of [...this.normed.values(), ...this.partials.values()]) b.destroy();
-    for (const f of this.folds.values()) for (const b of f.owned) b.destroy();
     this.normed.clear();
     this.partials.clear();
-    this.folds.clear();
   }
 
   destroy(): void {
     this.clearCache();
+    for (const f of this.folds.values()) for (const b of f.owned) b.destroy();
+    this.folds.clear();
     this.dummy.destroy();
   }
 
@@ -281,13 +284,16 @@ export class LinearKernels {
     return b;
   }
 
-  /** A fused LayerNorm's W . gamma and bias + W . beta per (W, norm, bias), kept until clearCache like the rest. */
+  /**
+   * A fused LayerNorm's W . gamma and bias + W . beta per (W, norm, bias). They depend on the
+   * weights only, so clearCache (a new run's buffers) keeps them; destroy frees them.
+   */
   private readonly folds = new Map<string, { wg: GPUBuffer; bias?: GPUBuffer; owned: GPUBuffer[] }>();
 
   /**
    * W . gamma and bias + W . beta (just bias where there is no beta) for a GEMV with a LayerNorm
    * fused in, computed now on the device by the plain GEMV from W as stored (quantized or not):
-   * W, gamma, beta and bias must hold their values by an op's first encode.
+   * W, gamma, beta and bias must keep the values they hold at an op's first encode.
    */
   private foldLayerNorm(bufs: LinearBuffers, shape: LinearShape): { wg: GPUBuffer; bias?: GPUBuffer } {
     const norm = bufs.norm!;
@@ -361,7 +367,8 @@ export class LinearKernels {
     // Fused for one row only: when every GEMV workgroup still took the norm's statistics first,
     // fusing at batch 8 cost opt-1.3b 13.6 ms a step against 3.0 apart (H200). Not measured
     // again since the statistics are deferred.
-    const fused = !!bufs.norm && fusesNorm(path, T);
+    const input = gemvInput(bufs.norm?.kind, path, T);
+    const fused = input !== 'plain';
     if (shape.accumulate && bufs.y === bufs.x) throw new Error(`${where}: accumulating into X`);
     const norm = bufs.norm;
     if (norm?.kind === 'rms' && norm.beta) throw new Error(`${where}: RMSNorm takes no beta`);
@@ -374,7 +381,6 @@ export class LinearKernels {
       before = (pass) => elementwise.norm(pass, { kind: norm.kind, x: bufs.x, gamma: norm.gamma, ...(norm.beta ? { beta: norm.beta } : {}), out, T, E: K, eps: norm.eps });
       x = out;
     }
-    const input: GemvInput = norm && fused ? norm.kind : 'plain';
     // A fused LayerNorm's beta rides in the bias (see linear_gemv_norm.wgsl).
     const folded = input === 'layer' ? this.foldLayerNorm(bufs, shape) : undefined;
     const bias = folded ? folded.bias : bufs.bias;
