@@ -23,7 +23,8 @@ presets() {
 
 # bench <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]   (WebGPU)
 # benchcpu <preset> <dtype> <pipelines> <batch sizes> <prompt lengths> [ENV=VALUE ...]
-# (NEW_TOKENS and REPEATS in the caller's environment override 64 new tokens and 3 measured runs;
+# (NEW_TOKENS and REPEATS in the caller's environment override 64 new tokens and 3 measured runs,
+#  FLAGS adds bench flags, e.g. FLAGS=--profile;
 #  BUILD=.cache/base runs another build carried along (its dist, src/kernels/wgsl and package.json),
 #  for side-by-side A/B; its reports' folders are named after it)
 bench() { bench_on webgpu "$@"; }
@@ -34,7 +35,7 @@ bench_on() {
   shift 6
   local dir
   dir=$(mktemp -d "$RESULTS/$preset-$dtype-$device${BUILD:+-$(basename "$BUILD")}-XXXX")
-  local args=(--model "/tmp/$preset" --device "$device" --dtype "$dtype" --pipelines "$pipelines" --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens "${NEW_TOKENS:-64}" --repeats "${REPEATS:-3}")
+  local args=(--model "/tmp/$preset" --device "$device" --dtype "$dtype" --pipelines "$pipelines" --batch_sizes "$batches" --prompt_lengths "$prompts" --max_new_tokens "${NEW_TOKENS:-64}" --repeats "${REPEATS:-3}" ${FLAGS:-})
   local main=${BUILD:+$BUILD/}dist/src/cli/main.js
   log "[$dir] env $* node $main bench ${args[*]}"
   env "$@" node "$main" bench "${args[@]}" --report_dir "$dir" 2>&1 | grep -v '^Warning\|artificially' | tee "$dir/table.txt"

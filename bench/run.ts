@@ -15,6 +15,8 @@ import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/type
 import { WgslPipeline, type StepTimes } from '../src/pipeline/wgsl.js';
 import type { KernelTime } from '../src/kernels/engine.js';
 import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
+import type { GenerateRequest } from '../src/pipeline/types.js';
+import { summarizeRuns, type OpProfile } from './op-profile.js';
 
 export type BenchPipeline = 'reference' | 'ort' | 'wgsl';
 
@@ -27,6 +29,8 @@ export interface BenchOptions {
   promptLengths: number[];
   maxNewTokens: number;
   repeats: number;
+  /** After the measured runs, profile each point of the ONNX Runtime pipelines per op (a second, profiled instance). */
+  profile?: boolean;
 }
 
 export interface Stats {
@@ -63,6 +67,8 @@ export interface BenchRow {
   /** WGSL engine only: the same for the prompt's step (the time to first token's GPU part). */
   prefillGpuUs?: number;
   prefillKernelProfile?: KernelTime[];
+  /** ONNX Runtime pipelines with --profile: the prompt's step and the mean decode step, per op. */
+  opProfile?: { prefill: OpProfile; decode: OpProfile };
 }
 
 export interface BenchReport {
@@ -97,14 +103,37 @@ export function promptOfLength(source: number[], length: number, offset: number)
   return Array.from({ length }, (_, i) => source[(offset + i) % source.length]!);
 }
 
-async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number): Promise<TextGenerationPipeline> {
+async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, profile = false): Promise<TextGenerationPipeline> {
   switch (name) {
     case 'reference':
-      return ReferencePipeline.create(o.ckpt, { device: o.device, dtype: o.dtype === 'float16' ? 'float16' : 'float32', maxTokens });
+      return ReferencePipeline.create(o.ckpt, { device: o.device, dtype: o.dtype === 'float16' ? 'float16' : 'float32', maxTokens, profile });
     case 'ort':
-      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens });
+      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens, profile });
     case 'wgsl':
       return WgslPipeline.create(o.ckpt, { dtype: o.dtype, maxTokens });
+  }
+}
+
+/**
+ * Profiles each of a pipeline's rows per op with a fresh, profiled instance: every point runs
+ * twice (the first compiles the shapes' kernels) and the second run's steps are kept.
+ */
+async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens: number, rows: BenchRow[], requestFor: (r: BenchRow) => GenerateRequest): Promise<void> {
+  const pipe = (await create(name, o, maxTokens, true)) as InjectedPipeline | ReferencePipeline;
+  try {
+    const steps: number[] = [];
+    for (const r of rows) {
+      for (let i = 0; i < 2; i++) steps.push((await pipe.generate(requestFor(r))).steps);
+    }
+    const runs = await pipe.takeProfile();
+    if (runs.length !== steps.reduce((a, b) => a + b, 0)) throw new Error(`--profile: ${name} ran ${runs.length} session runs for ${steps.join('+')} steps`);
+    rows.forEach((row, i) => {
+      const from = steps.slice(0, 2 * i + 1).reduce((a, b) => a + b, 0);
+      const kept = runs.slice(from, from + steps[2 * i + 1]!);
+      row.opProfile = { prefill: summarizeRuns(kept.slice(0, 1)), decode: summarizeRuns(kept.slice(1)) };
+    });
+  } finally {
+    await pipe.dispose();
   }
 }
 
@@ -123,8 +152,13 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     rows: [],
   };
   const total = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
+  const requestFor = ({ batch, promptLength }: Pick<BenchRow, 'batch' | 'promptLength'>): GenerateRequest => {
+    const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
+    return { prompts: promptTokens.map((_, b) => `prompt ${b}`), promptTokens, maxNewTokens: o.maxNewTokens, doSample: false, ignoreEos: true };
+  };
   for (const name of o.pipelines) {
     if (interrupted()) break;
+    const first = report.rows.length;
     const pipe = await create(name, o, maxTokens);
     report.model.parameters = pipe.info.parameters;
     try {
@@ -132,8 +166,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
         for (const promptLength of o.promptLengths) {
           if (interrupted()) break;
           progress(`[${report.rows.length + 1}/${total}] ${name} batch ${batch} prompt ${promptLength}`);
-          const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
-          const request = { prompts: promptTokens.map((_, b) => `prompt ${b}`), promptTokens, maxNewTokens: o.maxNewTokens, doSample: false, ignoreEos: true };
+          const request = requestFor({ batch, promptLength });
           const runs: RunTiming[] = [];
           let peakRss = 0;
           for (let i = 0; i <= o.repeats; i++) {
@@ -174,6 +207,10 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
       }
     } finally {
       await pipe.dispose();
+    }
+    if (o.profile && name !== 'wgsl' && !interrupted()) {
+      progress(`profiling ${name} per op`);
+      await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor);
     }
   }
   if (interrupted()) report.status = 'interrupted';

@@ -1,10 +1,12 @@
 /** The bench command: a small sweep on the tiny fixture, its report and dashboard exports. */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { promptOfLength, stats, type BenchReport } from '../bench/run.js';
+import { summarizeRuns } from '../bench/op-profile.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
+import { readOrtProfile } from '../src/runtime/ort.js';
 import { main } from '../src/cli/main.js';
 
 async function cli(args: string[]) {
@@ -37,6 +39,61 @@ describe('bench', () => {
     const bencher = JSON.parse(readFileSync(join(dir, files.find((f) => f.endsWith('-bencher.json'))!), 'utf8')) as Record<string, Record<string, { value: number }>>;
     expect(Object.keys(bencher)).toHaveLength(8);
     expect(bencher['gpt2/cpu/float32/ort/b3/p20']!['decode-tokens-per-s']!.value).toBeGreaterThan(0);
+  });
+
+  it('profiles the ORT pipelines per op with --profile: the prompt step apart, decode steps per node role', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
+    const r = await cli(['--model', tinyModelDir('opt'), '--batch_sizes', '2', '--prompt_lengths', '6', '--max_new_tokens', '5', '--repeats', '1', '--profile', '--report_dir', dir]);
+    expect(r.code, r.err.join('\n')).toBe(0);
+    const files = readdirSync(dir);
+    const report = JSON.parse(readFileSync(join(dir, files.find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
+    const [ref, ort] = report.rows;
+    for (const row of [ref!, ort!]) {
+      const { prefill, decode } = row.opProfile!;
+      expect(prefill.steps).toBe(1);
+      expect(decode.steps).toBe(4); // 5 new tokens: the prompt's step, then 4 decode steps
+      expect(decode.hostUs).toBeCloseTo(decode.ops.reduce((a, t) => a + t.hostUs, 0), 6);
+      expect(decode.hostUs).toBeLessThanOrEqual(decode.wallUs);
+      expect(decode.gpuUs).toBe(0); // the CPU EP has no GPU programs
+      const keys = decode.ops.map((t) => t.hostUs);
+      expect(keys).toEqual([...keys].sort((a, b) => b - a));
+    }
+    // Every layer's copy of a node is one role; tiny OPT has 2 layers.
+    const gqa = ort!.opProfile!.decode.ops.find((t) => t.role === '/model/layers.*/attn/GroupQueryAttention');
+    expect(gqa).toMatchObject({ op: 'GroupQueryAttention', calls: 2 });
+    expect(ref!.opProfile!.decode.ops.some((t) => t.op === 'GroupQueryAttention')).toBe(false);
+    expect(ref!.opProfile!.decode.ops.find((t) => t.role === '/model/layers.*/attn/q_proj/MatMul')).toMatchObject({ op: 'MatMul', calls: 2 });
+    expect(r.out.filter((l) => / decode step .* ms wall/.test(l))).toHaveLength(2);
+    const html = readFileSync(join(dir, files.find((f) => f.endsWith('-bench.html'))!), 'utf8');
+    expect(html).toContain('id="profiles"');
+    expect(html).toContain('/model/layers.*/attn/GroupQueryAttention');
+  });
+
+  it('reads an ORT profile into runs, GPU programs to the run they started in, and sums them per role', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-profile-'));
+    const node = (name: string, op: string, ts: number, dur: number) => ({ cat: 'Node', name: `${name}_kernel_time`, ts, dur, args: { op_name: op, provider: 'WebGpuExecutionProvider' } });
+    const api = (name: string, ts: number, dur: number) => ({ cat: 'Api', name, ts, dur });
+    const events = [
+      { cat: 'Session', name: 'model_run', ts: 100, dur: 50 },
+      { cat: 'Session', name: 'model_run', ts: 300, dur: 40 },
+      node('/model/layers.0/mlp/up_proj/MatMul', 'MatMul', 110, 4),
+      node('/model/layers.1/mlp/up_proj/MatMul', 'MatMul', 120, 6),
+      node('/lm_head/Gemm', 'Gemm', 130, 2),
+      api('/model/layers.0/mlp/up_proj/MatMul&MatMul&MatMul', 115, 30),
+      api('/model/layers.1/mlp/up_proj/MatMul&MatMul&MatMul', 200, 20), // after run 0 ended: still its work
+      node('/model/layers.0/mlp/up_proj/MatMul', 'MatMul', 310, 8),
+      api('/lm_head/Gemm&Gemm&GemmVec4', 320, 10),
+      { cat: 'Session', name: 'session_initialization', ts: 0, dur: 90 },
+    ];
+    const file = join(dir, 'run.json');
+    writeFileSync(file, JSON.stringify(events));
+    const runs = readOrtProfile(file);
+    expect(runs.map((x) => [x.wallUs, x.nodes.length, x.kernels.length])).toEqual([[50, 3, 2], [40, 1, 1]]);
+    expect(runs[1]!.kernels[0]).toEqual({ node: '/lm_head/Gemm', op: 'Gemm', program: 'GemmVec4', us: 10 });
+    const p = summarizeRuns(runs);
+    expect(p).toMatchObject({ steps: 2, wallUs: 45, hostUs: 10, gpuUs: 30 });
+    expect(p.ops[0]).toEqual({ role: '/model/layers.*/mlp/up_proj/MatMul', op: 'MatMul', calls: 1.5, hostUs: 9, gpuUs: 25 });
+    expect(p.programs.map((x) => [x.program, x.gpuUs])).toEqual([['MatMul/MatMul', 25], ['Gemm/GemmVec4', 5]]);
   });
 
   it('refuses wgsl off webgpu, and --model with --preset', async () => {

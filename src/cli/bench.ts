@@ -5,6 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
@@ -24,6 +25,7 @@ export interface BenchCliOptions {
   max_new_tokens: number;
   pipelines: BenchPipeline[];
   repeats: number;
+  profile: boolean;
   report_dir: string;
 }
 
@@ -45,6 +47,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens generated per run (end-of-sequence ignored)', default: 32, parse: intAtLeast(2) },
   pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: list(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
+  profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
 };
 
@@ -56,6 +59,9 @@ export function table(report: BenchReport): string[] {
     lines.push(
       `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${(r.stepGpuUs === undefined ? '-' : (r.stepGpuUs / 1e3).toFixed(3)).padStart(11)}  ${r.outlierPositions.length ? r.outlierPositions.join(',') : '-'}`,
     );
+  }
+  for (const r of report.rows) {
+    if (r.opProfile) lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} decode ${profileLine(r.opProfile.decode)}`);
   }
   return lines;
 }
@@ -78,6 +84,7 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
       promptLengths: o.prompt_lengths,
       maxNewTokens: o.max_new_tokens,
       repeats: o.repeats,
+      profile: o.profile,
     },
     (line) => io.err(line),
     io.interrupted,

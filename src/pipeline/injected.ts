@@ -14,7 +14,7 @@ import { exportGraph, type ExportedModel } from '../graph/export.js';
 import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
-import { int32, int64, readFloat32, Session, zeros, type Feeds } from '../runtime/ort.js';
+import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, padId, promptIds } from './tokenizer.js';
@@ -29,6 +29,8 @@ export interface InjectedOptions {
   fusions?: FusionSwitches;
   attentionScale?: number;
   cacheDir?: string;
+  /** Profile every run (bench --profile); the placement is then checked by takeProfile. */
+  profile?: boolean;
 }
 
 /** dtype -> graph float type and weight quantization. int8/int4 keep activations in float32 on cpu, float16 elsewhere. */
@@ -84,15 +86,24 @@ export class InjectedPipeline implements TextGenerationPipeline {
     const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
-    const session = await Session.create(exported.path, o.device, { deviceOutputs: presents });
+    const session = await Session.create(exported.path, o.device, { deviceOutputs: presents, profile: o.profile === true });
     const info = pipelineInfo('injected', ckpt, o.device, o.dtype, plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4, 0);
     const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
     // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false });
-    const placement = session.verifyPlacement();
-    info.executionProviders = Object.keys(placement.byProvider);
+    if (!o.profile) info.executionProviders = Object.keys(session.verifyPlacement().byProvider);
     info.loadMs = performance.now() - t0;
     return pipe;
+  }
+
+  /**
+   * With `profile`: the runs of every generate since create (its warm-up run left out), one
+   * per step. Fails, as create would have, when compute fell back off the device.
+   */
+  takeProfile(): OrtRun[] {
+    const runs = this.session.takeProfile();
+    this.info.executionProviders = Object.keys(this.session.verifyPlacement().byProvider);
+    return runs.slice(1);
   }
 
   get fusionsOn(): boolean {

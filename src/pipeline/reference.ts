@@ -6,7 +6,7 @@
 import { AutoModelForCausalLM, random, Tensor as TjsTensor, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
-import { CUDA_MISSING, cudaInstalled, deviceError } from '../runtime/ort.js';
+import { CUDA_MISSING, cudaInstalled, deviceError, ProfileDir, type OrtRun } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';
 import { checkCapacity, finishSequences, pipelineInfo, topK } from './common.js';
 import { loadTokenizer, padId } from './tokenizer.js';
@@ -18,6 +18,8 @@ export interface ReferenceOptions {
   /** KV-cache capacity in tokens (prompt + new tokens), as the seed's --max_tokens. */
   maxTokens: number;
   cacheDir?: string;
+  /** Profile every run of the model's session (bench --profile); see takeProfile. */
+  profile?: boolean;
 }
 
 export class ReferencePipeline implements TextGenerationPipeline {
@@ -27,7 +29,10 @@ export class ReferencePipeline implements TextGenerationPipeline {
     private readonly maxTokens: number,
     private readonly tokenizer: PreTrainedTokenizer,
     private readonly model: PreTrainedModel,
+    private readonly profileDir: ProfileDir | undefined,
   ) {}
+
+  private released = false;
 
   static async create(ckpt: Checkpoint, o: ReferenceOptions): Promise<ReferencePipeline> {
     const t0 = performance.now();
@@ -37,11 +42,14 @@ export class ReferencePipeline implements TextGenerationPipeline {
     if (o.device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
     const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
     const tokenizer = await loadTokenizer(ckpt);
-    const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device }).catch((e: unknown) => {
+    const profileDir = o.profile ? new ProfileDir() : undefined;
+    const session_options = profileDir ? { enableProfiling: true, profileFilePrefix: profileDir.prefix } : {};
+    const model = await AutoModelForCausalLM.from_pretrained(exported.dir, { dtype: exported.tjsDtype, device: o.device, session_options }).catch((e: unknown) => {
+      profileDir?.remove();
       throw deviceError(o.device, e);
     });
     const info = pipelineInfo('reference', ckpt, o.device, o.dtype, o.dtype === 'float16' ? 2 : 4, performance.now() - t0);
-    return new ReferencePipeline(info, ckpt, o.maxTokens, tokenizer, model);
+    return new ReferencePipeline(info, ckpt, o.maxTokens, tokenizer, model, profileDir);
   }
 
   /** Tokenizes as the seed does: special tokens added, left padding with pad = eos. */
@@ -128,7 +136,19 @@ export class ReferencePipeline implements TextGenerationPipeline {
     return out;
   }
 
+  /**
+   * With `profile`: the runs of every generate so far, one per step. ONNX Runtime writes the
+   * profile when the session is released, so this disposes the pipeline.
+   */
+  async takeProfile(): Promise<OrtRun[]> {
+    if (!this.profileDir || this.released) throw new Error('takeProfile() needs a pipeline created with profile, once');
+    await this.dispose();
+    return this.profileDir.take();
+  }
+
   async dispose(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     await this.model.dispose();
   }
 }

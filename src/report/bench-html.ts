@@ -96,6 +96,45 @@ function rowsTable(rows: BenchRow[]): string {
   return `<div class="table-wrap"><table class="table rows-table"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
+const TOP = 12;
+
+/** A table of the largest items of one step's profile, with each one's share of the step. */
+function shareTable(caption: string, head: string[], rows: Array<{ cells: string[]; us: number }>, totalUs: number): string {
+  const body = rows
+    .slice(0, TOP)
+    .map((r) => `<tr>${r.cells.map((c, i) => `<td${i > 0 ? ' class="num"' : ''}>${c}</td>`).join('')}<td class="num">${fixed(totalUs > 0 ? (100 * r.us) / totalUs : NaN, 1)}</td></tr>`)
+    .join('');
+  return `<figure><div class="table-wrap"><table class="table rows-table"><thead><tr>${[...head, 'share %'].map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div><figcaption>${caption}</figcaption></figure>`;
+}
+
+/** Where a row's decode step goes: ORT per op (--profile), the WGSL engine per kernel. */
+function profileSection(r: BenchRow): string {
+  const parts: string[] = [];
+  const p = r.opProfile?.decode;
+  if (p) {
+    const total = p.gpuUs > 0 ? p.gpuUs : p.hostUs;
+    parts.push(
+      shareTable(
+        esc(`${rowLabel(r)}: mean decode step over ${p.steps} steps, ${plain(p.wallUs / 1e3, 3)} ms wall; ops ${plain(p.hostUs / 1e3, 3)} ms on the host${p.gpuUs > 0 ? `, ${plain(p.gpuUs / 1e3, 3)} ms on the GPU` : ''}. Per node role (layers summed), per step.`),
+        ['node role', 'op', 'calls', 'host us', 'GPU us'],
+        p.ops.map((t) => ({ cells: [rich(t.role), rich(t.op), fixed(t.calls, 0), fixed(t.hostUs, 1), t.gpuUs > 0 ? fixed(t.gpuUs, 1) : '–'], us: t.gpuUs > 0 ? t.gpuUs : t.hostUs })),
+        total,
+      ),
+    );
+  }
+  if (r.kernelProfile?.length) {
+    parts.push(
+      shareTable(
+        esc(`${rowLabel(r)}: one decode step's kernels, each dispatch timed in a pass of its own (the sum overstates the step's ${plain((r.stepGpuUs ?? NaN) / 1e3, 3)} ms); marginal: the step's time less the step's without the kernel.`),
+        ['kernel', 'dispatches', 'total us', 'marginal us'],
+        r.kernelProfile.map((k) => ({ cells: [rich(k.kernel), fixed(k.dispatches, 0), fixed(k.totalUs, 1), fixed(k.marginalUs, 1)], us: k.totalUs })),
+        r.kernelProfile.reduce((a, k) => a + k.totalUs, 0),
+      ),
+    );
+  }
+  return parts.join('\n');
+}
+
 export function renderBenchHtml(report: BenchReport): string {
   const r = report;
   const name = r.model.dir.split(/[\\/]+/).filter(Boolean).pop() ?? r.model.dir;
@@ -125,6 +164,7 @@ ${banner}
 <h2 class="sub">Time per output token</h2>
 <figure>${tpotBars(r.rows)}<figcaption>Median and p90 decode-step latency of each row.</figcaption></figure>
 </section>
+${r.rows.some((x) => x.opProfile || x.kernelProfile?.length) ? `<section class="card" id="profiles"><h2>Where the time goes</h2>\n${r.rows.map(profileSection).join('\n')}\n</section>` : ''}
 <section class="card" id="positions"><h2>Per-token latency against context position</h2>
 <div class="charts-grid">${r.rows.map(positionChart).join('\n')}</div>
 </section>

@@ -37,6 +37,81 @@ export interface SessionOptions {
   /** Keep these outputs on the device (WebGPU, CUDA): no copy to the host per step. */
   deviceOutputs?: string[];
   graphCapture?: boolean;
+  /** Keep ONNX Runtime's profiler on for every run (until takeProfile), not only the first. */
+  profile?: boolean;
+}
+
+/** One node's host time in a run: on the CPU its compute, on a GPU its dispatch. */
+export interface OrtNodeTime {
+  name: string;
+  op: string;
+  provider: string;
+  us: number;
+}
+
+/** One GPU program's time in a run (WebGPU EP, from timestamp queries). */
+export interface OrtKernelTime {
+  node: string;
+  op: string;
+  program: string;
+  us: number;
+}
+
+/** One session run as the profiler saw it, in the order runs happened. */
+export interface OrtRun {
+  wallUs: number;
+  nodes: OrtNodeTime[];
+  kernels: OrtKernelTime[];
+}
+
+interface ProfileEvent {
+  cat?: string;
+  name?: string;
+  ts?: number;
+  dur?: number;
+  args?: { provider?: string; op_name?: string };
+}
+
+/**
+ * Runs of an ONNX Runtime profile file (chrome trace format). "Node" events carry each node's
+ * host time, op and provider; the WebGPU EP adds "Api" events named node&op&program with
+ * GPU durations, timestamped on the host clock, so each is assigned to the run it started in.
+ */
+export function readOrtProfile(file: string): OrtRun[] {
+  const events = JSON.parse(readFileSync(file, 'utf8')) as ProfileEvent[];
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts! - b.ts!);
+  const out: OrtRun[] = runs.map((r) => ({ wallUs: r.dur ?? 0, nodes: [], kernels: [] }));
+  const runAt = (ts: number): OrtRun | undefined => {
+    let i = -1;
+    while (i + 1 < runs.length && runs[i + 1]!.ts! <= ts) i++;
+    return out[i];
+  };
+  for (const e of events) {
+    if (e.ts === undefined || e.dur === undefined || !e.name) continue;
+    if (e.cat === 'Node' && e.args?.provider && e.name.endsWith('_kernel_time')) {
+      runAt(e.ts)?.nodes.push({ name: e.name.replace(/_kernel_time$/, ''), op: e.args.op_name ?? '', provider: e.args.provider, us: e.dur });
+    } else if (e.cat === 'Api') {
+      const [node = e.name, op = '', program = op] = e.name.split('&');
+      runAt(e.ts)?.kernels.push({ node, op, program, us: e.dur });
+    }
+  }
+  return out;
+}
+
+/** A temporary folder for profile files: `prefix` is ORT's profileFilePrefix; `take` reads and removes them. */
+export class ProfileDir {
+  private readonly dir = mkdtempSync(join(tmpdir(), 'fusegen-profile-'));
+  readonly prefix = join(this.dir, 'run');
+
+  take(): OrtRun[] {
+    const runs = readdirSync(this.dir).filter((f) => f.endsWith('.json')).flatMap((f) => readOrtProfile(join(this.dir, f)));
+    this.remove();
+    return runs;
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
 
 export interface Placement {
@@ -52,23 +127,35 @@ export function deviceError(device: Device, e: unknown): unknown {
   return device === 'webgpu' && /adapter/i.test(msg) ? noWebgpuAdapter() : e;
 }
 
+/** Nodes per execution provider, and the compute nodes that ran off the requested device. */
+export function placementOf(runs: OrtRun[], device: Device): Placement {
+  const byProvider: Record<string, number> = {};
+  const fallbacks: string[] = [];
+  for (const n of runs.flatMap((r) => r.nodes)) {
+    byProvider[n.provider] = (byProvider[n.provider] ?? 0) + 1;
+    if (n.provider !== EP_NAMES[device] && COMPUTE_OPS.has(n.op)) fallbacks.push(`${n.name} (${n.op} on ${n.provider})`);
+  }
+  return { byProvider, fallbacks };
+}
+
 export class Session {
   private placement: Placement | undefined;
 
   private constructor(
     readonly device: Device,
     private readonly session: ort.InferenceSession,
-    private readonly profileDir: string,
+    private readonly profileDir: ProfileDir,
+    private readonly profileAll: boolean,
   ) {}
 
   static async create(path: string, device: Device, o: SessionOptions = {}): Promise<Session> {
     if (device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
-    const profileDir = mkdtempSync(join(tmpdir(), 'fusegen-profile-'));
+    const profileDir = new ProfileDir();
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: [device],
       graphOptimizationLevel: 'all',
       enableProfiling: true,
-      profileFilePrefix: join(profileDir, 'run'),
+      profileFilePrefix: profileDir.prefix,
       logSeverityLevel: 3,
     };
     if (o.deviceOutputs && device !== 'cpu') {
@@ -76,9 +163,9 @@ export class Session {
     }
     if (o.graphCapture) options.enableGraphCapture = true;
     try {
-      return new Session(device, await ort.InferenceSession.create(path, options), profileDir);
+      return new Session(device, await ort.InferenceSession.create(path, options), profileDir, o.profile === true);
     } catch (e) {
-      rmSync(profileDir, { recursive: true, force: true });
+      profileDir.remove();
       throw deviceError(device, e);
     }
   }
@@ -91,43 +178,39 @@ export class Session {
     return this.session.outputNames;
   }
 
-  /** Runs; the first run is profiled to record node placement, then profiling stops. */
+  /** Runs; the first run is profiled to record node placement, then profiling stops (unless `profile`). */
   async run(feeds: Feeds, fetches?: Record<string, ort.Tensor | null>): Promise<Record<string, ort.Tensor>> {
     const out = fetches ? await this.session.run(feeds, fetches) : await this.session.run(feeds);
-    if (!this.placement) this.placement = this.readPlacement();
+    if (!this.placement && !this.profileAll) this.placement = placementOf(this.endProfile(), this.device);
     return out;
+  }
+
+  /** With `profile`: ends profiling and returns every run so far (placement is known after it). */
+  takeProfile(): OrtRun[] {
+    if (!this.profileAll || this.placement) throw new Error('takeProfile() needs a session created with profile, once');
+    const runs = this.endProfile();
+    this.placement = placementOf(runs, this.device);
+    return runs;
   }
 
   /** Where the profiled run placed nodes; throws when compute fell back off the device. */
   verifyPlacement(): Placement {
     const p = this.placement;
-    if (!p) throw new Error('verifyPlacement() before the first run');
+    if (!p) throw new Error('verifyPlacement() before the placement is known (the first run, or takeProfile with profile)');
     if (p.fallbacks.length > 0) {
       throw new UnsupportedError('--device', `${this.device}: ${p.fallbacks.length} compute node(s) fell back to another execution provider (${p.fallbacks.slice(0, 3).join(', ')}${p.fallbacks.length > 3 ? ', ...' : ''})`);
     }
     return p;
   }
 
-  private readPlacement(): Placement {
+  private endProfile(): OrtRun[] {
     this.session.endProfiling();
-    const files = readdirSync(this.profileDir).filter((f) => f.endsWith('.json'));
-    const byProvider: Record<string, number> = {};
-    const fallbacks: string[] = [];
-    for (const f of files) {
-      const events = JSON.parse(readFileSync(join(this.profileDir, f), 'utf8')) as Array<{ cat?: string; name?: string; args?: { provider?: string; op_name?: string } }>;
-      for (const e of events) {
-        if (e.cat !== 'Node' || !e.args?.provider || !e.name?.endsWith('_kernel_time')) continue;
-        byProvider[e.args.provider] = (byProvider[e.args.provider] ?? 0) + 1;
-        if (e.args.provider !== EP_NAMES[this.device] && COMPUTE_OPS.has(e.args.op_name ?? '')) fallbacks.push(`${e.name.replace(/_kernel_time$/, '')} (${e.args.op_name} on ${e.args.provider})`);
-      }
-    }
-    rmSync(this.profileDir, { recursive: true, force: true });
-    return { byProvider, fallbacks };
+    return this.profileDir.take();
   }
 
   async release(): Promise<void> {
     await this.session.release();
-    rmSync(this.profileDir, { recursive: true, force: true });
+    this.profileDir.remove();
   }
 }
 
