@@ -121,6 +121,25 @@ export interface Placement {
   fallbacks: string[];
 }
 
+/**
+ * The WebGPU EP's options: its defaults, overridden by $FUSEGEN_ORT_WEBGPU_OPTIONS (a JSON object
+ * of onnxruntime-node's webgpu options, e.g. {"storageBufferCacheMode":"bucket"}) for A/B runs.
+ */
+export function webgpuEpOptions(): Record<string, string | boolean> {
+  const raw = process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'];
+  if (!raw) return { ...WEBGPU_EP_DEFAULTS };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UnsupportedError('FUSEGEN_ORT_WEBGPU_OPTIONS', `expected a JSON object, got ${raw}`);
+  return { ...WEBGPU_EP_DEFAULTS, ...(parsed as Record<string, string | boolean>) };
+}
+
+const WEBGPU_EP_DEFAULTS: Record<string, string | boolean> = {};
+
 /** A session that failed for want of a device becomes one clear line. */
 export function deviceError(device: Device, e: unknown): unknown {
   const msg = e instanceof Error ? e.message : String(e);
@@ -152,7 +171,7 @@ export class Session {
     if (device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
     const profileDir = new ProfileDir();
     const options: ort.InferenceSession.SessionOptions = {
-      executionProviders: [device],
+      executionProviders: [device === 'webgpu' ? { name: 'webgpu', ...webgpuEpOptions() } : device],
       graphOptimizationLevel: 'all',
       enableProfiling: true,
       profileFilePrefix: profileDir.prefix,
