@@ -15,6 +15,9 @@ import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { summarizeRuns } from '../bench/op-profile.js';
+import { UnsupportedError } from '../src/errors.js';
+import { webgpuEpOptions, type OrtRun } from '../src/runtime/ort.js';
 import { loadGolden } from './helpers.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
@@ -80,5 +83,48 @@ describe('reference pipeline on webgpu', () => {
     } finally {
       await pipe.dispose();
     }
+  });
+});
+
+describe('ORT WebGPU EP options and profiles', () => {
+  it('keeps released buffers by exact size unless FUSEGEN_ORT_WEBGPU_OPTIONS says otherwise, and names that variable when it is not a JSON object', () => {
+    const saved = process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'];
+    try {
+      delete process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'];
+      expect(webgpuEpOptions()).toEqual({ storageBufferCacheMode: 'simple' });
+      process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'] = '{"storageBufferCacheMode":"bucket","validationMode":"disabled"}';
+      expect(webgpuEpOptions()).toEqual({ storageBufferCacheMode: 'bucket', validationMode: 'disabled' });
+      for (const bad of ['simple', '[1]', '{']) {
+        process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'] = bad;
+        expect(() => webgpuEpOptions()).toThrow(UnsupportedError);
+        expect(() => webgpuEpOptions()).toThrow(/FUSEGEN_ORT_WEBGPU_OPTIONS/);
+      }
+    } finally {
+      if (saved === undefined) delete process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'];
+      else process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'] = saved;
+    }
+  });
+
+  it('a profiled injected pipeline times its GPU programs per step, and each matmul node runs one', async () => {
+    const pipe = await InjectedPipeline.create(openCheckpoint(tinyModelDir('opt')), { device: 'webgpu', dtype: 'float16', maxTokens: 64, profile: true });
+    let runs: OrtRun[];
+    try {
+      const r = await pipe.generate({ prompts: ['hello there', 'x'], maxNewTokens: 4, doSample: false, ignoreEos: true });
+      runs = pipe.takeProfile();
+      expect(runs).toHaveLength(r.steps);
+      expect(pipe.info.executionProviders).toContain('WebGpuExecutionProvider');
+    } finally {
+      await pipe.dispose();
+    }
+    for (const run of runs) {
+      const matmulNodes = run.nodes.filter((n) => n.op === 'MatMul').map((n) => n.name).sort();
+      const matmulPrograms = run.kernels.filter((k) => k.op === 'MatMul').map((k) => k.node).sort();
+      expect(matmulNodes.length).toBeGreaterThan(0);
+      expect(matmulPrograms).toEqual(matmulNodes);
+      expect(run.kernels.every((k) => k.us >= 0)).toBe(true);
+    }
+    const decode = summarizeRuns(runs.slice(1));
+    expect(decode.gpuUs).toBeGreaterThan(0);
+    expect(decode.ops.find((t) => t.role === '/model/layers.*/attn/GroupQueryAttention')!.gpuUs).toBeGreaterThan(0);
   });
 });

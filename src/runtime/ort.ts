@@ -138,7 +138,14 @@ export function webgpuEpOptions(): Record<string, string | boolean> {
   return { ...WEBGPU_EP_DEFAULTS, ...(parsed as Record<string, string | boolean>) };
 }
 
-const WEBGPU_EP_DEFAULTS: Record<string, string | boolean> = {};
+/**
+ * "simple" keeps released storage buffers for reuse by exact size. The default ("bucket")
+ * keeps a few per size class, too few for a decode step's 2 x layers new KV-cache outputs
+ * at batch 8: opt-1.3b's attention then took 400 us of host time a call, against 135 us with
+ * "simple", and the step 28.4 against 22.5 ms (bench/results/2026-12-03-h200-ort-profile).
+ * The cost: buffers of sizes no longer used stay allocated until the session is released.
+ */
+const WEBGPU_EP_DEFAULTS: Record<string, string | boolean> = { storageBufferCacheMode: 'simple' };
 
 /** A session that failed for want of a device becomes one clear line. */
 export function deviceError(device: Device, e: unknown): unknown {
