@@ -31,7 +31,7 @@ export interface OpProfile {
   wallUs: number;
   hostUs: number;
   gpuUs: number;
-  /** Largest first (GPU time where there is any, else host time). */
+  /** Largest first: by GPU time where the profile has any, else by host time. */
   ops: OpTime[];
   programs: ProgramTime[];
 }
@@ -65,24 +65,29 @@ export function summarizeRuns(runs: OrtRun[]): OpProfile {
   }
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const all = [...ops.values()];
-  const key = (t: OpTime) => (t.gpuUs > 0 ? t.gpuUs : t.hostUs);
+  const gpuUs = sum(all.map((t) => t.gpuUs));
   return {
     steps: runs.length,
     wallUs: sum(runs.map((r) => r.wallUs)) / n,
     hostUs: sum(all.map((t) => t.hostUs)),
-    gpuUs: sum(all.map((t) => t.gpuUs)),
-    ops: all.sort((a, b) => key(b) - key(a)),
+    gpuUs,
+    ops: byTime(all, gpuUs > 0 ? 'gpuUs' : 'hostUs'),
     programs: [...programs.values()].sort((a, b) => b.gpuUs - a.gpuUs),
   };
 }
 
-/** One line: the step's wall, host and GPU time, then the `top` largest ops with their share. */
-export function profileLine(p: OpProfile, top = 6): string {
-  const total = p.gpuUs > 0 ? p.gpuUs : p.hostUs;
-  const head = `step ${(p.wallUs / 1e3).toFixed(3)} ms wall, ops ${(p.hostUs / 1e3).toFixed(3)} ms host${p.gpuUs > 0 ? `, ${(p.gpuUs / 1e3).toFixed(3)} ms GPU` : ''}`;
-  const parts = p.ops.slice(0, top).map((t) => {
-    const us = t.gpuUs > 0 ? t.gpuUs : t.hostUs;
-    return `${t.role} ${us.toFixed(0)} us (${((100 * us) / Math.max(1e-9, total)).toFixed(0)}%)`;
-  });
-  return `${head}: ${parts.join(', ')}`;
+export function byTime(ops: OpTime[], key: 'gpuUs' | 'hostUs'): OpTime[] {
+  return [...ops].sort((a, b) => b[key] - a[key]);
+}
+
+/** One line: the step's wall, host and GPU time, then the largest ops with their shares, by GPU and by host time. */
+export function profileLine(p: OpProfile, top = 5): string {
+  const ms = (us: number) => `${(us / 1e3).toFixed(3)} ms`;
+  const tops = (key: 'gpuUs' | 'hostUs', total: number) =>
+    byTime(p.ops, key)
+      .slice(0, top)
+      .map((t) => `${t.role} ${t[key].toFixed(0)} us (${((100 * t[key]) / Math.max(1e-9, total)).toFixed(0)}%)`)
+      .join(', ');
+  const head = `step ${ms(p.wallUs)} wall, ops ${ms(p.hostUs)} host${p.gpuUs > 0 ? `, ${ms(p.gpuUs)} GPU` : ''}`;
+  return p.gpuUs > 0 ? `${head}; GPU: ${tops('gpuUs', p.gpuUs)}; host: ${tops('hostUs', p.hostUs)}` : `${head}: ${tops('hostUs', p.hostUs)}`;
 }

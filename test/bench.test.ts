@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { promptOfLength, stats, type BenchReport } from '../bench/run.js';
-import { summarizeRuns } from '../bench/op-profile.js';
+import { profileLine, summarizeRuns } from '../bench/op-profile.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { readOrtProfile } from '../src/runtime/ort.js';
 import { main } from '../src/cli/main.js';
@@ -94,6 +94,8 @@ describe('bench', () => {
     expect(p).toMatchObject({ steps: 2, wallUs: 45, hostUs: 10, gpuUs: 30 });
     expect(p.ops[0]).toEqual({ role: '/model/layers.*/mlp/up_proj/MatMul', op: 'MatMul', calls: 1.5, hostUs: 9, gpuUs: 25 });
     expect(p.programs.map((x) => [x.program, x.gpuUs])).toEqual([['MatMul/MatMul', 25], ['Gemm/GemmVec4', 5]]);
+    // Ranked by GPU time, and separately by host time: the LM head has 1 us of host time a step, the matmul 9.
+    expect(profileLine(p, 2)).toBe('step 0.045 ms wall, ops 0.010 ms host, 0.030 ms GPU; GPU: /model/layers.*/mlp/up_proj/MatMul 25 us (83%), /lm_head/Gemm 5 us (17%); host: /model/layers.*/mlp/up_proj/MatMul 9 us (90%), /lm_head/Gemm 1 us (10%)');
   });
 
   it('refuses wgsl off webgpu, and --model with --preset', async () => {

@@ -4,6 +4,7 @@
  * resource. Every string from the report goes through `esc`/`rich`.
  */
 import type { BenchReport, BenchRow } from '../../bench/run.js';
+import { byTime } from '../../bench/op-profile.js';
 import { clip, CSS, esc, finite, fixed, kv, lineChart, NA, plain, rich, type Series, pageHead } from './html.js';
 
 /** Series colours beyond html.ts's ref/cand pair, for charts with many lines. */
@@ -98,35 +99,39 @@ function rowsTable(rows: BenchRow[]): string {
 
 const TOP = 12;
 
-/** A table of the largest items of one step's profile, with each one's share of the step. */
-function shareTable(caption: string, head: string[], rows: Array<{ cells: string[]; us: number }>, totalUs: number): string {
+/** A table of the largest items of one step's profile, with each one's share of the step; the first `textCols` cells are names. */
+function shareTable(caption: string, head: string[], textCols: number, rows: Array<{ cells: string[]; us: number }>, totalUs: number): string {
   const body = rows
     .slice(0, TOP)
-    .map((r) => `<tr>${r.cells.map((c, i) => `<td${i > 0 ? ' class="num"' : ''}>${c}</td>`).join('')}<td class="num">${fixed(totalUs > 0 ? (100 * r.us) / totalUs : NaN, 1)}</td></tr>`)
+    .map((r) => `<tr>${r.cells.map((c, i) => `<td${i >= textCols ? ' class="num"' : ''}>${c}</td>`).join('')}<td class="num">${fixed(totalUs > 0 ? (100 * r.us) / totalUs : NaN, 1)}</td></tr>`)
     .join('');
   return `<figure><div class="table-wrap"><table class="table rows-table"><thead><tr>${[...head, 'share %'].map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div><figcaption>${caption}</figcaption></figure>`;
 }
 
-/** Where a row's decode step goes: ORT per op (--profile), the WGSL engine per kernel. */
+/** Where a row's decode step goes: ORT per op (--profile; by GPU and by host time), the WGSL engine per kernel. */
 function profileSection(r: BenchRow): string {
   const parts: string[] = [];
   const p = r.opProfile?.decode;
   if (p) {
-    const total = p.gpuUs > 0 ? p.gpuUs : p.hostUs;
-    parts.push(
-      shareTable(
-        esc(`${rowLabel(r)}: mean decode step over ${p.steps} steps, ${plain(p.wallUs / 1e3, 3)} ms wall; ops ${plain(p.hostUs / 1e3, 3)} ms on the host${p.gpuUs > 0 ? `, ${plain(p.gpuUs / 1e3, 3)} ms on the GPU` : ''}. Per node role (layers summed), per step.`),
-        ['node role', 'op', 'calls', 'host us', 'GPU us'],
-        p.ops.map((t) => ({ cells: [rich(t.role), rich(t.op), fixed(t.calls, 0), fixed(t.hostUs, 1), t.gpuUs > 0 ? fixed(t.gpuUs, 1) : '–'], us: t.gpuUs > 0 ? t.gpuUs : t.hostUs })),
-        total,
-      ),
-    );
+    const summary = `${rowLabel(r)}: mean decode step over ${p.steps} steps, ${plain(p.wallUs / 1e3, 3)} ms wall; ops ${plain(p.hostUs / 1e3, 3)} ms on the host${p.gpuUs > 0 ? `, ${plain(p.gpuUs / 1e3, 3)} ms on the GPU` : ''}. Per node role (layers summed), per step`;
+    for (const key of p.gpuUs > 0 ? (['gpuUs', 'hostUs'] as const) : (['hostUs'] as const)) {
+      parts.push(
+        shareTable(
+          esc(`${summary}, largest ${key === 'gpuUs' ? 'GPU' : 'host'} time first.`),
+          ['node role', 'op', 'calls', 'host us', 'GPU us'],
+          2,
+          byTime(p.ops, key).map((t) => ({ cells: [rich(t.role), rich(t.op), fixed(t.calls, 0), fixed(t.hostUs, 1), t.gpuUs > 0 ? fixed(t.gpuUs, 1) : '–'], us: t[key] })),
+          key === 'gpuUs' ? p.gpuUs : p.hostUs,
+        ),
+      );
+    }
   }
   if (r.kernelProfile?.length) {
     parts.push(
       shareTable(
         esc(`${rowLabel(r)}: one decode step's kernels, each dispatch timed in a pass of its own (the sum overstates the step's ${plain((r.stepGpuUs ?? NaN) / 1e3, 3)} ms); marginal: the step's time less the step's without the kernel.`),
         ['kernel', 'dispatches', 'total us', 'marginal us'],
+        1,
         r.kernelProfile.map((k) => ({ cells: [rich(k.kernel), fixed(k.dispatches, 0), fixed(k.totalUs, 1), fixed(k.marginalUs, 1)], us: k.totalUs })),
         r.kernelProfile.reduce((a, k) => a + k.totalUs, 0),
       ),
