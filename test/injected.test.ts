@@ -57,6 +57,16 @@ describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
     expect(fused.fused).toMatchSnapshot();
   });
 
+  it('int4 quantizes every matmul, the LM head too, while the embedding gather keeps the float table', () => {
+    const { graph: g } = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 4, blockSize: 32 }, dtype: 'float32' });
+    expect(count(g, 'MatMul') + count(g, 'Gemm')).toBe(0);
+    expect(count(g, 'MatMulNBits')).toBe(4 * L + 1);
+    const head = g.nodes.find((n) => n.name === '/lm_head/MatMulNBits')!;
+    expect(head.attributes['N']).toEqual(int(openCheckpoint(tinyModelDir(arch)).dims.vocabSize));
+    const gather = g.nodes.find((n) => n.opType === 'Gather' && n.name.startsWith('/model/embed_tokens'))!;
+    expect(g.initializers.find((t) => t.name === gather.inputs[0])!.type).toBe('float32');
+  });
+
   it('the plain graph has the same inputs and outputs in standard ops only', () => {
     const g = plain.graph;
     expect(g.nodes.every((n) => n.domain === '')).toBe(true);

@@ -9,7 +9,10 @@ import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { openGpu } from '../src/kernels/device.js';
+import { uploadWeights } from '../src/kernels/weights.js';
 import { loadGolden } from './helpers.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
@@ -64,6 +67,48 @@ describe.each(FIXTURE_ARCHS)('%s on the WGSL engine, float16 weights, by the tol
       }
     } finally {
       await pipe.dispose();
+    }
+  });
+});
+
+describe.each(FIXTURE_ARCHS)('%s on the WGSL engine, int8 weights', (arch) => {
+  it('computes what ORT-injected int8 computes on the CPU (the same block-quantized weights) and stays within the int8 policy of the goldens', async () => {
+    const golden = loadGolden(arch);
+    const ckpt = openCheckpoint(tinyModelDir(arch));
+    const rows = golden.single.map((s) => [...s.input_ids, ...s.new_ids]);
+    const from = golden.single.map((s) => s.input_ids.length - 1);
+    const score = async (p: { score: WgslPipeline['score']; dispose(): Promise<void> }) => {
+      try {
+        return await p.score(rows, from);
+      } finally {
+        await p.dispose();
+      }
+    };
+    const wgsl = await score(await WgslPipeline.create(ckpt, { dtype: 'int8', maxTokens: 256 }));
+    const ort8 = await score(await InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'int8', maxTokens: 256 }));
+    const ort32 = await score(await InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'float32', maxTokens: 256 }));
+    const maxDiff = (a: Float32Array[][], b: Float32Array[][]) => Math.max(...a.flat().map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - b.flat()[i]![j]!)))));
+    const quantization = maxDiff(ort8, ort32);
+    expect(quantization).toBeGreaterThan(1e-2); // int8 really changes the logits ...
+    // ... and both engines the same way (the rest is the WGSL engine's f16 embedding tables: measured 15-33x apart).
+    expect(maxDiff(wgsl, ort8)).toBeLessThan(quantization / 8);
+    const agreement = logitAgreement(golden.single.flatMap((s) => s.steps), wgsl.flatMap((r, b) => r.slice(0, golden.single[b]!.steps.length)), TOLERANCE.int8);
+    expect(agreement, JSON.stringify(agreement)).toMatchObject({ withinTolerance: true });
+  });
+});
+
+describe('WGSL engine weights', () => {
+  it('int4 quantizes the LM head too (its own copy when tied), never the embedding tables', async () => {
+    const ctx = await openGpu();
+    for (const arch of ['opt', 'llama'] as const) {
+      const w = uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 4, blockSize: 32 });
+      expect(w.lmHead.quant?.bits, arch).toBe(4);
+      expect(w.lmHead).not.toBe(w.embed);
+      expect(w.embed.quant, arch).toBeUndefined();
+      expect(w.layers[0]!.down.w.quant?.bits).toBe(4);
+      const f16 = uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 0, blockSize: 32 });
+      expect(f16.lmHead.quant).toBeUndefined();
+      if (arch === 'opt') expect(f16.lmHead).toBe(f16.embed); // tied: the table serves both
     }
   });
 });

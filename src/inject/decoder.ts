@@ -90,7 +90,10 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   // Only the requested positions reach the LM head: [B,S,E] -> [B,L,E].
   const idx = g.op1('Expand', [g.op1('Unsqueeze', [logitsIndex, g.constInt64([-1])], '/model/logits_gather/Unsqueeze'), g.constInt64([1, 1, dims.hiddenSize])], '/model/logits_gather/Expand');
   const picked = g.op1('GatherElements', [normed, idx], '/model/logits_gather/GatherElements', { axis: int(1) });
-  const logits = lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
+  // int8/int4 quantize the LM head too (its own packed copy; the embedding gather keeps the float table).
+  const logits = plan.quant.bits
+    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.hiddenSize).y
+    : lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
   g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
   g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
   for (let i = 0; i < dims.numLayers; i++) {

@@ -145,7 +145,8 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
       embed,
       layers,
       finalNorm: norm(g.finalNorm, 'final_norm'),
-      lmHead: tied ? embed : matrix([g.lmHead], 'lm_head'),
+      // int8/int4 quantize the LM head too (its own copy when tied: the gather keeps the float table).
+      lmHead: quant.bits ? matrix([g.lmHead], 'lm_head', quant) : tied ? embed : matrix([g.lmHead], 'lm_head'),
       bytes: 0,
     };
     if (g.embedPositions) weights.positions = matrix([{ ...g.embedPositions, transpose: true }], 'positions');
