@@ -20,7 +20,7 @@ import { policyFor } from '../src/inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches, type InjectionPlan } from '../src/inject/plan.js';
 import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
 import { DSPipeline } from '../src/pipeline/ds-pipeline.js';
-import { InjectedPipeline } from '../src/pipeline/injected.js';
+import { InjectedPipeline, planFor } from '../src/pipeline/injected.js';
 import { fillNormal } from '../src/pipeline/random.js';
 import type { DType } from '../src/pipeline/types.js';
 import { loadGolden } from './helpers.js';
@@ -39,8 +39,8 @@ const count = (g: Graph, op: string) => g.nodes.filter((n) => n.opType === op).l
 
 describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
   const L = 2;
-  const fused = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 0, blockSize: 32 }, dtype: 'float32' });
-  const plain = graphFor(arch, { fusions: NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, dtype: 'float32' });
+  const fused = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
+  const plain = graphFor(arch, { fusions: NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
 
   it('holds one fused attention and two skip norms per layer, and no decomposed attention', () => {
     const g = fused.graph;
@@ -58,13 +58,22 @@ describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
   });
 
   it('int4 quantizes every matmul, the LM head too, while the embedding gather keeps the float table', () => {
-    const { graph: g } = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 4, blockSize: 32 }, dtype: 'float32' });
+    const { graph: g } = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 4, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
     expect(count(g, 'MatMul') + count(g, 'Gemm')).toBe(0);
     expect(count(g, 'MatMulNBits')).toBe(4 * L + 1);
     const head = g.nodes.find((n) => n.name === '/lm_head/MatMulNBits')!;
     expect(head.attributes['N']).toEqual(int(openCheckpoint(tinyModelDir(arch)).dims.vocabSize));
     const gather = g.nodes.find((n) => n.opType === 'Gather' && n.name.startsWith('/model/embed_tokens'))!;
     expect(g.initializers.find((t) => t.name === gather.inputs[0])!.type).toBe('float32');
+  });
+
+  it('int8/int4 multiply int8 activations on the CPU only (MatMulNBits accuracy_level 4)', () => {
+    for (const [dtype, device, level] of [['int4', 'cpu', 4], ['int8', 'cpu', 4], ['int4', 'webgpu', 0], ['float32', 'cpu', 0]] as const) {
+      const { graph: g } = graphFor(arch, planFor(dtype, device, ALL_FUSIONS));
+      const nbits = g.nodes.filter((n) => n.opType === 'MatMulNBits');
+      expect(nbits.length, `${dtype} ${device}`).toBe(dtype === 'float32' ? 0 : 4 * L + 1);
+      for (const n of nbits) expect(n.attributes['accuracy_level'], `${dtype} ${device}`).toEqual(int(level));
+    }
   });
 
   it('the plain graph has the same inputs and outputs in standard ops only', () => {
@@ -119,6 +128,24 @@ describe('injected pipeline on the CPU', () => {
   };
   afterAll(async () => {
     for (const p of pipes.values()) await p.dispose();
+  });
+
+  it('int8 with int8 activations moves the logits off the weight-only int8 graph (and the goldens test below holds it to the int8 policy)', async () => {
+    const ckpt = openCheckpoint(tinyModelDir('opt'));
+    const golden = loadGolden('opt');
+    const rows = golden.single.map((s) => [...s.input_ids, ...s.new_ids]);
+    const from = golden.single.map((s) => s.input_ids.length - 1);
+    const score = async (o: Partial<Parameters<typeof InjectedPipeline.create>[1]>) => {
+      const p = await InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'int8', maxTokens: 256, ...o });
+      try {
+        return (await p.score(rows, from)).flat();
+      } finally {
+        await p.dispose();
+      }
+    };
+    const maxDiff = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - b[i]![j]!)))));
+    const [a4, a0, f32] = [await score({}), await score({ accuracyLevel: 0 }), await score({ dtype: 'float32' })];
+    expect(maxDiff(a4, a0)).toBeGreaterThan(1e-3);
   });
 
   it('records the execution provider that really ran, and the fusions applied', async () => {

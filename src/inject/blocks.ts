@@ -84,7 +84,7 @@ export function projection(ctx: InjectContext, scope: string, x: string, src: Li
     const nBlocks = Math.ceil(inDim / blockSize);
     const packed = g.initializer({ name: `${name}.weight_q${bits}`, type: 'uint8', dims: [outDim, nBlocks, (blockSize * bits) / 8], data: () => q().packed });
     const scales = g.initializer({ name: `${name}.weight_scales`, type: ctx.dtype, dims: [outDim * nBlocks], data: () => q().scales });
-    y = g.op('MatMulNBits', addBias ? [x, packed, scales, '', '', bias] : [x, packed, scales], { K: int(inDim), N: int(outDim), bits: int(bits), block_size: int(blockSize), accuracy_level: int(0) }, { name: `${scope}/MatMulNBits`, domain: MS })[0]!;
+    y = g.op('MatMulNBits', addBias ? [x, packed, scales, '', '', bias] : [x, packed, scales], { K: int(inDim), N: int(outDim), bits: int(bits), block_size: int(blockSize), accuracy_level: int(plan.accuracyLevel) }, { name: `${scope}/MatMulNBits`, domain: MS })[0]!;
     countFusion(ctx, 'MatMulNBits');
     return foldBias && bias ? { y, bias } : { y };
   }

@@ -31,6 +31,12 @@ export interface InjectionPlan {
   fusions: FusionSwitches;
   quant: Quantization;
   dtype: FloatType;
+  /**
+   * MatMulNBits' accuracy_level: 0 multiplies in the activations' float type; 4 lets the kernel
+   * quantize the activations to int8 per block and multiply in integers (ORT's CPU kernels need
+   * it to be fast: 8-bit weights otherwise take a dequantizing fallback).
+   */
+  accuracyLevel: 0 | 4;
   /** Softmax scale of attention; default 1/sqrt(head_dim). (compare's tests break it on purpose.) */
   attentionScale?: number;
 }
