@@ -118,12 +118,15 @@ async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, p
  * Profiles each of a pipeline's rows per op with a fresh, profiled instance: every point runs
  * twice (the first compiles the shapes' kernels) and the second run's steps are kept.
  */
-async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens: number, rows: BenchRow[], requestFor: (r: BenchRow) => GenerateRequest): Promise<void> {
+async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens: number, rows: BenchRow[], requestFor: (r: BenchRow) => GenerateRequest, tick: (what: string, step: BenchProgress['step']) => void): Promise<void> {
   const pipe = (await create(name, o, maxTokens, true)) as InjectedPipeline | ReferencePipeline;
   try {
     const steps: number[] = [];
     for (const r of rows) {
-      for (let i = 0; i < 2; i++) steps.push((await pipe.generate(requestFor(r))).steps);
+      for (let i = 0; i < 2; i++) {
+        tick(`${name} batch ${r.batch} prompt ${r.promptLength}`, i ? 'profiled' : 'profile warm-up');
+        steps.push((await pipe.generate(requestFor(r))).steps);
+      }
     }
     const runs = await pipe.takeProfile();
     if (runs.length !== steps.reduce((a, b) => a + b, 0)) throw new Error(`--profile: ${name} ran ${runs.length} session runs for ${steps.join('+')} steps`);
@@ -137,7 +140,20 @@ async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens
   }
 }
 
-export async function runBench(o: BenchOptions, progress: (line: string) => void, interrupted: () => boolean): Promise<BenchReport> {
+/**
+ * Where a sweep is, before each generate run: the run's number of all the sweep's (warm-ups
+ * and profiled runs counted), its point (pipeline, batch, prompt) and its step there.
+ */
+export interface BenchProgress {
+  run: number;
+  runs: number;
+  point: number;
+  points: number;
+  what: string;
+  step: 'warm-up' | `run ${number}/${number}` | 'profile warm-up' | 'profiled';
+}
+
+export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => void, interrupted: () => boolean): Promise<BenchReport> {
   const tokenizer = await loadTokenizer(o.ckpt);
   const source = encode(tokenizer, COMPARE_PROMPTS.join(' '));
   const maxTokens = Math.max(...o.promptLengths) + o.maxNewTokens;
@@ -151,7 +167,10 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
     environment: environment(),
     rows: [],
   };
-  const total = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
+  const points = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
+  const profiled = o.profile ? o.pipelines.filter((p) => p !== 'wgsl').length * o.batchSizes.length * o.promptLengths.length : 0;
+  let run = 0;
+  const tick = (what: string, step: BenchProgress['step']) => progress({ run: ++run, runs: points * (o.repeats + 1) + 2 * profiled, point: Math.min(report.rows.length + 1, points), points, what, step });
   const requestFor = ({ batch, promptLength }: Pick<BenchRow, 'batch' | 'promptLength'>): GenerateRequest => {
     const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
     return { prompts: promptTokens.map((_, b) => `prompt ${b}`), promptTokens, maxNewTokens: o.maxNewTokens, doSample: false, ignoreEos: true };
@@ -165,11 +184,11 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
       for (const batch of o.batchSizes) {
         for (const promptLength of o.promptLengths) {
           if (interrupted()) break;
-          progress(`[${report.rows.length + 1}/${total}] ${name} batch ${batch} prompt ${promptLength}`);
           const request = requestFor({ batch, promptLength });
           const runs: RunTiming[] = [];
           let peakRss = 0;
           for (let i = 0; i <= o.repeats; i++) {
+            tick(`${name} batch ${batch} prompt ${promptLength}`, i ? `run ${i}/${o.repeats}` : 'warm-up');
             if (i === 1) {
               if (pipe instanceof WgslPipeline) pipe.takeStepProfile(); // measure after the warm-up
               collectGarbage();
@@ -209,8 +228,7 @@ export async function runBench(o: BenchOptions, progress: (line: string) => void
       await pipe.dispose();
     }
     if (o.profile && name !== 'wgsl' && !interrupted()) {
-      progress(`profiling ${name} per op`);
-      await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor);
+      await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor, tick);
     }
   }
   if (interrupted()) report.status = 'interrupted';

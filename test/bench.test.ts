@@ -2,6 +2,7 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { promptOfLength, stats, type BenchReport } from '../bench/run.js';
 import { profileLine, summarizeRuns } from '../bench/op-profile.js';
@@ -41,10 +42,29 @@ describe('bench', () => {
     expect(bencher['gpt2/cpu/float32/ort/b3/p20']!['decode-tokens-per-s']!.value).toBeGreaterThan(0);
   });
 
+  it('draws a progress bar on a terminal: every run counted (warm-ups and profiled runs too), with the time left and the point', async () => {
+    const frames: string[] = [];
+    const terminal = Object.assign(new Writable({ write: (chunk, _enc, done) => (frames.push(String(chunk)), done()) }), { isTTY: true, columns: 160, cursorTo: () => true, clearLine: () => true, moveCursor: () => true });
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
+    const err: string[] = [];
+    const args = ['bench', '--model', tinyModelDir('opt'), '--pipelines', 'ort', '--batch_sizes', '1,2', '--prompt_lengths', '4', '--max_new_tokens', '3', '--repeats', '2', '--profile', '--report_dir', dir];
+    expect(await main(args, { out: () => {}, err: (l) => err.push(l), terminal })).toBe(0);
+    expect(err).toEqual([]); // the bar replaces the progress lines
+    const text = frames.join('');
+    // 2 points x (warm-up + 2 runs), then 2 profiled runs a point: 10 runs.
+    const counts = [...text.matchAll(/run (\d+)\/(\d+)/g)].filter((m) => m[2] === '10').map((m) => Number(m[1]));
+    expect(counts.at(-1)).toBe(10);
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(text).toContain('[1/2] ort batch 1 prompt 4, warm-up');
+    expect(text).toContain('[2/2] ort batch 2 prompt 4, profiled');
+    expect(text).toMatch(/\d+s left/);
+  });
+
   it('profiles the ORT pipelines per op with --profile: the prompt step apart, decode steps per node role', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
     const r = await cli(['--model', tinyModelDir('opt'), '--batch_sizes', '2', '--prompt_lengths', '6', '--max_new_tokens', '5', '--repeats', '1', '--profile', '--report_dir', dir]);
     expect(r.code, r.err.join('\n')).toBe(0);
+    expect(r.err.filter((l) => l.startsWith('profiling'))).toEqual(['profiling reference batch 2 prompt 6 per op', 'profiling ort batch 2 prompt 6 per op']);
     const files = readdirSync(dir);
     const report = JSON.parse(readFileSync(join(dir, files.find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
     const [ref, ort] = report.rows;

@@ -14,6 +14,7 @@ import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { writeTextAtomic } from '../report/write.js';
 import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { progressSink } from './progress.js';
 
 export interface BenchCliOptions {
   model: string | undefined;
@@ -66,7 +67,10 @@ export function table(report: BenchReport): string[] {
   return lines;
 }
 
-export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean }): Promise<number> {
+export async function runBenchCommand(
+  o: BenchCliOptions,
+  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream },
+): Promise<number> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
   let dir = o.model ?? ensureDefaultModel();
@@ -74,6 +78,7 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
     dir = join(fixtureModelsDir(), o.preset);
     writePresetCheckpoint(dir, o.preset);
   }
+  const progress = progressSink(io.err, io.terminal);
   const report = await runBench(
     {
       ckpt: openCheckpoint(dir),
@@ -86,9 +91,9 @@ export async function runBenchCommand(o: BenchCliOptions, io: { out: (l: string)
       repeats: o.repeats,
       profile: o.profile,
     },
-    (line) => io.err(line),
+    (p) => progress.update(p),
     io.interrupted,
-  );
+  ).finally(() => progress.stop());
   for (const line of table(report)) io.out(line);
   mkdirSync(o.report_dir, { recursive: true });
   const stem = join(o.report_dir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);

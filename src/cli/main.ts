@@ -44,9 +44,13 @@ function parseEnv<T>(name: string, raw: string, spec: { flag: string; parse?: (r
 export interface CliIo {
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Where a progress bar may be drawn in place (stderr when it is a terminal). */
+  terminal?: NodeJS.WritableStream;
 }
 
-export async function main(argv: string[], io: CliIo = { out: (l) => console.log(l), err: (l) => console.error(l) }): Promise<number> {
+const consoleIo: CliIo = { out: (l) => console.log(l), err: (l) => console.error(l), ...(process.stderr.isTTY ? { terminal: process.stderr } : {}) };
+
+export async function main(argv: string[], io: CliIo = consoleIo): Promise<number> {
   let interrupted = false;
   const onSigint = () => {
     if (interrupted) process.exit(130);
@@ -72,7 +76,7 @@ export async function main(argv: string[], io: CliIo = { out: (l) => console.log
   const bench = program.command('bench').description('pipelines side by side: latency and throughput sweeps, reports for dashboards').exitOverride();
   addOptions(bench, benchOptions);
   bench.action(async (parsed: Record<string, unknown>) => {
-    code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { out: io.out, err: io.err, interrupted: () => interrupted });
+    code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { ...io, interrupted: () => interrupted });
   });
   const dashboard = program.command('dashboard').description('one HTML page over all bench and compare reports: trends over time, every run linked').exitOverride();
   addOptions(dashboard, dashboardOptions);
