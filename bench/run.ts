@@ -31,6 +31,8 @@ export interface BenchOptions {
   repeats: number;
   /** After the measured runs, profile each point of the ONNX Runtime pipelines per op (a second, profiled instance). */
   profile?: boolean;
+  /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
+  accuracyLevel?: 0 | 4;
 }
 
 export interface Stats {
@@ -47,6 +49,8 @@ export interface BenchRow {
   maxNewTokens: number;
   loadMs: number;
   executionProviders: string[];
+  /** MatMulNBits' accuracy_level of a quantized ORT-injected graph. */
+  accuracyLevel?: 0 | 4;
   ttftMs: Stats;
   tpotMs: Stats;
   e2eMs: Stats;
@@ -108,7 +112,7 @@ async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, p
     case 'reference':
       return ReferencePipeline.create(o.ckpt, { device: o.device, dtype: o.dtype === 'float16' ? 'float16' : 'float32', maxTokens, profile });
     case 'ort':
-      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens, profile });
+      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens, profile, accuracyLevel: o.accuracyLevel });
     case 'wgsl':
       return WgslPipeline.create(o.ckpt, { dtype: o.dtype, maxTokens });
   }
@@ -210,6 +214,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
             maxNewTokens: o.maxNewTokens,
             loadMs: pipe.info.loadMs,
             executionProviders: pipe.info.executionProviders,
+            ...(pipe.info.accuracyLevel !== undefined ? { accuracyLevel: pipe.info.accuracyLevel } : {}),
             ttftMs: stats(m.map((r) => r.result.timings.firstTokenMs)),
             tpotMs: stats(m.flatMap((r) => r.result.timings.decodeStepMs)),
             e2eMs: stats(m.map((r) => r.totalMs)),

@@ -42,6 +42,8 @@ export interface CompareOptions {
   command: string[];
   /** Builds the candidate with this attention scale: a deliberate defect the gate must catch. */
   candidateAttentionScale?: number;
+  /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
+  accuracyLevel?: 0 | 4;
 }
 
 export interface CompareIo {
@@ -134,9 +136,10 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     const cand: TextGenerationPipeline =
       o.useKernel && o.kernels === 'wgsl'
         ? await WgslPipeline.create(candCkpt, { dtype: o.dtype, maxTokens: o.maxLength })
-        : await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
+        : await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, accuracyLevel: o.accuracyLevel, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
     pipes.push(cand);
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
+    if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
     if (cand instanceof WgslPipeline) report.environment.adapter = cand.adapter.description;
     report.environment.executionProviders = { reference: ref.info.executionProviders, candidate: cand.info.executionProviders };
 
@@ -271,7 +274,7 @@ async function triage(r: SequenceResult, refLogits: Float32Array[], t: TriageCon
   const attempt = async (variant: string, device: Device, dtype: DType, fusions: FusionSwitches) => {
     let pipe = t.cache.get(variant);
     if (!pipe) {
-      pipe = await InjectedPipeline.create(t.candCkpt, { device, dtype, maxTokens: o.maxLength, fusions });
+      pipe = await InjectedPipeline.create(t.candCkpt, { device, dtype, maxTokens: o.maxLength, fusions, accuracyLevel: o.accuracyLevel });
       t.cache.set(variant, pipe);
     }
     const tf = teacherForced(refLogits, (await pipe.score([row], [0]))[0]!.slice(0, -1), r.promptIds.length, t.tol);

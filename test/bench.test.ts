@@ -118,6 +118,22 @@ describe('bench', () => {
     expect(profileLine(p, 2)).toBe('step 0.045 ms wall, ops 0.010 ms host, 0.030 ms GPU; GPU: /model/layers.*/mlp/up_proj/MatMul 25 us (83%), /lm_head/Gemm 5 us (17%); host: /model/layers.*/mlp/up_proj/MatMul 9 us (90%), /lm_head/Gemm 1 us (10%)');
   });
 
+  it('--accuracy_level reaches the quantized ORT graph (default 4 on the CPU) and its rows; refused for float dtypes', async () => {
+    const levels: Array<number | undefined> = [];
+    for (const extra of [[], ['--accuracy_level', '0']]) {
+      const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
+      const r = await cli(['--model', tinyModelDir('opt'), '--dtype', 'int4', '--pipelines', 'reference,ort', '--max_new_tokens', '3', '--repeats', '1', ...extra, '--report_dir', dir]);
+      expect(r.code, r.err.join('\n')).toBe(0);
+      const report = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
+      expect(report.rows[0]!.accuracyLevel).toBeUndefined(); // the float32 reference
+      levels.push(report.rows[1]!.accuracyLevel);
+    }
+    expect(levels).toEqual([4, 0]);
+    const bad = await cli(['--model', tinyModelDir('opt'), '--accuracy_level', '4']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toEqual(['error: --accuracy_level: applies to --dtype int8 or int4, not float32']);
+  });
+
   it('refuses wgsl off webgpu, and --model with --preset', async () => {
     const a = await cli(['--pipelines', 'wgsl']);
     expect(a.code).toBe(2);

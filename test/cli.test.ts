@@ -242,6 +242,9 @@ describe('generate: bad flags', () => {
     { args: ['--dtype', 'int8', '--hf_baseline'], culprit: '--dtype' },
     { args: ['--dtype', 'bfloat16', '--use_kernel'], culprit: '--dtype' },
     { args: ['--device', 'cuda'], culprit: '--device' },
+    { args: ['--accuracy_level', '2', '--dtype', 'int4'], culprit: '--accuracy_level' },
+    { args: ['--accuracy_level', '4'], culprit: '--accuracy_level' }, // float32: nothing quantized
+    { args: ['--accuracy_level', '4', '--dtype', 'int4', '--use_kernel', '--kernels', 'wgsl', '--device', 'webgpu'], culprit: '--accuracy_level' },
   ];
   it.each(cases)('$args', async ({ args, culprit, typed }) => {
     const r = await cli(['generate', '--model', OPT, '--greedy', '--max_new_tokens', '2', ...args]);

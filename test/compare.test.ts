@@ -123,6 +123,16 @@ describe('compare command', () => {
   }
   const base = () => ['--model', tinyModelDir('gpt2'), '--use_kernel', '--min_length', '20', '--max_length', '30', '--speed_repeats', '2'];
 
+  it('records the quantized candidate\'s accuracy level in a report that validates', async () => {
+    for (const [extra, level] of [[[], 4], [['--accuracy_level', '0'], 0]] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'fusegen-reports-'));
+      const r = await cli([...base(), '--dtype', 'int8', ...extra, '--report_dir', dir]);
+      expect(r.err).toEqual([]);
+      const report = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith('-compare.json'))!), 'utf8')) as CompareReport;
+      expect(report.settings.accuracyLevel).toBe(level);
+    }
+  });
+
   it('writes a valid JSON report and an HTML report, and gates on a baseline', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fusegen-reports-'));
     const first = await cli([...base(), '--report_dir', dir]);
@@ -151,6 +161,7 @@ describe('compare command', () => {
     [['--candidate_model', tinyModelDir('llama')], '--candidate_model'],
     [['--baseline', '/does/not/exist.json'], '/does/not/exist.json'],
     [['--num_inputs', '0'], '--num_inputs'],
+    [['--accuracy_level', '4', '--dtype', 'float16'], '--accuracy_level'],
   ])('%j is refused with one line naming %s and exit 2', async (args, culprit) => {
     const r = await cli(['--model', tinyModelDir('opt'), ...args, '--report_dir', mkdtempSync(join(tmpdir(), 'fusegen-r-'))]);
     expect(r.code).toBe(2);

@@ -86,6 +86,26 @@ describe('reference pipeline on webgpu', () => {
   });
 });
 
+describe('int4 on webgpu at accuracy level 4', () => {
+  it('ORT\'s integer-dot matmul (taken for 4 rows or more) changes the logits by far less than int4 itself does', async () => {
+    const ckpt = openCheckpoint(tinyModelDir('llama'));
+    const rows = [Array.from({ length: 12 }, (_, i) => ((i * 37) % 100) + 3)]; // a 12-row prefill
+    const score = async (o: Partial<Parameters<typeof InjectedPipeline.create>[1]>) => {
+      const p = await InjectedPipeline.create(ckpt, { device: 'webgpu', dtype: 'int4', maxTokens: 64, ...o });
+      try {
+        return (await p.score(rows, [0])).flat();
+      } finally {
+        await p.dispose();
+      }
+    };
+    const maxDiff = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - b[i]![j]!)))));
+    const [level4, level0, float] = [await score({ accuracyLevel: 4 }), await score({ accuracyLevel: 0 }), await score({ device: 'cpu', dtype: 'float32' })];
+    const int4 = maxDiff(level0, float); // measured 8.9 on lavapipe
+    expect(maxDiff(level4, level0)).toBeGreaterThan(1e-3); // another kernel really ran (measured 0.29)
+    expect(maxDiff(level4, level0)).toBeLessThan(int4 / 4);
+  });
+});
+
 describe('ORT WebGPU EP options and profiles', () => {
   it('keeps released buffers by exact size unless FUSEGEN_ORT_WEBGPU_OPTIONS says otherwise, and names that variable when it is not a JSON object', () => {
     const saved = process.env['FUSEGEN_ORT_WEBGPU_OPTIONS'];

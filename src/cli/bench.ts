@@ -13,7 +13,7 @@ import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { writeTextAtomic } from '../report/write.js';
-import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { progressSink } from './progress.js';
 
 export interface BenchCliOptions {
@@ -27,6 +27,7 @@ export interface BenchCliOptions {
   pipelines: BenchPipeline[];
   repeats: number;
   profile: boolean;
+  accuracy_level: 0 | 4 | undefined;
   report_dir: string;
 }
 
@@ -49,6 +50,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: list(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
+  accuracy_level: accuracyLevelOption,
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
 };
 
@@ -73,6 +75,7 @@ export async function runBenchCommand(
 ): Promise<number> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
+  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device));
   let dir = o.model ?? ensureDefaultModel();
   if (o.preset) {
     dir = join(fixtureModelsDir(), o.preset);
@@ -90,6 +93,7 @@ export async function runBenchCommand(
       maxNewTokens: o.max_new_tokens,
       repeats: o.repeats,
       profile: o.profile,
+      ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
     },
     (p) => progress.update(p),
     io.interrupted,

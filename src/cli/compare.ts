@@ -12,7 +12,7 @@ import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { writeCompareReports } from '../report/write.js';
-import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -24,6 +24,7 @@ export interface CompareCliOptions {
   print_outputs: boolean;
   use_kernel: boolean;
   kernels: 'ort' | 'wgsl' | undefined;
+  accuracy_level: 0 | 4 | undefined;
   device: Device;
   batch_size: number;
   report_dir: string;
@@ -43,6 +44,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
   use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl (default wgsl on webgpu, ort elsewhere)', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  accuracy_level: accuracyLevelOption,
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where the JSON and HTML reports go', default: 'reports', parse: text },
@@ -64,6 +66,8 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
+  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device));
+  if (o.accuracy_level !== undefined && o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl') throw new UsageError('--accuracy_level', 'applies to the ONNX Runtime graphs, not the WGSL kernels');
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   const report = await runCompare(
     {
@@ -79,6 +83,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       batchSize: o.batch_size,
       printOutputs: o.print_outputs,
       speedRepeats: o.speed_repeats,
+      ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
       baseline,
       maxRegression: o.max_regression,
       command: ['fusegen', 'compare', ...argv],

@@ -9,7 +9,7 @@ import { createPipeline } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
-import { dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 
 export interface GenerateOptions {
@@ -30,6 +30,7 @@ export interface GenerateOptions {
   trust_remote_code: boolean;
   device: Device;
   kernels: 'ort' | 'wgsl' | undefined;
+  accuracy_level: 0 | 4 | undefined;
   seed: number;
 }
 
@@ -51,6 +52,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn); default wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
 };
 
@@ -62,6 +64,8 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
+  checkAccuracyLevel(o.accuracy_level, resolveDtype(o));
+  if (o.accuracy_level !== undefined && (o.hf_baseline || (o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'))) throw new UsageError('--accuracy_level', 'applies to fusegen\'s ONNX Runtime graphs, not --hf_baseline or the WGSL kernels');
 }
 
 /** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
@@ -86,7 +90,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const dtype = resolveDtype(o);
   const t0 = performance.now();
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
-  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) });
+  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);

@@ -41,6 +41,21 @@ export function text(raw: string, flag: string): string {
   return raw;
 }
 
+/**
+ * --accuracy_level, shared by the commands: MatMulNBits' accuracy_level in ORT-injected int8/int4
+ * graphs (InjectionPlan.accuracyLevel). Refused where no quantized ORT graph runs.
+ */
+export const accuracyLevelOption: OptionSpec<0 | 4 | undefined> = {
+  flag: 'accuracy_level',
+  arg: 'level',
+  help: 'ORT-injected int8/int4: 4 multiplies int8 activations (default on cpu), 0 float ones (default elsewhere)',
+  parse: (raw, flag) => Number(oneOf(['0', '4'])(raw, flag)) as 0 | 4,
+};
+
+export function checkAccuracyLevel(level: 0 | 4 | undefined, dtype: string): void {
+  if (level !== undefined && dtype !== 'int8' && dtype !== 'int4') throw new UsageError('--accuracy_level', `applies to --dtype int8 or int4, not ${dtype}`);
+}
+
 /** --dtype, shared by the commands: the seed's names plus int4, with bf16/fp32/fp16 aliases. */
 export function dtypeOption<D extends string>(choices: readonly D[], help: string): OptionSpec<D | undefined> {
   return { flag: 'dtype', arg: 'type', help, parse: oneOf<D>(choices, { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' } as unknown as Record<string, D>) };

@@ -23,6 +23,8 @@ export interface PipelineChoice {
   useKernel?: boolean;
   /** The injected backend; default wgsl on webgpu, ort elsewhere. */
   kernels?: 'ort' | 'wgsl';
+  /** ORT-injected int8/int4: MatMulNBits' accuracy_level (see InjectionPlan). */
+  accuracyLevel?: 0 | 4;
 }
 
 /** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected or not. */

@@ -97,6 +97,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
     const session = await Session.create(exported.path, o.device, { deviceOutputs: presents, profile: o.profile === true });
     const info = pipelineInfo('injected', ckpt, o.device, o.dtype, plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4, 0);
+    if (plan.quant.bits) info.accuracyLevel = plan.accuracyLevel;
     const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
     // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false });

@@ -77,6 +77,8 @@ export interface PipelineInfo {
   parameterBytes: number;
   parameters: number;
   loadMs: number;
+  /** MatMulNBits' accuracy_level, where an ORT-injected graph is quantized. */
+  accuracyLevel?: 0 | 4;
 }
 
 export interface TextGenerationPipeline {

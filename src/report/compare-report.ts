@@ -72,6 +72,8 @@ export interface CompareReport {
     numInputs: number;
     minLength: number;
     maxLength: number;
+    /** MatMulNBits' accuracy_level of a quantized ORT-injected candidate. */
+    accuracyLevel?: 0 | 4;
   };
   tolerance: { atol: number; rtol: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
   environment: {

@@ -57,7 +57,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       numInputs: count,
       minLength: count,
       maxLength: count,
-    }),
+      accuracyLevel: { enum: [0, 4] },
+    }, ['accuracyLevel']),
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
