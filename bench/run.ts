@@ -122,13 +122,13 @@ async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, p
  * Profiles each of a pipeline's rows per op with a fresh, profiled instance: every point runs
  * twice (the first compiles the shapes' kernels) and the second run's steps are kept.
  */
-async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens: number, rows: BenchRow[], requestFor: (r: BenchRow) => GenerateRequest, tick: (what: string, step: BenchProgress['step']) => void): Promise<void> {
+async function profileRows(name: 'ort' | 'reference', o: BenchOptions, maxTokens: number, rows: BenchRow[], requestFor: (r: BenchRow) => GenerateRequest, tick: (point: number, what: string, step: BenchProgress['step']) => void): Promise<void> {
   const pipe = (await create(name, o, maxTokens, true)) as InjectedPipeline | ReferencePipeline;
   try {
     const steps: number[] = [];
-    for (const r of rows) {
+    for (const [p, r] of rows.entries()) {
       for (let i = 0; i < 2; i++) {
-        tick(`${name} batch ${r.batch} prompt ${r.promptLength}`, i ? 'profiled' : 'profile warm-up');
+        tick(p, `${name} batch ${r.batch} prompt ${r.promptLength}`, i ? 'profiled' : 'profile warm-up');
         steps.push((await pipe.generate(requestFor(r))).steps);
       }
     }
@@ -174,7 +174,8 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
   const points = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
   const profiled = o.profile ? o.pipelines.filter((p) => p !== 'wgsl').length * o.batchSizes.length * o.promptLengths.length : 0;
   let run = 0;
-  const tick = (what: string, step: BenchProgress['step']) => progress({ run: ++run, runs: points * (o.repeats + 1) + 2 * profiled, point: Math.min(report.rows.length + 1, points), points, what, step });
+  const totalRuns = points * (o.repeats + 1) + 2 * profiled;
+  const tick = (point: number, what: string, step: BenchProgress['step']) => progress({ run: ++run, runs: totalRuns, point: point + 1, points, what, step });
   const requestFor = ({ batch, promptLength }: Pick<BenchRow, 'batch' | 'promptLength'>): GenerateRequest => {
     const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
     return { prompts: promptTokens.map((_, b) => `prompt ${b}`), promptTokens, maxNewTokens: o.maxNewTokens, doSample: false, ignoreEos: true };
@@ -192,7 +193,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
           const runs: RunTiming[] = [];
           let peakRss = 0;
           for (let i = 0; i <= o.repeats; i++) {
-            tick(`${name} batch ${batch} prompt ${promptLength}`, i ? `run ${i}/${o.repeats}` : 'warm-up');
+            tick(report.rows.length, `${name} batch ${batch} prompt ${promptLength}`, i ? `run ${i}/${o.repeats}` : 'warm-up');
             if (i === 1) {
               if (pipe instanceof WgslPipeline) pipe.takeStepProfile(); // measure after the warm-up
               collectGarbage();
@@ -233,7 +234,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
       await pipe.dispose();
     }
     if (o.profile && name !== 'wgsl' && !interrupted()) {
-      await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor, tick);
+      await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor, (p, what, step) => tick(first + p, what, step));
     }
   }
   if (interrupted()) report.status = 'interrupted';

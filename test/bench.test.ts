@@ -4,10 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { promptOfLength, stats, type BenchReport } from '../bench/run.js';
+import { promptOfLength, runBench, stats, type BenchOptions, type BenchProgress, type BenchReport } from '../bench/run.js';
 import { profileLine, summarizeRuns } from '../bench/op-profile.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { readOrtProfile } from '../src/runtime/ort.js';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { main } from '../src/cli/main.js';
 
 async function cli(args: string[]) {
@@ -58,6 +59,16 @@ describe('bench', () => {
     expect(text).toContain('[1/2] ort batch 1 prompt 4, warm-up');
     expect(text).toContain('[2/2] ort batch 2 prompt 4, profiled');
     expect(text).toMatch(/\d+s left/);
+  });
+
+  it('reports each run with the point it belongs to, profiled runs too', async () => {
+    const events: BenchProgress[] = [];
+    const o: BenchOptions = { ckpt: openCheckpoint(tinyModelDir('opt')), device: 'cpu', dtype: 'float32', pipelines: ['ort'], batchSizes: [1, 2], promptLengths: [4], maxNewTokens: 3, repeats: 1, profile: true };
+    await runBench(o, (p) => events.push(p), () => false);
+    expect(events.map((e) => `${e.run}/${e.runs} ${e.point}/${e.points} ${e.step}`)).toEqual([
+      '1/8 1/2 warm-up', '2/8 1/2 run 1/1', '3/8 2/2 warm-up', '4/8 2/2 run 1/1',
+      '5/8 1/2 profile warm-up', '6/8 1/2 profiled', '7/8 2/2 profile warm-up', '8/8 2/2 profiled',
+    ]);
   });
 
   it('profiles the ORT pipelines per op with --profile: the prompt step apart, decode steps per node role', async () => {

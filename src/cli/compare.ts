@@ -66,8 +66,7 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
-  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device));
-  if (o.accuracy_level !== undefined && o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl') throw new UsageError('--accuracy_level', 'applies to the ONNX Runtime graphs, not the WGSL kernels');
+  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device), !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   const report = await runCompare(
     {

@@ -64,8 +64,7 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
-  checkAccuracyLevel(o.accuracy_level, resolveDtype(o));
-  if (o.accuracy_level !== undefined && (o.hf_baseline || (o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'))) throw new UsageError('--accuracy_level', 'applies to fusegen\'s ONNX Runtime graphs, not --hf_baseline or the WGSL kernels');
+  checkAccuracyLevel(o.accuracy_level, resolveDtype(o), !o.hf_baseline && !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
 }
 
 /** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */

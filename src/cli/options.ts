@@ -52,8 +52,11 @@ export const accuracyLevelOption: OptionSpec<0 | 4 | undefined> = {
   parse: (raw, flag) => Number(oneOf(['0', '4'])(raw, flag)) as 0 | 4,
 };
 
-export function checkAccuracyLevel(level: 0 | 4 | undefined, dtype: string): void {
-  if (level !== undefined && dtype !== 'int8' && dtype !== 'int4') throw new UsageError('--accuracy_level', `applies to --dtype int8 or int4, not ${dtype}`);
+/** `onOrt`: the command's optimized side is fusegen's ONNX Runtime graph (not the WGSL kernels or the reference). */
+export function checkAccuracyLevel(level: 0 | 4 | undefined, dtype: string, onOrt = true): void {
+  if (level === undefined) return;
+  if (dtype !== 'int8' && dtype !== 'int4') throw new UsageError('--accuracy_level', `applies to --dtype int8 or int4, not ${dtype}`);
+  if (!onOrt) throw new UsageError('--accuracy_level', "applies to fusegen's ONNX Runtime graphs, not --hf_baseline or the WGSL kernels");
 }
 
 /** --dtype, shared by the commands: the seed's names plus int4, with bf16/fp32/fp16 aliases. */
