@@ -112,7 +112,7 @@ function dimsOf(E: number, H: number, I: number): ModelDims {
   return { vocabSize: 1, hiddenSize: E, numLayers: 1, numHeads: H, numKvHeads: H, headDim: E / H, intermediateSize: I, maxPositions: 1 << 20, normEps: 1e-5, ropeTheta: 10000 };
 }
 
-const plan = (fused: boolean): InjectionPlan => ({ fusions: fused ? ALL_FUSIONS : NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
+const plan = (fused: boolean): InjectionPlan => ({ fusions: fused ? ALL_FUSIONS : NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: false, dtype: 'float32' });
 
 /** Builds the same subgraph twice (fusions on, off) over one synthetic weight store. */
 function pair(name: string, dims: ModelDims, store: MemoryStore, body: (ctx: InjectContext) => void): { fused: Graph; decomposed: Graph } {

@@ -39,8 +39,8 @@ const count = (g: Graph, op: string) => g.nodes.filter((n) => n.opType === op).l
 
 describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
   const L = 2;
-  const fused = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
-  const plain = graphFor(arch, { fusions: NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
+  const fused = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: false, dtype: 'float32' });
+  const plain = graphFor(arch, { fusions: NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: false, dtype: 'float32' });
 
   it('holds one fused attention and two skip norms per layer, and no decomposed attention', () => {
     const g = fused.graph;
@@ -58,7 +58,7 @@ describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
   });
 
   it('int4 quantizes every matmul, the LM head too, while the embedding gather keeps the float table', () => {
-    const { graph: g } = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 4, blockSize: 32 }, accuracyLevel: 0, dtype: 'float32' });
+    const { graph: g } = graphFor(arch, { fusions: ALL_FUSIONS, quant: { bits: 4, blockSize: 32 }, accuracyLevel: 0, splitMlp: false, dtype: 'float32' });
     expect(count(g, 'MatMul') + count(g, 'Gemm')).toBe(0);
     expect(count(g, 'MatMulNBits')).toBe(4 * L + 1);
     const head = g.nodes.find((n) => n.name === '/lm_head/MatMulNBits')!;

@@ -46,7 +46,7 @@ function packedData(ctx: InjectContext, src: LinearSource, inDim: number): () =>
 }
 
 /** Concatenated biases (zeros where a packed part has none), or undefined when none has one. */
-function biasInitializer(ctx: InjectContext, name: string, src: LinearSource): string | undefined {
+export function biasInitializer(ctx: InjectContext, name: string, src: LinearSource): string | undefined {
   if (src.biases.every((b) => !b)) return undefined;
   const total = src.outDims.reduce((a, b) => a + b, 0);
   src.biases.forEach((b, i) => b && ctx.w.shape(b, [src.outDims[i]!]));

@@ -16,11 +16,11 @@
  */
 import type { ArchSpec, LayerWeights, ModelDims, NormKind } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { alibiSlopes, embed, lmHead, mergeHeads, normalize, repeatKv, rotary, rotaryTables, splitHeads } from '../graph/blocks.js';
+import { alibiSlopes, embed, lmHead, mergeHeads, normalize, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { float, Graph, int, ints } from '../graph/ir.js';
 import type { WeightSource } from '../graph/weights.js';
-import { addNorm, biasGelu, cacheRowIndices, countFusion, MS, projection, splitLast, type InjectContext, type LinearSource } from './blocks.js';
+import { addNorm, biasGelu, biasInitializer, cacheRowIndices, countFusion, MS, projection, splitLast, type InjectContext, type LinearSource } from './blocks.js';
 import type { FusionCounts, InjectionPlan } from './plan.js';
 import type { InjectionPolicy } from './policy.js';
 
@@ -248,6 +248,8 @@ function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, pol
     }
     const act = g.op1('Mul', [gate, g.op1('Sigmoid', [gate], `${scope}/act/Sigmoid`)], `${scope}/act/Mul`);
     hidden = g.op1('Mul', [act, up], `${scope}/Mul`);
+  } else if (plan.splitMlp && !plan.quant.bits && mlpSlices(E, I) > 1) {
+    return slicedMlp(ctx, scope, x, lw, policy, spec);
   } else if (policy.activation) {
     const up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E, true);
     hidden = biasGelu(ctx, `${scope}/act`, up.y, up.bias, policy.activation);
@@ -256,4 +258,64 @@ function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, pol
     hidden = spec.traits.activation === 'relu' ? g.op1('Relu', [up], `${scope}/act/Relu`) : g.op1('Gelu', [up], `${scope}/act/Gelu`);
   }
   return projection(ctx, `${scope}/down_proj`, hidden, single(lw.down, E), I, plan.fusions.skipNorm);
+}
+
+/**
+ * Slices of the intermediate dimension for the sliced MLP: up to 8, fewer once the down
+ * projection's E outputs times the slices reach 8,192 columns (256 of ORT's 32-column
+ * workgroups), each slice a multiple of 32 wide.
+ */
+export function mlpSlices(E: number, I: number): number {
+  let s = 8;
+  while (s > 1 && (E * (s / 2) >= 8192 || I % (32 * s) !== 0)) s /= 2;
+  return s;
+}
+
+/**
+ * An ungated MLP as s independent slices of its intermediate dimension, summed at the end:
+ *   x [B,S,E] ── MatMul(W_up [s,1,E,I/s]) (+ bias [s,1,1,I/s]) ── act ── MatMul(W_down [s,1,I/s,E]) ── ReduceSum(axis 0)
+ * ONNX Runtime's WebGPU MatMul gives each 32 output columns one workgroup and loops over all
+ * of K: bloom-560m's down projection (4096 -> 1024) got 32 workgroups and ran at 65 GB/s
+ * against its up projection's 210 GB/s (bench/results/2026-12-04-h200-bloom-profile). Sliced,
+ * each of the s x B batched products loops over I/s. The down bias is left to the next norm.
+ */
+function slicedMlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec): { y: string; bias?: string } {
+  const { g, dims, plan } = ctx;
+  const E = dims.hiddenSize;
+  const I = dims.intermediateSize;
+  const s = mlpSlices(E, I);
+  const c = I / s;
+  ctx.w.shape(lw.up.weight, [E, I]);
+  ctx.w.shape(lw.down.weight, [I, E]);
+  const up = weightName(`${scope}/up_proj`);
+  const down = weightName(`${scope}/down_proj`);
+  const wUp = g.initializer({
+    name: `${up}.weight`,
+    type: ctx.dtype,
+    dims: [s, 1, E, c],
+    data: () => {
+      const w = ctx.w.read(lw.up.weight);
+      const out = new Float32Array(E * I);
+      for (let j = 0; j < s; j++) for (let e = 0; e < E; e++) out.set(w.subarray(e * I + j * c, e * I + (j + 1) * c), (j * E + e) * c);
+      return out;
+    },
+  });
+  // Row slices of [I, E] and the bias's slices are already contiguous: new dims, same data.
+  const wDown = g.initializer({ name: `${down}.weight`, type: ctx.dtype, dims: [s, 1, c, E], data: () => ctx.w.read(lw.down.weight) });
+  let h = g.op1('MatMul', [x, wUp], `${scope}/up_proj/MatMul`);
+  if (lw.up.bias) {
+    ctx.w.shape(lw.up.bias, [I]);
+    const b = lw.up.bias;
+    h = g.op1('Add', [h, g.initializer({ name: `${up}.bias`, type: ctx.dtype, dims: [s, 1, 1, c], data: () => ctx.w.read(b) })], `${scope}/up_proj/Add`);
+  }
+  if (policy.activation) {
+    h = biasGelu(ctx, `${scope}/act`, h, undefined, policy.activation);
+  } else h = spec.traits.activation === 'relu' ? g.op1('Relu', [h], `${scope}/act/Relu`) : g.op1('Gelu', [h], `${scope}/act/Gelu`);
+  const parts = g.op1('MatMul', [h, wDown], `${scope}/down_proj/MatMul`);
+  const y = g.op1('ReduceSum', [parts, g.constInt64([0])], `${scope}/down_proj/ReduceSum`, { keepdims: int(0) });
+  countFusion(ctx, 'SlicedMlp');
+  const bias = biasInitializer(ctx, `${down}.bias`, single(lw.down, E));
+  if (!bias) return { y };
+  if (plan.fusions.skipNorm) return { y, bias };
+  return { y: g.op1('Add', [y, bias], `${scope}/down_proj/Add`) };
 }

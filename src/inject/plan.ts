@@ -37,6 +37,12 @@ export interface InjectionPlan {
    * it to be fast: 8-bit weights otherwise take a dequantizing fallback).
    */
   accuracyLevel: 0 | 4;
+  /**
+   * Ungated MLPs in column slices of the intermediate dimension, summed at the end (see
+   * splitMlp in decoder.ts): split-K for the down projection, whose narrow output leaves ONNX
+   * Runtime's WebGPU MatMul too few workgroups.
+   */
+  splitMlp: boolean;
   /** Softmax scale of attention; default 1/sqrt(head_dim). (compare's tests break it on purpose.) */
   attentionScale?: number;
 }

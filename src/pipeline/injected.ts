@@ -33,6 +33,8 @@ export interface InjectedOptions {
   profile?: boolean;
   /** MatMulNBits' accuracy_level for int8/int4 (see InjectionPlan); default planFor's. */
   accuracyLevel?: 0 | 4;
+  /** The ungated MLP in slices (see InjectionPlan); default planFor's (on for WebGPU floats). */
+  splitMlp?: boolean;
 }
 
 /**
@@ -47,11 +49,11 @@ export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): 
   switch (dtype) {
     case 'float32':
     case 'float16':
-      return { fusions, dtype, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0 };
+      return { fusions, dtype, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: device === 'webgpu' };
     case 'int8':
-      return { fusions, dtype: act, quant: { bits: 8, blockSize: 32 }, accuracyLevel };
+      return { fusions, dtype: act, quant: { bits: 8, blockSize: 32 }, accuracyLevel, splitMlp: false };
     case 'int4':
-      return { fusions, dtype: act, quant: { bits: 4, blockSize: 32 }, accuracyLevel };
+      return { fusions, dtype: act, quant: { bits: 4, blockSize: 32 }, accuracyLevel, splitMlp: false };
     case 'bfloat16':
       throw new UnsupportedError('--dtype', 'bfloat16 has no ONNX Runtime kernels for these ops; use float16 or float32');
   }
@@ -92,6 +94,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
     const t0 = performance.now();
     const plan = { ...planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS), ...(o.attentionScale ? { attentionScale: o.attentionScale } : {}) };
     if (o.accuracyLevel !== undefined && plan.quant.bits) plan.accuracyLevel = o.accuracyLevel;
+    if (o.splitMlp !== undefined) plan.splitMlp = o.splitMlp;
     const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
