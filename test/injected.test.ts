@@ -15,7 +15,7 @@ import { openCheckpoint, openWeights } from '../src/checkpoint/checkpoint.js';
 import { Graph, int } from '../src/graph/ir.js';
 import { writeModel } from '../src/graph/onnx-writer.js';
 import { WeightSource } from '../src/graph/weights.js';
-import { buildInjectedDecoder } from '../src/inject/decoder.js';
+import { buildInjectedDecoder, mlpSlices } from '../src/inject/decoder.js';
 import { policyFor } from '../src/inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches, type InjectionPlan } from '../src/inject/plan.js';
 import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
@@ -76,6 +76,20 @@ describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
     }
   });
 
+  it('on WebGPU floats an ungated MLP runs in slices (batched MatMuls summed by ReduceSum); gated, int4 and CPU graphs keep one MatMul each', () => {
+    for (const [dtype, device] of [['float16', 'webgpu'], ['float32', 'webgpu'], ['float32', 'cpu'], ['int4', 'webgpu']] as const) {
+      const { graph: g, fused: f } = graphFor(arch, planFor(dtype, device, ALL_FUSIONS));
+      const sliced = arch !== 'llama' && device === 'webgpu' && dtype !== 'int4';
+      expect(count(g, 'ReduceSum'), `${dtype} ${device}`).toBe(sliced ? L : 0);
+      expect(f['SlicedMlp'], `${dtype} ${device}`).toBe(sliced ? L : undefined);
+      if (!sliced) continue;
+      // W_up as [s,1,E,I/s], W_down as [s,1,I/s,E]: 8 slices of the fixture's 256.
+      const dims = (name: string) => g.initializers.find((t) => t.name === g.nodes.find((n) => n.name === name)!.inputs[1])!.dims;
+      expect(dims('/model/layers.0/mlp/up_proj/MatMul')).toEqual([8, 1, 64, 32]);
+      expect(dims('/model/layers.0/mlp/down_proj/MatMul')).toEqual([8, 1, 32, 64]);
+    }
+  });
+
   it('the plain graph has the same inputs and outputs in standard ops only', () => {
     const g = plain.graph;
     expect(g.nodes.every((n) => n.domain === '')).toBe(true);
@@ -84,6 +98,12 @@ describe.each(FIXTURE_ARCHS)('%s injected graph', (arch) => {
     expect(g.inputs).toEqual(fused.graph.inputs);
     expect(g.outputs).toEqual(fused.graph.outputs);
     expect(plain.fused).toEqual({});
+  });
+});
+
+describe('MLP slices', () => {
+  it('up to 8, fewer once E x slices reaches 8,192 columns or I/s is not a multiple of 32', () => {
+    expect([mlpSlices(64, 256), mlpSlices(768, 3072), mlpSlices(1024, 4096), mlpSlices(2048, 8192), mlpSlices(64, 96)]).toEqual([8, 8, 8, 4, 1]);
   });
 });
 
@@ -163,6 +183,23 @@ describe('injected pipeline on the CPU', () => {
       expect(s.newIds).toEqual(a.sequences[i]!.newIds);
       s.topK!.forEach((t, j) => t.values.forEach((v, n) => expect(Math.abs(v - a.sequences[i]!.topK![j]!.values[n]!)).toBeLessThan(1e-4)));
     });
+  });
+
+  it.each(['gpt2', 'opt', 'bloom'] as const)('%s: the sliced MLP gives the logits of the unsliced one', async (arch) => {
+    const ckpt = openCheckpoint(tinyModelDir(arch));
+    const rows = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22]];
+    const score = async (splitMlp: boolean) => {
+      const p = await InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'float32', maxTokens: 64, splitMlp });
+      try {
+        expect(p.fused['SlicedMlp']).toBe(splitMlp ? 2 : undefined);
+        return (await p.score(rows, [0, 0])).flat();
+      } finally {
+        await p.dispose();
+      }
+    };
+    const [whole, sliced] = [await score(false), await score(true)];
+    const diff = Math.max(...whole.map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - sliced[i]![j]!)))));
+    expect(diff).toBeLessThan(1e-4);
   });
 
   it.each(FIXTURE_ARCHS)('%s: the logits of cached decode steps equal a single pass without cache', async (arch) => {

@@ -143,6 +143,8 @@ export function webgpuEpOptions(): Record<string, string | boolean> {
  * keeps a few per size class, too few for a decode step's 2 x layers new KV-cache outputs
  * at batch 8: opt-1.3b's attention then took 400 us of host time a call, against 135 us with
  * "simple", and the step 28.4 against 22.5 ms (bench/results/2026-12-03-h200-ort-profile).
+ * bloom-560m with the sliced MLP, batch 8: 20.83 ms a step against 24.70 with "bucket"
+ * (bench/results/2026-12-04-h200-sliced-mlp).
  * The cost: buffers of sizes no longer used stay allocated until the session is released.
  */
 const WEBGPU_EP_DEFAULTS: Record<string, string | boolean> = { storageBufferCacheMode: 'simple' };
