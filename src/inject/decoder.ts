@@ -30,7 +30,11 @@ export const IO = {
   seqlensK: 'seqlens_k',
   totalSequenceLength: 'total_sequence_length',
   logitsIndex: 'logits_index',
+  /** [1]: how many of the logits_index positions return their logits (0 or all of them). */
+  logitsKept: 'logits_kept',
   logits: 'logits',
+  /** Greedy choice at each logits_index position (ArgMax, the first of ties as the host's argmax). */
+  nextIds: 'next_ids',
 } as const;
 
 export interface InjectedDecoderOptions {
@@ -63,6 +67,7 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   g.input(IO.seqlensK, 'int32', ['batch_size']);
   g.input(IO.totalSequenceLength, 'int32', []);
   const logitsIndex = g.input(IO.logitsIndex, 'int64', ['batch_size', 'logits_length']);
+  const logitsKept = g.input(IO.logitsKept, 'int64', [1]);
   for (let i = 0; i < dims.numLayers; i++) {
     g.input(kvNames(i).pastKey, plan.dtype, cacheShape);
     g.input(kvNames(i).pastValue, plan.dtype, cacheShape);
@@ -94,8 +99,14 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   const logits = plan.quant.bits
     ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.hiddenSize).y
     : lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
-  g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
-  g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
+  // A greedy step reads back B x L ids, and its logits (bloom's 250,880-token vocabulary: 8 MB
+  // at batch 8) stay behind: onnxruntime-node copies every output to the host once any output
+  // lives on the GPU, so an unwanted output is made empty rather than left unfetched.
+  const full = g.op1('Cast', [logits], '/lm_head/Cast', { to: int(1) });
+  g.op('ArgMax', [full], { axis: int(-1), keepdims: int(0) }, { name: '/lm_head/ArgMax', outputNames: [IO.nextIds] });
+  g.op('Slice', [full, g.constInt64([0]), logitsKept, g.constInt64([1])], {}, { name: '/lm_head/Slice', outputNames: [IO.logits] });
+  g.output(IO.logits, 'float32', ['batch_size', 'logits_kept', dims.vocabSize]);
+  g.output(IO.nextIds, 'int64', ['batch_size', 'logits_length']);
   for (let i = 0; i < dims.numLayers; i++) {
     g.output(kvNames(i).presentKey, plan.dtype, cacheShape);
     g.output(kvNames(i).presentValue, plan.dtype, cacheShape);
