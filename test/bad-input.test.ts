@@ -253,25 +253,49 @@ describe('config.json dimensions', () => {
 });
 
 describe('unsupported features are refused by field', () => {
-  const cases: Array<[string, FixtureArch, string, unknown]> = [
-    ['opt post-LayerNorm', 'opt', 'do_layer_norm_before', false],
-    ['opt projected embeddings', 'opt', 'word_embed_proj_dim', 32],
+  const cases: Array<[string, FixtureArch, string, unknown, string?]> = [
     ['gpt2 relu', 'gpt2', 'activation_function', 'relu'],
-    ['llama yarn rope scaling', 'llama', 'rope_scaling', { rope_type: 'yarn', factor: 4 }],
-    ['bloom post-LayerNorm residual', 'bloom', 'apply_residual_connection_post_layernorm', true],
+    ['llama yarn rope scaling (4.x layout)', 'llama', 'rope_scaling', { rope_type: 'yarn', factor: 4 }, 'rope_scaling.rope_type'],
+    ['llama yarn rope scaling (5.x layout)', 'llama', 'rope_parameters', { rope_type: 'yarn', rope_theta: 10000, factor: 4 }, 'rope_parameters.rope_type'],
+    ['rope parameters per layer type', 'llama', 'rope_parameters', { full_attention: { rope_type: 'default', rope_theta: 10000 } }],
+    ['a key llama3 scaling does not have', 'llama', 'rope_scaling', { rope_type: 'linear', factor: 2, low_freq_factor: 1 }, 'rope_scaling.low_freq_factor'],
+    ['OPT LayerNorms without weights', 'opt', 'layer_norm_elementwise_affine', false],
+    ['beam search in config.json', 'gpt2', 'num_beams', 4],
+    ['pruned heads', 'bloom', 'pruned_heads', { '0': [1] }],
+    ['an unknown key', 'llama', 'attn_logit_softcapping', 50],
+    ['an unknown key (gpt2)', 'gpt2', 'rotary_dim', 16],
   ];
-  it.each(cases)('%s', (_label, arch, field, value) => {
+  it.each(cases)('%s', (_label, arch, field, value, blamed) => {
     const { dir, configPath } = withConfig(arch, (c) => (c[field] = value));
-    expectError(() => openCheckpoint(dir), UnsupportedError, `${configPath}: ${field}`);
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${configPath}: ${blamed ?? field}`);
   });
 
   it('the rejected value is named in the message', () => {
     const relu = withConfig('gpt2', (c) => (c['activation_function'] = 'relu'));
     expectError(() => openCheckpoint(relu.dir), UnsupportedError, `${relu.configPath}: activation_function`, '"relu"');
     const yarn = withConfig('llama', (c) => (c['rope_scaling'] = { rope_type: 'yarn', factor: 4 }));
-    expectError(() => openCheckpoint(yarn.dir), UnsupportedError, `${yarn.configPath}: rope_scaling`, 'yarn');
-    const proj = withConfig('opt', (c) => (c['word_embed_proj_dim'] = 32));
-    expectError(() => openCheckpoint(proj.dir), UnsupportedError, `${proj.configPath}: word_embed_proj_dim`, '32', '64');
+    expectError(() => openCheckpoint(yarn.dir), UnsupportedError, `${yarn.configPath}: rope_scaling.rope_type`, 'yarn');
+    const unknown = withConfig('llama', (c) => (c['attn_logit_softcapping'] = 50));
+    expectError(() => openCheckpoint(unknown.dir), UnsupportedError, `${unknown.configPath}: attn_logit_softcapping`, 'unknown config key');
+  });
+
+  it('the two rope layouts may not disagree', () => {
+    const both = withConfig('llama', (c) => {
+      c['rope_theta'] = 10000;
+      c['rope_parameters'] = { rope_type: 'default', rope_theta: 500000 };
+    });
+    expectError(() => openCheckpoint(both.dir), InputError, `${both.configPath}: rope_theta`, '500000');
+  });
+
+  it('a generation_config.json setting that changes the chosen tokens is refused; harmless ones are not', () => {
+    const dir = copyFixture('llama');
+    const path = join(dir, 'generation_config.json');
+    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, do_sample: true, temperature: 0.6, top_p: 0.9, max_length: 4096, transformers_version: '5.0.0' }));
+    expect(openCheckpoint(dir).sampling).toEqual({ temperature: 0.6, topK: 50, topP: 0.9 });
+    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, repetition_penalty: 1.1 }));
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: repetition_penalty`, '1.1');
+    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, watermarking_config: {} }));
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: watermarking_config`, 'unknown generation config key');
   });
 
   it('the unmodified fixtures open cleanly (the cases above fail for their one change)', () => {
@@ -280,6 +304,44 @@ describe('unsupported features are refused by field', () => {
       expect(ckpt.modelType).toBe(arch);
       expect(ckpt.dims.hiddenSize).toBe(64);
     }
+  });
+});
+
+describe('config variants fusegen reads (once refused)', () => {
+  it('rope_parameters (transformers 5) is read, not defaulted: theta and llama3 scaling', () => {
+    const v5 = withConfig('llama', (c) => {
+      delete c['rope_theta'];
+      c['rope_parameters'] = { rope_type: 'llama3', rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    });
+    const v4 = withConfig('llama', (c) => {
+      c['rope_theta'] = 500000;
+      c['rope_scaling'] = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    });
+    const rope = openCheckpoint(v5.dir).dims.rope;
+    expect(rope).toEqual({ type: 'llama3', theta: 500000, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 });
+    expect(openCheckpoint(v4.dir).dims.rope).toEqual(rope);
+  });
+
+  it('OPT post-LayerNorm and projected embeddings, BLOOM post-LayerNorm residual', () => {
+    const post = openCheckpoint(withConfig('opt', (c) => (c['do_layer_norm_before'] = false)).dir);
+    expect(post.dims.residualFromNorm).toBe(true);
+    expect(post.spec.layer(0, post.dims, post.config).inputNorm).toBeUndefined();
+    expect(post.spec.globals(post.dims, post.config).finalNorm?.weight.source).toBe('layers.1.final_layer_norm.weight');
+    const proj = openCheckpoint(withConfig('opt', (c) => (c['word_embed_proj_dim'] = 32)).dir);
+    expect(proj.dims.embedDim).toBe(32);
+    expect(proj.spec.globals(proj.dims, proj.config).projectIn?.source).toBe('project_in.weight');
+    expect(openCheckpoint(withConfig('bloom', (c) => (c['apply_residual_connection_post_layernorm'] = true)).dir).dims.residualFromNorm).toBe(true);
+  });
+
+  it('tie_word_embeddings: absent means the model type\'s default, false unties', () => {
+    const head = (arch: FixtureArch, edit: (c: Record<string, unknown>) => void) => {
+      const c = openCheckpoint(withConfig(arch, edit).dir);
+      return c.spec.globals(c.dims, c.config).lmHead.source;
+    };
+    expect(head('gpt2', (c) => delete c['tie_word_embeddings'])).toBe('wte.weight');
+    expect(head('gpt2', (c) => (c['tie_word_embeddings'] = false))).toBe('lm_head.weight');
+    expect(head('llama', (c) => delete c['tie_word_embeddings'])).toBe('lm_head.weight');
+    expect(head('llama', (c) => (c['tie_word_embeddings'] = true))).toBe('embed_tokens.weight');
   });
 });
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
 import { openCheckpoint, openWeights } from '../src/checkpoint/checkpoint.js';
 import type { TensorStore } from '../src/checkpoint/safetensors.js';
-import { alibiSlopes } from '../src/graph/blocks.js';
+import { alibiSlopes } from '../src/arch/positions.js';
 import { buildReferenceDecoder } from '../src/graph/decoder.js';
 import type { Graph } from '../src/graph/ir.js';
 import { readModelSummary, writeModel } from '../src/graph/onnx-writer.js';

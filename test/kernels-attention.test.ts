@@ -4,8 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { alibiSlopes } from '../src/graph/blocks.js';
-import { AttentionKernels, type AttentionPath, ropeInvFreq } from '../src/kernels/attention.js';
+import { alibiSlopes, ropeInvFreq as archInvFreq } from '../src/arch/positions.js';
+import { AttentionKernels, type AttentionPath } from '../src/kernels/attention.js';
+const ropeInvFreq = (D: number, theta: number) => archInvFreq({ type: 'default', theta }, D);
 import { type GpuContext, openGpu, readback, storageBuffer, submit, upload } from '../src/kernels/device.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';

@@ -48,12 +48,6 @@ describe.each(FIXTURE_ARCHS.flatMap((arch) => [{ arch, fused: true }, { arch, fu
     const r = await pipe.generate({ prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: golden.top_k });
     r.sequences.forEach((seq, i) => check(seq.newIds, seq.topK, golden.batch.rows[i]!));
   });
-
-  it('greedy without top-k, ids chosen on the device (ArgMax) and no logits read back: the golden tokens in a batch', async () => {
-    const golden = loadGolden(arch);
-    const r = await pipe.generate({ prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false });
-    expect(r.sequences.map((s) => s.newIds)).toEqual(golden.batch.rows.map((row) => row.new_ids));
-  });
 });
 
 describe.each(FIXTURE_ARCHS)('%s on webgpu, float16, by the tolerance policy', (arch) => {

@@ -1,19 +1,70 @@
 /**
- * Llama family (llama, mistral, qwen2): RMSNorm, rotary positions (rotate-half form),
- * grouped-query attention, SwiGLU. qwen2 adds q/k/v biases; mistral's sliding window is
- * only accepted when it covers the whole context.
+ * Llama family (llama, mistral, qwen2): RMSNorm, rotary positions (rotate-half form, every
+ * scaling type of positions.ts), grouped-query attention, SwiGLU. qwen2 adds q/k/v biases;
+ * Mistral's and Qwen2's sliding windows are exact while a run fits them (checkCapacity).
  */
 import { optionalBool, optionalPositiveInt, positiveInt, positiveNumber, type RawConfig } from '../checkpoint/config.js';
 import { InputError, UnsupportedError } from '../errors.js';
-import { linear, norm, type ArchSpec, type ModelDims } from './spec.js';
+import { USED, type KeyTable } from './config-keys.js';
+import { readRope } from './positions.js';
+import { linear, lmHeadView, norm, tiedHead, type ArchSpec, type ModelDims } from './spec.js';
 
-function hasAttentionBias(config: RawConfig): boolean {
-  return config['model_type'] === 'qwen2' || config['attention_bias'] === true;
+const configKeys: KeyTable = {
+  vocab_size: USED,
+  hidden_size: USED,
+  intermediate_size: USED,
+  num_hidden_layers: USED,
+  num_attention_heads: USED,
+  num_key_value_heads: USED,
+  head_dim: USED,
+  hidden_act: USED,
+  max_position_embeddings: USED,
+  rms_norm_eps: USED,
+  tie_word_embeddings: USED,
+  rope_parameters: USED,
+  rope_theta: USED,
+  rope_scaling: USED,
+  attention_bias: USED,
+  mlp_bias: USED,
+  sliding_window: USED,
+  use_sliding_window: USED,
+  max_window_layers: USED,
+  layer_types: USED,
+  attention_dropout: { harmless: 'dropout is off at inference' },
+};
+
+/** Qwen2 always has q/k/v biases (and none on o_proj); llama follows attention_bias. */
+function hasAttentionBias(config: RawConfig, path: string): boolean {
+  return config['model_type'] === 'qwen2' || optionalBool(config, path, 'attention_bias', false);
+}
+
+/**
+ * The smallest attention window of any layer, or undefined when every layer sees the whole
+ * context: Mistral windows every layer; Qwen2 only with use_sliding_window, from layer
+ * max_window_layers on (transformers 5 writes the result as `layer_types`).
+ */
+function slidingWindow(config: RawConfig, path: string, numLayers: number): number | undefined {
+  const window = optionalPositiveInt(config, path, 'sliding_window');
+  const types = config['layer_types'];
+  if (types !== undefined && types !== null) {
+    if (!Array.isArray(types) || types.length !== numLayers || types.some((t) => t !== 'full_attention' && t !== 'sliding_attention')) {
+      throw new InputError(`${path}: layer_types`, `expected ${numLayers} entries of "full_attention" or "sliding_attention"`);
+    }
+    if (!types.includes('sliding_attention')) return undefined;
+    if (window === undefined) throw new InputError(`${path}: sliding_window`, 'layer_types has sliding_attention layers but no window');
+    return window;
+  }
+  if (config['model_type'] === 'qwen2') {
+    if (!optionalBool(config, path, 'use_sliding_window', false)) return undefined;
+    const from = optionalPositiveInt(config, path, 'max_window_layers') ?? numLayers;
+    return from < numLayers ? window : undefined;
+  }
+  return window;
 }
 
 export const llama: ArchSpec = {
   modelTypes: ['llama', 'mistral', 'qwen2'],
-  hfClass: 'LlamaForCausalLM',
+  configKeys,
   weightPrefixes: ['model.'],
   traits: {
     norm: 'rmsnorm',
@@ -21,67 +72,70 @@ export const llama: ArchSpec = {
     gatedMlp: true,
     position: 'rotary',
     positionOffset: 0,
-    embeddingNorm: false,
   },
 
   dims(config: RawConfig, path: string): ModelDims {
     const act = config['hidden_act'] ?? 'silu';
     if (act !== 'silu') throw new UnsupportedError(`${path}: hidden_act`, `"${String(act)}" is not supported (silu only)`);
-    const scaling = config['rope_scaling'];
-    if (scaling !== undefined && scaling !== null) {
-      const type = (scaling as Record<string, unknown>)['rope_type'] ?? (scaling as Record<string, unknown>)['type'];
-      if (type !== 'default') throw new UnsupportedError(`${path}: rope_scaling`, `rope type "${String(type)}" is not supported yet`);
-    }
-    if (optionalBool(config, path, 'mlp_bias', false)) throw new UnsupportedError(`${path}: mlp_bias`, 'true is not supported');
     const hiddenSize = positiveInt(config, path, 'hidden_size');
     const numHeads = positiveInt(config, path, 'num_attention_heads');
     const numKvHeads = optionalPositiveInt(config, path, 'num_key_value_heads') ?? numHeads;
     if (numHeads % numKvHeads !== 0) {
       throw new InputError(`${path}: num_key_value_heads`, `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
     }
-    const maxPositions = positiveInt(config, path, 'max_position_embeddings');
-    const window = optionalPositiveInt(config, path, 'sliding_window');
-    if (window !== undefined && window < maxPositions && config['use_sliding_window'] !== false) {
-      throw new UnsupportedError(`${path}: sliding_window`, `a window of ${window} < max_position_embeddings ${maxPositions} is not supported yet`);
-    }
+    const numLayers = positiveInt(config, path, 'num_hidden_layers');
+    const rope = readRope(config, path);
+    // Rotary has no table, but the model was trained to this length and the fused op's cos/sin
+    // caches are sized by it; dynamic NTK scaling equals the default only up to it.
+    let maxPositions = positiveInt(config, path, 'max_position_embeddings');
+    if (rope.type === 'dynamic' && rope.originalMaxPositions) maxPositions = Math.min(maxPositions, rope.originalMaxPositions);
+    const headDim = optionalPositiveInt(config, path, 'head_dim') ?? hiddenSize / numHeads;
+    const window = slidingWindow(config, path, numLayers);
+    // Read here so that a malformed value is blamed on its key before globals/layer read it.
+    tiedHead(config, path, false);
+    hasAttentionBias(config, path);
+    optionalBool(config, path, 'mlp_bias', false);
     return {
       vocabSize: positiveInt(config, path, 'vocab_size'),
       hiddenSize,
-      numLayers: positiveInt(config, path, 'num_hidden_layers'),
+      numLayers,
       numHeads,
       numKvHeads,
-      headDim: optionalPositiveInt(config, path, 'head_dim') ?? hiddenSize / numHeads,
+      headDim,
       intermediateSize: positiveInt(config, path, 'intermediate_size'),
-      // Rotary has no table, but the model was trained to this length and the fused op's
-      // cos/sin caches are sized by it.
       maxPositions,
       normEps: positiveNumber(config, path, 'rms_norm_eps', 1e-6),
-      ropeTheta: positiveNumber(config, path, 'rope_theta', 10000),
+      rope,
+      embedDim: hiddenSize,
+      attentionScale: 1 / Math.sqrt(headDim),
+      attentionScaleByLayer: false,
+      residualFromNorm: false,
+      ...(window !== undefined ? { slidingWindow: window } : {}),
     };
   },
 
   globals(_d, config) {
-    const tied = config['tie_word_embeddings'] === true;
     return {
       embedTokens: { source: 'embed_tokens.weight' },
       finalNorm: norm('norm', false),
-      lmHead: tied ? { source: 'embed_tokens.weight', transpose: true } : { source: 'lm_head.weight', transpose: true },
+      lmHead: lmHeadView(tiedHead(config, '', false), 'embed_tokens.weight'),
     };
   },
 
   layer(i, _d, config) {
     const p = `layers.${i}`;
-    const bias = hasAttentionBias(config);
+    const bias = hasAttentionBias(config, '');
+    const mlpBias = optionalBool(config, '', 'mlp_bias', false);
     return {
       inputNorm: norm(`${p}.input_layernorm`, false),
       q: linear(`${p}.self_attn.q_proj`, bias),
       k: linear(`${p}.self_attn.k_proj`, bias),
       v: linear(`${p}.self_attn.v_proj`, bias),
-      o: linear(`${p}.self_attn.o_proj`, false),
+      o: linear(`${p}.self_attn.o_proj`, bias && config['model_type'] !== 'qwen2'),
       postAttentionNorm: norm(`${p}.post_attention_layernorm`, false),
-      gate: linear(`${p}.mlp.gate_proj`, false),
-      up: linear(`${p}.mlp.up_proj`, false),
-      down: linear(`${p}.mlp.down_proj`, false),
+      gate: linear(`${p}.mlp.gate_proj`, mlpBias),
+      up: linear(`${p}.mlp.up_proj`, mlpBias),
+      down: linear(`${p}.mlp.down_proj`, mlpBias),
     };
   },
 };

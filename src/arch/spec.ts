@@ -4,7 +4,9 @@
  * Graph emitters see only slots, never Hugging Face names, so one decoder builder serves
  * every architecture (DeepSpeed v2's container/policy idea, without positional tuples).
  */
-import type { RawConfig } from '../checkpoint/config.js';
+import { optionalBool, type RawConfig } from '../checkpoint/config.js';
+import type { KeyTable } from './config-keys.js';
+import type { Rope } from './positions.js';
 
 export type NormKind = 'layernorm' | 'rmsnorm';
 /** `gelu_tanh` is GPT-2's gelu_new and BLOOM's bloom_gelu; `silu` is gated (SwiGLU) in llama. */
@@ -19,8 +21,6 @@ export interface ArchTraits {
   position: PositionKind;
   /** OPT's learned position table starts at index 2. */
   positionOffset: number;
-  /** BLOOM normalizes the token embeddings before the first layer. */
-  embeddingNorm: boolean;
 }
 
 export interface ModelDims {
@@ -35,7 +35,27 @@ export interface ModelDims {
   /** Longest sequence the position encoding supports (learned tables); Infinity otherwise. */
   maxPositions: number;
   normEps: number;
-  ropeTheta: number;
+  /** Rotary settings (rotary architectures only); frequencies from positions.ts. */
+  rope?: Rope;
+  /** Width of the token embedding: hiddenSize, or OPT's word_embed_proj_dim (projected in and out). */
+  embedDim: number;
+  /** Softmax scale of q.k: 1/sqrt(headDim) unless the config says otherwise (GPT-2's scale_attn_weights). */
+  attentionScale: number;
+  /** GPT-2's scale_attn_by_inverse_layer_idx: layer i divides the scale by i + 1. */
+  attentionScaleByLayer: boolean;
+  /**
+   * The residual stream carries each norm's output rather than its input (BLOOM's
+   * apply_residual_connection_post_layernorm; post-LayerNorm OPT, whose norms the spec maps so
+   * that this one rule describes it).
+   */
+  residualFromNorm: boolean;
+  /** Attention sees at most this many keys (Mistral, Qwen2): runs longer than it are refused. */
+  slidingWindow?: number;
+}
+
+/** The softmax scale of layer `layer`'s attention. */
+export function layerAttentionScale(dims: ModelDims, layer: number): number {
+  return dims.attentionScaleByLayer ? dims.attentionScale / (layer + 1) : dims.attentionScale;
 }
 
 /**
@@ -55,7 +75,8 @@ export interface NormWeights { weight: WeightView; bias?: WeightView }
 export interface LinearWeights { weight: WeightView; bias?: WeightView }
 
 export interface LayerWeights {
-  inputNorm: NormWeights;
+  /** Absent: no norm before attention (post-LayerNorm OPT's first layer). */
+  inputNorm?: NormWeights;
   q: LinearWeights;
   k: LinearWeights;
   v: LinearWeights;
@@ -71,8 +92,12 @@ export interface GlobalWeights {
   embedTokens: WeightView;
   embedPositions?: WeightView;
   embedNorm?: NormWeights;
-  finalNorm: NormWeights;
-  /** [hidden, vocab] as every other linear; tied models view the embedding transposed. */
+  /** OPT's project_in [embedDim, hidden] and project_out [hidden, embedDim], where embedDim != hidden. */
+  projectIn?: WeightView;
+  projectOut?: WeightView;
+  /** Absent: no norm before the head (OPT's _remove_final_layer_norm). */
+  finalNorm?: NormWeights;
+  /** [embedDim, vocab] as every other linear; tied models view the embedding transposed. */
   lmHead: WeightView;
 }
 
@@ -80,8 +105,8 @@ export interface GlobalWeights {
 export interface ArchSpec {
   /** The `model_type` values this spec serves. */
   modelTypes: readonly string[];
-  /** HF class name for generated configs (`architectures`). */
-  hfClass: string;
+  /** Every config.json key of these model types that fusegen reads or knows to be harmless (over COMMON_KEYS). */
+  configKeys: KeyTable;
   /** Checkpoints name weights with or without these prefixes (`transformer.h.0...` or `h.0...`). */
   weightPrefixes: readonly string[];
   traits: ArchTraits;
@@ -100,4 +125,14 @@ export function linear(name: string, bias: boolean): LinearWeights {
 
 export function norm(name: string, bias: boolean): NormWeights {
   return bias ? { weight: { source: `${name}.weight` }, bias: { source: `${name}.bias` } } : { weight: { source: `${name}.weight` } };
+}
+
+/** The head shares the token embedding: tie_word_embeddings, or the model type's Hugging Face default where absent. */
+export function tiedHead(config: RawConfig, path: string, hfDefault: boolean): boolean {
+  return optionalBool(config, path, 'tie_word_embeddings', hfDefault);
+}
+
+/** The LM head: the embedding viewed transposed when tied, else `lm_head.weight`. */
+export function lmHeadView(tied: boolean, embedTokens: string): WeightView {
+  return tied ? { source: embedTokens, transpose: true } : { source: 'lm_head.weight', transpose: true };
 }

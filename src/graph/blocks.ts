@@ -4,6 +4,7 @@
  * Shapes: B batch, S new tokens, P past tokens, T = P + S, E hidden, H heads, Hkv KV heads,
  * D head dim, I intermediate, V vocab.
  */
+import { ropeInvFreq } from '../arch/positions.js';
 import type { Activation, ModelDims, NormKind } from '../arch/spec.js';
 import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
 import { float, int, ints, str, type Graph } from './ir.js';
@@ -40,8 +41,9 @@ export function linear(ctx: EmitContext, scope: string, x: string, lw: LinearWei
  * LayerNorm:  x -> LayerNormalization(scale, bias, eps)
  * RMSNorm:    x -> x * 1/sqrt(mean(x^2) + eps) * scale      (decomposed: no standard op before opset 23)
  */
-export function normalize(ctx: EmitContext, scope: string, x: string, kind: NormKind, nw: NormWeights): string {
+export function normalize(ctx: EmitContext, scope: string, x: string, kind: NormKind, nw: NormWeights | undefined): string {
   const { g, dims } = ctx;
+  if (!nw) return x; // the spec has no norm here
   const E = dims.hiddenSize;
   const scale = weight(ctx, `${weightName(scope)}.weight`, nw.weight, [E]);
   if (kind === 'layernorm') {
@@ -114,11 +116,15 @@ export function weightName(scope: string): string {
   return scope.replace(/^\//, '').replaceAll('/', '.');
 }
 
-/** Token embeddings, plus learned positions where the architecture has them. */
-export function embed(ctx: EmitContext, ids: string, positionIds: string, tokens: WeightView, positions: WeightView | undefined, offset: number): string {
+/**
+ * Token embeddings (projected to the hidden size where the spec embeds narrower, as OPT's
+ * project_in), plus learned positions where the architecture has them.
+ */
+export function embed(ctx: EmitContext, ids: string, positionIds: string, tokens: WeightView, positions: WeightView | undefined, offset: number, projectIn?: WeightView): string {
   const { g, dims } = ctx;
-  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
-  const h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.embedDim]);
+  let h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
+  if (projectIn) h = g.op1('MatMul', [h, weight(ctx, 'model.project_in.weight', projectIn, [dims.embedDim, dims.hiddenSize])], '/model/project_in/MatMul');
   if (!positions) return h;
   // The table must cover every position the config promises, or long runs would index past it.
   const posTable = weight(ctx, 'model.embed_positions.weight', positions, [dims.maxPositions + offset, dims.hiddenSize]);
@@ -127,17 +133,10 @@ export function embed(ctx: EmitContext, ids: string, positionIds: string, tokens
   return g.op1('Add', [h, p], '/model/embed_positions/Add_1');
 }
 
-/** BLOOM's per-head slopes: a geometric sequence, interleaved when H is not a power of 2. */
-export function alibiSlopes(heads: number): number[] {
-  const p2 = 2 ** Math.floor(Math.log2(heads));
-  const base = 2 ** -(2 ** -(Math.log2(p2) - 3));
-  const slopes = Array.from({ length: p2 }, (_, i) => base ** (i + 1));
-  if (p2 !== heads) {
-    const extraBase = 2 ** -(2 ** -(Math.log2(2 * p2) - 3));
-    const remaining = Math.min(p2, heads - p2);
-    for (let i = 0; i < remaining; i++) slopes.push(extraBase ** (2 * i + 1));
-  }
-  return slopes;
+/** OPT's project_out before the head, where the spec has one: [.., hidden] -> [.., embedDim]. */
+export function projectOut(ctx: EmitContext, h: string, view: WeightView | undefined): string {
+  if (!view) return h;
+  return ctx.g.op1('MatMul', [h, weight(ctx, 'model.project_out.weight', view, [ctx.dims.hiddenSize, ctx.dims.embedDim])], '/model/project_out/MatMul');
 }
 
 /**
@@ -152,7 +151,7 @@ export function rotaryTables(ctx: EmitContext, positionIds: string): { cos: stri
     name: 'model.rotary_emb.inv_freq',
     type: 'float32',
     dims: [half],
-    data: () => Float32Array.from({ length: half }, (_, i) => 1 / dims.ropeTheta ** ((2 * i) / dims.headDim)),
+    data: () => ropeInvFreq(dims.rope!, dims.headDim),
   });
   const pos = g.op1('Unsqueeze', [g.op1('Cast', [positionIds], `${s}/Cast`, { to: int(1) }), g.constInt64([-1])], `${s}/Unsqueeze`);
   const freqs = g.op1('Mul', [pos, invFreq], `${s}/Mul`);
@@ -170,11 +169,11 @@ export function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: We
   const s = '/lm_head';
   const tied = head.source === tokens.source && head.transpose && !head.rows && !head.cols;
   if (!tied) {
-    const w = weight(ctx, 'lm_head.weight', head, [dims.hiddenSize, dims.vocabSize]);
+    const w = weight(ctx, 'lm_head.weight', head, [dims.embedDim, dims.vocabSize]);
     return g.op1('MatMul', [h, w], `${s}/MatMul`);
   }
-  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.hiddenSize]);
-  const flat = g.op1('Reshape', [h, g.constInt64([-1, dims.hiddenSize])], `${s}/Reshape`);
+  const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.embedDim]);
+  const flat = g.op1('Reshape', [h, g.constInt64([-1, dims.embedDim])], `${s}/Reshape`);
   const y = g.op1('Gemm', [flat, table], `${s}/Gemm`, { transB: int(1) });
   const outShape = g.op1('Concat', [g.op1('Shape', [h], `${s}/Shape`, { start: int(0), end: int(2) }), g.constInt64([dims.vocabSize])], `${s}/Concat`, { axis: int(0) });
   return g.op1('Reshape', [y, outShape], `${s}/Reshape_1`);

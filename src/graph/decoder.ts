@@ -7,11 +7,13 @@
  *   attention_mask ── causal & padding bias [B,1,S,T] (+ ALiBi [B,H,1,T])
  *   position_ids ── rotary cos/sin [B,1,S,D]
  *   for each layer:  h = h + attention(norm(h));  h = h + mlp(norm(h))
- *   norm ── lm head ── logits [B,S,V] (float32)
+ *     (with residualFromNorm the residual stream carries norm(h) instead of h)
+ *   norm ── (project_out) ── lm head ── logits [B,S,V] (float32)
  */
-import type { ArchSpec, LayerWeights, ModelDims } from '../arch/spec.js';
+import { alibiSlopes } from '../arch/positions.js';
+import { layerAttentionScale, type ArchSpec, type LayerWeights, type ModelDims } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { activate, alibiSlopes, embed, linear, lmHead, mergeHeads, normalize, repeatKv, rotary, rotaryTables, splitHeads, type EmitContext, type FloatType } from './blocks.js';
+import { activate, embed, linear, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, type EmitContext, type FloatType } from './blocks.js';
 import { Graph, int, ints } from './ir.js';
 import type { WeightSource } from './weights.js';
 
@@ -54,23 +56,30 @@ export function buildReferenceDecoder(o: DecoderGraphOptions): Graph {
   }
 
   const globals = spec.globals(dims, o.config);
-  let h = embed(ctx, inputIds, positionIds, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset);
+  let h = embed(ctx, inputIds, positionIds, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset, globals.projectIn);
   if (globals.embedNorm) h = normalize(ctx, '/model/embed_norm', h, spec.traits.norm, globals.embedNorm);
 
   const bias = attentionBias(ctx, inputIds, mask, spec.traits.position === 'alibi');
   const rope = spec.traits.position === 'rotary' ? rotaryTables(ctx, positionIds) : undefined;
 
-  for (let i = 0; i < dims.numLayers; i++) {
-    const lw = spec.layer(i, dims, o.config);
+  // x: the next block's input; res: the residual stream it is added back to.
+  const layers = Array.from({ length: dims.numLayers }, (_, i) => spec.layer(i, dims, o.config));
+  let x = normalize(ctx, '/model/layers.0/input_layernorm', h, spec.traits.norm, layers[0]!.inputNorm);
+  let res = dims.residualFromNorm ? x : h;
+  const addNorm = (sum: string, scope: string, nw: LayerWeights['inputNorm']) => {
+    x = normalize(ctx, scope, sum, spec.traits.norm, nw);
+    res = dims.residualFromNorm ? x : sum;
+  };
+  layers.forEach((lw, i) => {
     const scope = `/model/layers.${i}`;
-    const a = attention(ctx, `${scope}/attn`, normalize(ctx, `${scope}/input_layernorm`, h, spec.traits.norm, lw.inputNorm), lw, i, bias, rope);
-    h = g.op1('Add', [h, a], `${scope}/residual_add`);
-    const m = mlp(ctx, `${scope}/mlp`, normalize(ctx, `${scope}/post_attention_layernorm`, h, spec.traits.norm, lw.postAttentionNorm), lw, spec);
-    h = g.op1('Add', [h, m], `${scope}/residual_add_1`);
-  }
+    const a = attention(ctx, `${scope}/attn`, x, lw, i, bias, rope);
+    addNorm(g.op1('Add', [res, a], `${scope}/residual_add`), `${scope}/post_attention_layernorm`, lw.postAttentionNorm);
+    const m = mlp(ctx, `${scope}/mlp`, x, lw, spec);
+    const next = layers[i + 1];
+    addNorm(g.op1('Add', [res, m], `${scope}/residual_add_1`), next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm', next ? next.inputNorm : globals.finalNorm);
+  });
 
-  h = normalize(ctx, '/model/norm', h, spec.traits.norm, globals.finalNorm);
-  const logits = lmHead(ctx, h, globals.lmHead, globals.embedTokens);
+  const logits = lmHead(ctx, projectOut(ctx, x, globals.projectOut), globals.lmHead, globals.embedTokens);
   g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: ['logits'] });
   g.output('logits', 'float32', [DIM.batch, DIM.seq, dims.vocabSize]);
   for (let i = 0; i < dims.numLayers; i++) {
@@ -128,7 +137,7 @@ function attentionBias(ctx: EmitContext, ids: string, mask: string, alibi: boole
  *   x ─┬─ q_proj ─ heads ─(rotary)────────────────────────── q [B,H,S,D]
  *      ├─ k_proj ─ heads ─(rotary)─ Concat(past_key) ─ present_key ─ repeat ─ k [B,H,T,D]
  *      └─ v_proj ─ heads ────────── Concat(past_value) ─ present_value ─ repeat ─ v
- *   Softmax(q k^T / sqrt(D) + bias) v ─ merge heads ─ o_proj
+ *   Softmax(q k^T * scale + bias) v ─ merge heads ─ o_proj      (scale: 1/sqrt(D) unless the config says otherwise)
  */
 function attention(ctx: EmitContext, scope: string, x: string, lw: LayerWeights, layer: number, bias: string, rope?: { cos: string; sin: string }): string {
   const { g, dims } = ctx;
@@ -146,7 +155,7 @@ function attention(ctx: EmitContext, scope: string, x: string, lw: LayerWeights,
   const vAll = g.op('Concat', [n.pastValue, v], { axis: int(2) }, { name: `${scope}/v_cache/Concat`, outputNames: [n.presentValue] })[0]!;
   const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
   const scores = g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`);
-  const scaled = g.op1('Mul', [scores, g.constFloat([1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
+  const scaled = g.op1('Mul', [scores, g.constFloat([layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
   const probs = g.op1('Softmax', [g.op1('Add', [scaled, bias], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
   const ctxOut = g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`);
   return linear(ctx, `${scope}/o_proj`, mergeHeads(ctx, `${scope}/merge_heads`, ctxOut), lw.o, dims.numHeads * D, E);

@@ -106,9 +106,9 @@ function lazyQuantized(data: () => Float32Array, K: number, N: number, bits: 4 |
  *   fused: SkipLayerNormalization(delta, residual, gamma, beta, bias) -> outputs 0 (normed), 3 (sum)
  *   plain: sum = residual + (delta + bias); normed = Norm(sum)
  */
-export function addNorm(ctx: InjectContext, scope: string, residual: string, delta: string, deltaBias: string | undefined, kind: NormKind, nw: NormWeights): { normed: string; sum: string } {
+export function addNorm(ctx: InjectContext, scope: string, residual: string, delta: string, deltaBias: string | undefined, kind: NormKind, nw: NormWeights | undefined): { normed: string; sum: string } {
   const { g, dims } = ctx;
-  if (ctx.plan.fusions.skipNorm) {
+  if (ctx.plan.fusions.skipNorm && nw) {
     const E = dims.hiddenSize;
     const name = weightName(scope);
     const gamma = weight(ctx, `${name}.weight`, nw.weight, [E]);

@@ -14,9 +14,10 @@
  *   for each layer:   attention ── SkipNorm(+residual) ── MLP ── SkipNorm(+residual, next norm)
  *   gather logits_index ── lm head ── logits
  */
-import type { ArchSpec, LayerWeights, ModelDims, NormKind } from '../arch/spec.js';
+import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
+import { layerAttentionScale, type ArchSpec, type LayerWeights, type ModelDims, type NormKind } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { alibiSlopes, embed, lmHead, mergeHeads, normalize, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
+import { embed, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { float, Graph, int, ints } from '../graph/ir.js';
 import type { WeightSource } from '../graph/weights.js';
@@ -30,11 +31,7 @@ export const IO = {
   seqlensK: 'seqlens_k',
   totalSequenceLength: 'total_sequence_length',
   logitsIndex: 'logits_index',
-  /** [1]: how many of the logits_index positions return their logits (0 or all of them). */
-  logitsKept: 'logits_kept',
   logits: 'logits',
-  /** Greedy choice at each logits_index position (ArgMax, the first of ties as the host's argmax). */
-  nextIds: 'next_ids',
 } as const;
 
 export interface InjectedDecoderOptions {
@@ -67,46 +64,44 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   g.input(IO.seqlensK, 'int32', ['batch_size']);
   g.input(IO.totalSequenceLength, 'int32', []);
   const logitsIndex = g.input(IO.logitsIndex, 'int64', ['batch_size', 'logits_length']);
-  const logitsKept = g.input(IO.logitsKept, 'int64', [1]);
   for (let i = 0; i < dims.numLayers; i++) {
     g.input(kvNames(i).pastKey, plan.dtype, cacheShape);
     g.input(kvNames(i).pastValue, plan.dtype, cacheShape);
   }
 
   const globals = spec.globals(dims, o.config);
-  let h = embed(ctx, ids, pos, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset);
+  let h = embed(ctx, ids, pos, globals.embedTokens, globals.embedPositions, spec.traits.positionOffset, globals.projectIn);
   if (globals.embedNorm) h = normalize(ctx, '/model/embed_norm', h, spec.traits.norm, globals.embedNorm);
   const att = attentionInputs(ctx, pos, policy);
 
   const norm: NormKind = spec.traits.norm;
   const layers = Array.from({ length: dims.numLayers }, (_, i) => spec.layer(i, dims, o.config));
-  let residual = h;
   let normed = normalize(ctx, '/model/layers.0/input_layernorm', h, norm, layers[0]!.inputNorm);
+  // The residual stream: each sum, or with residualFromNorm each norm's output.
+  let residual = dims.residualFromNorm ? normed : h;
+  const addNormed = (scope: string, delta: { y: string; bias?: string }, nw: LayerWeights['inputNorm']) => {
+    const r = addNorm(ctx, scope, residual, delta.y, delta.bias, norm, nw);
+    normed = r.normed;
+    residual = dims.residualFromNorm ? r.normed : r.sum;
+  };
   layers.forEach((lw, i) => {
     const scope = `/model/layers.${i}`;
-    const a = attention(ctx, `${scope}/attn`, normed, lw, i, att, policy);
-    ({ normed, sum: residual } = addNorm(ctx, `${scope}/post_attention_layernorm`, residual, a.y, a.bias, norm, lw.postAttentionNorm));
+    addNormed(`${scope}/post_attention_layernorm`, attention(ctx, `${scope}/attn`, normed, lw, i, att, policy), lw.postAttentionNorm);
     const m = mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec);
     const next = layers[i + 1];
-    const nextScope = next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm';
-    ({ normed, sum: residual } = addNorm(ctx, nextScope, residual, m.y, m.bias, norm, next ? next.inputNorm : globals.finalNorm));
+    addNormed(next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm', m, next ? next.inputNorm : globals.finalNorm);
   });
+  normed = projectOut(ctx, normed, globals.projectOut);
 
   // Only the requested positions reach the LM head: [B,S,E] -> [B,L,E].
-  const idx = g.op1('Expand', [g.op1('Unsqueeze', [logitsIndex, g.constInt64([-1])], '/model/logits_gather/Unsqueeze'), g.constInt64([1, 1, dims.hiddenSize])], '/model/logits_gather/Expand');
+  const idx = g.op1('Expand', [g.op1('Unsqueeze', [logitsIndex, g.constInt64([-1])], '/model/logits_gather/Unsqueeze'), g.constInt64([1, 1, dims.embedDim])], '/model/logits_gather/Expand');
   const picked = g.op1('GatherElements', [normed, idx], '/model/logits_gather/GatherElements', { axis: int(1) });
   // int8/int4 quantize the LM head too (its own packed copy; the embedding gather keeps the float table).
   const logits = plan.quant.bits
-    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.hiddenSize).y
+    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.embedDim).y
     : lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
-  // A greedy step reads back B x L ids, and its logits (bloom's 250,880-token vocabulary: 8 MB
-  // at batch 8) stay behind: onnxruntime-node copies every output to the host once any output
-  // lives on the GPU, so an unwanted output is made empty rather than left unfetched.
-  const full = g.op1('Cast', [logits], '/lm_head/Cast', { to: int(1) });
-  g.op('ArgMax', [full], { axis: int(-1), keepdims: int(0) }, { name: '/lm_head/ArgMax', outputNames: [IO.nextIds] });
-  g.op('Slice', [full, g.constInt64([0]), logitsKept, g.constInt64([1])], {}, { name: '/lm_head/Slice', outputNames: [IO.logits] });
-  g.output(IO.logits, 'float32', ['batch_size', 'logits_kept', dims.vocabSize]);
-  g.output(IO.nextIds, 'int64', ['batch_size', 'logits_length']);
+  g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
+  g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
   for (let i = 0; i < dims.numLayers; i++) {
     g.output(kvNames(i).presentKey, plan.dtype, cacheShape);
     g.output(kvNames(i).presentValue, plan.dtype, cacheShape);
@@ -137,9 +132,10 @@ function rotaryCaches(ctx: InjectContext): { cos: string; sin: string } {
   const { dims } = ctx;
   const half = dims.headDim / 2;
   const table = (fn: (x: number) => number) => () => {
+    const inv = ropeInvFreq(dims.rope!, dims.headDim);
     const out = new Float32Array(dims.maxPositions * half);
     for (let p = 0; p < dims.maxPositions; p++) {
-      for (let i = 0; i < half; i++) out[p * half + i] = fn(Math.fround(p * Math.fround(1 / dims.ropeTheta ** ((2 * i) / dims.headDim))));
+      for (let i = 0; i < half; i++) out[p * half + i] = fn(Math.fround(p * inv[i]!));
     }
     return out;
   };
@@ -213,7 +209,7 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     out = g.op('GroupQueryAttention', inputs, {
       num_heads: int(dims.numHeads),
       kv_num_heads: int(dims.numKvHeads),
-      scale: float(plan.attentionScale ?? 1 / Math.sqrt(D)),
+      scale: float(plan.attentionScale ?? layerAttentionScale(dims, layer)),
       do_rotary: int(policy.attention.positions === 'rotary' ? 1 : 0),
       rotary_interleaved: int(0),
       local_window_size: int(-1),
@@ -231,7 +227,7 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     const kAll = g.op('ScatterElements', [n.pastKey, att.cacheRows!, k], { axis: int(2) }, { name: `${scope}/k_cache/ScatterElements`, outputNames: [n.presentKey] })[0]!;
     const vAll = g.op('ScatterElements', [n.pastValue, att.cacheRows!, v], { axis: int(2) }, { name: `${scope}/v_cache/ScatterElements`, outputNames: [n.presentValue] })[0]!;
     const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
-    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([plan.attentionScale ?? 1 / Math.sqrt(D)], ctx.dtype, true)], `${scope}/qk/Mul`);
+    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([plan.attentionScale ?? layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
     const probs = g.op1('Softmax', [g.op1('Add', [scores, att.bias!], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
     out = mergeHeads(ctx, `${scope}/merge_heads`, g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`));
   }

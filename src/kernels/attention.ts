@@ -17,6 +17,7 @@
  *   slopes f32 [H]                                  ALiBi slopes (only read when alibi is on)
  */
 import { UnsupportedError } from '../errors.js';
+import { ropeInvFreq } from '../arch/positions.js';
 import { Kernel, loadWgsl, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 
 export interface QkvScatterBuffers {
@@ -99,10 +100,6 @@ interface PrefillShape {
   BK: number;
 }
 
-/** Inverse rotary frequencies as torch computes them in float32: 1 / theta ** (arange(0, D, 2) / D). */
-export function ropeInvFreq(D: number, theta: number): Float32Array {
-  return Float32Array.from({ length: D / 2 }, (_, i) => Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / D))));
-}
 
 export class AttentionKernels {
   private readonly kernels = new Map<string, Kernel>();
@@ -267,7 +264,7 @@ export class AttentionKernels {
     const key = `${D}/${theta}`;
     let buf = this.invFreqs.get(key);
     if (!buf) {
-      buf = upload(this.ctx, ropeInvFreq(D, theta), `rope inv_freq ${key}`);
+      buf = upload(this.ctx, ropeInvFreq({ type: 'default', theta }, D), `rope inv_freq ${key}`);
       this.invFreqs.set(key, buf);
     }
     return buf;

@@ -10,7 +10,9 @@
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { alibiSlopes } from '../graph/blocks.js';
+import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
+import { layerAttentionScale } from '../arch/spec.js';
+import { UnsupportedError } from '../errors.js';
 import type { Quantization } from '../inject/plan.js';
 import type { StepInput, Stepper } from '../pipeline/loop.js';
 import { AttentionKernels } from './attention.js';
@@ -104,6 +106,8 @@ export class WgslEngine implements Stepper {
   readonly profile: StepProfile = { steps: 0, encodeMs: 0, submitMs: 0, waitMs: 0 };
   private readonly gather: Kernel;
   private readonly slopes: GPUBuffer | undefined;
+  /** Rotary inverse frequencies from the spec's rope settings (positions.ts), when rotary. */
+  private readonly invFreq: GPUBuffer | undefined;
   private readonly linearK: LinearKernels;
   private readonly attentionK: AttentionKernels;
   private readonly elementwise: ElementwiseKernels;
@@ -118,9 +122,16 @@ export class WgslEngine implements Stepper {
     this.attentionK = new AttentionKernels(ctx);
     this.elementwise = ElementwiseKernels.for(ctx);
     this.slopes = ckpt.spec.traits.position === 'alibi' ? upload(ctx, Float32Array.from(alibiSlopes(ckpt.dims.numHeads)), 'alibi slopes') : undefined;
+    this.invFreq = ckpt.dims.rope ? upload(ctx, ropeInvFreq(ckpt.dims.rope, ckpt.dims.headDim), 'rope inv_freq') : undefined;
   }
 
   static create(ctx: GpuContext, ckpt: Checkpoint, o: EngineOptions): WgslEngine {
+    // The engine fuses each norm into the next projection's input and each residual add into
+    // a projection's epilogue: a residual stream of norm outputs, or projections around the
+    // embedding, would need steps it does not have.
+    const g = ckpt.spec.globals(ckpt.dims, ckpt.config);
+    if (ckpt.dims.residualFromNorm) throw new UnsupportedError('--kernels', `wgsl: the residual layout of ${ckpt.configPath} (residual from the norm's output: post-LayerNorm OPT, BLOOM's apply_residual_connection_post_layernorm) is not in the WGSL engine; use --kernels ort`);
+    if (g.projectIn || g.projectOut) throw new UnsupportedError('--kernels', `wgsl: ${ckpt.configPath}'s word_embed_proj_dim (projections around the embedding) is not in the WGSL engine; use --kernels ort`);
     return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
   }
 
@@ -372,15 +383,15 @@ export class WgslEngine implements Stepper {
     w.layers.forEach((layer, i) => {
       linear(buf.res, layer.qkv, buf.qkv, T, { norm: layer.inputNorm });
       const heads = { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity };
-      const rope = spec.traits.position === 'rotary' ? { theta: dims.ropeTheta } : {};
+      const rope = this.invFreq ? { theta: dims.rope!.theta, invFreq: this.invFreq } : {};
       const cache = { kCache: run.kCache[i]!, vCache: run.vCache[i]!, positions: buf.positions, valid: buf.valid };
       // Decode reads the packed projection in place (split, rotary and cache write in the attention kernel).
       const packed = this.attentionK.readsPackedQkv(S, D, rope.theta !== undefined);
-      if (!packed) this.attentionK.encodeQkvScatter(pass, { qkv: buf.qkv, q: buf.q, ...cache }, { ...heads, ...rope });
+      if (!packed) this.attentionK.encodeQkvScatter(pass, { qkv: buf.qkv, q: buf.q, ...cache, ...(this.invFreq ? { invFreq: this.invFreq } : {}) }, { ...heads, ...(rope.theta !== undefined ? { theta: rope.theta } : {}) });
       this.attentionK.encodeAttention(
         pass,
         { q: packed ? buf.qkv : buf.q, ...(packed ? { packedQkv: rope } : {}), ...cache, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
-        { ...heads, scale: 1 / Math.sqrt(D), alibi: !!this.slopes, maxKeys },
+        { ...heads, scale: layerAttentionScale(dims, i), alibi: !!this.slopes, maxKeys },
       );
       linear(buf.attn, layer.o, buf.res, T, { accumulate: true });
       linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });

@@ -35,7 +35,7 @@ export interface GpuNorm {
 }
 
 export interface GpuLayer {
-  inputNorm: GpuNorm;
+  inputNorm?: GpuNorm;
   /** q, k and v projections stacked by rows, [(H + 2 Hkv) D, E]: one GEMV instead of three. */
   qkv: GpuLinear;
   o: GpuLinear;
@@ -50,7 +50,7 @@ export interface GpuWeights {
   positions?: GpuMatrix;
   embedNorm?: GpuNorm;
   layers: GpuLayer[];
-  finalNorm: GpuNorm;
+  finalNorm?: GpuNorm;
   lmHead: GpuMatrix;
   /** Bytes held in GPU buffers. */
   bytes: number;
@@ -120,7 +120,12 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
     return bias ? { w: m, bias } : { w: m };
   };
   const linear = (lw: LinearWeights, out: number, label: string): GpuLinear => stacked([lw], [out], label);
-  const norm = (nw: NormWeights, label: string): GpuNorm => (nw.bias ? { gamma: f32(nw.weight, label), beta: f32(nw.bias, `${label}.beta`) } : { gamma: f32(nw.weight, label) });
+  function norm(nw: NormWeights, label: string): GpuNorm;
+  function norm(nw: NormWeights | undefined, label: string): GpuNorm | undefined;
+  function norm(nw: NormWeights | undefined, label: string): GpuNorm | undefined {
+    if (!nw) return undefined;
+    return nw.bias ? { gamma: f32(nw.weight, label), beta: f32(nw.bias, `${label}.beta`) } : { gamma: f32(nw.weight, label) };
+  }
 
   try {
     const g = spec.globals(dims, config);

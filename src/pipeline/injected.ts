@@ -143,11 +143,9 @@ export class InjectedPipeline implements TextGenerationPipeline {
   /**
    * One forward step over right-padded rows. `tokens[b]` are row b's new tokens, starting at
    * position `start[b]`; logits come back for the positions in `logitsAt[b]` (indices into
-   * the new tokens), or, without `wantLogits`, only their greedy ids (the logits stay on the
-   * device: bloom's 250,880-token vocabulary is 8 MB a step at batch 8). The cache is updated
-   * and returned for the next step.
+   * the new tokens). The cache is updated and returned for the next step.
    */
-  private async step(cache: Feeds, tokens: number[][], start: number[], logitsAt: number[][], wantLogits = true): Promise<{ logits?: Float32Array; ids?: number[]; cache: Feeds }> {
+  private async step(cache: Feeds, tokens: number[][], start: number[], logitsAt: number[][]): Promise<{ logits: Float32Array; cache: Feeds }> {
     const B = tokens.length;
     const S = Math.max(...tokens.map((t) => t.length));
     const L = logitsAt[0]!.length;
@@ -168,11 +166,10 @@ export class InjectedPipeline implements TextGenerationPipeline {
       [IO.seqlensK]: int32(totals.map((t) => t - 1), [B]),
       [IO.totalSequenceLength]: int32([Math.max(...totals)], []),
       [IO.logitsIndex]: int64(logitsAt.flat(), [B, L]),
-      [IO.logitsKept]: int64([wantLogits ? L : 0], [1]),
     };
     const onHost = this.session.device === 'cpu';
     // On the CPU the cache tensors are bound as outputs too, so the op updates them in place.
-    const fetches = onHost ? Object.fromEntries([[IO.logits, null], [IO.nextIds, null], ...Object.keys(cache).map((k) => [k.replace('past_key_values', 'present'), cache[k]!])]) : undefined;
+    const fetches = onHost ? Object.fromEntries([[IO.logits, null], ...Object.keys(cache).map((k) => [k.replace('past_key_values', 'present'), cache[k]!])]) : undefined;
     const out = await this.session.run(feeds, fetches);
     const next: Feeds = {};
     for (const k of Object.keys(cache)) {
@@ -183,7 +180,6 @@ export class InjectedPipeline implements TextGenerationPipeline {
         if (cache[k]!.location === 'gpu-buffer') cache[k]!.dispose();
       }
     }
-    if (!wantLogits) return { ids: Array.from(out[IO.nextIds]!.data as BigInt64Array, Number), cache: next };
     return { logits: await readFloat32(out[IO.logits]!), cache: next };
   }
 
@@ -197,11 +193,10 @@ export class InjectedPipeline implements TextGenerationPipeline {
         begin: (batch, capacity) => {
           cache = this.emptyCache(batch, capacity);
         },
-        step: async (input, needLogits) => {
-          // Masking end-of-sequence (min_new_tokens) happens on the host logits.
-          const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]), needLogits || input.suppress.length > 0);
+        step: async (input) => {
+          const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]));
           cache = r.cache;
-          return r.logits ? { logits: r.logits } : { ids: r.ids! };
+          return { logits: r.logits };
         },
         end: release,
       },
@@ -223,7 +218,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
     const longest = Math.max(...rows.map((r) => r.length));
     const logitsAt = rows.map((r, b) => Array.from({ length: L }, (_, i) => Math.min(from[b]! + i, r.length - 1)));
     const cache = this.emptyCache(B, longest);
-    const { logits, cache: used } = (await this.step(cache, rows, new Array<number>(B).fill(0), logitsAt)) as { logits: Float32Array; cache: Feeds };
+    const { logits, cache: used } = await this.step(cache, rows, new Array<number>(B).fill(0), logitsAt);
     for (const t of Object.values(used)) if (t.location === 'gpu-buffer') t.dispose();
     const V = this.ckpt.dims.vocabSize;
     return rows.map((r, b) => Array.from({ length: r.length - from[b]! }, (_, i) => logits.slice((b * L + i) * V, (b * L + i + 1) * V)));

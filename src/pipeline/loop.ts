@@ -57,7 +57,7 @@ export async function generateLoop(stepper: Stepper, request: GenerateRequest, c
   checkCapacity(ckpt, maxTokens, longest, request.maxNewTokens);
   const V = ckpt.dims.vocabSize;
   const k = request.recordTopK ?? 0;
-  const sample = makeSampler(request.doSample, request.seed ?? 0);
+  const sample = makeSampler(request.doSample, request.seed ?? 0, ckpt.sampling);
   const eos = request.ignoreEos ? [] : ckpt.eosTokenIds;
   const needLogits = request.doSample || k > 0;
 

@@ -102,6 +102,8 @@ export class ReferencePipeline implements TextGenerationPipeline {
       ...inputs,
       max_new_tokens: request.maxNewTokens,
       do_sample: request.doSample,
+      // The checkpoint's sampling settings, as fusegen's own loop takes them (HF defaults where absent).
+      ...(request.doSample ? { temperature: this.ckpt.sampling.temperature, top_k: this.ckpt.sampling.topK, top_p: this.ckpt.sampling.topP } : {}),
       ...(request.ignoreEos ? { min_new_tokens: request.maxNewTokens } : request.minNewTokens ? { min_new_tokens: request.minNewTokens } : {}),
       streamer: streamer as never,
       logits_processor: (k > 0 ? [recordLogits] : []) as never,
