@@ -44,6 +44,11 @@ const configKeys: KeyTable = {
 export const bloom: ArchSpec = {
   modelTypes: ['bloom'],
   configKeys,
+  support: {
+    variants: ['any head count (ALiBi slopes for non-powers of 2)', 'apply_residual_connection_post_layernorm', 'tied or untied head'],
+    refused: [],
+    wgslLacks: ['apply_residual_connection_post_layernorm'],
+  },
   weightPrefixes: ['transformer.'],
   traits: {
     norm: 'layernorm',

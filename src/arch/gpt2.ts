@@ -44,6 +44,10 @@ const configKeys: KeyTable = {
 export const gpt2: ArchSpec = {
   modelTypes: ['gpt2'],
   configKeys,
+  support: {
+    variants: ['tied or untied head', 'n_inner', 'scale_attn_weights', 'scale_attn_by_inverse_layer_idx', 'reorder_and_upcast_attn'],
+    refused: ['activation_function other than gelu_new / gelu_pytorch_tanh / gelu_fast', 'add_cross_attention'],
+  },
   weightPrefixes: ['transformer.'],
   traits: {
     norm: 'layernorm',

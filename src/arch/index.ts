@@ -6,7 +6,7 @@ import { llama } from './llama.js';
 import { opt } from './opt.js';
 import type { ArchSpec } from './spec.js';
 
-const specs: readonly ArchSpec[] = [gpt2, opt, bloom, llama];
+export const specs: readonly ArchSpec[] = [gpt2, opt, bloom, llama];
 
 export const supportedModelTypes: readonly string[] = specs.flatMap((s) => s.modelTypes);
 

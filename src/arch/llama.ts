@@ -65,6 +65,10 @@ function slidingWindow(config: RawConfig, path: string, numLayers: number): numb
 export const llama: ArchSpec = {
   modelTypes: ['llama', 'mistral', 'qwen2'],
   configKeys,
+  support: {
+    variants: ['MHA, GQA and MQA', 'explicit head_dim', 'tied or untied head', 'attention_bias (qwen2: q/k/v biases)', 'mlp_bias', 'rope: default, linear, dynamic, llama3 (4.x and 5.x layouts)', 'sliding_window while runs fit it'],
+    refused: ['rope types yarn, longrope and others', 'rope settings per layer type', 'hidden_act other than silu', 'runs longer than sliding_window'],
+  },
   weightPrefixes: ['model.'],
   traits: {
     norm: 'rmsnorm',

@@ -39,6 +39,11 @@ function preNorm(config: RawConfig, path: string): boolean {
 export const opt: ArchSpec = {
   modelTypes: ['opt'],
   configKeys,
+  support: {
+    variants: ['pre- or post-LayerNorm (do_layer_norm_before)', 'word_embed_proj_dim (project_in/out, opt-350m)', '_remove_final_layer_norm', 'enable_bias', 'tied or untied head'],
+    refused: ['activation_function other than relu', 'layer_norm_elementwise_affine false'],
+    wgslLacks: ['post-LayerNorm', 'word_embed_proj_dim'],
+  },
   weightPrefixes: ['model.decoder.', 'decoder.'],
   traits: {
     norm: 'layernorm',

@@ -107,6 +107,8 @@ export interface ArchSpec {
   modelTypes: readonly string[];
   /** Every config.json key of these model types that fusegen reads or knows to be harmless (over COMMON_KEYS). */
   configKeys: KeyTable;
+  /** For the README's table of supported checkpoints: the config variants read, what is refused, and what the WGSL engine lacks. */
+  support: { variants: readonly string[]; refused: readonly string[]; wgslLacks?: readonly string[] };
   /** Checkpoints name weights with or without these prefixes (`transformer.h.0...` or `h.0...`). */
   weightPrefixes: readonly string[];
   traits: ArchTraits;

@@ -3,6 +3,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { openWeights } from '../checkpoint/checkpoint.js';
 import { CapacityError } from '../errors.js';
+import { decodeText } from './tokenizer.js';
 import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';
 
 /** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
@@ -20,7 +21,7 @@ export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength:
 /**
  * Cuts each row at its first end-of-sequence token (Hugging Face pads finished rows; some
  * loops keep generating for them) and decodes as the seed does: the whole sequence,
- * special tokens skipped.
+ * special tokens skipped, to the text Hugging Face tokenizers gives for the same ids.
  */
 export function finishSequences(
   tokenizer: PreTrainedTokenizer,
@@ -40,8 +41,8 @@ export function finishSequences(
       promptIds: ids,
       newIds,
       finishReason: eosAt >= 0 ? 'eos' : 'length',
-      text: tokenizer.decode([...ids, ...newIds], { skip_special_tokens: true }),
-      generatedText: tokenizer.decode(newIds, { skip_special_tokens: true }),
+      text: decodeText(tokenizer, [...ids, ...newIds]),
+      generatedText: decodeText(tokenizer, newIds),
     };
     if (topKs) seq.topK = topKs[b]!.slice(0, newIds.length);
     return seq;
