@@ -31,6 +31,7 @@ const configKeys: KeyTable = {
   max_window_layers: USED,
   layer_types: USED,
   attention_dropout: { harmless: 'dropout is off at inference' },
+  use_mrope: { only: false, why: "multimodal rotary sections (Qwen2-VL's) are not supported" },
 };
 
 /** Qwen2 always has q/k/v biases (and none on o_proj); llama follows attention_bias. */

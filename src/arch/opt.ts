@@ -29,6 +29,7 @@ const configKeys: KeyTable = {
   layer_norm_elementwise_affine: { only: true, why: 'LayerNorms without weights are not supported' },
   dropout: { harmless: 'dropout is off at inference' },
   attention_dropout: { harmless: 'dropout is off at inference' },
+  activation_dropout: { harmless: 'dropout is off at inference' },
   layerdrop: { harmless: 'layers are dropped only in training' },
 };
 
