@@ -13,6 +13,11 @@ export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength:
   if (need > ckpt.dims.maxPositions) {
     throw new CapacityError('--max_new_tokens', `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
   }
+  // A sliding window is exact only while every key fits in it (Mistral, Qwen2).
+  const window = ckpt.dims.slidingWindow;
+  if (window !== undefined && need > window) {
+    throw new CapacityError(`${ckpt.configPath}: sliding_window`, `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the attention window of ${window} tokens, which fusegen does not implement (runs must fit the window)`);
+  }
   if (need > maxTokens) {
     throw new CapacityError('--max_tokens', `the longest prompt (${promptLength} tokens) plus --max_new_tokens ${maxNewTokens} needs ${need} tokens of KV cache; --max_tokens is ${maxTokens}`);
   }
