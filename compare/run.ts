@@ -11,11 +11,12 @@ import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js
 import { CapacityError, UsageError } from '../src/errors.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
-import { ReferencePipeline } from '../src/pipeline/reference.js';
+import { createReference, type ReferenceKind } from '../src/pipeline/ds-pipeline.js';
+import { HfPipeline } from '../src/pipeline/hf.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
+import { COMPARE_SCHEMA, referenceLine, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
 import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from './environment.js';
 import { similarity, teacherForced, tokenDiff } from './metrics.js';
@@ -27,6 +28,8 @@ export interface CompareOptions {
   dtype: DType;
   device: Device;
   useKernel: boolean;
+  /** What runs the reference: transformers.js on fusegen's plain export (default), or Hugging Face transformers itself (Python). */
+  reference?: ReferenceKind;
   /** The injected backend (with useKernel): fused ONNX Runtime ops, or fusegen's WGSL kernels (webgpu). */
   kernels: 'ort' | 'wgsl';
   numInputs: number;
@@ -70,7 +73,7 @@ export function pyRepr(s: string): string {
   return out + q;
 }
 
-/** The reference runs float16 when asked, else float32 (transformers.js has no int8/int4 path). */
+/** The reference runs float16 when asked, else float32 (neither reference library runs fusegen's int8/int4). */
 function referenceDtype(dtype: DType): DType {
   return dtype === 'float16' ? 'float16' : 'float32';
 }
@@ -114,7 +117,8 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   if (o.maxLength > refCkpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.maxLength} exceeds the model's ${refCkpt.dims.maxPositions} positions`);
 
   const fusions: FusionSwitches = o.useKernel ? ALL_FUSIONS : NO_FUSIONS;
-  const ref = await ReferencePipeline.create(refCkpt, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
+  const referenceKind = o.reference ?? 'transformersjs';
+  const ref = await createReference(referenceKind, refCkpt, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
     schema: COMPARE_SCHEMA,
@@ -122,9 +126,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     createdAt: new Date().toISOString(),
     command: o.command,
     model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir },
-    settings: { dtype: o.dtype, device: o.device, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
+    settings: { dtype: o.dtype, device: o.device, reference: referenceKind, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
     tolerance: { ...tol },
-    environment: { ...environment(), executionProviders: {}, adapter: null },
+    environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
     speed: null,
@@ -194,7 +198,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
         return runs;
       };
       const batchSize = firstBatch.request.prompts.length;
-      const refSpeed = speedOf('reference', await timed(ref), ref, batchSize);
+      const refSpeed = speedOf(referenceKind === 'hf' ? 'hf-pytorch' : 'reference', await timed(ref), ref, batchSize);
       const candSpeed = speedOf(o.useKernel ? (o.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain', await timed(cand), cand, batchSize);
       report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs };
     }
@@ -315,7 +319,7 @@ function summarize(report: CompareReport, tol: Tolerance, o: CompareOptions): vo
 }
 
 export function summaryTable(report: CompareReport): string[] {
-  const lines = ['', 'prompt  verdict     first-diff  similarity  max|dlogit|  mean KL (decode)'];
+  const lines = ['', `reference: ${referenceLine(report)}`, 'prompt  verdict     first-diff  similarity  max|dlogit|  mean KL (decode)'];
   for (const p of report.prompts) {
     const maxAbs = p.logits ? Math.max(p.logits.prefill.maxAbs, p.logits.decode.maxAbs) : NaN;
     lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${Number.isFinite(maxAbs) ? maxAbs.toExponential(2).padStart(11) : 'n/a'.padStart(11)}  ${p.logits ? p.logits.decode.meanKl.toExponential(2) : 'n/a'}`);

@@ -8,6 +8,7 @@ import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { runCompare, summaryTable } from '../../compare/run.js';
 import { InputError, UsageError } from '../errors.js';
 import { kernelsFor } from './generate.js';
+import type { ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
@@ -23,6 +24,7 @@ export interface CompareCliOptions {
   max_length: number;
   print_outputs: boolean;
   use_kernel: boolean;
+  reference: ReferenceKind;
   kernels: 'ort' | 'wgsl' | undefined;
   accuracy_level: 0 | 4 | undefined;
   device: Device;
@@ -43,6 +45,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },
   print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
   use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
+  reference: { flag: 'reference', arg: 'library', help: "what runs the reference side: transformersjs (transformers.js on fusegen's plain ONNX export) or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", default: 'transformersjs', parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl (default wgsl on webgpu, ort elsewhere)', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
@@ -75,6 +78,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       dtype: o.dtype ?? defaultDtype(o.device),
       device: o.device,
       useKernel: o.use_kernel,
+      reference: o.reference,
       kernels: kernelsFor(o.device, o.kernels),
       numInputs: o.num_inputs,
       minLength: o.min_length,

@@ -5,7 +5,7 @@
  */
 import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
-import { createPipeline } from '../pipeline/ds-pipeline.js';
+import { createPipeline, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
@@ -19,6 +19,7 @@ export interface GenerateOptions {
   batch_size: number;
   dtype: DType | undefined;
   hf_baseline: boolean;
+  reference: ReferenceKind | undefined;
   use_kernel: boolean;
   max_tokens: number;
   max_new_tokens: number;
@@ -40,7 +41,8 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
   dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)'),
-  hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph (default: fusegen\'s loop on the plain graph)', default: false },
+  hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph, or Hugging Face transformers with --reference hf (default: fusegen\'s loop on the plain graph)', default: false },
+  reference: { flag: 'reference', arg: 'library', help: "with --hf_baseline: transformersjs (default) or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
   use_kernel: { flag: 'use_kernel', help: 'kernel injection: fused ONNX Runtime ops (GroupQueryAttention, SkipLayerNorm, FastGelu, packed projections)', default: false },
   max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens to generate per prompt', default: 50, parse: intAtLeast(1) },
@@ -64,6 +66,7 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
+  if (o.reference && !o.hf_baseline) throw new UsageError('--reference', 'picks the library of the --hf_baseline pipeline: add --hf_baseline');
   checkAccuracyLevel(o.accuracy_level, resolveDtype(o), !o.hf_baseline && !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
 }
 
@@ -89,7 +92,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const dtype = resolveDtype(o);
   const t0 = performance.now();
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
-  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
+  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);

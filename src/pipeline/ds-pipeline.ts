@@ -9,6 +9,7 @@
 import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
+import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
 import { ReferencePipeline } from './reference.js';
 import { defaultDtype, type DType, type Device, type TextGenerationPipeline } from './types.js';
@@ -18,8 +19,9 @@ export interface PipelineChoice {
   device: Device;
   dtype: DType;
   maxTokens: number;
-  /** The plain library (transformers.js), as the seed's --hf_baseline. */
+  /** The plain library, as the seed's --hf_baseline: transformers.js, or with reference 'hf' Hugging Face transformers itself. */
   hfBaseline?: boolean;
+  reference?: ReferenceKind;
   useKernel?: boolean;
   /** The injected backend; default wgsl on webgpu, ort elsewhere. */
   kernels?: 'ort' | 'wgsl';
@@ -27,11 +29,19 @@ export interface PipelineChoice {
   accuracyLevel?: 0 | 4;
 }
 
+/** Which library runs the reference: transformers.js on fusegen's plain export, or Hugging Face transformers (PyTorch) in Python. */
+export type ReferenceKind = 'transformersjs' | 'hf';
+
+/** The reference pipeline: the one place that picks its library (generate --hf_baseline, compare). */
+export function createReference(kind: ReferenceKind, ckpt: Checkpoint, o: { device: Device; dtype: DType; maxTokens: number }): Promise<TextGenerationPipeline> {
+  return kind === 'hf' ? HfPipeline.create(ckpt, { dtype: o.dtype, maxTokens: o.maxTokens }) : ReferencePipeline.create(ckpt, o);
+}
+
 /** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected or not. */
 export async function createPipeline(ckpt: Checkpoint, o: PipelineChoice): Promise<TextGenerationPipeline> {
   if (o.hfBaseline && o.useKernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
-  if (o.hfBaseline) return ReferencePipeline.create(ckpt, o);
+  if (o.hfBaseline) return createReference(o.reference ?? 'transformersjs', ckpt, o);
   if (o.useKernel && (o.kernels ?? (o.device === 'webgpu' ? 'wgsl' : 'ort')) === 'wgsl') return WgslPipeline.create(ckpt, o);
   return InjectedPipeline.create(ckpt, { ...o, fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS });
 }

@@ -66,7 +66,8 @@ export interface GenerateResult {
 }
 
 export interface PipelineInfo {
-  name: 'reference' | 'injected' | 'wgsl';
+  /** reference: transformers.js on the plain export; hf: Hugging Face transformers (PyTorch) in a Python child; injected: fusegen on ORT; wgsl: fusegen's WGSL engine. */
+  name: 'reference' | 'hf' | 'injected' | 'wgsl';
   device: Device;
   dtype: DType;
   modelDir: string;

@@ -65,6 +65,12 @@ export interface CompareReport {
   settings: {
     dtype: string;
     device: string;
+    /**
+     * What ran the reference: transformers.js on fusegen's plain export, or Hugging Face
+     * transformers itself (`--reference hf`). Absent in reports written before the flag existed,
+     * which all ran transformers.js.
+     */
+    reference?: 'transformersjs' | 'hf';
     useKernel: boolean;
     /** The injected backend: ort, wgsl, or none without kernel injection. */
     kernels: 'ort' | 'wgsl' | 'none';
@@ -86,6 +92,8 @@ export interface CompareReport {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */
     executionProviders: Record<string, string[]>;
     adapter: string | null;
+    /** With `--reference hf`: the Python side's versions and the torch device it ran on. */
+    hf?: { python: string; torch: string; transformers: string; device: 'cpu' | 'cuda'; deviceName: string };
   };
   fusions: Record<string, number>;
   prompts: PromptResult[];
@@ -96,4 +104,11 @@ export interface CompareReport {
     reasons: string[];
     baseline?: { file: string; decodeTokensPerSec: number; regressionPct: number; maxRegressionPct: number };
   };
+}
+
+/** What ran the reference, in words. */
+export function referenceLine(r: CompareReport): string {
+  if ((r.settings.reference ?? 'transformersjs') === 'transformersjs') return `transformers.js ${r.environment.transformersJs} on fusegen's plain ONNX export`;
+  const hf = r.environment.hf;
+  return hf ? `Hugging Face transformers ${hf.transformers} (torch ${hf.torch}, Python ${hf.python}, ${hf.device}${hf.deviceName ? `: ${hf.deviceName}` : ''})` : 'Hugging Face transformers';
 }

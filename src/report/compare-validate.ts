@@ -8,7 +8,11 @@
  * which is exactly what `writeCompareReports` writes.
  *
  * Beyond the schema it checks what JSON Schema cannot say: the summary counts are the
- * prompts' verdicts, prompt indexes are unique, and each side's ids and tokens pair up.
+ * prompts' verdicts, prompt indexes are unique, each side's ids and tokens pair up, and the
+ * Hugging Face versions (environment.hf) are there exactly when settings.reference is "hf".
+ *
+ * settings.reference and environment.hf came after the first reports were written: both are
+ * optional, so those reports stay valid (they ran transformers.js) and the schema stays /1.
  */
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
@@ -51,6 +55,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     settings: object({
       dtype: nonEmpty,
       device: nonEmpty,
+      reference: { enum: ['transformersjs', 'hf'] },
       useKernel: { type: 'boolean' },
       kernels: { enum: ['ort', 'wgsl', 'none'] },
       batchSize: { type: 'integer', minimum: 1 },
@@ -58,7 +63,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       minLength: count,
       maxLength: count,
       accuracyLevel: { enum: [0, 4] },
-    }, ['accuracyLevel']),
+    }, ['accuracyLevel', 'reference']),
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
@@ -76,7 +81,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       gitCommit: { type: ['string', 'null'] },
       executionProviders: { type: 'object', additionalProperties: strings },
       adapter: { type: ['string', 'null'] },
-    }),
+      hf: object({ python: str, torch: str, transformers: str, device: { enum: ['cpu', 'cuda'] }, deviceName: str }),
+    }, ['hf']),
     fusions: { type: 'object', additionalProperties: count },
     prompts: { type: 'array', items: { $ref: '#/$defs/promptResult' } },
     speed: {
@@ -194,6 +200,9 @@ function semanticErrors(r: CompareReport): string[] {
       if (p[side].ids.length !== p[side].tokens.length) out.push(`prompts[${i}].${side}: ${p[side].ids.length} ids but ${p[side].tokens.length} tokens`);
     }
   });
+  // The Python side's versions belong to, and only to, a run whose reference was Hugging Face transformers.
+  if (r.settings.reference === 'hf' && !r.environment.hf) out.push('environment.hf: is required when settings.reference is "hf"');
+  if (r.settings.reference !== 'hf' && r.environment.hf) out.push('environment.hf: is only allowed when settings.reference is "hf"');
   for (const k of Object.keys(tally) as Array<keyof typeof tally>) {
     if (r.summary[k] !== tally[k]) out.push(`summary.${k}: is ${r.summary[k]} but the prompts have ${tally[k]}`);
   }

@@ -190,7 +190,8 @@ export function buildDashboard(dir: string, options: { outDir?: string } = {}): 
       }
     } else {
       const r = run.report as CompareReport;
-      const key = `${r.model.modelType} · ${r.settings.device} · ${r.settings.dtype} · ${r.settings.kernels ?? 'none'}`;
+      // A speedup over Hugging Face transformers is another series than one over transformers.js.
+      const key = `${r.model.modelType} · ${r.settings.device} · ${r.settings.dtype} · ${r.settings.kernels ?? 'none'}${r.settings.reference === 'hf' ? ' · vs hf' : ''}`;
       keys.add(key);
       if (r.speed) addPoint(speedup, key, x, r.speed.decodeSpeedup);
       const v = verdicts.get(key) ?? new Map<string, Trend>();

@@ -9,7 +9,7 @@
  * so the page is always well-formed UTF-8. Numbers that are not finite (or null, in a
  * report read back from JSON) show as "n/a".
  */
-import type { CompareReport, LogitStats, PipelineSpeed, PromptResult, Verdict } from './compare-report.js';
+import { referenceLine, type CompareReport, type LogitStats, type PipelineSpeed, type PromptResult, type Verdict } from './compare-report.js';
 
 // ---------------------------------------------------------------------------------------
 // Text
@@ -303,7 +303,7 @@ function headerSection(r: CompareReport): string {
   const t = r.tolerance;
   return `<header class="page-head">
 <div class="title-row"><h1>fusegen compare <span class="model-name">${rich(name)}</span></h1>${gateBadge(r)}</div>
-<p class="subtitle">${esc(r.model.modelType)} · ${esc(r.settings.dtype)} on ${esc(r.settings.device)} · ${esc(r.createdAt)}</p>
+<p class="subtitle">${esc(r.model.modelType)} · ${esc(r.settings.dtype)} on ${esc(r.settings.device)} · reference ${esc(r.settings.reference === 'hf' ? 'Hugging Face transformers' : 'transformers.js')} · ${esc(r.createdAt)}</p>
 ${banner}
 <div class="grid">
 <section class="card"><h2>Model</h2>${kv([
@@ -314,6 +314,7 @@ ${banner}
 <section class="card"><h2>Settings</h2>${kv([
     ['dtype', rich(r.settings.dtype)],
     ['device', rich(r.settings.device)],
+    ['reference pipeline', `<span class="reference-lib">${rich(referenceLine(r))}</span>`],
     ['kernel injection', r.settings.useKernel ? 'on' : 'off'],
     ['batch size', fixed(r.settings.batchSize, 0)],
     ['inputs', fixed(r.settings.numInputs, 0)],
@@ -332,6 +333,7 @@ ${banner}
     ['node', `${rich(r.environment.node)} (${rich(r.environment.platform)})`],
     ['onnxruntime-node', rich(r.environment.onnxruntimeNode)],
     ['transformers.js', rich(r.environment.transformersJs)],
+    ...(r.environment.hf ? ([['Hugging Face', `transformers ${rich(r.environment.hf.transformers)} · torch ${rich(r.environment.hf.torch)} · Python ${rich(r.environment.hf.python)} · ${rich(r.environment.hf.device)}${r.environment.hf.deviceName ? ` (${rich(r.environment.hf.deviceName)})` : ''}`]] as Array<[string, string]>) : []),
     ['adapter', r.environment.adapter === null ? NA : rich(r.environment.adapter)],
   ])}</section>
 </div>
