@@ -5,9 +5,7 @@
  * the greedy tokens exactly and the top-k logits of every step within 1e-4, alone and in a
  * padded batch.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { loadGolden, type GoldenRow } from './helpers.js';
+import { LOGIT_ATOL, loadGolden, maxLogitError, sha256 } from './helpers.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
@@ -15,26 +13,7 @@ import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
-import type { SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
-
-const LOGIT_ATOL = 1e-4;
-
-function sha256(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
-
-/** Largest |ours - golden| over the golden's top-k ids at every step; Infinity if an id is missing from ours. */
-function maxLogitError(seq: SequenceResult, gold: GoldenRow): number {
-  let err = 0;
-  gold.steps.forEach((step, i) => {
-    const ours = seq.topK![i]!;
-    step.ids.forEach((id, j) => {
-      const k = ours.ids.indexOf(id);
-      err = Math.max(err, k < 0 ? Infinity : Math.abs(ours.values[k]! - step.values[j]!));
-    });
-  });
-  return err;
-}
+import type { TextGenerationPipeline } from '../src/pipeline/types.js';
 
 const PIPELINES = {
   reference: (arch: string) => ReferencePipeline.create(openCheckpoint(tinyModelDir(arch as never)), { device: 'cpu', dtype: 'float32', maxTokens: 1024 }),

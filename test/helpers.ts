@@ -1,10 +1,13 @@
 /** Shared test helpers: Hugging Face goldens and the fixture models. */
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import type { TopK } from '../src/pipeline/types.js';
+import { expect } from 'vitest';
+import { FusegenError } from '../src/errors.js';
+import type { SequenceResult, TopK } from '../src/pipeline/types.js';
 
 export interface GoldenRow {
   new_ids: number[];
@@ -23,6 +26,57 @@ export function loadGolden(arch: string): Golden {
   return JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'golden', `${arch}.json`), 'utf8')) as Golden;
 }
 
+/** Float32 pipelines against Hugging Face's float32 goldens: the largest accepted |logit error|. */
+export const LOGIT_ATOL = 1e-4;
+
+export function sha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/**
+ * Largest |ours - golden| over the golden's top-k ids at every step; Infinity if an id is missing
+ * from ours. With `rtol`, the largest |ours - golden| - rtol * |golden| (compare it with the policy's
+ * atol: compare/tolerance.ts's atol + rtol * |reference|).
+ */
+export function maxLogitError(seq: Pick<SequenceResult, 'topK'>, gold: Pick<GoldenRow, 'steps'>, rtol = 0): number {
+  let err = 0;
+  gold.steps.forEach((step, i) => {
+    const ours = seq.topK?.[i];
+    if (!ours) {
+      err = Infinity;
+      return;
+    }
+    step.ids.forEach((id, j) => {
+      const k = ours.ids.indexOf(id);
+      err = Math.max(err, k < 0 ? Infinity : Math.abs(ours.values[k]! - step.values[j]!) - rtol * Math.abs(step.values[j]!));
+    });
+  });
+  return err;
+}
+
+/** What a step that may be refused gave: its value, or what it threw. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+export async function settle<T>(step: () => T | Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await step() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+export function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** A refusal as the principles ask for it: a FusegenError whose message is one line and names `what`. */
+export function expectOneLineRefusal(error: unknown, what: string | RegExp, context: string): void {
+  expect(error, `${context}: expected a FusegenError, got ${errorText(error)}`).toBeInstanceOf(FusegenError);
+  const message = (error as Error).message;
+  expect(message.includes('\n'), `${context}: the refusal is not one line: ${JSON.stringify(message)}`).toBe(false);
+  if (typeof what === 'string') expect(message, context).toContain(what);
+  else expect(message, context).toMatch(what);
+}
 
 /** Debian's Chromium, driven by playwright-core (no browser download); .ci/run installs it. */
 export const CHROMIUM = '/usr/bin/chromium';
