@@ -13,6 +13,8 @@ import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { openSafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/checkpoint/safetensors.js';
 import { CapacityError, FusegenError, InputError, UnsupportedError, UsageError } from '../src/errors.js';
 import { exportReferenceModel } from '../src/graph/export.js';
+import { main } from '../src/cli/main.js';
+import { prepareOutputDir } from '../src/report/write.js';
 
 type ErrorClass = typeof InputError | typeof UnsupportedError | typeof UsageError | typeof CapacityError;
 
@@ -498,3 +500,91 @@ describe('the export cache', () => {
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('output locations, checked before any work', () => {
+  async function run(args: string[]) {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
+    return { code, out, err };
+  }
+  /** A plain file, and a path under it. */
+  function aFile(): { file: string; under: string } {
+    const d = tmpDir('out');
+    const file = join(d, 'reports.txt');
+    fs.writeFileSync(file, 'not a directory');
+    return { file, under: join(file, 'sub', 'dir') };
+  }
+  // A model directory that does not exist: were the model opened (or exported) first, the error
+  // would name it. The output check names the flag instead, so it ran before any model work.
+  const noModel = () => join(tmpDir('nomodel'), 'missing-model');
+  const cases = (flag: string): Array<[string, () => string, RegExp]> => [
+    ['a file', () => aFile().file, /: is a file, not a directory$/],
+    ['a path under a file', () => aFile().under, /: lies under .*reports\.txt, a file, not a directory$/],
+    ['a place under /proc (where a recursive mkdir never returns)', () => '/proc/fusegen-no-such/reports', /: cannot create \/proc\/fusegen-no-such \(ENOENT: .*\)$/],
+    ['an existing directory that takes no files (/proc)', () => '/proc', /: not writable \(ENOENT: .*\)$/],
+  ].map(([what, path, tail]) => [`${flag} ${what as string}`, path as () => string, tail as RegExp]);
+
+  for (const command of ['compare', 'bench'] as const) {
+    it.each(cases('--report_dir'))(`${command}: %s is one line naming the flag and the path, exit 2, before the model is touched`, async (_what, path, tail) => {
+      const dir = path();
+      const t = performance.now();
+      const r = await run([command, '--model', noModel(), '--report_dir', dir]);
+      expect(performance.now() - t).toBeLessThan(5_000);
+      expect(r.err).toEqual([expect.stringMatching(new RegExp(`^error: --report_dir: ${escape(dir)}${tail.source.replace(/^\^?/, '')}`))]);
+      expect(r.out).toEqual([]);
+      expect(r.code).toBe(2);
+    }, 20_000);
+  }
+
+  it.each(cases('--out'))('dashboard: %s as the page\'s directory is one line naming the flag and the path, exit 2', async (_what, path, tail) => {
+    const reports = tmpDir('dash');
+    const dir = path();
+    const r = await run(['dashboard', '--report_dir', reports, '--out', join(dir, 'dashboard.html')]);
+    expect(r.err).toEqual([expect.stringMatching(new RegExp(`^error: --out: ${escape(dir)}${tail.source.replace(/^\^?/, '')}`))]);
+    expect(r.out).toEqual([]);
+    expect(r.code).toBe(2);
+  }, 20_000);
+
+  it('dashboard: without --out, an unwritable report directory is blamed on --report_dir', async () => {
+    const r = await run(['dashboard', '--report_dir', '/proc']);
+    expect(r.err).toEqual([expect.stringMatching(/^error: --report_dir: \/proc: not writable \(ENOENT: /)]);
+    expect(r.code).toBe(2);
+  });
+
+  it('dashboard: --out never replaces a directory or a file that is not a dashboard; it does replace a dashboard', async () => {
+    const reports = tmpDir('dash');
+    const report = join(reports, 'x-compare.html');
+    fs.writeFileSync(report, '<h1>a compare report</h1>');
+    const r = await run(['dashboard', '--report_dir', reports, '--out', report]);
+    expect(r.err).toEqual([`error: --out: ${report}: exists and is not a fusegen dashboard; not replacing it`]);
+    expect(r.code).toBe(2);
+    expect(fs.readFileSync(report, 'utf8')).toBe('<h1>a compare report</h1>');
+    const asDir = join(reports, 'page');
+    fs.mkdirSync(asDir);
+    const d = await run(['dashboard', '--report_dir', reports, '--out', asDir]);
+    expect(d.err).toEqual([`error: --out: ${asDir}: is a directory; name the page's file`]);
+    expect(d.code).toBe(2);
+    const page = join(reports, 'dash.html');
+    expect((await run(['dashboard', '--report_dir', reports, '--out', page])).code).toBe(0);
+    fs.writeFileSync(page, fs.readFileSync(page, 'utf8').replace('</body>', '<p>stale</p></body>'));
+    expect((await run(['dashboard', '--report_dir', reports, '--out', page])).code).toBe(0);
+    expect(fs.readFileSync(page, 'utf8')).not.toContain('stale');
+    expect(fs.readdirSync(reports).sort()).toEqual(['dash.html', 'page', 'x-compare.html']);
+  });
+
+  it('prepareOutputDir creates missing parents one by one, proves the directory writable and leaves no probe behind', () => {
+    const base = tmpDir('prep');
+    const target = join(base, 'a', 'b', 'c');
+    expect(prepareOutputDir('--report_dir', target)).toBe(target);
+    expect(fs.statSync(target).isDirectory()).toBe(true);
+    expect(fs.readdirSync(target)).toEqual([]);
+    expect(prepareOutputDir('--report_dir', target)).toBe(target); // existing: fine again
+    expect(prepareOutputDir('--x', join(base, 'a', 'b', 'c', '..', '..', '..', 'f', 'g'))).toBe(join(base, 'f', 'g'));
+    fs.writeFileSync(join(base, 'file'), '');
+    const e = caught(() => prepareOutputDir('--x', join(base, 'file', 'y')));
+    expect(e).toBeInstanceOf(UsageError);
+    expect((e as UsageError).message).toBe(`--x: ${join(base, 'file', 'y')}: lies under ${join(base, 'file')}, a file, not a directory`);
+    expect(fs.readdirSync(base).sort()).toEqual(['a', 'f', 'file']);
+  });
+});

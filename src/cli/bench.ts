@@ -3,7 +3,6 @@
  * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
  * and a Bencher BMF file, and prints a table.
  */
-import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
@@ -12,7 +11,7 @@ import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
-import { writeTextAtomic } from '../report/write.js';
+import { prepareOutputDir, writeTextAtomic } from '../report/write.js';
 import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { progressSink } from './progress.js';
 
@@ -76,6 +75,8 @@ export async function runBenchCommand(
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
   checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device));
+  // Before any work: a report directory that cannot take the reports fails now, not after the run.
+  const reportDir = prepareOutputDir('--report_dir', o.report_dir);
   let dir = o.model ?? ensureDefaultModel();
   if (o.preset) {
     dir = join(fixtureModelsDir(), o.preset);
@@ -99,8 +100,7 @@ export async function runBenchCommand(
     io.interrupted,
   ).finally(() => progress.stop());
   for (const line of table(report)) io.out(line);
-  mkdirSync(o.report_dir, { recursive: true });
-  const stem = join(o.report_dir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);
+  const stem = join(reportDir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);
   writeJson(`${stem}.json`, report);
   const gab = actionBenchmark(report);
   writeJson(`${stem}-smaller-is-better.json`, gab.smaller);

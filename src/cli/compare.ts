@@ -12,7 +12,7 @@ import type { ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
-import { writeCompareReports } from '../report/write.js';
+import { prepareOutputDir, writeCompareReports } from '../report/write.js';
 import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
 export interface CompareCliOptions {
@@ -70,6 +70,7 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device), !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
+  prepareOutputDir('--report_dir', o.report_dir); // before any work: the reports' directory takes files
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   const report = await runCompare(
     {
