@@ -157,7 +157,8 @@ export interface BenchProgress {
   step: 'warm-up' | `run ${number}/${number}` | 'profile warm-up' | 'profiled';
 }
 
-export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => void, interrupted: () => boolean): Promise<BenchReport> {
+/** `live` gets the report as soon as it exists; its rows grow as points finish (a second Ctrl-C writes it as it stands). */
+export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => void, interrupted: () => boolean, live?: (report: BenchReport) => void): Promise<BenchReport> {
   const tokenizer = await loadTokenizer(o.ckpt);
   const source = encode(tokenizer, COMPARE_PROMPTS.join(' '));
   const maxTokens = Math.max(...o.promptLengths) + o.maxNewTokens;
@@ -171,6 +172,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
     environment: environment(),
     rows: [],
   };
+  live?.(report);
   const points = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
   const profiled = o.profile ? o.pipelines.filter((p) => p !== 'wgsl').length * o.batchSizes.length * o.promptLengths.length : 0;
   let run = 0;

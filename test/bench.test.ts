@@ -1,5 +1,6 @@
 /** The bench command: a small sweep on the tiny fixture, its report and dashboard exports. */
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,6 +11,9 @@ import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { readOrtProfile } from '../src/runtime/ort.js';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
 import { main } from '../src/cli/main.js';
+import { writeBenchReports } from '../src/cli/bench.js';
+import { loadReports } from '../src/report/dashboard.js';
+import { reportTimestamp } from '../src/report/write.js';
 
 async function cli(args: string[]) {
   const out: string[] = [];
@@ -159,4 +163,68 @@ describe('bench', () => {
     const s = stats([1, 2, 3, 4, 100]);
     expect(s).toEqual({ mean: 22, median: 3, p90: 100, p99: 100 });
   });
+});
+
+describe('bench reports on disk', () => {
+  it('two reports of the same millisecond into one directory both survive, each with its five files', async () => {
+    const o: BenchOptions = { ckpt: openCheckpoint(tinyModelDir('opt')), device: 'cpu', dtype: 'float32', pipelines: ['ort'], batchSizes: [1], promptLengths: [4], maxNewTokens: 3, repeats: 1, profile: false };
+    const report = await runBench(o, () => {}, () => false);
+    const second: BenchReport = { ...report, rows: [...report.rows, ...report.rows] };
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
+    const a = writeBenchReports(report, dir, o.ckpt.dir);
+    const b = writeBenchReports(second, dir, o.ckpt.dir);
+    expect(a.json).not.toBe(b.json);
+    const names = readdirSync(dir).sort();
+    expect(names).toHaveLength(10);
+    const stamp = reportTimestamp(report.createdAt);
+    for (const n of names) expect(n).toMatch(new RegExp(`^${stamp}-[0-9a-f]{6}-tiny-opt-bench(\\.json|\\.html|-smaller-is-better\\.json|-bigger-is-better\\.json|-bencher\\.json)$`));
+    expect(JSON.parse(readFileSync(a.json, 'utf8'))).toEqual(report);
+    expect(JSON.parse(readFileSync(b.json, 'utf8'))).toEqual(second);
+    expect(loadReports(dir).runs.map((r) => r.file).sort()).toEqual([a.json, b.json].sort());
+  });
+
+  it('a second Ctrl-C stops at once and still writes the points that finished, marked interrupted (child process)', async () => {
+    const BIN = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+    expect(existsSync(BIN), `${BIN} is missing: build first (npm run build)`).toBe(true);
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-sigint-'));
+    // Point 1 (batch 1) is short; point 2 (batch 32, 101 runs of 64 tokens) takes far longer than the signals.
+    const args = ['bench', '--model', tinyModelDir('opt'), '--pipelines', 'ort', '--batch_sizes', '1,32', '--prompt_lengths', '4', '--max_new_tokens', '64', '--repeats', '100', '--report_dir', dir];
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    const waitFor = (re: RegExp) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (re.test(stderr)) resolve();
+          else if (child.exitCode !== null) reject(new Error(`exited ${child.exitCode} before ${re}: ${stderr}`));
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      await waitFor(/\[2\/2\] ort batch 32 prompt 4/); // point 1 finished, point 2 under way
+      child.kill('SIGINT');
+      await waitFor(/interrupt: finishing the current step/);
+      const t = performance.now();
+      child.kill('SIGINT');
+      expect(await exited).toBe(130);
+      expect(performance.now() - t).toBeLessThan(10_000);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(stderr).toMatch(/interrupted: 1 finished point written to .*-bench\.json/);
+    const names = readdirSync(dir);
+    expect(names.filter((n) => !n.startsWith('.'))).toHaveLength(5); // no temp files either
+    expect(names.filter((n) => n.startsWith('.'))).toEqual([]);
+    const loaded = loadReports(dir);
+    expect(loaded.skipped).toEqual([]);
+    expect(loaded.runs).toHaveLength(1);
+    const report = loaded.runs[0]!.report as BenchReport;
+    expect(report.status).toBe('interrupted');
+    expect(report.rows.map((r) => `${r.pipeline}/${r.batch}`)).toEqual(['ort/1']);
+    expect(report.rows[0]!.tpotMs.median).toBeGreaterThan(0);
+    expect(loaded.runs[0]!.html).not.toBeNull();
+    for (const n of names) if (n.endsWith('.json')) expect(() => JSON.parse(readFileSync(join(dir, n), 'utf8'))).not.toThrow();
+  }, 90_000);
 });

@@ -4,14 +4,14 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openOffline } from './helpers.js';
 import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResult } from '../src/report/compare-report.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
 import { renderCompareHtml } from '../src/report/html.js';
-import { modelBasename, reportTimestamp, writeCompareReports } from '../src/report/write.js';
+import { modelBasename, reportTimestamp, writeCompareReports, writeReportFiles } from '../src/report/write.js';
 
 
 // Hostile strings: markup, quotes, NUL, a lone surrogate, SVG breakers, control characters.
@@ -265,9 +265,13 @@ describe('writeCompareReports', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('names files from the UTC timestamp and a sanitized model basename', () => {
-    expect(reportTimestamp('2025-03-14T09:15:02.345Z')).toBe('20250314-091502');
-    expect(reportTimestamp('2025-01-01T00:30:00+01:00')).toBe('20241231-233000');
+  const STEM = /^20250314-091502-345-[0-9a-f]{6}-evil_svg_onload_alert_1_name-compare$/;
+  const stems = (names: string[]) => [...new Set(names.map((n) => n.replace(/\.(json|html)$/, '')))];
+
+  it('names files from the UTC timestamp to the millisecond, a random part and a sanitized model basename', () => {
+    expect(reportTimestamp('2025-03-14T09:15:02.345Z')).toBe('20250314-091502-345');
+    expect(reportTimestamp('2025-01-01T00:30:00+01:00')).toBe('20241231-233000-000');
+    expect(() => reportTimestamp('yesterday')).toThrow(/createdAt: not a date/);
     expect(modelBasename(`/models/evil<svg onload=alert(1)>"'&\u0000name`)).toBe('evil_svg_onload_alert_1_name');
     expect(modelBasename('C:\\models\\Llama 3.2 (1B)\\')).toBe('Llama_3.2_1B_');
     expect(modelBasename('/')).toBe('model');
@@ -278,31 +282,64 @@ describe('writeCompareReports', () => {
     const out = join(dir, 'nested', 'reports');
     const report = fixture();
     const w = writeCompareReports(report, out);
-    expect(w.json).toBe(join(out, '20250314-091502-evil_svg_onload_alert_1_name-compare.json'));
-    expect(w.html).toBe(join(out, '20250314-091502-evil_svg_onload_alert_1_name-compare.html'));
-    expect(readdirSync(out).sort()).toEqual(['20250314-091502-evil_svg_onload_alert_1_name-compare.html', '20250314-091502-evil_svg_onload_alert_1_name-compare.json']);
+    expect(w.json.slice(0, -'.json'.length)).toBe(w.html.slice(0, -'.html'.length));
+    expect(w.json.startsWith(join(out, '/'))).toBe(true);
+    expect(w.json.slice(out.length + 1, -'.json'.length)).toMatch(STEM);
+    expect(readdirSync(out).sort()).toEqual([basename(w.html), basename(w.json)]);
     expect(JSON.parse(readFileSync(w.json, 'utf8'))).toEqual(report);
     expect(readFileSync(w.html, 'utf8')).toBe(renderCompareHtml(report));
   });
 
-  it('replaces an earlier file of the same name whole', () => {
-    const out = join(dir, 'replace');
-    mkdirSync(out);
-    const name = join(out, '20250314-091502-evil_svg_onload_alert_1_name-compare.json');
-    writeFileSync(name, 'stale '.repeat(100_000));
-    const w = writeCompareReports(fixture(), out);
-    expect(JSON.parse(readFileSync(w.json, 'utf8'))).toEqual(fixture());
-    expect(readdirSync(out)).toHaveLength(2);
+  it('two reports of the same millisecond into one directory both survive, whole', () => {
+    const out = join(dir, 'same-ms');
+    const a = fixture();
+    const b: CompareReport = { ...fixture(), command: [...fixture().command, '--second'] };
+    const wa = writeCompareReports(a, out);
+    const wb = writeCompareReports(b, out);
+    expect(wa.json).not.toBe(wb.json);
+    const names = readdirSync(out);
+    expect(names).toHaveLength(4);
+    expect(stems(names)).toHaveLength(2);
+    for (const s of stems(names)) expect(s).toMatch(STEM);
+    expect(JSON.parse(readFileSync(wa.json, 'utf8'))).toEqual(a);
+    expect(JSON.parse(readFileSync(wb.json, 'utf8'))).toEqual(b);
+    expect(readFileSync(wb.html, 'utf8')).toBe(renderCompareHtml(b));
   });
 
-  it('writes nothing for an invalid report, and cleans its temp file when a rename fails', () => {
+  it('never replaces an existing file: a taken name moves the whole set to another random part', () => {
+    const out = join(dir, 'taken');
+    mkdirSync(out);
+    // The HTML name of the first random part is taken (by a file, then by a directory).
+    const taken = join(out, '20250314-091502-345-aaaaaa-r-compare.html');
+    writeFileSync(taken, 'an earlier report');
+    mkdirSync(join(out, '20250314-091502-345-bbbbbb-r-compare.html'));
+    const parts = ['aaaaaa', 'bbbbbb', 'cccccc'];
+    const w = writeReportFiles(out, '20250314-091502-345', 'r-compare', [{ suffix: '.json', text: '{"new":1}' }, { suffix: '.html', text: 'new page' }], () => parts.shift()!);
+    expect(w).toEqual({ '.json': join(out, '20250314-091502-345-cccccc-r-compare.json'), '.html': join(out, '20250314-091502-345-cccccc-r-compare.html') });
+    expect(readFileSync(taken, 'utf8')).toBe('an earlier report');
+    expect(readdirSync(out).sort()).toEqual([
+      '20250314-091502-345-aaaaaa-r-compare.html',
+      '20250314-091502-345-bbbbbb-r-compare.html',
+      '20250314-091502-345-cccccc-r-compare.html',
+      '20250314-091502-345-cccccc-r-compare.json',
+    ]);
+    expect(readFileSync(w['.json']!, 'utf8')).toBe('{"new":1}');
+    expect(readFileSync(w['.html']!, 'utf8')).toBe('new page');
+  });
+
+  it('gives up when every name is taken, leaving what was there and no temp or half files', () => {
+    const out = join(dir, 'all-taken');
+    mkdirSync(out);
+    writeFileSync(join(out, 'p-zzzzzz-r.json'), 'earlier');
+    expect(() => writeReportFiles(out, 'p', 'r', [{ suffix: '.html', text: 'x' }, { suffix: '.json', text: 'y' }], () => 'zzzzzz')).toThrow(/report names in a row were taken/);
+    expect(readdirSync(out)).toEqual(['p-zzzzzz-r.json']);
+    expect(readFileSync(join(out, 'p-zzzzzz-r.json'), 'utf8')).toBe('earlier');
+  });
+
+  it('writes nothing for an invalid report', () => {
     const bad = join(dir, 'bad');
     expect(() => writeCompareReports({ ...fixture(), schema: 'nope' } as unknown as CompareReport, bad)).toThrow(/schema: must be/);
     expect(existsSync(bad)).toBe(false);
-    const blocked = join(dir, 'blocked');
-    mkdirSync(join(blocked, '20250314-091502-evil_svg_onload_alert_1_name-compare.html'), { recursive: true });
-    expect(() => writeCompareReports(fixture(), blocked)).toThrow();
-    expect(readdirSync(blocked).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 });
 

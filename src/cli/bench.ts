@@ -3,7 +3,7 @@
  * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
  * and a Bencher BMF file, and prints a table.
  */
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
@@ -11,9 +11,10 @@ import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
-import { prepareOutputDir, writeTextAtomic } from '../report/write.js';
+import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
 import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { progressSink } from './progress.js';
+import type { AbortWriter } from './main.js';
 
 export interface BenchCliOptions {
   model: string | undefined;
@@ -53,8 +54,6 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
 };
 
-const writeJson = (path: string, value: unknown) => writeTextAtomic(path, JSON.stringify(value, null, 2));
-
 export function table(report: BenchReport): string[] {
   const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  GPU step ms  cliffs'];
   for (const r of report.rows) {
@@ -70,7 +69,7 @@ export function table(report: BenchReport): string[] {
 
 export async function runBenchCommand(
   o: BenchCliOptions,
-  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream },
+  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
 ): Promise<number> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
@@ -83,6 +82,15 @@ export async function runBenchCommand(
     writePresetCheckpoint(dir, o.preset);
   }
   const progress = progressSink(io.err, io.terminal);
+  // A second Ctrl-C stops at once: the points that finished are still written, marked interrupted.
+  let live: BenchReport | undefined;
+  io.onAbort?.(() => {
+    if (!live) return;
+    progress.stop();
+    const partial: BenchReport = { ...live, status: 'interrupted', rows: [...live.rows] };
+    const written = writeBenchReports(partial, reportDir, dir);
+    io.err(`interrupted: ${partial.rows.length} finished point${partial.rows.length === 1 ? '' : 's'} written to ${written.json}`);
+  });
   const report = await runBench(
     {
       ckpt: openCheckpoint(dir),
@@ -98,15 +106,30 @@ export async function runBenchCommand(
     },
     (p) => progress.update(p),
     io.interrupted,
-  ).finally(() => progress.stop());
+    (r) => (live = r),
+  ).finally(() => {
+    io.onAbort?.(undefined);
+    progress.stop();
+  });
   for (const line of table(report)) io.out(line);
-  const stem = join(reportDir, `${report.createdAt.replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${basename(dir).replace(/[^A-Za-z0-9._-]/g, '_')}-bench`);
-  writeJson(`${stem}.json`, report);
-  const gab = actionBenchmark(report);
-  writeJson(`${stem}-smaller-is-better.json`, gab.smaller);
-  writeJson(`${stem}-bigger-is-better.json`, gab.bigger);
-  writeJson(`${stem}-bencher.json`, bencherBmf(report));
-  writeTextAtomic(`${stem}.html`, renderBenchHtml(report));
-  io.out(`reports: ${stem}.json, ${stem}.html (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
+  const written = writeBenchReports(report, reportDir, dir);
+  io.out(`reports: ${written.json}, ${written.html} (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
   return report.status === 'interrupted' ? 130 : 0;
+}
+
+/**
+ * Writes `<timestamp>-<random>-<model>-bench.json`, its `.html`, the github-action-benchmark files
+ * and the Bencher file into `dir` (which exists), all new files: none replaces another report.
+ */
+export function writeBenchReports(report: BenchReport, dir: string, modelDir: string): { json: string; html: string } {
+  const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
+  const gab = actionBenchmark(report);
+  const out = writeReportFiles(dir, reportTimestamp(report.createdAt), `${modelBasename(modelDir)}-bench`, [
+    { suffix: '.json', text: json(report) },
+    { suffix: '-smaller-is-better.json', text: json(gab.smaller) },
+    { suffix: '-bigger-is-better.json', text: json(gab.bigger) },
+    { suffix: '-bencher.json', text: json(bencherBmf(report)) },
+    { suffix: '.html', text: renderBenchHtml(report) },
+  ]);
+  return { json: out['.json']!, html: out['.html']! };
 }

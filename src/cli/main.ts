@@ -50,12 +50,31 @@ export interface CliIo {
 
 const consoleIo: CliIo = { out: (l) => console.log(l), err: (l) => console.error(l), ...(process.stderr.isTTY ? { terminal: process.stderr } : {}) };
 
+/**
+ * What a command gives main for a second Ctrl-C: a synchronous writer of its partial report
+ * (what finished so far), or undefined when there is nothing to write.
+ */
+export type AbortWriter = (() => void) | undefined;
+
 export async function main(argv: string[], io: CliIo = consoleIo): Promise<number> {
   let interrupted = false;
+  let abortWriter: AbortWriter;
+  const onAbort = (w: AbortWriter) => {
+    abortWriter = w;
+  };
+  // First Ctrl-C: the command finishes its current step and reports what finished. Second:
+  // stop now, but still write the partial report (the points that finished) before exiting.
   const onSigint = () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) {
+      try {
+        abortWriter?.();
+      } catch (e) {
+        io.err(`error: writing the partial report: ${(e as Error).message}`);
+      }
+      process.exit(130);
+    }
     interrupted = true;
-    io.err('interrupt: finishing the current step; press Ctrl-C again to abort');
+    io.err('interrupt: finishing the current step; press Ctrl-C again to stop now (what finished is still reported)');
   };
   const program = new Command('fusegen')
     .description('Kernel-injected LLM inference for Node.js, checked against a reference pipeline')
@@ -76,7 +95,7 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   const bench = program.command('bench').description('pipelines side by side: latency and throughput sweeps, reports for dashboards').exitOverride();
   addOptions(bench, benchOptions);
   bench.action(async (parsed: Record<string, unknown>) => {
-    code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { ...io, interrupted: () => interrupted });
+    code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { ...io, interrupted: () => interrupted, onAbort });
   });
   const dashboard = program.command('dashboard').description('one HTML page over all bench and compare reports: trends over time, every run linked').exitOverride();
   addOptions(dashboard, dashboardOptions);

@@ -1,26 +1,30 @@
 /**
- * Writes a compare report as `<dir>/<YYYYMMDD-HHMMSS>-<model>-compare.json` and `.html`
- * beside it. Each file is written to a temporary file in the same directory, flushed, and
- * renamed over its name, so a reader never sees half a report.
+ * Where reports go, and how they get there.
  *
- * `prepareOutputDir` creates an output directory and proves it writable (a probe file created
- * and removed) before a command does any work, so a bad `--report_dir` or `--out` costs one
- * line and exit 2, never a finished run.
+ * - `prepareOutputDir` creates an output directory and proves it writable (a probe file created
+ *   and removed) before a command does any work, so a bad `--report_dir` or `--out` costs one
+ *   line and exit 2, never a finished run.
+ * - Reports are named `<YYYYMMDD-HHMMSS-mmm>-<random>-<model>-<kind>` (UTC, milliseconds, six
+ *   random hex digits) and created exclusively: each file is written to a temporary file in the
+ *   same directory, flushed, and hard-linked to its name, which fails rather than replace an
+ *   existing file (then the whole set takes another random suffix). A reader never sees half a
+ *   report, and no run's report replaces another's.
+ * - `writeTextAtomic` replaces a file whole (the dashboard page, which is rebuilt from the reports).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join, parse, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { CompareReport } from './compare-report.js';
 import { validateCompareReport } from './compare-validate.js';
 import { renderCompareHtml } from './html.js';
 
-/** `2024-05-01T12:03:04.567Z` -> `20240501-120304` (UTC). */
+/** `2024-05-01T12:03:04.567Z` -> `20240501-120304-567` (UTC, to the millisecond). */
 export function reportTimestamp(createdAt: string): string {
   const d = new Date(createdAt);
-  if (Number.isNaN(d.getTime())) throw new Error(`invalid compare report: createdAt: not a date (${JSON.stringify(createdAt)})`);
+  if (Number.isNaN(d.getTime())) throw new Error(`invalid report: createdAt: not a date (${JSON.stringify(createdAt)})`);
   const p = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;
+  return `${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}-${p(d.getUTCMilliseconds(), 3)}`;
 }
 
 /** The last path component of a model directory, reduced to `[A-Za-z0-9._-]`. */
@@ -93,11 +97,9 @@ export function prepareOutputDir(flag: string, dir: string): string {
 
 let seq = 0;
 
-/** Writes `text` to a temporary file beside `path`, flushes it and renames it into place. */
-export function writeTextAtomic(path: string, text: string): void {
-  const dir = dirname(path);
-  mkdirSync(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.${seq++}.tmp`);
+/** Writes `text` to a fresh temporary file in `dir` and flushes it; returns its path. */
+function writeTemp(dir: string, name: string, text: string): string {
+  const tmp = join(dir, `.${name}.${process.pid}.${Date.now()}.${seq++}.tmp`);
   try {
     const fd = openSync(tmp, 'wx');
     try {
@@ -107,6 +109,19 @@ export function writeTextAtomic(path: string, text: string): void {
     } finally {
       closeSync(fd);
     }
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  return tmp;
+}
+
+/** Writes `text` to a temporary file beside `path`, flushes it and renames it over `path`. */
+export function writeTextAtomic(path: string, text: string): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true });
+  const tmp = writeTemp(dir, basename(path), text);
+  try {
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
@@ -114,15 +129,68 @@ export function writeTextAtomic(path: string, text: string): void {
   }
 }
 
+/**
+ * Places a flushed temporary file at `path` only if nothing is there: a hard link, which fails
+ * with EEXIST instead of replacing. Where the file system has no hard links, a rename after a
+ * check (a window of microseconds for a race, never a half file).
+ */
+function placeExclusive(tmp: string, path: string): boolean {
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (e) {
+    if (errno(e) === 'EEXIST') return false;
+    if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(errno(e))) throw e;
+  }
+  try {
+    statSync(path);
+    return false;
+  } catch (e) {
+    if (errno(e) !== 'ENOENT') throw e;
+  }
+  renameSync(tmp, path);
+  return true;
+}
+
+/** A short random suffix that tells apart reports of the same millisecond. */
+export function reportSuffix(): string {
+  return randomBytes(3).toString('hex');
+}
+
+/**
+ * Writes a set of files `<dir>/<stem><suffix>` for `stem = <prefix>-<random>-<tail>`, each
+ * exclusively created: none replaces an existing file. When any name of the set is taken, the
+ * files placed so far are removed and the set tries another random part. Returns the paths by
+ * suffix. `dir` must exist (prepareOutputDir).
+ */
+export function writeReportFiles(dir: string, prefix: string, tail: string, files: Array<{ suffix: string; text: string }>, random: () => string = reportSuffix): Record<string, string> {
+  const temps = files.map((f) => ({ ...f, tmp: writeTemp(dir, `${prefix}${f.suffix}`, f.text) }));
+  try {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const stem = join(dir, `${prefix}-${random()}-${tail}`);
+      const placed: string[] = [];
+      for (const f of temps) {
+        if (placeExclusive(f.tmp, `${stem}${f.suffix}`)) placed.push(`${stem}${f.suffix}`);
+        else break;
+      }
+      if (placed.length === temps.length) return Object.fromEntries(temps.map((f) => [f.suffix, `${stem}${f.suffix}`]));
+      for (const p of placed) rmSync(p, { force: true });
+    }
+    throw new Error(`${dir}: 20 report names in a row were taken`);
+  } finally {
+    for (const f of temps) rmSync(f.tmp, { force: true });
+  }
+}
+
 export function writeCompareReports(report: CompareReport, dir: string): { json: string; html: string } {
   validateCompareReport(report);
-  const stem = `${reportTimestamp(report.createdAt)}-${modelBasename(report.model.dir)}-compare`;
   // Render before touching the disk: a rendering error leaves nothing behind.
   const json = `${JSON.stringify(report, null, 2)}\n`;
   const html = renderCompareHtml(report);
   prepareOutputDir('--report_dir', dir);
-  const out = { json: join(dir, `${stem}.json`), html: join(dir, `${stem}.html`) };
-  writeTextAtomic(out.json, json);
-  writeTextAtomic(out.html, html);
-  return out;
+  const out = writeReportFiles(dir, reportTimestamp(report.createdAt), `${modelBasename(report.model.dir)}-compare`, [
+    { suffix: '.json', text: json },
+    { suffix: '.html', text: html },
+  ]);
+  return { json: out['.json']!, html: out['.html']! };
 }
