@@ -3,7 +3,9 @@
  * off to blame it (ONNX Runtime's fusion options idea). All off gives the plain graph: the
  * same inputs, outputs and node names in standard ops only.
  */
+import type { ModelDims } from '../arch/spec.js';
 import type { FloatType } from '../graph/blocks.js';
+import type { InjectionPolicy } from './policy.js';
 
 export interface FusionSwitches {
   /** GroupQueryAttention over a KV cache in one max-length buffer (off: the same contract in standard ops). */
@@ -49,3 +51,13 @@ export interface InjectionPlan {
 
 /** What the builder fused, counted per fused op type (printed and tested). */
 export type FusionCounts = Record<string, number>;
+
+/**
+ * The switches a model can take: ONNX Runtime's GroupQueryAttention rotates only heads whose
+ * size is a multiple of 16 ("head_size shall be a multiple of 16"), so a smaller rotary head
+ * keeps the unfused attention (the same contract in standard ops) rather than failing at run time.
+ */
+export function fusionsFor(fusions: FusionSwitches, dims: ModelDims, policy: InjectionPolicy): FusionSwitches {
+  if (fusions.attention && policy.attention.positions === 'rotary' && dims.headDim % 16 !== 0) return { ...fusions, attention: false };
+  return fusions;
+}

@@ -13,7 +13,7 @@ import { kvNames } from '../graph/decoder.js';
 import { exportGraph, type ExportedModel } from '../graph/export.js';
 import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/index.js';
-import { ALL_FUSIONS, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
+import { ALL_FUSIONS, fusionsFor, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
 import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { generateLoop } from './loop.js';
@@ -59,8 +59,9 @@ export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): 
   }
 }
 
-export function exportInjectedModel(ckpt: Checkpoint, plan: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
+export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
   const policy = policyFor(ckpt.modelType);
+  const plan = { ...asked, fusions: fusionsFor(asked.fusions, ckpt.dims, policy) };
   const on = Object.entries(plan.fusions).filter(([, v]) => v).map(([k]) => k);
   const exported = exportGraph(
     ckpt,
