@@ -296,8 +296,10 @@ describe('unsupported features are refused by field', () => {
     expect(openCheckpoint(dir).sampling).toEqual({ temperature: 0.6, topK: 50, topP: 0.9 });
     fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, repetition_penalty: 1.1 }));
     expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: repetition_penalty`, '1.1');
-    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, watermarking_config: {} }));
-    expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: watermarking_config`, 'unknown generation config key');
+    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, watermarking_config: { greenlist_ratio: 0.25 } }));
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: watermarking_config`, 'changes which tokens are chosen');
+    fs.writeFileSync(path, JSON.stringify({ eos_token_id: 2, frobnicate: true }));
+    expectError(() => openCheckpoint(dir), UnsupportedError, `${path}: frobnicate`, 'unknown generation config key');
   });
 
   it('the unmodified fixtures open cleanly (the cases above fail for their one change)', () => {

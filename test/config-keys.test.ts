@@ -3,13 +3,13 @@
  * of the real Hub config.json files in test/data/hub-configs is used or declared harmless,
  * and each reads to the dimensions and variants its model really has.
  */
-import { copyFileSync, mkdtempSync, readdirSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { classify, COMMON_KEYS, GENERATION_KEYS } from '../src/arch/config-keys.js';
-import { specs } from '../src/arch/index.js';
+import { archFor, specs } from '../src/arch/index.js';
 import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { readJsonObject } from '../src/checkpoint/config.js';
 import { UnsupportedError } from '../src/errors.js';
@@ -61,6 +61,25 @@ describe('real Hub configs', () => {
   it('GPT-NeoX (pythia) is refused by model_type, in one line', () => {
     expect(() => openCheckpoint(hubCheckpoint('EleutherAI--pythia-160m'))).toThrow(UnsupportedError);
     expect(() => openCheckpoint(hubCheckpoint('EleutherAI--pythia-160m'))).toThrow(/model_type "gpt_neox" is not supported/);
+  });
+});
+
+describe('every key Hugging Face transformers writes (fixtures/conformance/hf-config-keys.json, from make_conformance.py)', () => {
+  const written = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'conformance', 'hf-config-keys.json'), 'utf8')) as {
+    transformers: string;
+    model_types: Record<string, { to_dict: string[]; generation_config_to_dict: string[]; cases_rope_parameters?: Record<string, string[]> }>;
+  };
+
+  it('covers every model_type fusegen reads', () => {
+    expect(Object.keys(written.model_types).sort()).toEqual(specs.flatMap((s) => s.modelTypes).sort());
+  });
+
+  it.each(Object.keys(written.model_types))('%s: every config and generation config key is in a class', (modelType) => {
+    const v = written.model_types[modelType]!;
+    const table = { ...COMMON_KEYS, ...archFor(modelType, 'test').configKeys };
+    expect(v.to_dict.length).toBeGreaterThan(20);
+    expect(v.to_dict.filter((k) => !table[k])).toEqual([]);
+    expect(v.generation_config_to_dict.filter((k) => !GENERATION_KEYS[k])).toEqual([]);
   });
 });
 

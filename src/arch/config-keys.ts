@@ -86,8 +86,38 @@ export const GENERATION_KEYS: KeyTable = {
   pad_token_id: COMMON_KEYS['pad_token_id']!,
   eos_token_id: USED,
   decoder_start_token_id: COMMON_KEYS['decoder_start_token_id']!,
+  output_attentions: OUTPUTS,
+  output_hidden_states: OUTPUTS,
+  use_cache: COMMON_KEYS['use_cache']!,
   ...generationDefaults(),
+  ...assistedDecoding(),
 };
+
+/** Settings of Hugging Face's generate that act only with an assistant model or a compiler, which the seed never passes. */
+function assistedDecoding(): KeyTable {
+  const assistant = { harmless: 'acts only when generate is given an assistant model (speculative decoding), which the seed never passes' };
+  const engine = { harmless: "how Hugging Face's generate runs (compilation, cache sizing, chunked prefill, batching): the same tokens" };
+  return {
+    assistant_confidence_threshold: assistant,
+    assistant_early_exit: assistant,
+    assistant_ensemble_weight: assistant,
+    assistant_lookbehind: assistant,
+    target_lookbehind: assistant,
+    num_assistant_tokens: assistant,
+    num_assistant_tokens_schedule: assistant,
+    is_assistant: assistant,
+    max_matching_ngram_size: assistant,
+    speculation_type: assistant,
+    use_mtp: assistant,
+    cache_config: engine,
+    compile_config: engine,
+    disable_compile: engine,
+    continuous_batching_config: engine,
+    max_cache_len: engine,
+    prefill_chunk_size: engine,
+    low_memory: { harmless: 'only read by contrastive search, which penalty_alpha (refused) turns on' },
+  };
+}
 
 function generationDefaults(): KeyTable {
   const changesTokens = 'changes which tokens are chosen, and fusegen does not implement it';
@@ -124,6 +154,16 @@ function generationDefaults(): KeyTable {
     penalty_alpha: { only: null, why: changesTokens },
     guidance_scale: { only: null, why: changesTokens },
     sequence_bias: { only: null, why: changesTokens },
+    constraints: { only: null, why: changesTokens },
+    force_words_ids: { only: null, why: changesTokens },
+    encoder_repetition_penalty: { only: 1, why: changesTokens },
+    dola_layers: { only: null, why: changesTokens },
+    top_h: { only: null, why: changesTokens },
+    token_healing: { only: false, why: changesTokens },
+    watermarking_config: { only: null, why: changesTokens },
+    prompt_lookup_num_tokens: { only: null, why: 'prompt-lookup decoding is not supported' },
+    stop_strings: { only: null, why: 'stopping at strings is not supported: runs stop at end-of-sequence or the length' },
+    max_time: { only: null, why: 'a time limit would make the tokens depend on the machine' },
     num_beams: { only: 1, why: beams },
     num_beam_groups: { only: 1, why: beams },
     diversity_penalty: { only: 0, why: beams },
