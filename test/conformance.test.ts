@@ -172,7 +172,11 @@ if (index instanceof Error) {
       expect(sha256(join(data, 'config.json'))).toBe(golden.checkpoint.config_sha256);
       expect(sha256(join(data, 'config.v4.json'))).toBe(golden.checkpoint.config_v4_sha256);
       expect(sha256(join(data, 'generation_config.json'))).toBe(golden.checkpoint.generation_config_sha256);
-      expect(sha256(join(data, 'model.safetensors'))).toBe(golden.checkpoint.weights_sha256);
+      // model.safetensors is rebuilt from its header and its draws (fixtures/conformance.ts), and must be the file transformers wrote.
+      expect(sha256(join(conformanceModelDir(c.name, 'v5'), 'model.safetensors')), 'the rebuilt model.safetensors').toBe(golden.checkpoint.weights_sha256);
+      expect(sha256(join(conformanceModelDir(c.name, 'v4'), 'model.safetensors')), 'the rebuilt model.safetensors (4.x layout)').toBe(golden.checkpoint.weights_sha256);
+      if (golden.checkpoint.header_sha256) expect(sha256(join(data, 'model.safetensors.header'))).toBe(golden.checkpoint.header_sha256);
+      if (golden.checkpoint.weights_manifest_sha256) expect(sha256(join(data, 'weights.json'))).toBe(golden.checkpoint.weights_manifest_sha256);
       expect(sha256(join(tinyModelDir(c.family), 'tokenizer.json')), `the ${c.family} fixture tokenizer drifted from the one HF used`).toBe(golden.tokenizer_sha256);
       if (golden.tokenizer_config_sha256) expect(sha256(join(tinyModelDir(c.family), 'tokenizer_config.json'))).toBe(golden.tokenizer_config_sha256);
     });
