@@ -59,7 +59,9 @@ export function exportGraph(ckpt: Checkpoint, spec: GraphExport, cacheDir = defa
     // Building the graph reads only tensor headers (weights are produced when written), so
     // its structure can be part of the cache key: any change to the emitters is a new export.
     const { graph, meta = {} } = spec.build(new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir));
-    const key = contentKey(ckpt, [spec.variant, graphSignature(graph)], cacheDir);
+    // What fusegen read from the config is keyed too: constants computed from it (rotary
+    // frequencies, ALiBi slopes, scales) are not in the graph's structure.
+    const key = contentKey(ckpt, [spec.variant, graphSignature(graph), JSON.stringify(ckpt.dims)], cacheDir);
     const dir = join(cacheDir, 'exports', key);
     const path = join(dir, spec.file);
     const manifest = join(dir, 'fusegen-export.json');
