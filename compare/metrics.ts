@@ -6,7 +6,7 @@ import { diffArrays } from 'diff';
 import difflib from 'difflib';
 import type { LogitStats, PromptResult } from '../src/report/compare-report.js';
 import { topK } from '../src/pipeline/common.js';
-import { logitAgreement, type LogitAgreement, type Tolerance } from './tolerance.js';
+import { logitAgreement, type LogitAgreement, type Tolerance, type TokenVerdict } from './tolerance.js';
 
 /** difflib.SequenceMatcher(None, a, b).ratio(), as ds-hf-compare.py prints it. */
 export function similarity(a: string, b: string): number {
@@ -57,9 +57,16 @@ export interface TeacherForced {
  */
 export function teacherForced(ref: Float32Array[], cand: Float32Array[], promptLen: number, tol: Tolerance): TeacherForced {
   const refTop = ref.map((r) => topK(r, TOLERANCE_TOPK));
+  // The reference's top-k may skip a NaN: its whole rows are checked too.
+  const refRowBad = ref.map((r) => r.some((v) => !Number.isFinite(v)));
+  const withRefRows = (a: LogitAgreement, from: number, to: number): LogitAgreement => {
+    const reference = Math.max(a.nonFinite.reference, refRowBad.slice(from, to).filter(Boolean).length);
+    const nonFinite = { reference, candidate: a.nonFinite.candidate };
+    return { ...a, nonFinite, withinTolerance: a.withinTolerance && reference === 0 };
+  };
   const perPositionMaxAbs = refTop.map((t, p) => Math.max(...t.ids.map((id, j) => Math.abs(cand[p]![id]! - t.values[j]!))));
   const section = (from: number, to: number): LogitStats => {
-    const a = logitAgreement(refTop.slice(from, to), cand.slice(from, to), tol);
+    const a = withRefRows(logitAgreement(refTop.slice(from, to), cand.slice(from, to), tol), from, to);
     let kl = 0;
     for (let p = from; p < to; p++) kl += klDivergence(ref[p]!, cand[p]!);
     return { positions: to - from, maxAbs: a.maxAbs, maxRel: a.maxRel, top1Agreement: a.top1Agreement, meanKl: to > from ? kl / (to - from) : 0 };
@@ -68,6 +75,33 @@ export function teacherForced(ref: Float32Array[], cand: Float32Array[], promptL
     prefill: section(0, promptLen),
     decode: section(promptLen, ref.length),
     perPositionMaxAbs,
-    agreement: logitAgreement(refTop, cand, tol),
+    agreement: withRefRows(logitAgreement(refTop, cand, tol), 0, ref.length),
   };
+}
+
+export interface PromptVerdict {
+  verdict: 'match' | 'tolerated' | 'mismatch';
+  reason: string;
+}
+
+/**
+ * One prompt's verdict from its token verdict and its teacher-forced logits. A NaN or an
+ * infinity in either side's logits is a mismatch with its own reason, before anything else:
+ * NaN against NaN is never a match, however the tokens came out.
+ */
+export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tolerance): PromptVerdict {
+  const a = tf.agreement;
+  const { reference, candidate } = a.nonFinite;
+  if (reference > 0 || candidate > 0) {
+    const side = reference > 0 && candidate > 0 ? 'both sides' : reference > 0 ? 'the reference' : 'the candidate';
+    return {
+      verdict: 'mismatch',
+      reason: `non-finite logits (NaN/Inf) on ${side}: reference at ${reference}, candidate at ${candidate} of ${a.positions} teacher-forced positions; non-finite logits never match`,
+    };
+  }
+  const logitWhy = `teacher-forced logits: max |error| ${a.maxAbs.toExponential(2)}, ${a.outOfTolerance} of ${a.positions} positions beyond atol ${tol.atol} + rtol ${tol.rtol}, top-1 agreement ${(a.top1Agreement * 100).toFixed(1)}%`;
+  if (tokens.status === 'mismatch') return { verdict: 'mismatch', reason: `tokens part at ${tokens.position}: ${tokens.reason}` };
+  if (!a.withinTolerance) return { verdict: 'mismatch', reason: logitWhy };
+  if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part at ${tokens.position} on a near-tie (reference margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
+  return { verdict: 'match', reason: logitWhy };
 }

@@ -19,7 +19,7 @@ import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipel
 import { COMPARE_SCHEMA, referenceLine, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
 import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from './environment.js';
-import { similarity, teacherForced, tokenDiff } from './metrics.js';
+import { promptVerdict, similarity, teacherForced, tokenDiff } from './metrics.js';
 import { TOLERANCE, tokenVerdict, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
@@ -47,6 +47,8 @@ export interface CompareOptions {
   candidateAttentionScale?: number;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
   accuracyLevel?: 0 | 4;
+  /** NaN/Inf weights are read instead of refused at load (--allow_nonfinite); such logits still never match. */
+  allowNonfinite?: boolean;
 }
 
 export interface CompareIo {
@@ -107,8 +109,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     io.out(`Warning: num_inputs (${o.numInputs}) is greater than the number of test inputs (${COMPARE_PROMPTS.length}). Using all test inputs.`);
     prompts = [...COMPARE_PROMPTS];
   }
-  const refCkpt = openCheckpoint(o.model);
-  const candCkpt = o.candidateModel ? openCheckpoint(o.candidateModel) : refCkpt;
+  const open = { allowNonfinite: o.allowNonfinite ?? false };
+  const refCkpt = openCheckpoint(o.model, open);
+  const candCkpt = o.candidateModel ? openCheckpoint(o.candidateModel, open) : refCkpt;
   if (o.candidateModel) checkCandidate(refCkpt, candCkpt);
   const tokenizer = await loadTokenizer(refCkpt);
   const lengths = prompts.map((p) => encode(tokenizer, p).length);
@@ -135,6 +138,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     summary: { matches: 0, tolerated: 0, mismatches: 0, errored: 0 },
     gate: { exitCode: 0, reasons: [] },
   };
+  if (o.allowNonfinite) report.settings.allowNonfinite = true;
   const triagePipes = new Map<string, InjectedPipeline>();
   try {
     const cand: TextGenerationPipeline =
@@ -246,12 +250,7 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
     const candLogits = (await cand.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
     const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
-    const logitsOk = tf.agreement.withinTolerance;
-    const logitWhy = `teacher-forced logits: max |error| ${tf.agreement.maxAbs.toExponential(2)}, ${tf.agreement.outOfTolerance} of ${tf.agreement.positions} positions beyond atol ${tol.atol} + rtol ${tol.rtol}, top-1 agreement ${(tf.agreement.top1Agreement * 100).toFixed(1)}%`;
-    if (verdict.status === 'mismatch') Object.assign(base, { verdict: 'mismatch', reason: `tokens part at ${verdict.position}: ${verdict.reason}` });
-    else if (!logitsOk) Object.assign(base, { verdict: 'mismatch', reason: logitWhy });
-    else if (verdict.status === 'tolerated') Object.assign(base, { verdict: 'tolerated', reason: `tokens part at ${verdict.position} on a near-tie (reference margin ${verdict.margin.toFixed(4)}); ${logitWhy}` });
-    else base.reason = logitWhy;
+    Object.assign(base, promptVerdict(verdict, tf, tol));
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }

@@ -65,8 +65,10 @@ export interface LogitAgreement {
   maxAbs: number;
   maxRel: number;
   top1Agreement: number;
-  /** Positions where |error| exceeded atol + rtol * |reference|. */
+  /** Positions where |error| exceeded atol + rtol * |reference| (a NaN/Inf on either side always does). */
   outOfTolerance: number;
+  /** Positions whose compared logits hold a NaN or an infinity, per side: never within tolerance. */
+  nonFinite: { reference: number; candidate: number };
   withinTolerance: boolean;
 }
 
@@ -79,21 +81,31 @@ export function logitAgreement(ref: TopK[], cand: ArrayLike<number>[], tol: Tole
   let maxRel = 0;
   let agree = 0;
   let out = 0;
+  const nonFinite = { reference: 0, candidate: 0 };
   ref.forEach((r, p) => {
     const row = cand[p]!;
     let bad = false;
+    // NaN compares false with everything: every test below is written so that NaN fails it.
+    const refBad = r.values.some((v) => !Number.isFinite(v));
+    let candBad = false;
     r.ids.forEach((id, j) => {
       const want = r.values[j]!;
       const err = Math.abs(row[id]! - want);
       maxAbs = Math.max(maxAbs, err);
       maxRel = Math.max(maxRel, err / Math.max(Math.abs(want), 1e-12));
-      if (err > tol.atol + tol.rtol * Math.abs(want)) bad = true;
+      if (!(err <= tol.atol + tol.rtol * Math.abs(want))) bad = true;
     });
-    if (bad) out++;
     let best = 0;
-    for (let v = 1; v < row.length; v++) if (row[v]! > row[best]!) best = v;
-    if (best === r.ids[0]) agree++;
+    for (let v = 0; v < row.length; v++) {
+      if (!Number.isFinite(row[v]!)) candBad = true;
+      else if (!(row[best]! >= row[v]!)) best = v;
+    }
+    if (refBad) nonFinite.reference++;
+    if (candBad) nonFinite.candidate++;
+    if (bad || refBad || candBad) out++;
+    if (best === r.ids[0] && !refBad && !candBad) agree++;
   });
   const top1Agreement = ref.length ? agree / ref.length : 1;
-  return { positions: ref.length, maxAbs, maxRel, top1Agreement, outOfTolerance: out, withinTolerance: out === 0 && top1Agreement >= tol.minTop1Agreement };
+  const finite = nonFinite.reference === 0 && nonFinite.candidate === 0;
+  return { positions: ref.length, maxAbs, maxRel, top1Agreement, outOfTolerance: out, nonFinite, withinTolerance: finite && out === 0 && top1Agreement >= tol.minTop1Agreement };
 }

@@ -10,6 +10,7 @@ import type { ArchSpec, ModelDims } from '../arch/spec.js';
 import { InputError } from '../errors.js';
 import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from './config.js';
 import { openCheckpointTensors, type TensorStore } from './safetensors.js';
+import type { WeightView } from '../arch/spec.js';
 
 export interface Checkpoint {
   dir: string;
@@ -23,6 +24,12 @@ export interface Checkpoint {
   eosTokenIds: number[];
   /** How sampled runs sample (generation_config.json, else Hugging Face's defaults); greedy runs ignore it. */
   sampling: Sampling;
+  /** NaN/Inf weights are read as they are instead of refused (--allow_nonfinite). */
+  allowNonfinite: boolean;
+}
+
+export interface OpenCheckpointOptions {
+  allowNonfinite?: boolean;
 }
 
 export interface Sampling {
@@ -45,7 +52,7 @@ function readSampling(gen: RawConfig, path: string): Sampling {
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json'] as const;
 
 /** Reads and checks everything but the weights, which `openWeights` opens lazily. */
-export function openCheckpoint(dirArg: string): Checkpoint {
+export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {}): Checkpoint {
   const dir = resolve(dirArg);
   const { config, path: configPath } = readModelConfig(dir);
   misreadForTests(config);
@@ -66,6 +73,7 @@ export function openCheckpoint(dirArg: string): Checkpoint {
   const generationPath = join(dir, 'generation_config.json');
   checkConfigKeys(generationConfig, generationPath, GENERATION_KEYS, 'generation config key');
   const eos = tokenIds(generationConfig, 'eos_token_id');
+  checkWeightsCoverConfig(dir, config, configPath, spec, dims);
   return {
     dir,
     config,
@@ -76,7 +84,61 @@ export function openCheckpoint(dirArg: string): Checkpoint {
     dims,
     eosTokenIds: eos.length > 0 ? eos : tokenIds(config, 'eos_token_id'),
     sampling: readSampling(generationConfig, generationPath),
+    allowNonfinite: opts.allowNonfinite ?? false,
   };
+}
+
+/** The config.json field a dimension came from (the first of `keys` present), for refusals. */
+function fieldOf(config: RawConfig, configPath: string, keys: string[]): string {
+  return `${configPath}: ${keys.find((k) => config[k] !== undefined && config[k] !== null) ?? keys[0]!}`;
+}
+
+/**
+ * The dimensions config.json promises, held against the tensors the safetensors headers list,
+ * before anything is sized from them (graphs, KV caches, GPU buffers): every layer's weights
+ * exist, and the token embedding is [vocab_size, hidden]. Headers only: no tensor data is read,
+ * and the layer walk is bounded by the number of tensors, so `num_hidden_layers: 1e9` is
+ * refused at once, naming the field.
+ */
+function checkWeightsCoverConfig(dir: string, config: RawConfig, configPath: string, spec: ArchSpec, dims: ModelDims): void {
+  const store = openCheckpointTensors(dir);
+  try {
+    const names = new Set(store.names());
+    const resolve = (view: WeightView): string | undefined =>
+      [view.source, ...spec.weightPrefixes.map((p) => p + view.source)].find((n) => names.has(n));
+    const layerField = fieldOf(config, configPath, ['n_layer', 'num_hidden_layers']);
+    // Every layer owns at least one tensor of its own.
+    const held = (i: number): string | undefined => {
+      const lw = spec.layer(i, dims, config);
+      for (const v of [lw.q.weight, lw.o.weight, lw.up.weight, lw.down.weight, lw.postAttentionNorm.weight]) {
+        if (!resolve(v)) return v.source;
+      }
+      return undefined;
+    };
+    if (dims.numLayers > names.size) {
+      let n = 0;
+      while (n < names.size && !held(n)) n++;
+      throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights hold ${names.size} tensors in all (${n} layers' worth)`);
+    }
+    for (let i = 0; i < dims.numLayers; i++) {
+      const missing = held(i);
+      if (missing) throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights have no tensor "${missing}" (layer ${i})`);
+    }
+    const embed = spec.globals(dims, config).embedTokens;
+    const name = resolve(embed);
+    if (!name) return; // named by the export/upload, with the prefixes tried
+    const shape = store.info(name).shape;
+    if (shape.length !== 2) return; // named by the export/upload
+    if (shape[0] !== dims.vocabSize) {
+      throw new InputError(fieldOf(config, configPath, ['vocab_size']), `is ${dims.vocabSize}, but "${name}" has ${shape[0]} rows (shape [${shape.join(', ')}])`);
+    }
+    if (shape[1] !== dims.embedDim) {
+      const keys = dims.embedDim !== dims.hiddenSize ? ['word_embed_proj_dim'] : ['n_embd', 'hidden_size', 'n_embed'];
+      throw new InputError(fieldOf(config, configPath, keys), `is ${dims.embedDim}, but "${name}" has ${shape[1]} columns (shape [${shape.join(', ')}])`);
+    }
+  } finally {
+    store.close();
+  }
 }
 
 /**
@@ -91,5 +153,5 @@ function misreadForTests(config: RawConfig): void {
 }
 
 export function openWeights(ckpt: Checkpoint): TensorStore {
-  return openCheckpointTensors(ckpt.dir);
+  return openCheckpointTensors(ckpt.dir, { allowNonfinite: ckpt.allowNonfinite });
 }

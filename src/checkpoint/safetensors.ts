@@ -45,7 +45,11 @@ export interface TensorStore {
   info(name: string): TensorInfo;
   /** Exactly that tensor's bytes (little-endian, as stored). */
   readRaw(name: string): Uint8Array;
-  /** F32/F16/BF16 converted to float32 (exact: every F16/BF16 value is a float32); other dtypes -> InputError. */
+  /**
+   * F32/F16/BF16 converted to float32 (exact: every F16/BF16 value is a float32); other dtypes -> InputError.
+   * Float tensors read through readFloat32 or readRaw are checked for NaN/Inf as they are read
+   * (unless the store was opened with allowNonfinite): InputError `<file>: <tensor>`.
+   */
   readFloat32(name: string): Float32Array;
   close(): void;
 }
@@ -80,6 +84,18 @@ const DTYPES = Object.keys(BYTES_PER_ELEMENT) as SafetensorsDType[];
 
 /** Same cap as the reference implementation (MAX_HEADER_SIZE), so a corrupt length cannot make us allocate gigabytes. */
 const MAX_HEADER_BYTES = 100_000_000;
+/**
+ * Budgets checked on the raw header bytes before JSON.parse, so a hostile header is refused in
+ * one linear byte scan instead of after seconds of parsing and gigabytes of JS objects. A real
+ * header nests 3 deep ({name: {shape: [..]}}); the largest public checkpoints (MoE models with
+ * every expert a tensor) hold under 100k tensors.
+ */
+export const HEADER_LIMITS = { maxDepth: 16, maxEntries: 200_000, maxElements: 5_000_000 } as const;
+
+export interface OpenOptions {
+  /** Do not refuse NaN/Inf values in float tensors as they are read (--allow_nonfinite). */
+  allowNonfinite?: boolean;
+}
 /** Per-syscall transfer size: a single read/write above 2 GiB fails on some platforms. */
 const IO_CHUNK = 1 << 30;
 /** Safetensors data is little-endian; on a big-endian host typed-array views need a byte swap. */
@@ -218,6 +234,70 @@ function openForRead(file: string): number {
   }
 }
 
+/**
+ * One pass over JSON bytes (outside strings): the nesting depth, the members of the top-level
+ * object, and the values in all (array elements plus object members) must stay within budget.
+ * Cheap and allocation-free; refusals name the file and the budget broken. Malformed JSON passes
+ * through to JSON.parse, which names the syntax error.
+ */
+export function checkJsonBudget(bytes: Uint8Array, file: string, what: string, limits: { maxDepth: number; maxEntries: number; maxElements: number }): void {
+  let depth = 0;
+  let entries = 0;
+  let elements = 0;
+  let inString = false;
+  let empty = true; // the current container has no value yet
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: skip the escaped byte
+      else if (b === 0x22) inString = false;
+      continue;
+    }
+    switch (b) {
+      case 0x22: // "
+        inString = true;
+        if (empty && depth > 0) {
+          empty = false;
+          elements++;
+          if (depth === 1) entries++;
+        }
+        break;
+      case 0x5b: // [
+      case 0x7b: // {
+        if (empty && depth > 0) {
+          elements++;
+          if (depth === 1) entries++;
+        }
+        if (++depth > limits.maxDepth) throw new InputError(file, `${what} nests deeper than ${limits.maxDepth} levels at byte ${i}`);
+        empty = true;
+        break;
+      case 0x5d: // ]
+      case 0x7d: // }
+        depth--;
+        empty = false;
+        break;
+      case 0x2c: // ,
+        elements++;
+        if (depth === 1 && ++entries > limits.maxEntries) throw new InputError(file, `${what} has more than ${limits.maxEntries} entries (tensors)`);
+        if (elements > limits.maxElements) throw new InputError(file, `${what} has more than ${limits.maxElements} JSON values`);
+        empty = false;
+        break;
+      case 0x20:
+      case 0x09:
+      case 0x0a:
+      case 0x0d:
+      case 0x3a: // :
+        break;
+      default:
+        if (empty && depth > 0) {
+          empty = false;
+          elements++;
+          if (depth === 1) entries++;
+        }
+    }
+  }
+}
+
 /** Parses and validates the header of an open file. Every check names the file and the tensor. */
 function parseHeader(fd: number, file: string): SafetensorsHeader {
   const size = fstatSync(fd).size;
@@ -240,6 +320,7 @@ function parseHeader(fd: number, file: string): SafetensorsHeader {
   } catch {
     throw new InputError(file, 'header is not valid UTF-8');
   }
+  checkJsonBudget(headerBytes, file, 'header', HEADER_LIMITS);
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -319,6 +400,43 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
   }
 }
 
+interface NonfiniteCount {
+  count: number;
+  first: number;
+  /** The first non-finite value (NaN, Infinity or -Infinity), for the message. */
+  value: number;
+}
+
+/** NaN/Inf among float32 bit patterns (exponent all ones). `swapped`: the words are big-endian (-1) or host order (0). */
+function countNonfinite32(words: Uint32Array, swapped: 0 | -1): NonfiniteCount {
+  let count = 0;
+  let first = -1;
+  for (let i = 0; i < words.length; i++) {
+    const w = swapped ? ((words[i]! & 0xff) << 24) | ((words[i]! & 0xff00) << 8) | ((words[i]! >>> 8) & 0xff00) | (words[i]! >>> 24) : words[i]!;
+    if ((w & 0x7f800000) === 0x7f800000 && count++ === 0) first = i;
+  }
+  if (count === 0) return { count, first, value: 0 };
+  return { count, first, value: bitsToFloat32(swapped ? Buffer.from(new Uint32Array([words[first]!]).buffer).swap32().readUInt32LE(0) : words[first]!) };
+}
+
+/** NaN/Inf among little-endian half bit patterns: `expMask` 0x7c00 (F16) or 0x7f80 (BF16). */
+function countNonfinite16(halves: Uint16Array, expMask: number, hostLe: boolean): NonfiniteCount {
+  let count = 0;
+  let first = -1;
+  for (let i = 0; i < halves.length; i++) {
+    const h = hostLe ? halves[i]! : ((halves[i]! & 0xff) << 8) | (halves[i]! >>> 8);
+    if ((h & expMask) === expMask && count++ === 0) first = i;
+  }
+  if (count === 0) return { count, first, value: 0 };
+  const h = hostLe ? halves[first]! : ((halves[first]! & 0xff) << 8) | (halves[first]! >>> 8);
+  return { count, first, value: expMask === 0x7c00 ? float16BitsToFloat32(h) : bfloat16BitsToFloat32(h) };
+}
+
+function bitsToFloat32(u: number): number {
+  scratchU32[0] = u;
+  return scratchF32[0]!;
+}
+
 class FileTensorStore implements TensorStore {
   private closed = false;
 
@@ -327,6 +445,7 @@ class FileTensorStore implements TensorStore {
     private readonly source: string,
     private readonly tensors: Map<string, TensorInfo>,
     private readonly fds: Map<string, number>,
+    private readonly allowNonfinite = false,
   ) {}
 
   names(): string[] {
@@ -346,6 +465,10 @@ class FileTensorStore implements TensorStore {
     const t = this.get(name);
     const buf = new Uint8Array(t.byteLength);
     this.readInto(t, buf);
+    if (!this.allowNonfinite) {
+      if (t.dtype === 'F32') this.checkFinite(t, countNonfinite32(new Uint32Array(buf.buffer), HOST_LE ? 0 : -1));
+      else if (t.dtype === 'F16' || t.dtype === 'BF16') this.checkFinite(t, countNonfinite16(new Uint16Array(buf.buffer), t.dtype === 'F16' ? 0x7c00 : 0x7f80, HOST_LE));
+    }
     return buf;
   }
 
@@ -357,6 +480,7 @@ class FileTensorStore implements TensorStore {
       const bytes = new Uint8Array(out.buffer);
       this.readInto(t, bytes);
       if (!HOST_LE) Buffer.from(out.buffer).swap32();
+      if (!this.allowNonfinite) this.checkFinite(t, countNonfinite32(new Uint32Array(out.buffer), 0));
       return out;
     }
     if (t.dtype === 'F16' || t.dtype === 'BF16') {
@@ -364,13 +488,26 @@ class FileTensorStore implements TensorStore {
       this.readInto(t, new Uint8Array(halves.buffer));
       if (!HOST_LE) Buffer.from(halves.buffer).swap16();
       const out = new Uint32Array(numel);
+      // Checked as converted: a half is NaN/Inf iff its exponent bits are all ones.
+      let bad = 0;
+      let first = -1;
       if (t.dtype === 'F16') {
         const table = f16ToF32Table();
-        for (let i = 0; i < numel; i++) out[i] = table[halves[i]!]!;
+        for (let i = 0; i < numel; i++) {
+          const h = halves[i]!;
+          out[i] = table[h]!;
+          if ((h & 0x7c00) === 0x7c00 && bad++ === 0) first = i;
+        }
       } else {
-        for (let i = 0; i < numel; i++) out[i] = halves[i]! << 16;
+        for (let i = 0; i < numel; i++) {
+          const h = halves[i]!;
+          out[i] = h << 16;
+          if ((h & 0x7f80) === 0x7f80 && bad++ === 0) first = i;
+        }
       }
-      return new Float32Array(out.buffer);
+      const result = new Float32Array(out.buffer);
+      if (!this.allowNonfinite) this.checkFinite(t, { count: bad, first, value: first < 0 ? 0 : result[first]! });
+      return result;
     }
     throw new InputError(t.file, `tensor ${q(name)} has dtype ${t.dtype}; only F32, F16 and BF16 can be read as float32`);
   }
@@ -380,6 +517,15 @@ class FileTensorStore implements TensorStore {
     this.closed = true;
     for (const fd of this.fds.values()) closeSync(fd);
     this.fds.clear();
+  }
+
+  private checkFinite(t: TensorInfo, found: NonfiniteCount): void {
+    if (found.count === 0) return;
+    const numel = t.byteLength / BYTES_PER_ELEMENT[t.dtype];
+    throw new InputError(
+      `${t.file}: ${t.name}`,
+      `${found.count} of ${numel} values are not finite (first at flat index ${found.first}: ${found.value}); pass --allow_nonfinite to run it anyway`,
+    );
   }
 
   private get(name: string): TensorInfo {
@@ -395,11 +541,11 @@ class FileTensorStore implements TensorStore {
   }
 }
 
-export function openSafetensorsFile(path: string): TensorStore {
+export function openSafetensorsFile(path: string, opts: OpenOptions = {}): TensorStore {
   const fd = openForRead(path);
   try {
     const { tensors } = parseHeader(fd, path);
-    return new FileTensorStore(path, new Map(tensors.map((t) => [t.name, t])), new Map([[path, fd]]));
+    return new FileTensorStore(path, new Map(tensors.map((t) => [t.name, t])), new Map([[path, fd]]), opts.allowNonfinite ?? false);
   } catch (e) {
     closeSync(fd);
     throw e;
@@ -415,7 +561,7 @@ function isFile(p: string): boolean {
 }
 
 /** Opens a checkpoint directory's weights: `model.safetensors`, or sharded files listed in `model.safetensors.index.json` ({"metadata":..., "weight_map": {name: file}}). Validates that every file named exists, that the index's names exist in their files, and that no name is in two shards. Missing weights -> InputError naming the directory and the files looked for. */
-export function openCheckpointTensors(dir: string): TensorStore {
+export function openCheckpointTensors(dir: string, opts: OpenOptions = {}): TensorStore {
   let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
@@ -426,7 +572,7 @@ export function openCheckpointTensors(dir: string): TensorStore {
 
   // Same preference order as transformers: the single file first, then the sharded index.
   const single = join(dir, SINGLE_WEIGHTS_NAME);
-  if (isFile(single)) return openSafetensorsFile(single);
+  if (isFile(single)) return openSafetensorsFile(single, opts);
   const indexPath = join(dir, INDEX_NAME);
   if (!isFile(indexPath)) {
     const bin = ['pytorch_model.bin', 'pytorch_model.bin.index.json'].filter((f) => existsSync(join(dir, f)));
@@ -471,7 +617,7 @@ export function openCheckpointTensors(dir: string): TensorStore {
         tensors.set(t.name, t);
       }
     }
-    return new FileTensorStore(dir, tensors, fds);
+    return new FileTensorStore(dir, tensors, fds, opts.allowNonfinite ?? false);
   } catch (e) {
     for (const fd of fds.values()) closeSync(fd);
     throw e;
@@ -480,9 +626,14 @@ export function openCheckpointTensors(dir: string): TensorStore {
 
 /** weight_map as name -> shard path relative to `dir`; shard paths may not escape `dir`. */
 function readWeightMap(indexPath: string, dir: string): Map<string, string> {
+  const size = statSync(indexPath).size;
+  if (size > MAX_HEADER_BYTES) throw new InputError(indexPath, `is ${size} bytes, over the ${MAX_HEADER_BYTES}-byte limit for an index`);
+  const bytes = readFileSync(indexPath);
+  // The index lists each tensor once: the same budget as a header's (depth, values), its weight_map counted as values.
+  checkJsonBudget(bytes, indexPath, 'index', { maxDepth: HEADER_LIMITS.maxDepth, maxEntries: HEADER_LIMITS.maxEntries, maxElements: HEADER_LIMITS.maxElements });
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
+    json = JSON.parse(bytes.toString('utf8'));
   } catch (e) {
     throw new InputError(indexPath, `malformed JSON (${(e as Error).message})`);
   }

@@ -13,7 +13,7 @@ import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
-import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -34,6 +34,7 @@ export interface CompareCliOptions {
   max_regression: number;
   speed_repeats: number;
   local_rank: number;
+  allow_nonfinite: boolean;
 }
 
 export const compareOptions: OptionTable<CompareCliOptions> = {
@@ -55,6 +56,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode tokens/s against --baseline, percent', default: 10, parse: intAtLeast(0) },
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
   local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process (env LOCAL_RANK)', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+  allow_nonfinite: allowNonfiniteOption,
 };
 
 function loadBaseline(file: string): { file: string; report: CompareReport } {
@@ -90,6 +92,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
       baseline,
       maxRegression: o.max_regression,
+      ...(o.allow_nonfinite ? { allowNonfinite: true } : {}),
       command: ['fusegen', 'compare', ...argv],
     },
     io,

@@ -9,7 +9,7 @@ import { createPipeline, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
-import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 
 export interface GenerateOptions {
@@ -33,6 +33,7 @@ export interface GenerateOptions {
   kernels: 'ort' | 'wgsl' | undefined;
   accuracy_level: 0 | 4 | undefined;
   seed: number;
+  allow_nonfinite: boolean;
 }
 
 export const generateOptions: OptionTable<GenerateOptions> = {
@@ -56,6 +57,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn); default wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
+  allow_nonfinite: allowNonfiniteOption,
 };
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
@@ -91,7 +93,8 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   refuseUnavailable(o);
   const dtype = resolveDtype(o);
   const t0 = performance.now();
-  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel());
+  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), { allowNonfinite: o.allow_nonfinite });
+  checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
   const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
   const initMs = performance.now() - t0;
   try {

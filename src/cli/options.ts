@@ -2,7 +2,9 @@
  * Command options, each defined once in a typed table that drives commander (flags, help,
  * defaults) and the parsed, typed result. Flag names keep the seed's snake_case.
  */
-import { UsageError } from '../errors.js';
+import { totalmem } from 'node:os';
+import { CapacityError, UsageError } from '../errors.js';
+import type { ModelDims } from '../arch/spec.js';
 
 export interface OptionSpec<T> {
   /** Flag without dashes, e.g. `batch_size`. */
@@ -58,6 +60,27 @@ export function checkAccuracyLevel(level: 0 | 4 | undefined, dtype: string, onOr
   if (dtype !== 'int8' && dtype !== 'int4') throw new UsageError('--accuracy_level', `applies to --dtype int8 or int4, not ${dtype}`);
   if (!onOrt) throw new UsageError('--accuracy_level', "applies to fusegen's ONNX Runtime graphs, not --hf_baseline or the WGSL kernels");
 }
+
+/**
+ * The KV cache a run would hold (batch x capacity x layers x 2 x KV heads x head dim, 4 bytes a
+ * value at most), against the host's memory: sizes derived from the checkpoint, checked before
+ * anything is allocated, so `--batch_size 1e9` is one line naming the flag, not a RangeError.
+ */
+export function checkKvBudget(batchSize: number, maxTokens: number, dims: ModelDims, limitBytes = totalmem()): void {
+  const perToken = dims.numLayers * 2 * dims.numKvHeads * dims.headDim * 4;
+  const bytes = batchSize * maxTokens * perToken;
+  if (bytes <= limitBytes) return;
+  const gib = (b: number) => `${(b / 2 ** 30).toPrecision(3)} GiB`;
+  const flag = batchSize > 1 ? '--batch_size' : '--max_tokens';
+  throw new CapacityError(flag, `${batchSize} sequences x ${maxTokens} tokens of KV cache need ${gib(bytes)}, more than this host's ${gib(limitBytes)} of memory`);
+}
+
+/** --allow_nonfinite, shared by the commands: NaN/Inf weights are refused at load unless given. */
+export const allowNonfiniteOption: OptionSpec<boolean> = {
+  flag: 'allow_nonfinite',
+  help: 'run a checkpoint whose weights hold NaN or Inf values (refused at load otherwise); compare still never matches non-finite logits',
+  default: false,
+};
 
 /** --dtype, shared by the commands: the seed's names plus int4, with bf16/fp32/fp16 aliases. */
 export function dtypeOption<D extends string>(choices: readonly D[], help: string): OptionSpec<D | undefined> {

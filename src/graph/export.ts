@@ -61,7 +61,9 @@ export function exportGraph(ckpt: Checkpoint, spec: GraphExport, cacheDir = defa
     const { graph, meta = {} } = spec.build(new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir));
     // What fusegen read from the config is keyed too: constants computed from it (rotary
     // frequencies, ALiBi slopes, scales) are not in the graph's structure.
-    const key = contentKey(ckpt, [spec.variant, graphSignature(graph), JSON.stringify(ckpt.dims)], cacheDir);
+    // Weights are checked for NaN/Inf as the export reads them, so an export made with
+    // --allow_nonfinite is keyed apart: a later run without the flag never reuses it unchecked.
+    const key = contentKey(ckpt, [spec.variant, graphSignature(graph), JSON.stringify(ckpt.dims), ckpt.allowNonfinite ? 'nonfinite-allowed' : 'finite-checked'], cacheDir);
     const dir = join(cacheDir, 'exports', key);
     const path = join(dir, spec.file);
     const manifest = join(dir, 'fusegen-export.json');

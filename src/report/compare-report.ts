@@ -74,6 +74,8 @@ export interface CompareReport {
     useKernel: boolean;
     /** The injected backend: ort, wgsl, or none without kernel injection. */
     kernels: 'ort' | 'wgsl' | 'none';
+    /** Present (true) when the run was given --allow_nonfinite: NaN/Inf weights were read, not refused. */
+    allowNonfinite?: boolean;
     batchSize: number;
     numInputs: number;
     minLength: number;

@@ -63,7 +63,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       minLength: count,
       maxLength: count,
       accuracyLevel: { enum: [0, 4] },
-    }, ['accuracyLevel', 'reference']),
+      allowNonfinite: { type: 'boolean' },
+    }, ['accuracyLevel', 'reference', 'allowNonfinite']),
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
