@@ -142,6 +142,20 @@ describe('non-finite weights are refused at load (issue 23 item 2)', () => {
   }, 120_000);
 });
 
+describe('bench --allow_nonfinite (issue 23 item 2)', () => {
+  it('bench refuses the NaN checkpoint naming the tensor, exit 2; with the flag it runs', async () => {
+    const { dir, file } = poisoned({ [Q_PROJ]: [9, NaN] });
+    const reports = tmpDir('bench');
+    const args = ['bench', '--model', dir, '--pipelines', 'ort', '--repeats', '1', '--max_new_tokens', '2', '--report_dir', reports];
+    const refused = await run(args);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toEqual([`error: ${file}: ${Q_PROJ}: 1 of 4096 values are not finite (first at flat index 9: NaN); pass --allow_nonfinite to run it anyway`]);
+    const allowed = await run([...args, '--allow_nonfinite']);
+    expect(allowed.err.filter((l) => l.startsWith('error'))).toEqual([]);
+    expect(allowed.code).toBe(0);
+  }, 120_000);
+});
+
 describe('compare never matches non-finite logits (issue 23 item 2)', () => {
   const tol = TOLERANCE.float32;
   const rows = (values: number[][]) => values.map((v) => Float32Array.from(v));

@@ -12,7 +12,7 @@ import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
-import { accuracyLevelOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
 import { progressSink } from './progress.js';
 import type { AbortWriter } from './main.js';
 
@@ -29,6 +29,7 @@ export interface BenchCliOptions {
   profile: boolean;
   accuracy_level: 0 | 4 | undefined;
   report_dir: string;
+  allow_nonfinite: boolean;
 }
 
 function list<T>(parse: (raw: string, flag: string) => T) {
@@ -52,6 +53,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
+  allow_nonfinite: allowNonfiniteOption,
 };
 
 export function table(report: BenchReport): string[] {
@@ -93,7 +95,7 @@ export async function runBenchCommand(
   });
   const report = await runBench(
     {
-      ckpt: openCheckpoint(dir),
+      ckpt: openCheckpoint(dir, { allowNonfinite: o.allow_nonfinite }),
       device: o.device,
       dtype: o.dtype ?? defaultDtype(o.device),
       pipelines: o.pipelines,
