@@ -9,7 +9,7 @@ import { checkConfigKeys, COMMON_KEYS, GENERATION_KEYS } from '../arch/config-ke
 import type { ArchSpec, ModelDims } from '../arch/spec.js';
 import { InputError } from '../errors.js';
 import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from './config.js';
-import { openCheckpointTensors, type TensorStore } from './safetensors.js';
+import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type TensorStore } from './safetensors.js';
 import type { WeightView } from '../arch/spec.js';
 
 export interface Checkpoint {
@@ -73,7 +73,15 @@ export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {})
   const generationPath = join(dir, 'generation_config.json');
   checkConfigKeys(generationConfig, generationPath, GENERATION_KEYS, 'generation config key');
   const eos = tokenIds(generationConfig, 'eos_token_id');
-  checkWeightsCoverConfig(dir, config, configPath, spec, dims);
+  // Without weight files there is nothing to hold the config against yet: openWeights refuses it.
+  if (existsSync(join(dir, SINGLE_WEIGHTS_NAME)) || existsSync(join(dir, INDEX_NAME))) {
+    const store = openCheckpointTensors(dir);
+    try {
+      checkWeightsCoverConfig(store, config, configPath, spec, dims);
+    } finally {
+      store.close();
+    }
+  }
   return {
     dir,
     config,
@@ -100,44 +108,39 @@ function fieldOf(config: RawConfig, configPath: string, keys: string[]): string 
  * and the layer walk is bounded by the number of tensors, so `num_hidden_layers: 1e9` is
  * refused at once, naming the field.
  */
-function checkWeightsCoverConfig(dir: string, config: RawConfig, configPath: string, spec: ArchSpec, dims: ModelDims): void {
-  const store = openCheckpointTensors(dir);
-  try {
-    const names = new Set(store.names());
-    const resolve = (view: WeightView): string | undefined =>
-      [view.source, ...spec.weightPrefixes.map((p) => p + view.source)].find((n) => names.has(n));
-    const layerField = fieldOf(config, configPath, ['n_layer', 'num_hidden_layers']);
-    // Every layer owns at least one tensor of its own.
-    const held = (i: number): string | undefined => {
-      const lw = spec.layer(i, dims, config);
-      for (const v of [lw.q.weight, lw.o.weight, lw.up.weight, lw.down.weight, lw.postAttentionNorm.weight]) {
-        if (!resolve(v)) return v.source;
-      }
-      return undefined;
-    };
-    if (dims.numLayers > names.size) {
-      let n = 0;
-      while (n < names.size && !held(n)) n++;
-      throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights hold ${names.size} tensors in all (${n} layers' worth)`);
+function checkWeightsCoverConfig(store: TensorStore, config: RawConfig, configPath: string, spec: ArchSpec, dims: ModelDims): void {
+  const names = new Set(store.names());
+  const resolve = (view: WeightView): string | undefined =>
+    [view.source, ...spec.weightPrefixes.map((p) => p + view.source)].find((n) => names.has(n));
+  const layerField = fieldOf(config, configPath, ['n_layer', 'num_hidden_layers']);
+  // Every layer owns at least one tensor of its own.
+  const held = (i: number): string | undefined => {
+    const lw = spec.layer(i, dims, config);
+    for (const v of [lw.q.weight, lw.o.weight, lw.up.weight, lw.down.weight, lw.postAttentionNorm.weight]) {
+      if (!resolve(v)) return v.source;
     }
-    for (let i = 0; i < dims.numLayers; i++) {
-      const missing = held(i);
-      if (missing) throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights have no tensor "${missing}" (layer ${i})`);
-    }
-    const embed = spec.globals(dims, config).embedTokens;
-    const name = resolve(embed);
-    if (!name) return; // named by the export/upload, with the prefixes tried
-    const shape = store.info(name).shape;
-    if (shape.length !== 2) return; // named by the export/upload
-    if (shape[0] !== dims.vocabSize) {
-      throw new InputError(fieldOf(config, configPath, ['vocab_size']), `is ${dims.vocabSize}, but "${name}" has ${shape[0]} rows (shape [${shape.join(', ')}])`);
-    }
-    if (shape[1] !== dims.embedDim) {
-      const keys = dims.embedDim !== dims.hiddenSize ? ['word_embed_proj_dim'] : ['n_embd', 'hidden_size', 'n_embed'];
-      throw new InputError(fieldOf(config, configPath, keys), `is ${dims.embedDim}, but "${name}" has ${shape[1]} columns (shape [${shape.join(', ')}])`);
-    }
-  } finally {
-    store.close();
+    return undefined;
+  };
+  if (dims.numLayers > names.size) {
+    let n = 0;
+    while (n < names.size && !held(n)) n++;
+    throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights hold ${names.size} tensors in all (${n} layers' worth)`);
+  }
+  for (let i = 0; i < dims.numLayers; i++) {
+    const missing = held(i);
+    if (missing) throw new InputError(layerField, `promises ${dims.numLayers} layers, but the weights have no tensor "${missing}" (layer ${i})`);
+  }
+  const embed = spec.globals(dims, config).embedTokens;
+  const name = resolve(embed);
+  if (!name) return; // named by the export/upload, with the prefixes tried
+  const shape = store.info(name).shape;
+  if (shape.length !== 2) return; // named by the export/upload
+  if (shape[0] !== dims.vocabSize) {
+    throw new InputError(fieldOf(config, configPath, ['vocab_size']), `is ${dims.vocabSize}, but "${name}" has ${shape[0]} rows (shape [${shape.join(', ')}])`);
+  }
+  if (shape[1] !== dims.embedDim) {
+    const keys = dims.embedDim !== dims.hiddenSize ? ['word_embed_proj_dim'] : ['n_embd', 'hidden_size', 'n_embed'];
+    throw new InputError(fieldOf(config, configPath, keys), `is ${dims.embedDim}, but "${name}" has ${shape[1]} columns (shape [${shape.join(', ')}])`);
   }
 }
 
@@ -152,6 +155,14 @@ function misreadForTests(config: RawConfig): void {
   if (key) delete config[key];
 }
 
+/** The weights, held against the config again (headers only: cheap), since the files may have changed since openCheckpoint. */
 export function openWeights(ckpt: Checkpoint): TensorStore {
-  return openCheckpointTensors(ckpt.dir, { allowNonfinite: ckpt.allowNonfinite });
+  const store = openCheckpointTensors(ckpt.dir, { allowNonfinite: ckpt.allowNonfinite });
+  try {
+    checkWeightsCoverConfig(store, ckpt.config, ckpt.configPath, ckpt.spec, ckpt.dims);
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+  return store;
 }
