@@ -12,9 +12,8 @@ import { UsageError } from '../errors.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type AbortWriter, type OptionTable } from './options.js';
 import { progressSink } from './progress.js';
-import type { AbortWriter } from './main.js';
 
 export interface BenchCliOptions {
   model: string | undefined;

@@ -11,7 +11,7 @@ import { benchOptions, runBenchCommand, type BenchCliOptions } from './bench.js'
 import { dashboardOptions, runDashboardCommand, type DashboardCliOptions } from './dashboard.js';
 import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
-import type { OptionTable } from './options.js';
+import type { AbortWriter, OptionTable } from './options.js';
 
 function addOptions<O>(cmd: Command, table: OptionTable<O>): void {
   for (const spec of Object.values(table) as Array<OptionTable<O>[keyof O]>) {
@@ -50,11 +50,6 @@ export interface CliIo {
 
 const consoleIo: CliIo = { out: (l) => console.log(l), err: (l) => console.error(l), ...(process.stderr.isTTY ? { terminal: process.stderr } : {}) };
 
-/**
- * What a command gives main for a second Ctrl-C: a synchronous writer of its partial report
- * (what finished so far), or undefined when there is nothing to write.
- */
-export type AbortWriter = (() => void) | undefined;
 
 export async function main(argv: string[], io: CliIo = consoleIo): Promise<number> {
   let interrupted = false;

@@ -6,6 +6,12 @@ import { totalmem } from 'node:os';
 import { CapacityError, UsageError } from '../errors.js';
 import type { ModelDims } from '../arch/spec.js';
 
+/**
+ * What a command gives main for a second Ctrl-C: a synchronous writer of its partial report
+ * (what finished so far), or undefined when there is nothing to write.
+ */
+export type AbortWriter = (() => void) | undefined;
+
 export interface OptionSpec<T> {
   /** Flag without dashes, e.g. `batch_size`. */
   flag: string;
