@@ -11,6 +11,13 @@ import { type GpuContext, openGpu, readback, storageBuffer, submit, upload } fro
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+// lavapipe compiles each shader with LLVM at its first dispatch, and this file runs many shaders
+// once each on small shapes: compiling is most of its time. Without LLVM's optimization passes
+// (Mesa's GALLIVM_PERF=nopt) it is shorter: 88 -> 71 s with a cold shader cache on 2 cores,
+// 4.5 -> 8.8 s warm (scripts/README.md).
+// Not for the files that run models (webgpu, wgsl): unoptimized shaders run 2-4x slower there,
+// which costs more than the compiling saves.
+process.env['GALLIVM_PERF'] ??= 'nopt';
 
 let ctx: GpuContext;
 let kern: AttentionKernels;

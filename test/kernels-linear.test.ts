@@ -33,6 +33,13 @@ import { normRows } from '../bench/kernels-linear.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+// lavapipe compiles each shader with LLVM at its first dispatch, and this file runs many shaders
+// once each on small shapes: compiling is most of its time. Without LLVM's optimization passes
+// (Mesa's GALLIVM_PERF=nopt) it is shorter: 126 -> 88 s with a cold shader cache on 2 cores,
+// together with the row counts below; about the same warm (scripts/README.md).
+// Not for the files that run models (webgpu, wgsl): unoptimized shaders run 2-4x slower there,
+// which costs more than the compiling saves.
+process.env['GALLIVM_PERF'] ??= 'nopt';
 
 const REL = 2e-6;
 const ACT_REL = 1e-6;
@@ -275,7 +282,11 @@ async function check(c: Case, actName: LinearActivation, withBias: boolean, path
 }
 
 const GEMV_TS = [1, 3, 8];
-const ALL_TS = [1, 3, 8, 9, 20, 33]; // GEMVs of more than 8 rows take several dispatches
+// GEMVs of more than 8 rows take several dispatches, the last one ragged: 9 = 8 + 1, 19 = 8 + 8 + 3.
+// Their row counts (1, 3, 8) are the single dispatches' own, so every GEMV compiled here is one
+// the single-dispatch cases need anyway (shaders compile slowly on lavapipe: 20 = 8 + 8 + 4 took
+// one more GEMV per weight type and alignment, and covered no branch that 3 rows do not).
+const ALL_TS = [1, 3, 8, 9, 19, 33];
 // (K, N): odd sizes that take the element-by-element path, and aligned ones (K % 8 == 0)
 // past one sweep of the GEMV's threads (64 threads x 8 elements) with a ragged tail.
 const SHAPES: Array<[number, number]> = [

@@ -1,6 +1,6 @@
 /**
  * The WebGPU execution provider, tested without a GPU on Mesa's lavapipe (installed by
- * ../shared/ci/install-lavapipe.sh; .ci/run does it). Float32 must reproduce the Hugging Face
+ * scripts/provision.sh, which `npm test` runs first). Float32 must reproduce the Hugging Face
  * goldens as the CPU does; float16 follows the tolerance policy.
  *
  * lavapipe limit: onnxruntime-node 1.30's WebGPU GroupQueryAttention is wrong on lavapipe
