@@ -326,7 +326,7 @@ describe('the CLI with --reference', () => {
   it('compare without --reference runs transformers.js and says so', async () => {
     const reports = tmp();
     const r = await cli(['compare', '--model', tinyModelDir('opt'), '--min_length', '1', '--max_length', '16', '--speed_repeats', '1', '--report_dir', reports]);
-    expect(r.code, r.err.join('\n')).toBe(0);
+    expect(r.code, [...r.err, ...r.out].join('\n')).toBe(0);
     expect(r.out.find((l) => l.startsWith('reference: '))).toMatch(/^reference: transformers\.js \S+ on fusegen's plain ONNX export$/);
     const report = JSON.parse(readFileSync(join(reports, readdirSync(reports).find((f) => f.endsWith('-compare.json'))!), 'utf8')) as CompareReport;
     expect(report.settings.reference).toBe('transformersjs');
