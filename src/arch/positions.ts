@@ -141,6 +141,3 @@ export function readRope(config: RawConfig, path: string, defaultTheta = 10000):
   }
   return rope;
 }
-
-/** The rope keys `readRope` consumes from the top level of config.json. */
-export const ROPE_CONFIG_KEYS = ['rope_parameters', 'rope_theta', 'rope_scaling'] as const;
