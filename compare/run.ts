@@ -54,6 +54,8 @@ export interface CompareOptions {
 export interface CompareIo {
   out: (line: string) => void;
   interrupted: () => boolean;
+  /** Gets the report as soon as it exists; its prompts grow as they finish (a second Ctrl-C writes it as it stands). */
+  live?: (report: CompareReport) => void;
 }
 
 const DASHES = '-'.repeat(60);
@@ -139,6 +141,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     gate: { exitCode: 0, reasons: [] },
   };
   if (o.allowNonfinite) report.settings.allowNonfinite = true;
+  io.live?.(report);
   const triagePipes = new Map<string, InjectedPipeline>();
   try {
     const cand: TextGenerationPipeline =
@@ -297,7 +300,14 @@ async function triage(r: SequenceResult, refLogits: Float32Array[], t: TriageCon
   return { runs, blame };
 }
 
-function summarize(report: CompareReport, tol: Tolerance, o: CompareOptions): void {
+/** The report as it stands, for a second Ctrl-C: the prompts that finished, marked interrupted, gated on them. */
+export function interruptedReport(live: CompareReport, total: number): CompareReport {
+  const partial: CompareReport = { ...live, status: 'interrupted', stoppedBy: `interrupted at once after ${live.prompts.length} of ${total} prompts`, prompts: [...live.prompts], speed: null };
+  summarize(partial, partial.tolerance, { maxRegression: 0 });
+  return partial;
+}
+
+function summarize(report: CompareReport, tol: Pick<Tolerance, 'gate'>, o: Pick<CompareOptions, 'baseline' | 'maxRegression'>): void {
   const count = (v: PromptResult['verdict']) => report.prompts.filter((p) => p.verdict === v).length;
   report.summary = { matches: count('match'), tolerated: count('tolerated'), mismatches: count('mismatch'), errored: count('errored') };
   const reasons: string[] = [];

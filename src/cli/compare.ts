@@ -5,7 +5,7 @@
  */
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
-import { runCompare, summaryTable } from '../../compare/run.js';
+import { interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
 import { InputError, UsageError } from '../errors.js';
 import { kernelsFor } from './generate.js';
 import type { ReferenceKind } from '../pipeline/ds-pipeline.js';
@@ -13,7 +13,7 @@ import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type AbortWriter, type OptionTable } from './options.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -69,11 +69,19 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
   return { file, report: raw };
 }
 
-export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; interrupted: () => boolean }): Promise<number> {
+export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device), !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
   prepareOutputDir('--report_dir', o.report_dir); // before any work: the reports' directory takes files
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
+  // A second Ctrl-C stops at once: the prompts that finished are still written, marked interrupted.
+  let live: CompareReport | undefined;
+  io.onAbort?.(() => {
+    if (!live) return;
+    const partial = interruptedReport(live, live.settings.numInputs);
+    const written = writeCompareReports(partial, o.report_dir);
+    io.err(`interrupted: ${partial.prompts.length} finished prompt${partial.prompts.length === 1 ? '' : 's'} written to ${written.json}`);
+  });
   const report = await runCompare(
     {
       model: o.model ?? ensureDefaultModel(),
@@ -95,8 +103,8 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       ...(o.allow_nonfinite ? { allowNonfinite: true } : {}),
       command: ['fusegen', 'compare', ...argv],
     },
-    io,
-  );
+    { ...io, live: (r) => (live = r) },
+  ).finally(() => io.onAbort?.(undefined));
   for (const line of summaryTable(report)) io.out(line);
   const written = writeCompareReports(report, o.report_dir);
   io.out(`reports: ${written.json}\n         ${written.html}`);

@@ -85,7 +85,7 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   const compare = program.command('compare').description("reference vs fusegen on the seed's prompts: verdicts, reports, gate (DeepSpeed's ds-hf-compare.py)").exitOverride();
   addOptions(compare, compareOptions);
   compare.action(async (parsed: Record<string, unknown>) => {
-    code = await runCompareCommand(resolve<CompareCliOptions>(compareOptions, parsed), argv.slice(1), { out: io.out, interrupted: () => interrupted });
+    code = await runCompareCommand(resolve<CompareCliOptions>(compareOptions, parsed), argv.slice(1), { out: io.out, err: io.err, interrupted: () => interrupted, onAbort });
   });
   const bench = program.command('bench').description('pipelines side by side: latency and throughput sweeps, reports for dashboards').exitOverride();
   addOptions(bench, benchOptions);
