@@ -74,19 +74,18 @@ export class Detokenizer {
   }
 }
 
-/** transformers' `clean_up_tokenization`. */
+/** transformers' `clean_up_tokenization`: these replacements, in order. */
+const CLEAN_UP: ReadonlyArray<[string, string]> = [[' .', '.'], [' ?', '?'], [' !', '!'], [' ,', ','], [" ' ", "'"], [" n't", "n't"], [" 'm", "'m"], [" 's", "'s"], [" 've", "'ve"], [" 're", "'re"]];
+
+/** tokenizers' wordpiece::cleanup (WordPiece and CTC decoders): the same, with " do not" -> " don't" after " 'm". */
+const WORDPIECE_CLEAN_UP: ReadonlyArray<[string, string]> = [...CLEAN_UP.slice(0, 7), [' do not', " don't"], ...CLEAN_UP.slice(7)];
+
+function replaceAll(s: string, pairs: ReadonlyArray<[string, string]>): string {
+  return pairs.reduce((t, [from, to]) => t.replaceAll(from, to), s);
+}
+
 export function cleanUpTokenization(s: string): string {
-  return s
-    .replaceAll(' .', '.')
-    .replaceAll(' ?', '?')
-    .replaceAll(' !', '!')
-    .replaceAll(' ,', ',')
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re");
+  return replaceAll(s, CLEAN_UP);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,20 +396,8 @@ function replacer(spec: Json, where: string): (s: string) => string {
   throw new InputError(`${where}.pattern`, 'Replace needs {"String": ...} or {"Regex": ...}');
 }
 
-/** tokenizers' wordpiece::cleanup (WordPiece and CTC decoders). */
 function wordpieceCleanup(s: string): string {
-  return s
-    .replaceAll(' .', '.')
-    .replaceAll(' ?', '?')
-    .replaceAll(' !', '!')
-    .replaceAll(' ,', ',')
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(' do not', " don't")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re");
+  return replaceAll(s, WORDPIECE_CLEAN_UP);
 }
 
 // ---------------------------------------------------------------------------------------------
