@@ -1,6 +1,5 @@
 /** The bench command: a small sweep on the tiny fixture, its report and dashboard exports. */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,6 +9,7 @@ import { profileLine, summarizeRuns } from '../bench/op-profile.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { readOrtProfile } from '../src/runtime/ort.js';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { interruptTwice } from './helpers.js';
 import { main } from '../src/cli/main.js';
 import { writeBenchReports } from '../src/cli/bench.js';
 import { loadReports } from '../src/report/dashboard.js';
@@ -184,35 +184,13 @@ describe('bench reports on disk', () => {
   });
 
   it('a second Ctrl-C stops at once and still writes the points that finished, marked interrupted (child process)', async () => {
-    const BIN = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
-    expect(existsSync(BIN), `${BIN} is missing: build first (npm run build)`).toBe(true);
     const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-sigint-'));
     // Point 1 (batch 1) is short; point 2 (batch 32, 101 runs of 64 tokens) takes far longer than the signals.
     const args = ['bench', '--model', tinyModelDir('opt'), '--pipelines', 'ort', '--batch_sizes', '1,32', '--prompt_lengths', '4', '--max_new_tokens', '64', '--repeats', '100', '--report_dir', dir];
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    const waitFor = (re: RegExp) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (re.test(stderr)) resolve();
-          else if (child.exitCode !== null) reject(new Error(`exited ${child.exitCode} before ${re}: ${stderr}`));
-          else setTimeout(check, 20);
-        };
-        check();
-      });
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    try {
-      await waitFor(/\[2\/2\] ort batch 32 prompt 4/); // point 1 finished, point 2 under way
-      child.kill('SIGINT');
-      await waitFor(/interrupt: finishing the current step/);
-      const t = performance.now();
-      child.kill('SIGINT');
-      expect(await exited).toBe(130);
-      expect(performance.now() - t).toBeLessThan(10_000);
-    } finally {
-      child.kill('SIGKILL');
-    }
+    // Ctrl-C once point 1 finished and point 2 is under way.
+    const { code, stderr, secondMs } = await interruptTwice(args, { stream: 'stderr', re: /\[2\/2\] ort batch 32 prompt 4/ });
+    expect(code).toBe(130);
+    expect(secondMs).toBeLessThan(10_000);
     expect(stderr).toMatch(/interrupted: 1 finished point written to .*-bench\.json/);
     const names = readdirSync(dir);
     expect(names.filter((n) => !n.startsWith('.'))).toHaveLength(5); // no temp files either

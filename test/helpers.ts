@@ -1,4 +1,5 @@
 /** Shared test helpers: Hugging Face goldens and the fixture models. */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -117,4 +118,39 @@ export async function openOffline(context: BrowserContext, file: string, network
   await page.route('**', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
   await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
   return { page, errors };
+}
+
+/**
+ * Runs the built CLI in a child, waits until `ready` appears on its stdout or stderr, presses
+ * Ctrl-C, waits for the first-interrupt notice, presses it again, and returns the exit code,
+ * the output and how long the second Ctrl-C took to end it.
+ */
+export async function interruptTwice(args: string[], ready: { stream: 'stdout' | 'stderr'; re: RegExp }): Promise<{ code: number | null; stdout: string; stderr: string; secondMs: number }> {
+  const BIN = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+  expect(existsSync(BIN), `${BIN} is missing: build first (npm run build)`).toBe(true);
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const waitFor = (stream: 'stdout' | 'stderr', re: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (re.test(out[stream])) resolve();
+        else if (child.exitCode !== null) reject(new Error(`exited ${child.exitCode} before ${re}: ${out.stderr}`));
+        else setTimeout(check, 20);
+      };
+      check();
+    });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    await waitFor(ready.stream, ready.re);
+    child.kill('SIGINT');
+    await waitFor('stderr', /interrupt: finishing the current step/);
+    const t = performance.now();
+    child.kill('SIGINT');
+    const code = await exited;
+    return { code, ...out, secondMs: performance.now() - t };
+  } finally {
+    child.kill('SIGKILL');
+  }
 }
