@@ -18,7 +18,7 @@ import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { COMPARE_SCHEMA, referenceLine, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
 import { decodeFigures, type RunTiming } from '../src/report/perf.js';
-import { environment } from './environment.js';
+import { environment } from '../src/report/environment.js';
 import { promptVerdict, similarity, teacherForced, tokenDiff } from './metrics.js';
 import { TOLERANCE, tokenVerdict, type Tolerance } from './tolerance.js';
 

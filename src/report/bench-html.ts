@@ -143,7 +143,7 @@ function profileSection(r: BenchRow): string {
 export function renderBenchHtml(report: BenchReport): string {
   const r = report;
   const name = r.model.dir.split(/[\\/]+/).filter(Boolean).pop() ?? r.model.dir;
-  const env = Object.entries((r.environment ?? {}) as Record<string, unknown>).map(([k, v]): [string, string] => [k, v === null || v === undefined ? NA : rich(typeof v === 'string' ? v : JSON.stringify(v))]);
+  const env = Object.entries((r.environment ?? {}) as unknown as Record<string, unknown>).map(([k, v]): [string, string] => [k, v === null || v === undefined ? NA : rich(typeof v === 'string' ? v : JSON.stringify(v))]);
   const banner = r.status === 'complete' ? '' : `<div class="banner status-interrupted" role="alert"><strong>Run interrupted</strong>: this report covers the ${r.rows.length} row${r.rows.length === 1 ? '' : 's'} that finished.</div>`;
   return `${pageHead(`${esc(`fusegen bench · ${name} · ${r.createdAt}`)}`, `fusegen bench`, `${CSS}${EXTRA_CSS}`)}
 <body>

@@ -1,4 +1,7 @@
-/** Where a run happened: versions, commit, platform. */
+/**
+ * Where a run happened: versions, commit, platform. Both suites (compare/, bench/) record it in
+ * their reports, so it lives here, below both: neither suite imports the other.
+ */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -28,7 +31,17 @@ export function projectRoot(): string {
   return dir;
 }
 
-export function environment() {
+/** What every report records about where it ran. */
+export interface Environment {
+  node: string;
+  platform: string;
+  fusegen: string;
+  onnxruntimeNode: string;
+  transformersJs: string;
+  gitCommit: string | null;
+}
+
+export function environment(): Environment {
   const root = projectRoot();
   let gitCommit: string | null = null;
   try {
