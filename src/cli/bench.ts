@@ -3,16 +3,20 @@
  * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
  * and a Bencher BMF file, and prints a table.
  */
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
-import { openCheckpoint } from '../checkpoint/checkpoint.js';
-import { UsageError } from '../errors.js';
+import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
+import { CapacityError, UsageError } from '../errors.js';
+import { checkCapacity } from '../pipeline/common.js';
+import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type AbortWriter, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 
 export interface BenchCliOptions {
@@ -31,23 +35,15 @@ export interface BenchCliOptions {
   allow_nonfinite: boolean;
 }
 
-function list<T>(parse: (raw: string, flag: string) => T) {
-  return (raw: string, flag: string): T[] => {
-    const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
-    if (items.length === 0) throw new UsageError(`--${flag}`, 'expected a comma-separated list');
-    return items.map((s) => parse(s, flag));
-  };
-}
-
 export const benchOptions: OptionTable<BenchCliOptions> = {
-  model: { flag: 'model', arg: 'dir', help: 'checkpoint directory (default: the embedded tiny OPT)', parse: text },
+  model: { flag: 'model', arg: 'dir', help: 'checkpoint directory', defaultHelp: 'the embedded tiny OPT with random weights', parse: text },
   preset: { flag: 'preset', arg: 'name', help: `a random-weight checkpoint of real shape, generated under fixtures/models on first use: ${PRESETS.join(', ')}`, parse: oneOf<PresetName>(PRESETS) },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
-  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu)'),
-  batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: list(intAtLeast(1)) },
-  prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: 'prompt lengths in tokens to sweep', default: [16], parse: list(intAtLeast(1)) },
+  dtype: dtypeOption(['ort', 'wgsl'], 'the reference runs float16 for float16, else float32; default: float32 on cpu, float16 on gpu'),
+  batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: listOf(intAtLeast(1)) },
+  prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: 'prompt lengths in tokens to sweep', default: [16], parse: listOf(intAtLeast(1)) },
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens generated per run (end-of-sequence ignored)', default: 32, parse: intAtLeast(2) },
-  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: list(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
+  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
@@ -55,11 +51,21 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   allow_nonfinite: allowNonfiniteOption,
 };
 
+/**
+ * The cliffs cell: how many decode steps took over 3x the median step, then the context positions
+ * where they were (`2 (at 34,56)`; `0` for none), so a position is never read as a count.
+ */
+export function cliffsCell(positions: readonly number[]): string {
+  if (positions.length === 0) return '0';
+  const shown = positions.slice(0, 6).join(',');
+  return `${positions.length} (at ${shown}${positions.length > 6 ? ',...' : ''})`;
+}
+
 export function table(report: BenchReport): string[] {
-  const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  GPU step ms  cliffs'];
+  const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  GPU step ms  cliffs (steps > 3x median, at positions)'];
   for (const r of report.rows) {
     lines.push(
-      `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${(r.stepGpuUs === undefined ? '-' : (r.stepGpuUs / 1e3).toFixed(3)).padStart(11)}  ${r.outlierPositions.length ? r.outlierPositions.join(',') : '-'}`,
+      `${r.pipeline.padEnd(10)} ${String(r.batch).padStart(5)} ${String(r.promptLength).padStart(6)}  ${r.ttftMs.median.toFixed(2).padStart(8)}  ${r.tpotMs.median.toFixed(3).padStart(8)} (${r.tpotMs.p90.toFixed(3)})  ${r.decodeTokensPerSec.toFixed(1).padStart(12)}  ${r.prefillTokensPerSec.toFixed(1).padStart(13)}  ${r.bandwidthGBps.toFixed(2).padStart(8)}  ${r.peakRssMB.toFixed(0).padStart(11)}  ${(r.stepGpuUs === undefined ? '-' : (r.stepGpuUs / 1e3).toFixed(3)).padStart(11)}  ${cliffsCell(r.outlierPositions)}`,
     );
   }
   for (const r of report.rows) {
@@ -68,20 +74,47 @@ export function table(report: BenchReport): string[] {
   return lines;
 }
 
-export async function runBenchCommand(
-  o: BenchCliOptions,
-  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
-): Promise<number> {
+/** What runs a bench pipeline (the reference is transformers.js, at float16 for float16 and float32 otherwise). */
+function engineOf(p: BenchPipeline): Engine {
+  return p === 'reference' ? 'transformersjs' : p;
+}
+
+/**
+ * The one validation pass, before any run: every flag, the device, the report directory, then
+ * the checkpoint (a preset is written first), every prompt length plus --max_new_tokens against
+ * the model, every batch size's KV cache against memory, and the tokenizer. Nothing is exported
+ * or run until all of it passed, so a sweep never stops halfway on a point it could not run.
+ */
+export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpoint; reportDir: string }> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
-  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device));
-  // Before any work: a report directory that cannot take the reports fails now, not after the run.
+  const dtype = o.dtype ?? defaultDtype(o.device);
+  for (const p of o.pipelines) if (p !== 'reference') checkDtype(dtype, engineOf(p));
+  checkAccuracyLevel(o.accuracy_level, dtype, o.pipelines.includes('ort'));
+  checkDevice(o.device, o.pipelines.map(engineOf));
+  // A report directory that cannot take the reports fails now, not after the run.
   const reportDir = prepareOutputDir('--report_dir', o.report_dir);
   let dir = o.model ?? ensureDefaultModel();
   if (o.preset) {
     dir = join(fixtureModelsDir(), o.preset);
     writePresetCheckpoint(dir, o.preset);
   }
+  const ckpt = openCheckpoint(dir, { allowNonfinite: o.allow_nonfinite });
+  // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
+  const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;
+  if (1 + o.max_new_tokens > ckpt.dims.maxPositions) throw new CapacityError('--max_new_tokens', `${o.max_new_tokens} new tokens after even a 1-token prompt exceed the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
+  for (const p of o.prompt_lengths) checkCapacity(ckpt, maxTokens, p, o.max_new_tokens, '--prompt_lengths');
+  for (const b of o.batch_sizes) checkKvBudget(b, maxTokens, ckpt.dims, totalmem(), { batch: '--batch_sizes', tokens: '--prompt_lengths' });
+  await checkPrompts(ckpt, COMPARE_PROMPTS);
+  return { ckpt, reportDir };
+}
+
+export async function runBenchCommand(
+  o: BenchCliOptions,
+  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
+): Promise<number> {
+  const { ckpt, reportDir } = await validateBench(o);
+  const dir = ckpt.dir;
   const progress = progressSink(io.err, io.terminal);
   // A second Ctrl-C stops at once: the points that finished are still written, marked interrupted.
   let live: BenchReport | undefined;
@@ -94,7 +127,7 @@ export async function runBenchCommand(
   });
   const report = await runBench(
     {
-      ckpt: openCheckpoint(dir, { allowNonfinite: o.allow_nonfinite }),
+      ckpt,
       device: o.device,
       dtype: o.dtype ?? defaultDtype(o.device),
       pipelines: o.pipelines,

@@ -3,17 +3,19 @@
  * lines, then a summary table; writes JSON and HTML reports; exit 0 when every prompt
  * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
  */
+import { openCheckpoint } from '../checkpoint/checkpoint.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
+import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
-import { InputError, UsageError } from '../errors.js';
-import { kernelsFor } from './generate.js';
+import { CapacityError, InputError, UsageError } from '../errors.js';
 import type { ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, dtypeOption, intAtLeast, oneOf, text, type AbortWriter, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { checkDevice, checkPrompts } from './validate.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -38,16 +40,16 @@ export interface CompareCliOptions {
 }
 
 export const compareOptions: OptionTable<CompareCliOptions> = {
-  model: { flag: 'model', arg: 'dir', help: 'checkpoint for the reference (default: the embedded tiny OPT)', parse: text },
-  candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', parse: text },
-  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | int4 (default: float32 on cpu, float16 on gpu devices); the reference runs float16 for float16, else float32'),
+  model: { flag: 'model', arg: 'dir', help: 'checkpoint for the reference', defaultHelp: 'the embedded tiny OPT with random weights', parse: text },
+  candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', defaultHelp: '--model', parse: text },
+  dtype: dtypeOption(['ort', 'wgsl'], 'the candidate runs it, the reference float16 for float16, else float32; default: float32 on cpu, float16 on gpu devices'),
   num_inputs: { flag: 'num_inputs', arg: 'n', help: "how many of the seed's 43 prompts", default: 1, parse: intAtLeast(1) },
   min_length: { flag: 'min_length', arg: 'n', help: 'minimum total tokens (prompt included), as HF min_length', default: 200, parse: intAtLeast(1) },
   max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },
   print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
   use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
   reference: { flag: 'reference', arg: 'library', help: "what runs the reference side: transformersjs (transformers.js on fusegen's plain ONNX export) or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", default: 'transformersjs', parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
-  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl (default wgsl on webgpu, ort elsewhere)', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl', defaultHelp: 'wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
@@ -55,7 +57,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report: fail when decode throughput fell more than --max_regression', parse: text },
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode tokens/s against --baseline, percent', default: 10, parse: intAtLeast(0) },
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
-  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process (env LOCAL_RANK)', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
 };
 
@@ -69,11 +71,37 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
   return { file, report: raw };
 }
 
-export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
-  if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
-  checkAccuracyLevel(o.accuracy_level, o.dtype ?? defaultDtype(o.device), !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
-  prepareOutputDir('--report_dir', o.report_dir); // before any work: the reports' directory takes files
+/**
+ * The one validation pass, before any export or run: every flag, the device, the report
+ * directory and baseline, both checkpoints (config, weight headers), the KV cache against
+ * memory, the tokenizer on the prompts, and --max_length against the model.
+ */
+export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined }> {
+  const dtype = o.dtype ?? defaultDtype(o.device);
+  const candidate: Engine = o.use_kernel ? kernelsFor(o.device, o.kernels) : 'ort';
+  if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
+  if (candidate === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
+  if (o.min_length > o.max_length) throw new UsageError('--min_length', `${o.min_length} is above --max_length ${o.max_length}`);
+  checkDtype(dtype, candidate);
+  checkAccuracyLevel(o.accuracy_level, dtype, candidate === 'ort');
+  checkDevice(o.device, [candidate, o.reference]);
+  prepareOutputDir('--report_dir', o.report_dir); // the reports' directory takes files
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
+  const open = { allowNonfinite: o.allow_nonfinite };
+  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), open);
+  if (o.candidate_model) openCheckpoint(o.candidate_model, open);
+  checkKvBudget(o.batch_size, o.max_length, ckpt.dims, undefined, { batch: '--batch_size', tokens: '--max_length' });
+  const { lengths } = await checkPrompts(ckpt, COMPARE_PROMPTS.slice(0, o.num_inputs));
+  const longest = Math.max(...lengths);
+  if (longest >= o.max_length) throw new CapacityError('--max_length', `the longest prompt has ${longest} tokens; --max_length ${o.max_length} leaves no room to generate`);
+  if (o.max_length > ckpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.max_length} exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
+  const window = ckpt.dims.slidingWindow;
+  if (window !== undefined && o.max_length > window) throw new CapacityError('--max_length', `${o.max_length} tokens exceed the attention window of ${window} tokens (${ckpt.configPath}: sliding_window), which fusegen does not implement (runs must fit the window)`);
+  return { baseline };
+}
+
+export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
+  const { baseline } = await validateCompare(o);
   // A second Ctrl-C stops at once: the prompts that finished are still written, marked interrupted.
   let live: CompareReport | undefined;
   io.onAbort?.(() => {

@@ -3,13 +3,15 @@
  * prompts, prints the seed's lines, and with --test_performance the seed's statistics
  * beside correctly defined ones.
  */
-import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
+import { checkCapacity } from '../pipeline/common.js';
 import { createPipeline, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type Engine, type OptionTable } from './options.js';
+import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 
 export interface GenerateOptions {
@@ -37,24 +39,24 @@ export interface GenerateOptions {
 }
 
 export const generateOptions: OptionTable<GenerateOptions> = {
-  model: { flag: 'model', arg: 'dir', help: 'Hugging Face checkpoint directory (default: the embedded tiny OPT, generated on first use)', parse: text },
+  model: { flag: 'model', arg: 'dir', help: 'Hugging Face checkpoint directory', defaultHelp: 'the embedded tiny OPT with random weights, generated on first use', parse: text },
   checkpoint_path: { flag: 'checkpoint_path', arg: 'path', help: 'checkpoint to load weights from with --use_meta_tensor (not available yet)', parse: text },
   save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
-  dtype: dtypeOption<DType>(['float32', 'float16', 'int8', 'int4', 'bfloat16'], 'float32 | float16 | int8 | bfloat16 (default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels)'),
+  dtype: dtypeOption(['transformersjs', 'hf', 'ort', 'wgsl'], 'default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels'),
   hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph, or Hugging Face transformers with --reference hf (default: fusegen\'s loop on the plain graph)', default: false },
-  reference: { flag: 'reference', arg: 'library', help: "with --hf_baseline: transformersjs (default) or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
+  reference: { flag: 'reference', arg: 'library', help: "with --hf_baseline: transformersjs or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", defaultHelp: 'transformersjs', parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
   use_kernel: { flag: 'use_kernel', help: 'kernel injection: fused ONNX Runtime ops (GroupQueryAttention, SkipLayerNorm, FastGelu, packed projections)', default: false },
   max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens to generate per prompt', default: 50, parse: intAtLeast(1) },
   greedy: { flag: 'greedy', help: 'greedy decoding (default: sampling, as in the seed)', default: false },
   use_meta_tensor: { flag: 'use_meta_tensor', help: 'build the model from its config and stream weights (not available yet)', default: false },
   test_performance: { flag: 'test_performance', help: 'run 30 iterations (3 warm-up) and print latency, bandwidth and FLOP/s', default: false },
-  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process (env LOCAL_RANK)', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
-  world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (env WORLD_SIZE; > 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
+  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+  world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (> 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
   trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
-  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn); default wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn)', defaultHelp: 'wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
@@ -69,16 +71,51 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (o.reference && !o.hf_baseline) throw new UsageError('--reference', 'picks the library of the --hf_baseline pipeline: add --hf_baseline');
-  checkAccuracyLevel(o.accuracy_level, resolveDtype(o), !o.hf_baseline && !(o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl'));
+  if (o.hf_baseline && o.use_kernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
+  if (o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
 }
 
-/** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
-export function kernelsFor(device: Device, kernels: 'ort' | 'wgsl' | undefined): 'ort' | 'wgsl' {
-  return kernels ?? (device === 'webgpu' ? 'wgsl' : 'ort');
+/** What runs the prompts: a reference library (--hf_baseline), the WGSL engine, or fusegen's loop on ONNX Runtime. */
+export function engineFor(o: Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'>): Engine {
+  if (o.hf_baseline) return o.reference ?? 'transformersjs';
+  return o.use_kernel ? kernelsFor(o.device, o.kernels) : 'ort';
+}
+
+/** The figures' label: the pipeline that actually ran. */
+export function pipelineLabel(o: Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'>): string {
+  switch (engineFor(o)) {
+    case 'transformersjs':
+      return 'reference pipeline (transformers.js)';
+    case 'hf':
+      return 'reference pipeline (Hugging Face transformers)';
+    case 'wgsl':
+      return 'WGSL engine';
+    case 'ort':
+      return o.use_kernel ? 'ORT-injected pipeline' : "plain pipeline (fusegen's loop, no kernel injection)";
+  }
 }
 
 export function resolveDtype(o: GenerateOptions): DType {
   return o.dtype ?? defaultDtype(o.device);
+}
+
+/**
+ * The one validation pass, before any export or run: every flag, then the checkpoint (config,
+ * weight headers), the KV cache against memory, the tokenizer on the seed's prompts, and the
+ * lengths against --max_tokens and the model. Returns the opened checkpoint.
+ */
+export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Checkpoint; dtype: DType }> {
+  refuseUnavailable(o);
+  const dtype = resolveDtype(o);
+  const engine = engineFor(o);
+  checkDtype(dtype, engine);
+  checkAccuracyLevel(o.accuracy_level, dtype, engine === 'ort');
+  checkDevice(o.device, [engine]);
+  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), { allowNonfinite: o.allow_nonfinite });
+  checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
+  const { lengths } = await checkPrompts(ckpt, seedBatch(Math.min(o.batch_size, 8)));
+  checkCapacity(ckpt, o.max_tokens, Math.max(...lengths), o.max_new_tokens);
+  return { ckpt, dtype };
 }
 
 export interface Io {
@@ -90,11 +127,8 @@ export interface Io {
 const DASHES = '-'.repeat(60);
 
 export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
-  refuseUnavailable(o);
-  const dtype = resolveDtype(o);
   const t0 = performance.now();
-  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), { allowNonfinite: o.allow_nonfinite });
-  checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
+  const { ckpt, dtype } = await validateGenerate(o);
   const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
   const initMs = performance.now() - t0;
   try {
@@ -113,12 +147,12 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     }
     if (!last) return 130;
 
-    io.out(`initialization time: ${initMs}ms`);
-    io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toString()} sec`);
+    io.out(`initialization time: ${initMs.toFixed(2)}ms`);
+    io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toFixed(4)} sec`);
     for (const s of last.sequences) io.out(`\nin=${s.prompt}\nout=${s.text}\n${DASHES}`);
     if (o.test_performance) {
       for (const line of seedPerfLines(runs, o.max_new_tokens, ckpt.dims, dtype, o.batch_size)) io.out(line);
-      for (const line of decodeStats(runs, pipe.info, o.batch_size)) io.out(line);
+      for (const line of decodeStats(runs, pipe.info, o.batch_size, pipelineLabel(o))) io.out(line);
     }
     if (io.interrupted()) {
       io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);

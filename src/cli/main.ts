@@ -11,14 +11,35 @@ import { benchOptions, runBenchCommand, type BenchCliOptions } from './bench.js'
 import { dashboardOptions, runDashboardCommand, type DashboardCliOptions } from './dashboard.js';
 import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
-import type { AbortWriter, OptionTable } from './options.js';
+import { defaultNote, type AbortWriter, type OptionTable } from './options.js';
 
 function addOptions<O>(cmd: Command, table: OptionTable<O>): void {
   for (const spec of Object.values(table) as Array<OptionTable<O>[keyof O]>) {
-    const opt = new Option(spec.arg ? `--${spec.flag} <${spec.arg}>` : `--${spec.flag}`, spec.help);
-    if (spec.parse) opt.argParser((raw: string) => spec.parse!(raw, spec.flag));
+    const opt = new Option(spec.arg ? `--${spec.flag} <${spec.arg}>` : `--${spec.flag}`, `${spec.help}${defaultNote(spec)}`);
+    if (spec.arg) {
+      opt.argParser((raw: string) => {
+        // `--model --max_new_tokens 8`: the next flag is not the value of one that lacks its own.
+        if (raw.startsWith('--')) throw new UsageError(`--${spec.flag}`, `needs a value, got the flag ${raw}`);
+        return spec.parse ? spec.parse(raw, spec.flag) : raw;
+      });
+    }
     cmd.addOption(opt);
   }
+  // Stray words are refused by name in refuseStray (commander's message does not name them).
+  cmd.allowExcessArguments(true);
+}
+
+/**
+ * A word that is no flag's value (`generate foo`, `--greedy 8`): refused naming it, and the
+ * switch before it when that takes no value.
+ */
+function refuseStray<O>(cmd: Command, table: OptionTable<O>, argv: string[]): void {
+  const stray = cmd.args[0];
+  if (stray === undefined) return;
+  const switches = new Set((Object.values(table) as Array<OptionTable<O>[keyof O]>).filter((s) => !s.arg).map((s) => `--${s.flag}`));
+  const at = argv.findIndex((a, i) => a === stray && i > 0 && switches.has(argv[i - 1]!));
+  const hint = at > 0 ? `${argv[at - 1]!} takes no value` : `'${cmd.name()}' takes only --flags, each value right after its flag`;
+  throw new UsageError(`argument "${stray}"`, `unexpected: ${hint}`);
 }
 
 /** Parsed flags plus defaults (environment first, then the table's). */
@@ -74,32 +95,38 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   const program = new Command('fusegen')
     .description('Kernel-injected LLM inference for Node.js, checked against a reference pipeline')
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    // Commander's own errors (unknown option and its suggestion, missing value) as one line.
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()), outputError: (s, write) => write(oneLine(s)) });
 
   let code = 0;
   const generate = program.command('generate').description("run the seed's prompts through a pipeline (DeepSpeed's inference-test.py)").exitOverride();
   addOptions(generate, generateOptions);
   generate.action(async (parsed: Record<string, unknown>) => {
+    refuseStray(generate, generateOptions, argv);
     code = await runGenerate(resolve<GenerateOptions>(generateOptions, parsed), { out: io.out, interrupted: () => interrupted });
   });
   const compare = program.command('compare').description("reference vs fusegen on the seed's prompts: verdicts, reports, gate (DeepSpeed's ds-hf-compare.py)").exitOverride();
   addOptions(compare, compareOptions);
   compare.action(async (parsed: Record<string, unknown>) => {
+    refuseStray(compare, compareOptions, argv);
     code = await runCompareCommand(resolve<CompareCliOptions>(compareOptions, parsed), argv.slice(1), { out: io.out, err: io.err, interrupted: () => interrupted, onAbort });
   });
   const bench = program.command('bench').description('pipelines side by side: latency and throughput sweeps, reports for dashboards').exitOverride();
   addOptions(bench, benchOptions);
   bench.action(async (parsed: Record<string, unknown>) => {
+    refuseStray(bench, benchOptions, argv);
     code = await runBenchCommand(resolve<BenchCliOptions>(benchOptions, parsed), { ...io, interrupted: () => interrupted, onAbort });
   });
   const dashboard = program.command('dashboard').description('one HTML page over all bench and compare reports: trends over time, every run linked').exitOverride();
   addOptions(dashboard, dashboardOptions);
   dashboard.action((parsed: Record<string, unknown>) => {
+    refuseStray(dashboard, dashboardOptions, argv);
     code = runDashboardCommand(resolve<DashboardCliOptions>(dashboardOptions, parsed), { out: io.out });
   });
 
   process.on('SIGINT', onSigint);
   try {
+    if (argv.length === 0) throw new UsageError('command', 'missing: fusegen generate | compare | bench | dashboard (fusegen --help describes them)');
     await program.parseAsync(argv, { from: 'user' });
     return code;
   } catch (e) {
@@ -116,6 +143,10 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   } finally {
     process.off('SIGINT', onSigint);
   }
+}
+
+function oneLine(s: string): string {
+  return s.trim().split('\n').map((l) => l.trim()).filter(Boolean).join(' ');
 }
 
 // Run when executed directly (also through npm's bin symlink), not when imported by tests.

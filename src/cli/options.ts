@@ -3,8 +3,9 @@
  * defaults) and the parsed, typed result. Flag names keep the seed's snake_case.
  */
 import { totalmem } from 'node:os';
-import { CapacityError, UsageError } from '../errors.js';
+import { CapacityError, UnsupportedError, UsageError } from '../errors.js';
 import type { ModelDims } from '../arch/spec.js';
+import type { DType, Device } from '../pipeline/types.js';
 
 /**
  * What a command gives main for a second Ctrl-C: a synchronous writer of its partial report
@@ -17,9 +18,12 @@ export interface OptionSpec<T> {
   flag: string;
   /** Value placeholder; absent for boolean switches. */
   arg?: string;
+  /** What the flag does; --help adds the default (`default`, or `defaultHelp` where it is computed). */
   help: string;
-  /** Default value, or a function of the other parsed options (resolved after parsing). */
+  /** Default value, used when neither the flag nor its environment variable is given. */
   default?: T;
+  /** The default in words, where it depends on other flags (shown by --help instead of `default`). */
+  defaultHelp?: string;
   /** Environment variable that provides the default, as the seed reads LOCAL_RANK. */
   env?: string;
   parse?: (raw: string, flag: string) => T;
@@ -38,7 +42,7 @@ export function intAtLeast(min: number) {
 
 export function oneOf<T extends string>(choices: readonly T[], aliases: Record<string, T> = {}) {
   return (raw: string, flag: string): T => {
-    const v = aliases[raw] ?? raw;
+    const v = Object.hasOwn(aliases, raw) ? aliases[raw]! : raw;
     if (!(choices as readonly string[]).includes(v)) throw new UsageError(`--${flag}`, `expected one of ${choices.join(', ')}, got "${raw}"`);
     return v as T;
   };
@@ -47,6 +51,113 @@ export function oneOf<T extends string>(choices: readonly T[], aliases: Record<s
 export function text(raw: string, flag: string): string {
   if (raw.trim() === '') throw new UsageError(`--${flag}`, 'must not be empty');
   return raw;
+}
+
+/**
+ * A comma-separated list of `parse`'s values, e.g. `--batch_sizes 1,8`: every item present
+ * (`1,,2` and a trailing comma are refused, not read as `1,2`) and none twice.
+ */
+export function listOf<T>(parse: (raw: string, flag: string) => T) {
+  return (raw: string, flag: string): T[] => {
+    const items = raw.split(',').map((s) => s.trim());
+    const empty = items.findIndex((s) => s === '');
+    if (empty >= 0) throw new UsageError(`--${flag}`, `item ${empty + 1} of "${raw}" is empty (expected a comma-separated list such as 1,8)`);
+    const seen = new Set<string>();
+    return items.map((s) => {
+      const v = parse(s, flag);
+      const key = String(v);
+      if (seen.has(key)) throw new UsageError(`--${flag}`, `${key} is listed twice in "${raw}"`);
+      seen.add(key);
+      return v;
+    });
+  };
+}
+
+/** The default as --help shows it: `(default: 1)`, `(default: $LOCAL_RANK, else 0)`; none for switches. */
+export function defaultNote(spec: Pick<OptionSpec<unknown>, 'arg' | 'default' | 'defaultHelp' | 'env'>): string {
+  if (!spec.arg) return '';
+  const shown = spec.defaultHelp ?? (spec.default === undefined ? undefined : Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default));
+  if (shown === undefined) return '';
+  return spec.env ? ` (default: $${spec.env}, else ${shown})` : ` (default: ${shown})`;
+}
+
+/** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
+export function kernelsFor(device: Device, kernels: 'ort' | 'wgsl' | undefined): 'ort' | 'wgsl' {
+  return kernels ?? (device === 'webgpu' ? 'wgsl' : 'ort');
+}
+
+/**
+ * What runs a model: the two reference libraries (transformers.js on fusegen's plain export,
+ * Hugging Face transformers in Python), fusegen's loop on ONNX Runtime graphs (plain or
+ * kernel-injected), and the WGSL engine.
+ */
+export type Engine = 'transformersjs' | 'hf' | 'ort' | 'wgsl';
+
+export const ENGINE_NAMES: Record<Engine, string> = {
+  transformersjs: 'the transformers.js reference (--hf_baseline)',
+  hf: 'the Hugging Face transformers reference of generate (--hf_baseline --reference hf)',
+  ort: "fusegen's ONNX Runtime graphs",
+  wgsl: 'the WGSL engine',
+};
+
+/**
+ * Every --dtype, once: which engines run it. --help, the parser and the check before any work
+ * all read this table, so the help lists exactly what is accepted.
+ */
+export const DTYPES: Record<DType, readonly Engine[]> = {
+  float32: ['transformersjs', 'hf', 'ort', 'wgsl'],
+  float16: ['transformersjs', 'hf', 'ort', 'wgsl'],
+  int8: ['ort', 'wgsl'],
+  int4: ['ort', 'wgsl'],
+  bfloat16: ['hf'],
+};
+
+const DTYPE_ALIASES: Record<string, DType> = { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' };
+
+/** The dtypes some engine among `engines` runs, in the table's order. */
+export function dtypesFor(engines: readonly Engine[]): DType[] {
+  return (Object.keys(DTYPES) as DType[]).filter((d) => DTYPES[d].some((e) => engines.includes(e)));
+}
+
+/** `float32 | float16 | int8 | int4 | bfloat16 (bfloat16: only the Hugging Face ...)`: the accepted names, and where each is limited. */
+export function dtypeHelp(engines: readonly Engine[]): string {
+  const accepted = dtypesFor(engines);
+  // Dtypes that not every engine runs, grouped by the engines that do: `int8, int4: only ...`.
+  const groups = new Map<string, DType[]>();
+  for (const d of accepted) {
+    if (engines.every((e) => DTYPES[d].includes(e))) continue;
+    const where = DTYPES[d].filter((e) => engines.includes(e)).map((e) => ENGINE_NAMES[e]).join(' and ');
+    groups.set(where, [...(groups.get(where) ?? []), d]);
+  }
+  const limits = [...groups].map(([where, ds]) => `${ds.join(', ')}: only ${where}`);
+  return `${accepted.join(' | ')}${limits.length ? ` (${limits.join('; ')})` : ''}`;
+}
+
+/**
+ * --dtype for a command whose pipelines are `engines`: accepts exactly `dtypesFor(engines)`; a
+ * dtype another command takes is refused saying where it runs. `help` follows the accepted list.
+ */
+export function dtypeOption(engines: readonly Engine[], help: string): OptionSpec<DType | undefined> {
+  const accepted = dtypesFor(engines);
+  return {
+    flag: 'dtype',
+    arg: 'type',
+    help: `${dtypeHelp(engines)}; ${help}`,
+    parse: (raw, flag) => {
+      const v = Object.hasOwn(DTYPE_ALIASES, raw) ? DTYPE_ALIASES[raw]! : raw;
+      if ((accepted as string[]).includes(v)) return v as DType;
+      if (Object.hasOwn(DTYPES, v)) throw new UnsupportedError(`--${flag}`, `${v} runs only on ${DTYPES[v as DType].map((e) => ENGINE_NAMES[e]).join(' and ')}, not in this command; expected one of ${accepted.join(', ')}`);
+      throw new UsageError(`--${flag}`, `expected one of ${accepted.join(', ')}, got "${raw}"`);
+    },
+  };
+}
+
+/** Refuses a dtype the engine that will run does not take (before any export). */
+export function checkDtype(dtype: DType, engine: Engine): void {
+  if (DTYPES[dtype].includes(engine)) return;
+  const takes = dtypesFor([engine]);
+  const where = DTYPES[dtype].map((e) => ENGINE_NAMES[e]).join(' and ');
+  throw new UnsupportedError('--dtype', `${dtype} is not available for ${ENGINE_NAMES[engine]} (it takes ${takes.join(', ')}; ${dtype} runs on ${where})`);
 }
 
 /**
@@ -71,13 +182,14 @@ export function checkAccuracyLevel(level: 0 | 4 | undefined, dtype: string, onOr
  * The KV cache a run would hold (batch x capacity x layers x 2 x KV heads x head dim, 4 bytes a
  * value at most), against the host's memory: sizes derived from the checkpoint, checked before
  * anything is allocated, so `--batch_size 1e9` is one line naming the flag, not a RangeError.
+ * `flags` names what to blame (bench: --batch_sizes).
  */
-export function checkKvBudget(batchSize: number, maxTokens: number, dims: ModelDims, limitBytes = totalmem()): void {
+export function checkKvBudget(batchSize: number, maxTokens: number, dims: ModelDims, limitBytes = totalmem(), flags: { batch: string; tokens: string } = { batch: '--batch_size', tokens: '--max_tokens' }): void {
   const perToken = dims.numLayers * 2 * dims.numKvHeads * dims.headDim * 4;
   const bytes = batchSize * maxTokens * perToken;
   if (bytes <= limitBytes) return;
   const gib = (b: number) => `${(b / 2 ** 30).toPrecision(3)} GiB`;
-  const flag = batchSize > 1 ? '--batch_size' : '--max_tokens';
+  const flag = batchSize > 1 ? flags.batch : flags.tokens;
   throw new CapacityError(flag, `${batchSize} sequences x ${maxTokens} tokens of KV cache need ${gib(bytes)}, more than this host's ${gib(limitBytes)} of memory`);
 }
 
@@ -87,8 +199,3 @@ export const allowNonfiniteOption: OptionSpec<boolean> = {
   help: 'run a checkpoint whose weights hold NaN or Inf values (refused at load otherwise); compare still never matches non-finite logits',
   default: false,
 };
-
-/** --dtype, shared by the commands: the seed's names plus int4, with bf16/fp32/fp16 aliases. */
-export function dtypeOption<D extends string>(choices: readonly D[], help: string): OptionSpec<D | undefined> {
-  return { flag: 'dtype', arg: 'type', help, parse: oneOf<D>(choices, { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' } as unknown as Record<string, D>) };
-}

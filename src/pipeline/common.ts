@@ -6,17 +6,23 @@ import { CapacityError } from '../errors.js';
 import { decodeText } from './tokenizer.js';
 import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';
 
-/** Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions. */
-export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength: number, maxNewTokens: number): void {
+/**
+ * Prompt plus new tokens must fit the KV cache (--max_tokens) and the model's positions.
+ * `positionsCulprit`: the flag to blame when they do not fit the positions: --max_new_tokens where
+ * the prompts are fixed (generate), the flag that set the prompt's length where one did (bench
+ * --prompt_lengths).
+ */
+export function checkCapacity(ckpt: Checkpoint, maxTokens: number, promptLength: number, maxNewTokens: number, positionsCulprit = '--max_new_tokens'): void {
   const need = promptLength + maxNewTokens;
+  const prompt = positionsCulprit === '--max_new_tokens' ? `the longest prompt (${promptLength} tokens)` : `a prompt of ${promptLength} tokens`;
   // The model's positions first: raising --max_tokens cannot fix that one.
   if (need > ckpt.dims.maxPositions) {
-    throw new CapacityError('--max_new_tokens', `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
+    throw new CapacityError(positionsCulprit, `${prompt} plus ${maxNewTokens} new tokens exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
   }
   // A sliding window is exact only while every key fits in it (Mistral, Qwen2).
   const window = ckpt.dims.slidingWindow;
   if (window !== undefined && need > window) {
-    throw new CapacityError(`${ckpt.configPath}: sliding_window`, `the longest prompt (${promptLength} tokens) plus ${maxNewTokens} new tokens exceeds the attention window of ${window} tokens, which fusegen does not implement (runs must fit the window)`);
+    throw new CapacityError(`${ckpt.configPath}: sliding_window`, `${prompt} plus ${maxNewTokens} new tokens exceeds the attention window of ${window} tokens, which fusegen does not implement (runs must fit the window)`);
   }
   if (need > maxTokens) {
     throw new CapacityError('--max_tokens', `the longest prompt (${promptLength} tokens) plus --max_new_tokens ${maxNewTokens} needs ${need} tokens of KV cache; --max_tokens is ${maxTokens}`);

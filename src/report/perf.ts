@@ -87,11 +87,12 @@ export function decodeFigures(runs: RunTiming[], info: PipelineInfo, batch: numb
   };
 }
 
-export function decodeStats(runs: RunTiming[], info: PipelineInfo, batch: number): string[] {
+/** `label`: the pipeline that ran, as the caller names it (default: `<info.name> pipeline`). */
+export function decodeStats(runs: RunTiming[], info: PipelineInfo, batch: number, label = `${info.name} pipeline`): string[] {
   const d = decodeFigures(runs, info, batch);
   const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
   return [
-    `fusegen figures (${info.name} pipeline, ${info.device}, ${info.dtype}, batch ${batch}, ${d.runs} runs after warm-up):`,
+    `fusegen figures (${label}, ${info.device}, ${info.dtype}, batch ${batch}, ${d.runs} runs after warm-up):`,
     `  Time to first token:   ${fmt(d.ttftMs)} ms (prefill ${fmt(d.prefillTokensPerSec, 1)} tokens/s)`,
     `  Time per output token: ${fmt(d.tpotMs, 3)} ms (p90 ${fmt(d.tpotP90Ms, 3)} ms; prefill excluded)`,
     `  Decode throughput:     ${fmt(d.decodeTokensPerSec, 1)} tokens/s`,
