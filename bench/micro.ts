@@ -109,7 +109,7 @@ class MemoryStore implements TensorStore {
 }
 
 function dimsOf(E: number, H: number, I: number): ModelDims {
-  return { vocabSize: 1, hiddenSize: E, numLayers: 1, numHeads: H, numKvHeads: H, headDim: E / H, intermediateSize: I, maxPositions: 1 << 20, normEps: 1e-5, rope: { type: 'default', theta: 10000 }, embedDim: E, attentionScale: 1 / Math.sqrt(E / H), attentionScaleByLayer: false, residualFromNorm: false };
+  return { vocabSize: 1, hiddenSize: E, numLayers: 1, numHeads: H, numKvHeads: H, headDim: E / H, intermediateSize: I, maxPositions: 1 << 20, normEps: 1e-5, rope: { type: 'default', theta: 10000, partialFactor: 1 }, embedDim: E, attentionScale: 1 / Math.sqrt(E / H), attentionScaleByLayer: false, residualFromNorm: false, parallelResidual: false };
 }
 
 const plan = (fused: boolean): InjectionPlan => ({ fusions: fused ? ALL_FUSIONS : NO_FUSIONS, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: false, dtype: 'float32' });

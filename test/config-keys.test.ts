@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { classify, COMMON_KEYS, GENERATION_KEYS } from '../src/arch/config-keys.js';
 import { archFor, specs } from '../src/arch/index.js';
+import { ropeInvFreq } from '../src/arch/positions.js';
 import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { readJsonObject } from '../src/checkpoint/config.js';
 import { UnsupportedError } from '../src/errors.js';
@@ -58,9 +59,15 @@ describe('real Hub configs', () => {
     expect(open('openai-community--gpt2').dims).toMatchObject({ hiddenSize: 768, attentionScaleByLayer: false, attentionScale: 1 / 8 });
   });
 
-  it('GPT-NeoX (pythia) is refused by model_type, in one line', () => {
-    expect(() => openCheckpoint(hubCheckpoint('EleutherAI--pythia-160m'))).toThrow(UnsupportedError);
-    expect(() => openCheckpoint(hubCheckpoint('EleutherAI--pythia-160m'))).toThrow(/model_type "gpt_neox" is not supported/);
+  it("GPT-NeoX (pythia-160m, a 4.x config): rotary_pct and rotary_emb_base read as the rope's partial factor and theta, parallel residual", () => {
+    const pythia = openCheckpoint(hubCheckpoint('EleutherAI--pythia-160m'));
+    expect(pythia.dims).toMatchObject({ numHeads: 12, headDim: 64, parallelResidual: true, rope: { type: 'default', theta: 10000, partialFactor: 0.25 } });
+    // Rotary over 16 of 64 dimensions: frequencies of 1/10000^(2i/16) for 8 pairs, 0 for the rest.
+    const inv = ropeInvFreq(pythia.dims.rope!, 64);
+    expect(inv.length).toBe(32);
+    expect(inv[1]).toBeCloseTo(10000 ** (-2 / 16), 7);
+    expect([...inv.slice(8)].every((f) => f === 0)).toBe(true);
+    expect(pythia.spec.globals(pythia.dims, pythia.config).lmHead.source).toBe('embed_out.weight');
   });
 });
 

@@ -16,7 +16,6 @@ import { Graph, int } from '../src/graph/ir.js';
 import { writeModel } from '../src/graph/onnx-writer.js';
 import { WeightSource } from '../src/graph/weights.js';
 import { buildInjectedDecoder, mlpSlices } from '../src/inject/decoder.js';
-import { policyFor } from '../src/inject/index.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches, type InjectionPlan } from '../src/inject/plan.js';
 import { dequantize, quantizeBlockwise } from '../src/inject/quantize.js';
 import { DSPipeline } from '../src/pipeline/ds-pipeline.js';
@@ -29,7 +28,7 @@ function graphFor(arch: FixtureArch, plan: InjectionPlan) {
   const ckpt = openCheckpoint(tinyModelDir(arch));
   const store = openWeights(ckpt);
   try {
-    return buildInjectedDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir), plan, policy: policyFor(ckpt.modelType) });
+    return buildInjectedDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir), plan });
   } finally {
     store.close();
   }

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { alibiSlopes, ropeInvFreq as archInvFreq } from '../src/arch/positions.js';
 import { AttentionKernels, type AttentionPath } from '../src/kernels/attention.js';
-const ropeInvFreq = (D: number, theta: number) => archInvFreq({ type: 'default', theta }, D);
+const ropeInvFreq = (D: number, theta: number) => archInvFreq({ type: 'default', theta, partialFactor: 1 }, D);
 import { type GpuContext, openGpu, readback, storageBuffer, submit, upload } from '../src/kernels/device.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';

@@ -76,6 +76,7 @@ export const bloom: ArchSpec = {
       attentionScale: 1 / Math.sqrt(hiddenSize / numHeads),
       attentionScaleByLayer: false,
       residualFromNorm: optionalBool(config, path, 'apply_residual_connection_post_layernorm', false),
+      parallelResidual: false,
     };
   },
 

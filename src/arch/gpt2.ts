@@ -80,6 +80,7 @@ export const gpt2: ArchSpec = {
       attentionScale: optionalBool(config, path, 'scale_attn_weights', true) ? 1 / Math.sqrt(headDim) : 1,
       attentionScaleByLayer: optionalBool(config, path, 'scale_attn_by_inverse_layer_idx', false),
       residualFromNorm: false,
+      parallelResidual: false,
     };
   },
 

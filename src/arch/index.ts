@@ -2,11 +2,14 @@
 import { UnsupportedError } from '../errors.js';
 import { bloom } from './bloom.js';
 import { gpt2 } from './gpt2.js';
+import { gptNeox } from './gpt_neox.js';
+import { gptj } from './gptj.js';
 import { llama } from './llama.js';
 import { opt } from './opt.js';
+import { phi3 } from './phi3.js';
 import type { ArchSpec } from './spec.js';
 
-export const specs: readonly ArchSpec[] = [gpt2, opt, bloom, llama];
+export const specs: readonly ArchSpec[] = [gpt2, opt, bloom, llama, gptNeox, gptj, phi3];
 
 export const supportedModelTypes: readonly string[] = specs.flatMap((s) => s.modelTypes);
 

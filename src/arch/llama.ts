@@ -6,7 +6,7 @@
 import { optionalBool, optionalPositiveInt, positiveInt, positiveNumber, type RawConfig } from '../checkpoint/config.js';
 import { InputError, UnsupportedError } from '../errors.js';
 import { USED, type KeyTable } from './config-keys.js';
-import { readRope } from './positions.js';
+import { readRope, rotaryDim } from './positions.js';
 import { linear, lmHeadView, norm, tiedHead, type ArchSpec, type ModelDims } from './spec.js';
 
 const configKeys: KeyTable = {
@@ -63,6 +63,54 @@ function slidingWindow(config: RawConfig, path: string, numLayers: number): numb
   return window;
 }
 
+/**
+ * Dimensions of a llama-shaped config (llama, mistral, qwen2; phi3 reads them too, with
+ * `partialRotary`: Hugging Face's llama rotates whole heads, so a partial factor is refused there).
+ */
+export function llamaDims(config: RawConfig, path: string, partialRotary = false): ModelDims {
+  const act = config['hidden_act'] ?? 'silu';
+  if (act !== 'silu') throw new UnsupportedError(`${path}: hidden_act`, `"${String(act)}" is not supported (silu only)`);
+  const hiddenSize = positiveInt(config, path, 'hidden_size');
+  const numHeads = positiveInt(config, path, 'num_attention_heads');
+  const numKvHeads = optionalPositiveInt(config, path, 'num_key_value_heads') ?? numHeads;
+  if (numHeads % numKvHeads !== 0) {
+    throw new InputError(`${path}: num_key_value_heads`, `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  }
+  const numLayers = positiveInt(config, path, 'num_hidden_layers');
+  const rope = readRope(config, path);
+  // Rotary has no table, but the model was trained to this length and the fused op's cos/sin
+  // caches are sized by it; dynamic NTK scaling equals the default only up to it.
+  let maxPositions = positiveInt(config, path, 'max_position_embeddings');
+  if (rope.type === 'dynamic' && rope.originalMaxPositions) maxPositions = Math.min(maxPositions, rope.originalMaxPositions);
+  const headDim = optionalPositiveInt(config, path, 'head_dim') ?? hiddenSize / numHeads;
+  const rotary = rotaryDim(rope, headDim);
+  if (rotary !== headDim && !partialRotary) throw new UnsupportedError(`${path}: rope_parameters.partial_rotary_factor`, `${rope.partialFactor}: ${String(config['model_type'])} rotates whole heads`);
+  if (rotary % 2 !== 0) throw new InputError(`${path}: partial_rotary_factor`, `rotates ${rotary} of ${headDim} head dimensions: an odd count`);
+  const window = slidingWindow(config, path, numLayers);
+  // Read here so that a malformed value is blamed on its key before globals/layer read it.
+  tiedHead(config, path, false);
+  hasAttentionBias(config, path);
+  optionalBool(config, path, 'mlp_bias', false);
+  return {
+    vocabSize: positiveInt(config, path, 'vocab_size'),
+    hiddenSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    intermediateSize: positiveInt(config, path, 'intermediate_size'),
+    maxPositions,
+    normEps: positiveNumber(config, path, 'rms_norm_eps', 1e-6),
+    rope,
+    embedDim: hiddenSize,
+    attentionScale: 1 / Math.sqrt(headDim),
+    attentionScaleByLayer: false,
+    residualFromNorm: false,
+    parallelResidual: false,
+    ...(window !== undefined ? { slidingWindow: window } : {}),
+  };
+}
+
 export const llama: ArchSpec = {
   modelTypes: ['llama', 'mistral', 'qwen2'],
   configKeys,
@@ -79,45 +127,7 @@ export const llama: ArchSpec = {
     positionOffset: 0,
   },
 
-  dims(config: RawConfig, path: string): ModelDims {
-    const act = config['hidden_act'] ?? 'silu';
-    if (act !== 'silu') throw new UnsupportedError(`${path}: hidden_act`, `"${String(act)}" is not supported (silu only)`);
-    const hiddenSize = positiveInt(config, path, 'hidden_size');
-    const numHeads = positiveInt(config, path, 'num_attention_heads');
-    const numKvHeads = optionalPositiveInt(config, path, 'num_key_value_heads') ?? numHeads;
-    if (numHeads % numKvHeads !== 0) {
-      throw new InputError(`${path}: num_key_value_heads`, `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
-    }
-    const numLayers = positiveInt(config, path, 'num_hidden_layers');
-    const rope = readRope(config, path);
-    // Rotary has no table, but the model was trained to this length and the fused op's cos/sin
-    // caches are sized by it; dynamic NTK scaling equals the default only up to it.
-    let maxPositions = positiveInt(config, path, 'max_position_embeddings');
-    if (rope.type === 'dynamic' && rope.originalMaxPositions) maxPositions = Math.min(maxPositions, rope.originalMaxPositions);
-    const headDim = optionalPositiveInt(config, path, 'head_dim') ?? hiddenSize / numHeads;
-    const window = slidingWindow(config, path, numLayers);
-    // Read here so that a malformed value is blamed on its key before globals/layer read it.
-    tiedHead(config, path, false);
-    hasAttentionBias(config, path);
-    optionalBool(config, path, 'mlp_bias', false);
-    return {
-      vocabSize: positiveInt(config, path, 'vocab_size'),
-      hiddenSize,
-      numLayers,
-      numHeads,
-      numKvHeads,
-      headDim,
-      intermediateSize: positiveInt(config, path, 'intermediate_size'),
-      maxPositions,
-      normEps: positiveNumber(config, path, 'rms_norm_eps', 1e-6),
-      rope,
-      embedDim: hiddenSize,
-      attentionScale: 1 / Math.sqrt(headDim),
-      attentionScaleByLayer: false,
-      residualFromNorm: false,
-      ...(window !== undefined ? { slidingWindow: window } : {}),
-    };
-  },
+  dims: (config, path) => llamaDims(config, path),
 
   globals(_d, config) {
     return {

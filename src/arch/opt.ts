@@ -76,6 +76,7 @@ export const opt: ArchSpec = {
       attentionScale: 1 / Math.sqrt(hiddenSize / numHeads),
       attentionScaleByLayer: false,
       residualFromNorm: !preNorm(config, path),
+      parallelResidual: false,
     };
   },
 

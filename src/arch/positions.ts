@@ -21,6 +21,15 @@ export interface Rope {
   lowFreqFactor?: number;
   highFreqFactor?: number;
   originalMaxPositions?: number;
+  /** Share of each head that rotates (GPT-NeoX's rotary_pct, GPT-J's rotary_dim / head_dim); 1 when absent. */
+  partialFactor: number;
+  /** Rotating dimensions given as a count (GPT-J's rotary_dim), which the factor may not give exactly. */
+  dims?: number;
+}
+
+/** Dimensions of each head that rotate: HF's int(head_dim * partial_rotary_factor), or the count given. */
+export function rotaryDim(rope: Rope, headDim: number): number {
+  return rope.dims ?? Math.floor(headDim * rope.partialFactor);
 }
 
 const f32 = Math.fround;
@@ -46,9 +55,18 @@ function llama3InvFreq(inv: Float32Array, r: Required<Pick<Rope, 'factor' | 'low
 /**
  * Inverse rotary frequencies [D/2] in float32, as torch computes them. `dynamic` (NTK) equals
  * `default` while the run stays within max_position_embeddings, which checkCapacity enforces.
+ * With partial rotary the pairs past rotaryDim / 2 get frequency 0 (cos 1, sin 0: unchanged), so
+ * every lowering rotates whole heads in rotate-half form; rotaryHeadOrder says how the spec's
+ * q/k views lay the head out for that.
  */
 export function ropeInvFreq(rope: Rope, headDim: number): Float32Array {
-  const inv = defaultInvFreq(headDim, rope.theta);
+  const inv = scaledInvFreq(rope, defaultInvFreq(rotaryDim(rope, headDim), rope.theta));
+  const out = new Float32Array(headDim / 2);
+  out.set(inv);
+  return out;
+}
+
+function scaledInvFreq(rope: Rope, inv: Float32Array): Float32Array {
   switch (rope.type) {
     case 'default':
     case 'dynamic':
@@ -58,6 +76,37 @@ export function ropeInvFreq(rope: Rope, headDim: number): Float32Array {
     case 'llama3':
       return llama3InvFreq(inv, rope as Required<Rope>);
   }
+}
+
+/**
+ * The order in which a spec's q and k views take each head's dimensions so that the model's
+ * rotary layout becomes rotate-half over the whole head (dimension i paired with i + D/2, the
+ * pass-through pairs at frequency 0). Attention scores are dot products of q and k, so the same
+ * permutation of both changes nothing else (the KV cache holds permuted keys; values are not
+ * permuted). `interleaved`: GPT-J's rotate_every_two pairs (2i, 2i + 1); otherwise rotate-half
+ * over the first rotaryDim dimensions (GPT-NeoX's partial rotary) pairs (i, i + rotaryDim / 2).
+ * The identity for a whole-head rotate-half model.
+ */
+export function rotaryHeadOrder(headDim: number, rotary: number, interleaved: boolean): number[] {
+  const half = rotary / 2;
+  const passHalf = (headDim - rotary) / 2;
+  const pass = (k: number) => Array.from({ length: passHalf }, (_, i) => rotary + k * passHalf + i);
+  const rot = (k: number) => Array.from({ length: half }, (_, i) => (interleaved ? 2 * i + k : k * half + i));
+  return [...rot(0), ...pass(0), ...rot(1), ...pass(1)];
+}
+
+/** Row ranges of `heads` heads of headDim rows each, head h starting at start(h), taken in `order`. */
+export function headRows(heads: number, headDim: number, start: (h: number) => number, order?: number[]): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  for (let h = 0; h < heads; h++) {
+    for (const j of order ?? Array.from({ length: headDim }, (_, i) => i)) {
+      const row = start(h) + j;
+      const last = ranges[ranges.length - 1];
+      if (last && last[0] + last[1] === row) last[1]++;
+      else ranges.push([row, 1]);
+    }
+  }
+  return ranges;
 }
 
 /** BLOOM's per-head slopes: a geometric sequence, interleaved when H is not a power of 2. */
@@ -92,7 +141,18 @@ function num(obj: Record<string, unknown>, key: string, where: string, sep = '.'
  * `rope_parameters` wins; a config that also carries a different top-level `rope_theta` is
  * refused as ambiguous rather than guessed.
  */
-export function readRope(config: RawConfig, path: string, defaultTheta = 10000): Rope {
+export interface RopeAliases {
+  /** Theta when neither layout gives one. */
+  defaultTheta?: number;
+  /** Partial factor when neither layout gives one. */
+  defaultPartial?: number;
+  /** Top-level 4.x names of the theta and the partial factor (GPT-NeoX: rotary_emb_base, rotary_pct). */
+  thetaKey?: string;
+  partialKey?: string;
+}
+
+export function readRope(config: RawConfig, path: string, aliases: RopeAliases = {}): Rope {
+  const defaultTheta = aliases.defaultTheta ?? 10000;
   const params = config['rope_parameters'];
   const scaling = config['rope_scaling'];
   let obj: Record<string, unknown>;
@@ -101,7 +161,7 @@ export function readRope(config: RawConfig, path: string, defaultTheta = 10000):
     where = `${path}: rope_parameters`;
     if (typeof params !== 'object' || Array.isArray(params)) throw new InputError(where, `expected an object, got ${JSON.stringify(params)}`);
     obj = params as Record<string, unknown>;
-    if (Object.values(obj).some((v) => typeof v === 'object' && v !== null)) {
+    if (Object.values(obj).some((v) => typeof v === 'object' && v !== null && !Array.isArray(v))) {
       throw new UnsupportedError(where, 'rotary settings per layer type are not supported (one setting for every layer only)');
     }
     const top = config['rope_theta'];
@@ -113,7 +173,9 @@ export function readRope(config: RawConfig, path: string, defaultTheta = 10000):
     where = `${path}: rope_scaling`;
     if (scaling !== undefined && scaling !== null && (typeof scaling !== 'object' || Array.isArray(scaling))) throw new InputError(where, `expected an object or null, got ${JSON.stringify(scaling)}`);
     obj = { ...((scaling as Record<string, unknown> | null | undefined) ?? {}) };
-    if (config['rope_theta'] !== undefined && config['rope_theta'] !== null) obj['rope_theta'] = num(config, 'rope_theta', path, ': ');
+    for (const [key, as] of [['rope_theta', 'rope_theta'], [aliases.thetaKey, 'rope_theta'], ['partial_rotary_factor', 'partial_rotary_factor'], [aliases.partialKey, 'partial_rotary_factor']] as const) {
+      if (key && config[key] !== undefined && config[key] !== null) obj[as] = num(config, key, path, ': ');
+    }
   }
   // 4.x wrote `type`, later `rope_type`; both may be present and must agree.
   const type = obj['rope_type'] ?? obj['type'] ?? 'default';
@@ -124,12 +186,14 @@ export function readRope(config: RawConfig, path: string, defaultTheta = 10000):
     throw new UnsupportedError(`${where}.rope_type`, `rope type ${JSON.stringify(type)} is not supported (supported: ${Object.keys(ROPE_KEYS).join(', ')})`);
   }
   const t = type as RopeType;
-  const known = new Set(['rope_type', 'type', 'rope_theta', ...ROPE_KEYS[t]]);
+  const known = new Set(['rope_type', 'type', 'rope_theta', 'partial_rotary_factor', ...ROPE_KEYS[t]]);
   for (const k of Object.keys(obj)) {
     if (!known.has(k)) throw new UnsupportedError(`${where}.${k}`, `unknown key for rope type "${t}": fusegen refuses what it cannot account for`);
   }
   const theta = obj['rope_theta'] === undefined ? defaultTheta : num(obj, 'rope_theta', where);
-  const rope: Rope = { type: t, theta };
+  const partialFactor = obj['partial_rotary_factor'] === undefined ? (aliases.defaultPartial ?? 1) : num(obj, 'partial_rotary_factor', where);
+  if (partialFactor > 1) throw new InputError(`${where}.partial_rotary_factor`, `${partialFactor} exceeds 1`);
+  const rope: Rope = { type: t, theta, partialFactor };
   if (t === 'default') return rope;
   rope.factor = num(obj, 'factor', where);
   if (t === 'dynamic' && obj['original_max_position_embeddings'] !== undefined) rope.originalMaxPositions = num(obj, 'original_max_position_embeddings', where);

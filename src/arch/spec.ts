@@ -51,6 +51,12 @@ export interface ModelDims {
   residualFromNorm: boolean;
   /** Attention sees at most this many keys (Mistral, Qwen2): runs longer than it are refused. */
   slidingWindow?: number;
+  /**
+   * Attention and MLP both read the layer's input and are added to it together
+   * (x + attn(n1(x)) + mlp(n2(x)): GPT-NeoX's use_parallel_residual, GPT-J, whose one norm the
+   * spec names twice); otherwise the MLP reads the stream after attention's add.
+   */
+  parallelResidual: boolean;
 }
 
 /** The softmax scale of layer `layer`'s attention. */
@@ -99,6 +105,8 @@ export interface GlobalWeights {
   finalNorm?: NormWeights;
   /** [embedDim, vocab] as every other linear; tied models view the embedding transposed. */
   lmHead: WeightView;
+  /** GPT-J's lm_head.bias [vocab]. */
+  lmHeadBias?: WeightView;
 }
 
 

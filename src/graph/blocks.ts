@@ -161,10 +161,15 @@ export function rotaryTables(ctx: EmitContext, positionIds: string): { cos: stri
 }
 
 /**
- * Tied heads reuse the embedding table through Gemm(transB) instead of storing a
- * transposed copy:  h [B,S,E] -> [B*S,E] -> Gemm(embed^T) -> [B*S,V] -> [B,S,V]
+ * The LM head (plus GPT-J's bias). Tied heads reuse the embedding table through Gemm(transB)
+ * instead of storing a transposed copy:  h [B,S,E] -> [B*S,E] -> Gemm(embed^T) -> [B*S,V] -> [B,S,V]
  */
-export function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView): string {
+export function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView, bias?: WeightView): string {
+  const logits = lmHeadMatMul(ctx, h, head, tokens);
+  return bias ? ctx.g.op1('Add', [logits, weight(ctx, 'lm_head.bias', bias, [ctx.dims.vocabSize])], '/lm_head/Add') : logits;
+}
+
+function lmHeadMatMul(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView): string {
   const { g, dims } = ctx;
   const s = '/lm_head';
   const tied = head.source === tokens.source && head.transpose && !head.rows && !head.cols;

@@ -72,14 +72,21 @@ export function buildReferenceDecoder(o: DecoderGraphOptions): Graph {
   };
   layers.forEach((lw, i) => {
     const scope = `/model/layers.${i}`;
+    const next = layers[i + 1];
+    const nextNorm = next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm';
     const a = attention(ctx, `${scope}/attn`, x, lw, i, bias, rope);
+    if (dims.parallelResidual) {
+      // x + attn(n1(x)) + mlp(n2(x)), summed as Hugging Face does: (attn + mlp) + x.
+      const m = mlp(ctx, `${scope}/mlp`, normalize(ctx, `${scope}/post_attention_layernorm`, res, spec.traits.norm, lw.postAttentionNorm), lw, spec);
+      addNorm(g.op1('Add', [res, g.op1('Add', [a, m], `${scope}/parallel_add`)], `${scope}/residual_add`), nextNorm, next ? next.inputNorm : globals.finalNorm);
+      return;
+    }
     addNorm(g.op1('Add', [res, a], `${scope}/residual_add`), `${scope}/post_attention_layernorm`, lw.postAttentionNorm);
     const m = mlp(ctx, `${scope}/mlp`, x, lw, spec);
-    const next = layers[i + 1];
-    addNorm(g.op1('Add', [res, m], `${scope}/residual_add_1`), next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm', next ? next.inputNorm : globals.finalNorm);
+    addNorm(g.op1('Add', [res, m], `${scope}/residual_add_1`), nextNorm, next ? next.inputNorm : globals.finalNorm);
   });
 
-  const logits = lmHead(ctx, projectOut(ctx, x, globals.projectOut), globals.lmHead, globals.embedTokens);
+  const logits = lmHead(ctx, projectOut(ctx, x, globals.projectOut), globals.lmHead, globals.embedTokens, globals.lmHeadBias);
   g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: ['logits'] });
   g.output('logits', 'float32', [DIM.batch, DIM.seq, dims.vocabSize]);
   for (let i = 0; i < dims.numLayers; i++) {

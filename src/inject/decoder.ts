@@ -17,13 +17,13 @@
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
 import { layerAttentionScale, type ArchSpec, type LayerWeights, type ModelDims, type NormKind } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { embed, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
+import { activate, embed, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { float, Graph, int, ints } from '../graph/ir.js';
 import type { WeightSource } from '../graph/weights.js';
 import { addNorm, biasGelu, biasInitializer, cacheRowIndices, countFusion, MS, projection, splitLast, type InjectContext, type LinearSource } from './blocks.js';
 import type { FusionCounts, InjectionPlan } from './plan.js';
-import type { InjectionPolicy } from './policy.js';
+import { policyFor, type InjectionPolicy } from './policy.js';
 
 export const IO = {
   inputIds: 'input_ids',
@@ -40,7 +40,6 @@ export interface InjectedDecoderOptions {
   config: RawConfig;
   weights: WeightSource;
   plan: InjectionPlan;
-  policy: InjectionPolicy;
 }
 
 /** Per-model tensors every attention block reads. */
@@ -54,7 +53,8 @@ interface AttentionInputs {
 }
 
 export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph; fused: FusionCounts } {
-  const { spec, dims, plan, policy } = o;
+  const { spec, dims, plan } = o;
+  const policy = policyFor(spec.traits);
   const g = new Graph(`fusegen-${spec.modelTypes[0]}-injected`);
   const ctx: InjectContext = { g, w: o.weights, dtype: plan.dtype, dims, plan, fused: {} };
   const cacheShape = ['batch_size', dims.numKvHeads, 'max_cache_length', dims.headDim];
@@ -84,12 +84,21 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
     normed = r.normed;
     residual = dims.residualFromNorm ? r.normed : r.sum;
   };
+  const fold = plan.fusions.skipNorm;
   layers.forEach((lw, i) => {
     const scope = `/model/layers.${i}`;
-    addNormed(`${scope}/post_attention_layernorm`, attention(ctx, `${scope}/attn`, normed, lw, i, att, policy), lw.postAttentionNorm);
-    const m = mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec);
     const next = layers[i + 1];
-    addNormed(next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm', m, next ? next.inputNorm : globals.finalNorm);
+    const nextNorm = next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm';
+    if (dims.parallelResidual) {
+      // x + attn(n1(x)) + mlp(n2(x)): both deltas summed, then one add into the stream.
+      const mlpIn = normalize(ctx, `${scope}/post_attention_layernorm`, residual, norm, lw.postAttentionNorm);
+      const a = attention(ctx, `${scope}/attn`, normed, lw, i, att, policy, false).y;
+      const m = mlp(ctx, `${scope}/mlp`, mlpIn, lw, policy, spec, false).y;
+      addNormed(nextNorm, { y: g.op1('Add', [a, m], `${scope}/parallel_add`) }, next ? next.inputNorm : globals.finalNorm);
+      return;
+    }
+    addNormed(`${scope}/post_attention_layernorm`, attention(ctx, `${scope}/attn`, normed, lw, i, att, policy, fold), lw.postAttentionNorm);
+    addNormed(nextNorm, mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec, fold), next ? next.inputNorm : globals.finalNorm);
   });
   normed = projectOut(ctx, normed, globals.projectOut);
 
@@ -98,8 +107,8 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   const picked = g.op1('GatherElements', [normed, idx], '/model/logits_gather/GatherElements', { axis: int(1) });
   // int8/int4 quantize the LM head too (its own packed copy; the embedding gather keeps the float table).
   const logits = plan.quant.bits
-    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.embedDim).y
-    : lmHead(ctx, picked, globals.lmHead, globals.embedTokens);
+    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [globals.lmHeadBias], outDims: [dims.vocabSize] }, dims.embedDim).y
+    : lmHead(ctx, picked, globals.lmHead, globals.embedTokens, globals.lmHeadBias);
   g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
   g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
   for (let i = 0; i < dims.numLayers; i++) {
@@ -187,7 +196,7 @@ function single(lw: { weight: LinearSource['weights'][number]; bias?: LinearSour
  *                ── Softmax(q k^T / sqrt(D) + mask (+ ALiBi)) v ── merge heads ── o_proj
  * The o_proj bias is left for the following SkipLayerNorm to add when that fusion is on.
  */
-function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, layer: number, att: AttentionInputs, policy: InjectionPolicy): { y: string; bias?: string } {
+function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, layer: number, att: AttentionInputs, policy: InjectionPolicy, foldBias: boolean): { y: string; bias?: string } {
   const { g, dims, plan } = ctx;
   const E = dims.hiddenSize;
   const D = dims.headDim;
@@ -231,14 +240,14 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     const probs = g.op1('Softmax', [g.op1('Add', [scores, att.bias!], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
     out = mergeHeads(ctx, `${scope}/merge_heads`, g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`));
   }
-  return projection(ctx, `${scope}/o_proj`, out, single(lw.o, E), dims.numHeads * D, plan.fusions.skipNorm);
+  return projection(ctx, `${scope}/o_proj`, out, single(lw.o, E), dims.numHeads * D, foldBias);
 }
 
 /**
  *   single:  x ── up (+ bias, act: FastGelu/BiasGelu fused) ── down
  *   gated:   x ── gate|up (packed) ── Split ── SiLU(gate) * up ── down
  */
-function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec): { y: string; bias?: string } {
+function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec, foldBias: boolean): { y: string; bias?: string } {
   const { g, dims, plan } = ctx;
   const E = dims.hiddenSize;
   const I = dims.intermediateSize;
@@ -253,18 +262,16 @@ function mlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, pol
       gate = projection(ctx, `${scope}/gate_proj`, x, single(lw.gate, I), E).y;
       up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E).y;
     }
-    const act = g.op1('Mul', [gate, g.op1('Sigmoid', [gate], `${scope}/act/Sigmoid`)], `${scope}/act/Mul`);
-    hidden = g.op1('Mul', [act, up], `${scope}/Mul`);
+    hidden = g.op1('Mul', [activate(ctx, `${scope}/act`, gate, spec.traits.activation), up], `${scope}/Mul`);
   } else if (plan.splitMlp && !plan.quant.bits && mlpSlices(E, I) > 1) {
-    return slicedMlp(ctx, scope, x, lw, policy, spec);
+    return slicedMlp(ctx, scope, x, lw, policy, spec, foldBias);
   } else if (policy.activation) {
     const up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E, true);
     hidden = biasGelu(ctx, `${scope}/act`, up.y, up.bias, policy.activation);
   } else {
-    const up = projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E).y;
-    hidden = spec.traits.activation === 'relu' ? g.op1('Relu', [up], `${scope}/act/Relu`) : g.op1('Gelu', [up], `${scope}/act/Gelu`);
+    hidden = activate(ctx, `${scope}/act`, projection(ctx, `${scope}/up_proj`, x, single(lw.up, I), E).y, spec.traits.activation);
   }
-  return projection(ctx, `${scope}/down_proj`, hidden, single(lw.down, E), I, plan.fusions.skipNorm);
+  return projection(ctx, `${scope}/down_proj`, hidden, single(lw.down, E), I, foldBias);
 }
 
 /**
@@ -286,7 +293,7 @@ export function mlpSlices(E: number, I: number): number {
  * against its up projection's 210 GB/s (bench/results/2026-12-04-h200-bloom-profile). Sliced,
  * each of the s x B batched products loops over I/s. The down bias is left to the next norm.
  */
-function slicedMlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec): { y: string; bias?: string } {
+function slicedMlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeights, policy: InjectionPolicy, spec: ArchSpec, foldBias: boolean): { y: string; bias?: string } {
   const { g, dims, plan } = ctx;
   const E = dims.hiddenSize;
   const I = dims.intermediateSize;
@@ -317,12 +324,12 @@ function slicedMlp(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
   }
   if (policy.activation) {
     h = biasGelu(ctx, `${scope}/act`, h, undefined, policy.activation);
-  } else h = spec.traits.activation === 'relu' ? g.op1('Relu', [h], `${scope}/act/Relu`) : g.op1('Gelu', [h], `${scope}/act/Gelu`);
+  } else h = activate(ctx, `${scope}/act`, h, spec.traits.activation);
   const parts = g.op1('MatMul', [h, wDown], `${scope}/down_proj/MatMul`);
   const y = g.op1('ReduceSum', [parts, g.constInt64([0])], `${scope}/down_proj/ReduceSum`, { keepdims: int(0) });
   countFusion(ctx, 'SlicedMlp');
   const bias = biasInitializer(ctx, `${down}.bias`, single(lw.down, E));
   if (!bias) return { y };
-  if (plan.fusions.skipNorm) return { y, bias };
+  if (foldBias) return { y, bias };
   return { y: g.op1('Add', [y, bias], `${scope}/down_proj/Add`) };
 }

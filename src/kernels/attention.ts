@@ -264,7 +264,7 @@ export class AttentionKernels {
     const key = `${D}/${theta}`;
     let buf = this.invFreqs.get(key);
     if (!buf) {
-      buf = upload(this.ctx, ropeInvFreq({ type: 'default', theta }, D), `rope inv_freq ${key}`);
+      buf = upload(this.ctx, ropeInvFreq({ type: 'default', theta, partialFactor: 1 }, D), `rope inv_freq ${key}`);
       this.invFreqs.set(key, buf);
     }
     return buf;

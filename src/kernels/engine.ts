@@ -11,7 +11,7 @@
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
-import { layerAttentionScale } from '../arch/spec.js';
+import { layerAttentionScale, type ArchTraits } from '../arch/spec.js';
 import { UnsupportedError } from '../errors.js';
 import type { Quantization } from '../inject/plan.js';
 import type { StepInput, Stepper } from '../pipeline/loop.js';
@@ -101,6 +101,12 @@ export interface StepGpuProfile {
   kernels: KernelTime[];
 }
 
+/** The linear kernels' epilogue for the MLP's up projection: an activation, or SwiGLU over gate and up rows. */
+function linearActivation(traits: ArchTraits, configPath: string): LinearActivation {
+  if (traits.gatedMlp ? traits.activation === 'silu' : traits.activation !== 'silu') return traits.gatedMlp ? 'swiglu' : (traits.activation as LinearActivation);
+  throw new UnsupportedError('--kernels', `wgsl: ${traits.gatedMlp ? 'a gated' : 'an ungated'} ${traits.activation} MLP (${configPath}) is not in the WGSL engine; use --kernels ort`);
+}
+
 export class WgslEngine implements Stepper {
   private run: Run | undefined;
   readonly profile: StepProfile = { steps: 0, encodeMs: 0, submitMs: 0, waitMs: 0 };
@@ -132,6 +138,7 @@ export class WgslEngine implements Stepper {
     const g = ckpt.spec.globals(ckpt.dims, ckpt.config);
     if (ckpt.dims.residualFromNorm) throw new UnsupportedError('--kernels', `wgsl: the residual layout of ${ckpt.configPath} (residual from the norm's output: post-LayerNorm OPT, BLOOM's apply_residual_connection_post_layernorm) is not in the WGSL engine; use --kernels ort`);
     if (g.projectIn || g.projectOut) throw new UnsupportedError('--kernels', `wgsl: ${ckpt.configPath}'s word_embed_proj_dim (projections around the embedding) is not in the WGSL engine; use --kernels ort`);
+    linearActivation(ckpt.spec.traits, ckpt.configPath);
     return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
   }
 
@@ -379,7 +386,7 @@ export class WgslEngine implements Stepper {
     });
     const en = w.embedNorm;
     if (en) this.elementwise.norm(pass, { kind: norm, x: buf.x, gamma: en.gamma, ...(en.beta ? { beta: en.beta } : {}), out: buf.res, T, E, eps });
-    const act: LinearActivation = spec.traits.gatedMlp ? 'swiglu' : spec.traits.activation === 'silu' ? 'none' : spec.traits.activation;
+    const act = linearActivation(spec.traits, this.ckpt.configPath);
     w.layers.forEach((layer, i) => {
       linear(buf.res, layer.qkv, buf.qkv, T, { norm: layer.inputNorm });
       const heads = { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity };
@@ -393,12 +400,14 @@ export class WgslEngine implements Stepper {
         { q: packed ? buf.qkv : buf.q, ...(packed ? { packedQkv: rope } : {}), ...cache, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
         { ...heads, scale: layerAttentionScale(dims, i), alibi: !!this.slopes, maxKeys },
       );
+      // Parallel residual: the MLP reads the stream before attention's add lands in it.
+      if (dims.parallelResidual) linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
       linear(buf.attn, layer.o, buf.res, T, { accumulate: true });
-      linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
+      if (!dims.parallelResidual) linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
       linear(buf.mlp, layer.down, buf.res, T, { accumulate: true });
     });
     if (!s.allRows) this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
-    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead }, buf.logits, R, { norm: w.finalNorm });
+    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead, ...(w.lmHeadBias ? { bias: w.lmHeadBias } : {}) }, buf.logits, R, { norm: w.finalNorm });
     if (!s.needLogits) {
       this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
     }

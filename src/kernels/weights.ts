@@ -52,6 +52,7 @@ export interface GpuWeights {
   layers: GpuLayer[];
   finalNorm?: GpuNorm;
   lmHead: GpuMatrix;
+  lmHeadBias?: GPUBuffer;
   /** Bytes held in GPU buffers. */
   bytes: number;
 }
@@ -156,6 +157,8 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
     };
     if (g.embedPositions) weights.positions = matrix([{ ...g.embedPositions, transpose: true }], 'positions');
     if (g.embedNorm) weights.embedNorm = norm(g.embedNorm, 'embed_norm');
+    const lmHeadBias = biasOf([g.lmHeadBias], [dims.vocabSize], 'lm_head.bias');
+    if (lmHeadBias) weights.lmHeadBias = lmHeadBias;
     weights.bytes = bytes;
     return weights;
   } finally {

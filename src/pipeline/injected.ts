@@ -12,7 +12,7 @@ import type { FloatType } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { exportGraph, type ExportedModel } from '../graph/export.js';
 import { buildInjectedDecoder, IO } from '../inject/decoder.js';
-import { policyFor } from '../inject/index.js';
+import { policyFor } from '../inject/policy.js';
 import { ALL_FUSIONS, fusionsFor, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
 import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
@@ -60,7 +60,7 @@ export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): 
 }
 
 export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
-  const policy = policyFor(ckpt.modelType);
+  const policy = policyFor(ckpt.spec.traits);
   const plan = { ...asked, fusions: fusionsFor(asked.fusions, ckpt.dims, policy) };
   const on = Object.entries(plan.fusions).filter(([, v]) => v).map(([k]) => k);
   const exported = exportGraph(
@@ -71,7 +71,7 @@ export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cach
       opsets: [{ domain: '', version: 20 }, { domain: 'com.microsoft', version: 1 }],
       copyModelFiles: false,
       build: (weights) => {
-        const { graph, fused } = buildInjectedDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights, plan, policy });
+        const { graph, fused } = buildInjectedDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights, plan });
         return { graph, meta: { fused } };
       },
     },
