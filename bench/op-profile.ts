@@ -4,37 +4,10 @@
  * dropped (/model/layers.*\/attn/qkv_proj/MatMul), so one line covers every layer's copy.
  */
 import type { OrtRun } from '../src/runtime/ort.js';
+import { byTime, type OpProfile, type OpTime, type ProgramTime } from '../src/report/bench-report.js';
 
-export interface OpTime {
-  /** The node's name with /layers.N/ as /layers.*\/. */
-  role: string;
-  op: string;
-  /** Per step. */
-  calls: number;
-  /** Host time per step: on the CPU the op's compute, on a GPU its dispatch. */
-  hostUs: number;
-  /** GPU time per step (WebGPU timestamp queries; 0 where none). */
-  gpuUs: number;
-}
-
-export interface ProgramTime {
-  /** op/program, e.g. GroupQueryAttention/FlashAttentionDecodeQKV. */
-  program: string;
-  calls: number;
-  gpuUs: number;
-}
-
-export interface OpProfile {
-  /** Steps averaged over. */
-  steps: number;
-  /** Session.run wall time per step. */
-  wallUs: number;
-  hostUs: number;
-  gpuUs: number;
-  /** Largest first: by GPU time where the profile has any, else by host time. */
-  ops: OpTime[];
-  programs: ProgramTime[];
-}
+// The profile's types are the report's (src/report/bench-report.ts): re-exported for bench's users.
+export { byTime, type OpProfile, type OpTime, type ProgramTime };
 
 const layerless = (name: string) => name.replace(/\/layers\.\d+\//, '/layers.*/').replace(/\.h\.\d+\//, '.h.*/');
 
@@ -74,10 +47,6 @@ export function summarizeRuns(runs: OrtRun[]): OpProfile {
     ops: byTime(all, gpuUs > 0 ? 'gpuUs' : 'hostUs'),
     programs: [...programs.values()].sort((a, b) => b.gpuUs - a.gpuUs),
   };
-}
-
-export function byTime(ops: OpTime[], key: 'gpuUs' | 'hostUs'): OpTime[] {
-  return [...ops].sort((a, b) => b[key] - a[key]);
 }
 
 /** One line: the step's wall, host and GPU time, then the largest ops with their shares, by GPU and by host time. */

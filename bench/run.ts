@@ -16,9 +16,15 @@ import { WgslPipeline, type StepTimes } from '../src/pipeline/wgsl.js';
 import type { KernelTime } from '../src/kernels/engine.js';
 import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
 import type { GenerateRequest } from '../src/pipeline/types.js';
-import { summarizeRuns, type OpProfile } from './op-profile.js';
+import { readJsonObject } from '../src/checkpoint/config.js';
+import { InputError } from '../src/errors.js';
+import { BENCH_SCHEMA, pointName, type BaselineRow, type BenchGate, type BenchPipeline, type BenchReport, type BenchRow, type Stats } from '../src/report/bench-report.js';
+import { validateBenchReport } from '../src/report/bench-validate.js';
+import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
+import { summarizeRuns } from './op-profile.js';
 
-export type BenchPipeline = 'reference' | 'ort' | 'wgsl';
+// The report's types live in src/report (bench-report.ts), below bench: re-exported for bench's users.
+export type { BenchPipeline, BenchReport, BenchRow, Stats };
 
 export interface BenchOptions {
   ckpt: Checkpoint;
@@ -33,57 +39,9 @@ export interface BenchOptions {
   profile?: boolean;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
   accuracyLevel?: 0 | 4;
-}
-
-export interface Stats {
-  mean: number;
-  median: number;
-  p90: number;
-  p99: number;
-}
-
-export interface BenchRow {
-  pipeline: BenchPipeline;
-  batch: number;
-  promptLength: number;
-  maxNewTokens: number;
-  loadMs: number;
-  executionProviders: string[];
-  /** MatMulNBits' accuracy_level of a quantized ORT-injected graph. */
-  accuracyLevel?: 0 | 4;
-  ttftMs: Stats;
-  tpotMs: Stats;
-  e2eMs: Stats;
-  decodeTokensPerSec: number;
-  prefillTokensPerSec: number;
-  bandwidthGBps: number;
-  tflops: number;
-  peakRssMB: number;
-  /** Median decode-step latency at each context position, and the positions more than 3x the median (cliffs). */
-  perPosition: Array<[number, number]>;
-  outlierPositions: number[];
-  /** WGSL engine only: host time encoding a step (of it, in queue.submit) vs waiting for the GPU and the readback. */
-  stepProfile?: StepTimes;
-  /** WGSL engine only: GPU time of one decode step's dispatches in one pass, as they run (timestamp queries). */
-  stepGpuUs?: number;
-  /** WGSL engine only: GPU time per kernel of that step (each dispatch in its own pass), largest first. */
-  kernelProfile?: KernelTime[];
-  /** WGSL engine only: the same for the prompt's step (the time to first token's GPU part). */
-  prefillGpuUs?: number;
-  prefillKernelProfile?: KernelTime[];
-  /** ONNX Runtime pipelines with --profile: the prompt's step and the mean decode step, per op. */
-  opProfile?: { prefill: OpProfile; decode: OpProfile };
-}
-
-export interface BenchReport {
-  schema: 'fusegen.bench/1';
-  status: 'complete' | 'interrupted';
-  createdAt: string;
-  model: { dir: string; modelType: string; parameters: number };
-  device: Device;
-  dtype: DType;
-  environment: ReturnType<typeof environment>;
-  rows: BenchRow[];
+  /** An earlier bench report (readBenchBaseline) to gate each row's speed on, and the largest slowdown accepted (percent). */
+  baseline?: { file: string; report: BenchReport };
+  maxRegression?: number;
 }
 
 /** The WGSL engine's step profile of the measured runs, then its GPU time, whole and per kernel. */
@@ -159,11 +117,12 @@ export interface BenchProgress {
 
 /** `live` gets the report as soon as it exists; its rows grow as points finish (a second Ctrl-C writes it as it stands). */
 export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => void, interrupted: () => boolean, live?: (report: BenchReport) => void): Promise<BenchReport> {
+  if (o.baseline) checkBaseline(o.baseline, o);
   const tokenizer = await loadTokenizer(o.ckpt);
   const source = encode(tokenizer, COMPARE_PROMPTS.join(' '));
   const maxTokens = Math.max(...o.promptLengths) + o.maxNewTokens;
   const report: BenchReport = {
-    schema: 'fusegen.bench/1',
+    schema: BENCH_SCHEMA,
     status: 'complete',
     createdAt: new Date().toISOString(),
     model: { dir: o.ckpt.dir, modelType: o.ckpt.modelType, parameters: 0 },
@@ -228,6 +187,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
             peakRssMB: peakRss / 2 ** 20,
             perPosition,
             outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
+            samples: runSamples(m),
             ...(pipe instanceof WgslPipeline ? await wgslProfile(pipe) : {}),
           });
         }
@@ -240,7 +200,78 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
     }
   }
   if (interrupted()) report.status = 'interrupted';
+  addVersus(report.rows);
+  if (o.baseline) report.gate = baselineGate(report.rows, o.baseline, o.maxRegression ?? 10);
   return report;
+}
+
+/**
+ * Each row of a later pipeline against the sweep's first pipeline at the same point: the ratio of
+ * their median times per output token (above 1: this row faster), with its bootstrap interval.
+ */
+export function addVersus(rows: BenchRow[]): void {
+  const first = rows[0]?.pipeline;
+  for (const row of rows) {
+    if (row.pipeline === first || !row.samples) continue;
+    const base = rows.find((r) => r.pipeline === first && r.batch === row.batch && r.promptLength === row.promptLength && r.samples);
+    if (base) row.versus = { pipeline: first!, tpotSpeedup: bootstrapRatio(decodeSteps(base.samples!), decodeSteps(row.samples), 'median') };
+  }
+}
+
+/** Reads `--baseline`: a bench report (validated), or an InputError naming the file. */
+export function readBenchBaseline(file: string): { file: string; report: BenchReport } {
+  const raw: unknown = readJsonObject(file);
+  try {
+    validateBenchReport(raw);
+  } catch (e) {
+    throw new InputError(file, `not a bench report: ${(e as Error).message}`);
+  }
+  return { file, report: raw };
+}
+
+/** A baseline of another model type, device or dtype measures something else: refused before any work. */
+function checkBaseline(baseline: NonNullable<BenchOptions['baseline']>, o: BenchOptions): void {
+  const b = baseline.report;
+  const want = `${o.ckpt.modelType} on ${o.device} in ${o.dtype}`;
+  const have = `${b.model.modelType} on ${b.device} in ${b.dtype}`;
+  if (want !== have) throw new InputError(baseline.file, `a bench of ${have}; this run is ${want}`);
+}
+
+/**
+ * The regression gate: each row against the baseline's row of the same point (pipeline, batch,
+ * prompt length, new tokens), as the ratio of median times per output token, the baseline's over
+ * this run's, with a bootstrap interval over both runs' steps and runs (a baseline row without
+ * samples is held at its recorded median). A row fails only on a significant slowdown (the whole
+ * interval below 1) whose estimate is more than `maxRegression` percent.
+ */
+export function baselineGate(rows: BenchRow[], baseline: NonNullable<BenchOptions['baseline']>, maxRegression: number): BenchGate {
+  const checked: BaselineRow[] = [];
+  const unmatched: string[] = [];
+  const reasons: string[] = [];
+  for (const row of rows) {
+    const base = baseline.report.rows.find((b) => b.pipeline === row.pipeline && b.batch === row.batch && b.promptLength === row.promptLength && b.maxNewTokens === row.maxNewTokens);
+    if (!base || !row.samples) {
+      unmatched.push(pointName(row));
+      continue;
+    }
+    const speedRatio = bootstrapRatio(base.samples ? decodeSteps(base.samples) : base.tpotMs.median, decodeSteps(row.samples), 'median');
+    const r = regression(speedRatio, maxRegression);
+    checked.push({ pipeline: row.pipeline, batch: row.batch, promptLength: row.promptLength, baselineTpotMs: base.tpotMs.median, tpotMs: row.tpotMs.median, speedRatio, regressionPct: r.regressionPct, significant: r.significant, fails: r.fails });
+    if (r.fails) reasons.push(`${pointName(row)}: decode speed is ${r.regressionPct.toFixed(1)}% below the baseline's (median time per output token ${row.tpotMs.median.toFixed(3)} ms against ${base.tpotMs.median.toFixed(3)} ms; speed ratio ${ratioText(speedRatio)}): a significant regression of more than ${maxRegression}%`);
+  }
+  return { exitCode: reasons.length ? 1 : 0, reasons, baseline: { file: baseline.file, maxRegressionPct: maxRegression, rows: checked, unmatched } };
+}
+
+/** The console's lines for the statistics: each row against the first pipeline, then the gate. */
+export function statsLines(report: BenchReport): string[] {
+  const lines = report.rows.filter((r) => r.versus).map((r) => `${pointName(r)} vs ${r.versus!.pipeline}: time per output token ${ratioText(r.versus!.tpotSpeedup)}`);
+  const g = report.gate;
+  if (g) {
+    for (const b of g.baseline.rows) lines.push(`${pointName(b)} against the baseline: decode speed ${ratioText(b.speedRatio)}${b.fails ? ' FAIL' : ''}`);
+    if (g.baseline.unmatched.length) lines.push(`not in the baseline: ${g.baseline.unmatched.join(', ')}`);
+    lines.push(g.exitCode === 0 ? `gate: pass (no significant regression of more than ${g.baseline.maxRegressionPct}% against ${g.baseline.file})` : `gate: FAIL (${g.reasons.join('; ')})`);
+  }
+  return lines;
 }
 
 /** github-action-benchmark's custom tool formats: one file per direction. */

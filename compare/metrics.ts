@@ -4,7 +4,8 @@
  */
 import { diffArrays } from 'diff';
 import difflib from 'difflib';
-import type { LogitStats, PromptResult } from '../src/report/compare-report.js';
+import type { LogitStats, PromptResult, SpeedIntervals } from '../src/report/compare-report.js';
+import { bootstrapRatio, decodeSteps, firstTokens, type RunSamples } from '../src/report/speed-stats.js';
 import { topK } from '../src/pipeline/common.js';
 import { logitAgreement, type LogitAgreement, type Tolerance, type TokenVerdict } from './tolerance.js';
 
@@ -104,4 +105,19 @@ export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tole
   if (!a.withinTolerance) return { verdict: 'mismatch', reason: logitWhy };
   if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part at ${tokens.position} on a near-tie (reference margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
   return { verdict: 'match', reason: logitWhy };
+}
+
+/**
+ * The candidate's speed against the reference's, each figure a ratio with its bootstrap interval
+ * (speed-stats.ts), above 1 the candidate better: median and p90 time per output token and mean
+ * decode step (decode tokens/s) resampled over steps and runs, time to first token over runs.
+ */
+export function speedIntervals(reference: RunSamples[], candidate: RunSamples[]): SpeedIntervals {
+  const [r, c] = [decodeSteps(reference), decodeSteps(candidate)];
+  return {
+    tpotMedian: bootstrapRatio(r, c, 'median'),
+    tpotP90: bootstrapRatio(r, c, 'p90'),
+    decodeThroughput: bootstrapRatio(r, c, 'mean'),
+    ttft: bootstrapRatio(firstTokens(reference), firstTokens(candidate), 'median'),
+  };
 }

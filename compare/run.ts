@@ -16,10 +16,11 @@ import { HfPipeline } from '../src/pipeline/hf.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { COMPARE_SCHEMA, referenceLine, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
+import { COMPARE_SCHEMA, referenceLine, type BaselineCheck, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
 import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
-import { promptVerdict, similarity, teacherForced, tokenDiff } from './metrics.js';
+import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
+import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
 import { TOLERANCE, tokenVerdict, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
@@ -100,6 +101,7 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
     decodeTokensPerSec: f.decodeTokensPerSec,
     prefillTokensPerSec: f.prefillTokensPerSec,
     perPosition: mid.timings.decodeStepMs.map((ms, i): [number, number] => [mid.promptLength + i + 1, ms]),
+    samples: runSamples(runs),
   };
 }
 
@@ -207,7 +209,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       const batchSize = firstBatch.request.prompts.length;
       const refSpeed = speedOf(referenceKind === 'hf' ? 'hf-pytorch' : 'reference', await timed(ref), ref, batchSize);
       const candSpeed = speedOf(o.useKernel ? (o.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain', await timed(cand), cand, batchSize);
-      report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs };
+      report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs, intervals: speedIntervals(refSpeed.samples!, candSpeed.samples!) };
     }
   } catch (e) {
     report.status = 'failed';
@@ -315,16 +317,40 @@ function summarize(report: CompareReport, tol: Pick<Tolerance, 'gate'>, o: Pick<
   if (report.summary.errored) reasons.push(`${report.summary.errored} prompt(s) errored`);
   if (tol.gate && report.summary.mismatches) reasons.push(`${report.summary.mismatches} prompt(s) mismatch beyond the ${report.settings.dtype} tolerance`);
   if (o.baseline && report.speed) {
-    const base = o.baseline.report.speed?.candidate.decodeTokensPerSec;
-    if (base) {
-      const now = report.speed.candidate.decodeTokensPerSec;
-      const regressionPct = ((base - now) / base) * 100;
-      report.gate.baseline = { file: o.baseline.file, decodeTokensPerSec: base, regressionPct, maxRegressionPct: o.maxRegression };
-      if (regressionPct > o.maxRegression) reasons.push(`decode throughput ${now.toFixed(1)} tokens/s is ${regressionPct.toFixed(1)}% below the baseline's ${base.toFixed(1)} (more than ${o.maxRegression}%)`);
+    const check = baselineCheck(report.speed.candidate, o.baseline, o.maxRegression);
+    if (check) {
+      report.gate.baseline = check.check;
+      if (check.reason) reasons.push(check.reason);
     }
   }
   report.gate.reasons = reasons;
   report.gate.exitCode = reasons.length ? 1 : 0;
+}
+
+/**
+ * This run's candidate speed against a baseline report's: the ratio of the median time per output
+ * token (the baseline's over this run's, above 1 faster) with its bootstrap interval over both
+ * runs' steps and runs. A baseline written before samples were kept is held at its recorded median.
+ * The gate fails only on a significant slowdown (the whole interval below 1) whose estimate is
+ * more than `maxRegression` percent. Undefined when the baseline has no speed figures.
+ */
+export function baselineCheck(now: PipelineSpeed, baseline: NonNullable<CompareOptions['baseline']>, maxRegression: number): { check: BaselineCheck; reason?: string } | undefined {
+  const base = baseline.report.speed?.candidate;
+  if (!base || !now.samples) return undefined;
+  const speedRatio = bootstrapRatio(base.samples ? decodeSteps(base.samples) : base.tpotMedianMs, decodeSteps(now.samples), 'median');
+  const r = regression(speedRatio, maxRegression);
+  const check: BaselineCheck = { file: baseline.file, decodeTokensPerSec: base.decodeTokensPerSec, regressionPct: r.regressionPct, maxRegressionPct: maxRegression, speedRatio, significant: r.significant };
+  if (!r.fails) return { check };
+  const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+  return {
+    check,
+    reason: `decode speed is ${r.regressionPct.toFixed(1)}% below the baseline's (median time per output token ${ms(now.tpotMedianMs)} ms against ${ms(base.tpotMedianMs)} ms; speed ratio ${ratioText(speedRatio)}): a significant regression of more than ${maxRegression}%`,
+  };
+}
+
+/** The decode speedup line: with its interval, or "no significant difference" where the interval includes 1. */
+export function speedupLine(speed: NonNullable<CompareReport['speed']>): string {
+  return `decode speedup: ${speed.intervals ? ratioText(speed.intervals.tpotMedian) : Number.isFinite(speed.decodeSpeedup) ? `${speed.decodeSpeedup.toFixed(2)}x` : 'n/a'}`;
 }
 
 export function summaryTable(report: CompareReport): string[] {
@@ -338,8 +364,10 @@ export function summaryTable(report: CompareReport): string[] {
   if (report.speed) {
     const { reference: r, candidate: c } = report.speed;
     const row = (x: PipelineSpeed) => `${x.pipeline.padEnd(10)} TTFT ${x.ttftMs.toFixed(2)} ms | per token ${x.tpotMedianMs.toFixed(3)} ms (p90 ${x.tpotP90Ms.toFixed(3)}) | decode ${x.decodeTokensPerSec.toFixed(1)} tok/s | prefill ${x.prefillTokensPerSec.toFixed(1)} tok/s`;
-    lines.push(row(r), row(c), `decode speedup: ${report.speed.decodeSpeedup.toFixed(2)}x`);
+    lines.push(row(r), row(c), speedupLine(report.speed));
   }
+  const b = report.gate.baseline;
+  if (b?.speedRatio) lines.push(`against the baseline: decode speed ${ratioText(b.speedRatio)} (${b.file}; the gate fails on a significant slowdown of more than ${b.maxRegressionPct}%)`);
   for (const t of report.prompts.filter((p) => p.triage)) lines.push(`triage prompt ${t.index}: ${t.triage!.blame}`);
   lines.push(report.gate.exitCode === 0 ? 'gate: pass' : `gate: FAIL (${report.gate.reasons.join('; ')})`);
   return lines;

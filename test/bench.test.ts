@@ -14,6 +14,8 @@ import { main } from '../src/cli/main.js';
 import { writeBenchReports } from '../src/cli/bench.js';
 import { loadReports } from '../src/report/dashboard.js';
 import { reportTimestamp } from '../src/report/write.js';
+import { validateBenchReport } from '../src/report/bench-validate.js';
+import { ratioText } from '../src/report/speed-stats.js';
 
 async function cli(args: string[]) {
   const out: string[] = [];
@@ -38,7 +40,19 @@ describe('bench', () => {
       // 6 new tokens: 5 decode steps at positions prompt+1 .. prompt+5.
       expect(row.perPosition.map(([p]) => p)).toEqual([1, 2, 3, 4, 5].map((i) => row.promptLength + i));
       expect(row.peakRssMB).toBeGreaterThan(10);
+      // The measured runs' raw timings are kept: 2 repeats of 5 decode steps.
+      expect(row.samples!.map((x) => x.decodeStepMs.length)).toEqual([5, 5]);
+      expect(Math.min(...row.samples!.flatMap((x) => x.decodeStepMs))).toBeGreaterThan(0);
     }
+    // Each ort row against the reference at its point, with an interval; the console says it in words.
+    for (const row of report.rows.filter((x) => x.pipeline === 'ort')) {
+      const v = row.versus!;
+      expect(v.pipeline).toBe('reference');
+      expect(v.tpotSpeedup.low).toBeLessThanOrEqual(v.tpotSpeedup.high);
+      expect(r.out).toContain(`ort b${row.batch} p${row.promptLength} vs reference: time per output token ${ratioText(v.tpotSpeedup)}`);
+    }
+    expect(report.rows.filter((x) => x.versus)).toHaveLength(4);
+    expect(() => validateBenchReport(report)).not.toThrow();
     const smaller = JSON.parse(readFileSync(join(dir, files.find((f) => f.endsWith('-smaller-is-better.json'))!), 'utf8')) as Array<{ name: string; unit: string; value: number }>;
     expect(smaller).toHaveLength(16);
     expect(smaller[0]).toMatchObject({ unit: 'ms', name: expect.stringContaining('gpt2 cpu float32 reference b1 p5') });
@@ -147,6 +161,37 @@ describe('bench', () => {
     const bad = await cli(['--model', tinyModelDir('opt'), '--accuracy_level', '4']);
     expect(bad.code).toBe(2);
     expect(bad.err).toEqual(['error: --accuracy_level: applies to --dtype int8 or int4, not float32']);
+  });
+
+  it('--baseline: fails on a significant regression beyond --max_regression, passes within it; refuses a baseline of another dtype', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-'));
+    const args = ['--model', tinyModelDir('opt'), '--pipelines', 'ort', '--prompt_lengths', '4', '--max_new_tokens', '12', '--repeats', '3', '--report_dir', dir];
+    const first = await cli(args);
+    expect(first.code, first.err.join('\n')).toBe(0);
+    const report = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
+    // A baseline ten times faster than this machine: every step a tenth.
+    const row = report.rows[0]!;
+    const fast: BenchReport = { ...report, rows: [{ ...row, tpotMs: { ...row.tpotMs, median: row.tpotMs.median / 10 }, samples: row.samples!.map((x) => ({ ...x, decodeStepMs: x.decodeStepMs.map((ms) => ms / 10) })) }] };
+    const baseFile = join(dir, 'fast-baseline.json');
+    writeFileSync(baseFile, JSON.stringify(fast));
+    const slow = await cli([...args, '--baseline', baseFile]);
+    expect(slow.code).toBe(1);
+    expect(slow.out.find((l) => l.startsWith('ort b1 p4 against the baseline: decode speed 0.'))).toMatch(/ FAIL$/);
+    expect(slow.out.at(-2)).toMatch(/^gate: FAIL \(ort b1 p4: decode speed is \d+\.\d% below the baseline's .*a significant regression of more than 10%\)$/);
+    const lenient = await cli([...args, '--baseline', baseFile, '--max_regression', '100']);
+    expect(lenient.code).toBe(0);
+    expect(lenient.out.some((l) => l.startsWith('gate: pass'))).toBe(true);
+    const gated = readdirSync(dir).filter((f) => f.endsWith('-bench.json')).map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as BenchReport).filter((x) => x.gate);
+    expect(gated.map((x) => x.gate!.exitCode).sort()).toEqual([0, 1]);
+    // Another dtype measures something else; a compare report is not a bench report: one line, exit 2, no run.
+    writeFileSync(join(dir, 'int8.json'), JSON.stringify({ ...report, dtype: 'int8' }));
+    const other = await cli([...args, '--baseline', join(dir, 'int8.json')]);
+    expect(other.code).toBe(2);
+    expect(other.err).toEqual([`error: ${join(dir, 'int8.json')}: a bench of opt on cpu in int8; this run is opt on cpu in float32`]);
+    writeFileSync(join(dir, 'not-bench.json'), JSON.stringify({ ...report, schema: 'fusegen.compare/1' }));
+    const wrong = await cli([...args, '--baseline', join(dir, 'not-bench.json')]);
+    expect(wrong.code).toBe(2);
+    expect(wrong.err).toEqual([`error: ${join(dir, 'not-bench.json')}: not a bench report: invalid bench report: schema: must be "fusegen.bench/1"`]);
   });
 
   it('refuses wgsl off webgpu, and --model with --preset', async () => {

@@ -145,14 +145,36 @@ describe('compare command', () => {
     expect(report.schema).toBe('fusegen.compare/1');
     expect(report.environment.executionProviders['candidate']).toEqual(['CPUExecutionProvider']);
 
-    // A baseline ten times faster than this machine: the regression gate must fire.
-    const fast = { ...report, speed: { ...report.speed!, candidate: { ...report.speed!.candidate, decodeTokensPerSec: report.speed!.candidate.decodeTokensPerSec * 10 } } };
+    // The speed section keeps every timed run's steps, and says the speedup with its interval.
+    const { reference: refSpeed, candidate: candSpeed, intervals } = report.speed!;
+    for (const side of [refSpeed, candSpeed]) {
+      expect(side.samples).toHaveLength(2); // --speed_repeats 2
+      for (const run of side.samples!) expect(run.decodeStepMs.length).toBeGreaterThan(5);
+    }
+    expect(intervals!.tpotMedian.low).toBeLessThanOrEqual(intervals!.tpotMedian.high);
+    expect(first.out.find((l) => l.startsWith('decode speedup: '))).toMatch(/^decode speedup: (no significant difference \()?\d+\.\d\dx.*95% CI \d+\.\d\d-\d+\.\d\dx\)$/);
+
+    // A baseline ten times faster than this machine (every step a tenth): a significant regression beyond 10%, the gate fires.
+    const tenth = (s: NonNullable<typeof candSpeed.samples>) => s.map((run) => ({ ...run, decodeStepMs: run.decodeStepMs.map((ms) => ms / 10) }));
+    const fast = { ...report, speed: { ...report.speed!, candidate: { ...candSpeed, tpotMedianMs: candSpeed.tpotMedianMs / 10, decodeTokensPerSec: candSpeed.decodeTokensPerSec * 10, samples: tenth(candSpeed.samples!) } } };
     writeFileSync(join(dir, 'fast.json'), JSON.stringify(fast));
     const slow = await cli([...base(), '--report_dir', dir, '--baseline', join(dir, 'fast.json')]);
     expect(slow.code).toBe(1);
-    expect(slow.out.join('\n')).toMatch(/below the baseline/);
+    expect(slow.out.join('\n')).toMatch(/below the baseline's .*a significant regression of more than 10%/);
+    expect(slow.out.find((l) => l.startsWith('against the baseline: '))).toMatch(/^against the baseline: decode speed 0\.\d\dx \(95% CI/);
+    // ... but not beyond 100%.
     const lenient = await cli([...base(), '--report_dir', dir, '--baseline', join(dir, 'fast.json'), '--max_regression', '100']);
     expect(lenient.code).toBe(0);
+    // A baseline written before samples were kept: its recorded median is held fixed, and the gate still fires.
+    const old = JSON.parse(JSON.stringify(fast)) as CompareReport;
+    delete old.speed!.reference.samples;
+    delete old.speed!.candidate.samples;
+    delete old.speed!.intervals;
+    writeFileSync(join(dir, 'old.json'), JSON.stringify(old));
+    const againstOld = await cli([...base(), '--report_dir', dir, '--baseline', join(dir, 'old.json')]);
+    expect(againstOld.code).toBe(1);
+    const written = readdirSync(dir).filter((f) => f.endsWith('-compare.json')).map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as CompareReport);
+    expect(written.filter((r) => r.gate.baseline?.speedRatio?.fixed === 'numerator')).toHaveLength(1);
   });
 
   it.each([

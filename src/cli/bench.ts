@@ -6,7 +6,8 @@
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
-import { actionBenchmark, bencherBmf, runBench, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { actionBenchmark, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
 import { CapacityError, UsageError } from '../errors.js';
@@ -33,6 +34,8 @@ export interface BenchCliOptions {
   accuracy_level: 0 | 4 | undefined;
   report_dir: string;
   allow_nonfinite: boolean;
+  baseline: string | undefined;
+  max_regression: number;
 }
 
 export const benchOptions: OptionTable<BenchCliOptions> = {
@@ -49,6 +52,8 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   accuracy_level: accuracyLevelOption,
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
   allow_nonfinite: allowNonfiniteOption,
+  baseline: { flag: 'baseline', arg: 'file', help: 'an earlier bench JSON report of the same model, device and dtype: fail on a point whose decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
+  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: intAtLeast(0) },
 };
 
 /**
@@ -114,6 +119,7 @@ export async function runBenchCommand(
   io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
 ): Promise<number> {
   const { ckpt, reportDir } = await validateBench(o);
+  const baseline = o.baseline ? readBenchBaseline(o.baseline) : undefined;
   const dir = ckpt.dir;
   const progress = progressSink(io.err, io.terminal);
   // A second Ctrl-C stops at once: the points that finished are still written, marked interrupted.
@@ -137,6 +143,7 @@ export async function runBenchCommand(
       repeats: o.repeats,
       profile: o.profile,
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
+      ...(baseline ? { baseline, maxRegression: o.max_regression } : {}),
     },
     (p) => progress.update(p),
     io.interrupted,
@@ -145,10 +152,10 @@ export async function runBenchCommand(
     io.onAbort?.(undefined);
     progress.stop();
   });
-  for (const line of table(report)) io.out(line);
+  for (const line of [...table(report), ...statsLines(report)]) io.out(line);
   const written = writeBenchReports(report, reportDir, dir);
   io.out(`reports: ${written.json}, ${written.html} (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
-  return report.status === 'interrupted' ? 130 : 0;
+  return report.status === 'interrupted' ? 130 : (report.gate?.exitCode ?? 0);
 }
 
 /**
@@ -156,6 +163,7 @@ export async function runBenchCommand(
  * and the Bencher file into `dir` (which exists), all new files: none replaces another report.
  */
 export function writeBenchReports(report: BenchReport, dir: string, modelDir: string): { json: string; html: string } {
+  validateBenchReport(report);
   const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
   const gab = actionBenchmark(report);
   const out = writeReportFiles(dir, reportTimestamp(report.createdAt), `${modelBasename(modelDir)}-bench`, [

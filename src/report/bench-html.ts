@@ -3,8 +3,8 @@
  * inline CSS, inline SVG charts drawn here (html.ts's helpers), no script, no external
  * resource. Every string from the report goes through `esc`/`rich`.
  */
-import type { BenchReport, BenchRow } from '../../bench/run.js';
-import { byTime } from '../../bench/op-profile.js';
+import { byTime, pointName, type BenchGate, type BenchReport, type BenchRow } from './bench-report.js';
+import { ratioText } from './speed-stats.js';
 import { clip, CSS, esc, finite, fixed, kv, lineChart, NA, plain, rich, type Series, pageHead } from './html.js';
 
 /** Series colours beyond html.ts's ref/cand pair, for charts with many lines. */
@@ -87,14 +87,33 @@ function positionChart(r: BenchRow, i: number): string {
 
 function rowsTable(rows: BenchRow[]): string {
   if (rows.length === 0) return '<p class="muted">No rows: the run measured nothing.</p>';
-  const head = ['pipeline', 'batch', 'prompt', 'new tokens', 'load ms', 'TTFT ms (median)', 'TTFT p90', 'TPOT ms (median)', 'TPOT p90', 'TPOT p99', 'e2e ms (median)', 'decode tok/s', 'prefill tok/s', 'GB/s', 'TFLOPS', 'peak RSS MB', 'execution providers', 'cliffs'];
+  const versus = rows.some((r) => r.versus);
+  const head = ['pipeline', 'batch', 'prompt', 'new tokens', 'load ms', 'TTFT ms (median)', 'TTFT p90', 'TPOT ms (median)', 'TPOT p90', 'TPOT p99', ...(versus ? [`TPOT speedup vs ${rows.find((r) => r.versus)!.versus!.pipeline}`] : []), 'e2e ms (median)', 'decode tok/s', 'prefill tok/s', 'GB/s', 'TFLOPS', 'peak RSS MB', 'execution providers', 'cliffs'];
+  const versusCell = (r: BenchRow) => (versus ? `<td class="ratio${r.versus?.tpotSpeedup.significant ? '' : ' same'}">${r.versus ? esc(ratioText(r.versus.tpotSpeedup, '×', '–')) : '–'}</td>` : '');
   const body = rows
     .map(
       (r) =>
-        `<tr><td>${rich(r.pipeline)}</td><td class="num">${fixed(r.batch, 0)}</td><td class="num">${fixed(r.promptLength, 0)}</td><td class="num">${fixed(r.maxNewTokens, 0)}</td><td class="num">${fixed(r.loadMs, 0)}</td><td class="num">${fixed(r.ttftMs?.median, 2)}</td><td class="num">${fixed(r.ttftMs?.p90, 2)}</td><td class="num">${fixed(r.tpotMs?.median, 3)}</td><td class="num">${fixed(r.tpotMs?.p90, 3)}</td><td class="num">${fixed(r.tpotMs?.p99, 3)}</td><td class="num">${fixed(r.e2eMs?.median, 1)}</td><td class="num">${fixed(r.decodeTokensPerSec, 1)}</td><td class="num">${fixed(r.prefillTokensPerSec, 1)}</td><td class="num">${fixed(r.bandwidthGBps, 2)}</td><td class="num">${fixed(r.tflops, 3)}</td><td class="num">${fixed(r.peakRssMB, 0)}</td><td>${(r.executionProviders ?? []).map((e) => rich(e)).join(', ') || NA}</td><td>${r.outlierPositions?.length ? esc(r.outlierPositions.join(', ')) : '–'}</td></tr>`,
+        `<tr><td>${rich(r.pipeline)}</td><td class="num">${fixed(r.batch, 0)}</td><td class="num">${fixed(r.promptLength, 0)}</td><td class="num">${fixed(r.maxNewTokens, 0)}</td><td class="num">${fixed(r.loadMs, 0)}</td><td class="num">${fixed(r.ttftMs?.median, 2)}</td><td class="num">${fixed(r.ttftMs?.p90, 2)}</td><td class="num">${fixed(r.tpotMs?.median, 3)}</td><td class="num">${fixed(r.tpotMs?.p90, 3)}</td><td class="num">${fixed(r.tpotMs?.p99, 3)}</td>${versusCell(r)}<td class="num">${fixed(r.e2eMs?.median, 1)}</td><td class="num">${fixed(r.decodeTokensPerSec, 1)}</td><td class="num">${fixed(r.prefillTokensPerSec, 1)}</td><td class="num">${fixed(r.bandwidthGBps, 2)}</td><td class="num">${fixed(r.tflops, 3)}</td><td class="num">${fixed(r.peakRssMB, 0)}</td><td>${(r.executionProviders ?? []).map((e) => rich(e)).join(', ') || NA}</td><td>${r.outlierPositions?.length ? esc(r.outlierPositions.join(', ')) : '–'}</td></tr>`,
     )
     .join('');
   return `<div class="table-wrap"><table class="table rows-table"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div>`;
+}
+
+/** `--baseline`: each row's speed against the baseline's, "no significant difference" where the interval includes 1. */
+function gateSection(g: BenchGate): string {
+  const rows = g.baseline.rows
+    .map(
+      (b) =>
+        `<tr class="${b.fails ? 'fails' : 'holds'}"><td>${esc(pointName(b))}</td><td class="num">${fixed(b.baselineTpotMs, 3)}</td><td class="num">${fixed(b.tpotMs, 3)}</td><td class="ratio${b.speedRatio.significant ? '' : ' same'}">${esc(ratioText(b.speedRatio, '×', '–'))}${b.speedRatio.fixed ? ' <span class="muted">(baseline median held fixed: it kept no samples)</span>' : ''}</td><td class="${b.fails ? 'bad' : 'good'}">${b.fails ? `${fixed(b.regressionPct, 1)}% slower: fails` : b.significant ? `${fixed(b.regressionPct, 1)}% slower, within the allowed` : b.speedRatio.significant ? 'faster' : 'no significant difference'}</td></tr>`,
+    )
+    .join('');
+  const pass = g.exitCode === 0;
+  return `<section class="card" id="gate"><h2>Against the baseline <span class="gate ${pass ? 'pass' : 'fail'}">${pass ? 'PASS' : 'FAIL'}</span></h2>
+<p>Baseline <code>${rich(g.baseline.file)}</code>. A row fails only on a significant slowdown (the whole 95% interval of the speed ratio below 1) of more than ${fixed(g.baseline.maxRegressionPct, 1)}%. The speed ratio is the baseline's median time per output token over this run's (above 1: this run faster), the median of bootstrap ratios that resample both runs' runs and steps.</p>
+${g.reasons.length ? `<ul class="reasons">${g.reasons.map((x) => `<li>${rich(x)}</li>`).join('')}</ul>` : ''}
+<div class="table-wrap"><table class="table rows-table baseline"><thead><tr><th>point</th><th>baseline TPOT ms</th><th>TPOT ms</th><th>speed against the baseline</th><th>verdict</th></tr></thead><tbody>${rows}</tbody></table></div>
+${g.baseline.unmatched.length ? `<p class="muted">Not in the baseline: ${esc(g.baseline.unmatched.join(', '))}</p>` : ''}
+</section>`;
 }
 
 const TOP = 12;
@@ -163,7 +182,8 @@ ${banner}
 <section class="card env"><h2>Environment</h2>${env.length ? kv(env) : `<p class="muted">not recorded</p>`}</section>
 </div>
 </header>
-<section class="card" id="rows"><h2>Rows</h2>${rowsTable(r.rows)}</section>
+<section class="card" id="rows"><h2>Rows</h2>${rowsTable(r.rows)}${r.rows.some((x) => x.versus) ? `<p class="muted stats-note">TPOT speedup: the first pipeline's median time per output token over the row's (above 1: the row faster), the median of bootstrap ratios that resample the runs and their decode steps, with the 95% interval; where it includes 1, no significant difference.</p>` : ''}</section>
+${r.gate ? gateSection(r.gate) : ''}
 <section class="card" id="charts"><h2>Throughput</h2>
 <figure>${throughputChart(r.rows)}<figcaption>Decode tokens per second (all sequences of the batch) against batch size; one line per pipeline and prompt length.</figcaption></figure>
 <h2 class="sub">Time per output token</h2>

@@ -3,6 +3,9 @@
  * reporters see only this object. Bump COMPARE_SCHEMA when a field changes meaning.
  */
 
+import type { Environment } from './environment.js';
+import type { RatioInterval, RunSamples } from './speed-stats.js';
+
 export const COMPARE_SCHEMA = 'fusegen.compare/1';
 
 export type Verdict = 'match' | 'tolerated' | 'mismatch' | 'errored';
@@ -52,6 +55,39 @@ export interface PipelineSpeed {
   prefillTokensPerSec: number;
   /** Per-token latency against context position: [position, ms] of the measured run. */
   perPosition: Array<[number, number]>;
+  /** Every timed run's raw timings, for the intervals (absent in reports written before they were kept). */
+  samples?: RunSamples[];
+}
+
+/**
+ * Candidate against reference, each a ratio with its bootstrap interval (speed-stats.ts), oriented
+ * so that above 1 is the candidate better: reference statistic over candidate statistic of times.
+ */
+export interface SpeedIntervals {
+  /** Time per output token, median: the decode speedup. */
+  tpotMedian: RatioInterval;
+  tpotP90: RatioInterval;
+  /** Mean decode-step time: decode tokens/s. */
+  decodeThroughput: RatioInterval;
+  /** Time to first token (one per run), and so prefill tokens/s. */
+  ttft: RatioInterval;
+}
+
+/** The comparison of this run's candidate speed with a baseline report's. */
+export interface BaselineCheck {
+  file: string;
+  decodeTokensPerSec: number;
+  /** How much slower this run's decode is: (1 - speedRatio.estimate) x 100 where there is an interval. */
+  regressionPct: number;
+  maxRegressionPct: number;
+  /**
+   * Median time per output token, the baseline's over this run's (above 1: this run faster), with
+   * its interval; a baseline without samples is held at its recorded median (fixed: numerator).
+   * Absent in reports written before the gate had statistics (a bare ratio of tokens/s then).
+   */
+  speedRatio?: RatioInterval;
+  /** The slowdown is significant: the whole interval is below 1. The gate fails only then, and only beyond maxRegressionPct. */
+  significant?: boolean;
 }
 
 export interface CompareReport {
@@ -84,13 +120,7 @@ export interface CompareReport {
     accuracyLevel?: 0 | 4;
   };
   tolerance: { atol: number; rtol: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
-  environment: {
-    node: string;
-    platform: string;
-    fusegen: string;
-    onnxruntimeNode: string;
-    transformersJs: string;
-    gitCommit: string | null;
+  environment: Environment & {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */
     executionProviders: Record<string, string[]>;
     adapter: string | null;
@@ -99,12 +129,19 @@ export interface CompareReport {
   };
   fusions: Record<string, number>;
   prompts: PromptResult[];
-  speed: { reference: PipelineSpeed; candidate: PipelineSpeed; decodeSpeedup: number } | null;
+  speed: {
+    reference: PipelineSpeed;
+    candidate: PipelineSpeed;
+    /** Reference over candidate median time per output token: the ratio of the two medians. */
+    decodeSpeedup: number;
+    /** The ratios with bootstrap intervals (absent in reports written before samples were kept). */
+    intervals?: SpeedIntervals;
+  } | null;
   summary: { matches: number; tolerated: number; mismatches: number; errored: number };
   gate: {
     exitCode: 0 | 1;
     reasons: string[];
-    baseline?: { file: string; decodeTokensPerSec: number; regressionPct: number; maxRegressionPct: number };
+    baseline?: BaselineCheck;
   };
 }
 

@@ -13,27 +13,18 @@
  *
  * settings.reference and environment.hf came after the first reports were written: both are
  * optional, so those reports stay valid (they ran transformers.js) and the schema stays /1.
+ * So are the speed statistics (speed-stats.ts): each pipeline's samples, the intervals, and the
+ * baseline's speed ratio; a report that has intervals has the samples they came from.
  */
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
+import { checkReport, compileSchema, count, intervalErrors, nonEmpty, object, RATIO_INTERVAL_SCHEMA, RUN_SAMPLES_SCHEMA, str, strings } from './json-schema.js';
 
-const str = { type: 'string' } as const;
-const nonEmpty = { type: 'string', minLength: 1 } as const;
-const count = { type: 'integer', minimum: 0 } as const;
-const strings = { type: 'array', items: str } as const;
 /** A measured figure: null where it was NaN or +-Infinity (the JSON form). */
 const metric = { $ref: '#/$defs/metric' } as const;
 const nonNegMetric = { $ref: '#/$defs/nonNegMetric' } as const;
 const share = { $ref: '#/$defs/share' } as const;
-
-function object(properties: Record<string, unknown>, optional: string[] = []): Record<string, unknown> {
-  return {
-    type: 'object',
-    properties,
-    required: Object.keys(properties).filter((k) => !optional.includes(k)),
-    additionalProperties: false,
-  };
-}
+const interval = { $ref: '#/$defs/ratioInterval' } as const;
 
 const VERDICTS = ['match', 'tolerated', 'mismatch', 'errored'] as const;
 
@@ -87,7 +78,15 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     fusions: { type: 'object', additionalProperties: count },
     prompts: { type: 'array', items: { $ref: '#/$defs/promptResult' } },
     speed: {
-      ...object({ reference: { $ref: '#/$defs/pipelineSpeed' }, candidate: { $ref: '#/$defs/pipelineSpeed' }, decodeSpeedup: nonNegMetric }),
+      ...object(
+        {
+          reference: { $ref: '#/$defs/pipelineSpeed' },
+          candidate: { $ref: '#/$defs/pipelineSpeed' },
+          decodeSpeedup: nonNegMetric,
+          intervals: object({ tpotMedian: interval, tpotP90: interval, decodeThroughput: interval, ttft: interval }),
+        },
+        ['intervals'],
+      ),
       type: ['object', 'null'],
     },
     summary: object({ matches: count, tolerated: count, mismatches: count, errored: count }),
@@ -95,7 +94,10 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       {
         exitCode: { enum: [0, 1] },
         reasons: strings,
-        baseline: object({ file: nonEmpty, decodeTokensPerSec: nonNegMetric, regressionPct: metric, maxRegressionPct: { type: 'number' } }),
+        baseline: object(
+          { file: nonEmpty, decodeTokensPerSec: nonNegMetric, regressionPct: metric, maxRegressionPct: { type: 'number' }, speedRatio: interval, significant: { type: 'boolean' } },
+          ['speedRatio', 'significant'],
+        ),
       },
       ['baseline'],
     ),
@@ -107,6 +109,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     metric: { type: ['number', 'null'] },
     nonNegMetric: { type: ['number', 'null'], minimum: 0 },
     share: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+    ratioInterval: RATIO_INTERVAL_SCHEMA,
     logitStats: object({ positions: count, maxAbs: nonNegMetric, maxRel: nonNegMetric, top1Agreement: share, meanKl: nonNegMetric }),
     generation: object({ ids: { type: 'array', items: count }, tokens: strings, text: str }),
     promptResult: {
@@ -138,6 +141,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     },
     pipelineSpeed: object({
       pipeline: nonEmpty,
+      samples: { type: 'array', items: RUN_SAMPLES_SCHEMA, minItems: 1 },
       ttftMs: nonNegMetric,
       tpotMedianMs: nonNegMetric,
       tpotP90Ms: nonNegMetric,
@@ -147,46 +151,11 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
         type: 'array',
         items: { type: 'array', prefixItems: [count, nonNegMetric], items: false, minItems: 2 },
       },
-    }),
+    }, ['samples']),
   },
 } as const;
 
 let compiled: ValidateFunction | undefined;
-
-function validator(): ValidateFunction {
-  if (!compiled) {
-    const ajv = new Ajv2020({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
-    compiled = ajv.compile(COMPARE_REPORT_JSON_SCHEMA);
-  }
-  return compiled;
-}
-
-/** `/prompts/0/verdict` -> `prompts[0].verdict`; the root is `(root)`. */
-function readablePath(pointer: string, child?: string): string {
-  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  if (child !== undefined) parts.push(child);
-  let out = '';
-  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : /^[A-Za-z_$][\w$]*$/.test(p) ? (out ? `.${p}` : p) : `[${JSON.stringify(p)}]`;
-  return out || '(root)';
-}
-
-function describe(e: ErrorObject): string | null {
-  const p = e.params as Record<string, unknown>;
-  switch (e.keyword) {
-    case 'if':
-      return null; // the failing then/else branch is reported by its own error
-    case 'required':
-      return `${readablePath(e.instancePath, String(p['missingProperty']))}: is required`;
-    case 'additionalProperties':
-      return `${readablePath(e.instancePath, String(p['additionalProperty']))}: is not allowed`;
-    case 'enum':
-      return `${readablePath(e.instancePath)}: must be one of ${(p['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
-    case 'const':
-      return `${readablePath(e.instancePath)}: must be ${JSON.stringify(p['allowedValue'])}`;
-    default:
-      return `${readablePath(e.instancePath)}: ${e.message ?? e.keyword}`;
-  }
-}
 
 function semanticErrors(r: CompareReport): string[] {
   const out: string[] = [];
@@ -207,30 +176,24 @@ function semanticErrors(r: CompareReport): string[] {
   for (const k of Object.keys(tally) as Array<keyof typeof tally>) {
     if (r.summary[k] !== tally[k]) out.push(`summary.${k}: is ${r.summary[k]} but the prompts have ${tally[k]}`);
   }
+  // Intervals come from the samples: both sides keep theirs wherever there are intervals.
+  if (r.speed?.intervals) {
+    for (const side of ['reference', 'candidate'] as const) if (!r.speed[side].samples) out.push(`speed.${side}.samples: is required with speed.intervals`);
+    for (const [k, v] of Object.entries(r.speed.intervals)) out.push(...intervalErrors(`speed.intervals.${k}`, v));
+  }
+  const b = r.gate.baseline;
+  if (b?.speedRatio) {
+    out.push(...intervalErrors('gate.baseline.speedRatio', b.speedRatio));
+    if (b.significant !== undefined && b.significant !== (b.speedRatio.significant && b.speedRatio.high < 1)) out.push(`gate.baseline.significant: is ${b.significant} but the interval says otherwise`);
+  }
   return out;
 }
-
-const SHOWN = 5;
 
 /**
  * Throws one line naming the first few violations (path: message) unless `r` is a valid
  * compare report. Checks the JSON form of `r` (non-finite numbers become null).
  */
 export function validateCompareReport(r: unknown): asserts r is CompareReport {
-  let data: unknown;
-  try {
-    data = JSON.parse(JSON.stringify(r) ?? 'null') as unknown;
-  } catch (e) {
-    throw new Error(`invalid compare report: not plain JSON data (${e instanceof Error ? e.message : String(e)})`);
-  }
-  const validate = validator();
-  let problems: string[];
-  if (validate(data)) {
-    problems = semanticErrors(data as CompareReport);
-  } else {
-    problems = [...new Set((validate.errors ?? []).map(describe).filter((m): m is string => m !== null))];
-  }
-  if (problems.length === 0) return;
-  const more = problems.length > SHOWN ? ` (and ${problems.length - SHOWN} more)` : '';
-  throw new Error(`invalid compare report: ${problems.slice(0, SHOWN).join('; ')}${more}`);
+  compiled ??= compileSchema(COMPARE_REPORT_JSON_SCHEMA);
+  checkReport('compare report', compiled, semanticErrors, r);
 }

@@ -6,10 +6,12 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import type { BenchReport, BenchRow } from '../../bench/run.js';
+import type { BenchReport, BenchRow } from './bench-report.js';
+import { validateBenchReport } from './bench-validate.js';
 import { EXTRA_CSS, seriesClass } from './bench-html.js';
 import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
 import { CSS, esc, finite, fixed, lineChart, NA, rich, type Series, pageHead } from './html.js';
+import { ratioText } from './speed-stats.js';
 
 export interface DashboardRun {
   kind: 'bench' | 'compare';
@@ -31,19 +33,14 @@ function isObj(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-/** Why a parsed bench report cannot be used, or null. */
+/** Why a parsed bench report cannot be used (its validator's line), or null. */
 function benchProblem(x: unknown): string | null {
-  if (!isObj(x)) return 'not a JSON object';
-  if (x.schema !== 'fusegen.bench/1') return `schema is ${JSON.stringify(x.schema)}, expected "fusegen.bench/1"`;
-  if (typeof x.createdAt !== 'string' || Number.isNaN(Date.parse(x.createdAt))) return 'createdAt is not a date';
-  if (!isObj(x.model) || typeof x.model.dir !== 'string' || typeof x.model.modelType !== 'string') return 'model is missing';
-  if (typeof x.device !== 'string' || typeof x.dtype !== 'string') return 'device or dtype is missing';
-  if (!Array.isArray(x.rows)) return 'rows is not an array';
-  for (const r of x.rows as unknown[]) {
-    if (!isObj(r) || typeof r.pipeline !== 'string' || !finite(r.batch) || !finite(r.promptLength) || !isObj(r.tpotMs) || !isObj(r.ttftMs) || !isObj(r.e2eMs)) return 'a row is malformed';
-    if (!Array.isArray(r.perPosition) || !Array.isArray(r.outlierPositions) || !Array.isArray(r.executionProviders)) return 'a row is malformed';
+  try {
+    validateBenchReport(x);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
   }
-  return null;
 }
 
 function compareProblem(x: unknown): string | null {
@@ -141,9 +138,16 @@ function benchSummary(r: BenchReport): string {
   return `${r.rows.length} row${r.rows.length === 1 ? '' : 's'} · pipelines ${esc([...new Set(r.rows.map((x) => x.pipeline))].join(', ')) || '–'} · best decode ${finite(best) ? `${best.toFixed(1)} tok/s` : NA}`;
 }
 
+/** The decode speedup with its interval ("no significant difference" where it includes 1); a bare ratio in reports older than the intervals. */
+function compareSpeedup(r: CompareReport): string {
+  const iv = r.speed?.intervals?.tpotMedian;
+  if (iv) return esc(ratioText(iv, '×', '–'));
+  return finite(r.speed?.decodeSpeedup) ? `${r.speed!.decodeSpeedup.toFixed(2)}×` : NA;
+}
+
 function compareSummary(r: CompareReport): string {
   const s = r.summary;
-  return `<span class="badge v-match">${fixed(s.matches, 0)}</span> <span class="badge v-tolerated">${fixed(s.tolerated, 0)}</span> <span class="badge v-mismatch">${fixed(s.mismatches, 0)}</span> <span class="badge v-errored">${fixed(s.errored, 0)}</span> · speedup ${finite(r.speed?.decodeSpeedup) ? `${r.speed!.decodeSpeedup.toFixed(2)}×` : NA} · gate ${r.gate.exitCode === 0 ? 'pass' : 'fail'}`;
+  return `<span class="badge v-match">${fixed(s.matches, 0)}</span> <span class="badge v-tolerated">${fixed(s.tolerated, 0)}</span> <span class="badge v-mismatch">${fixed(s.mismatches, 0)}</span> <span class="badge v-errored">${fixed(s.errored, 0)}</span> · speedup ${compareSpeedup(r)} · gate ${r.gate.exitCode === 0 ? 'pass' : 'fail'}`;
 }
 
 /**

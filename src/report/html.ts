@@ -10,6 +10,7 @@
  * report read back from JSON) show as "n/a".
  */
 import { referenceLine, type CompareReport, type LogitStats, type PipelineSpeed, type PromptResult, type Verdict } from './compare-report.js';
+import { ratioText, type RatioInterval } from './speed-stats.js';
 
 // ---------------------------------------------------------------------------------------
 // Text
@@ -222,6 +223,8 @@ interface BarRow {
   cand: number;
   higherIsBetter: boolean;
   digits: number;
+  /** The candidate-better ratio with its bootstrap interval, where the report has one. */
+  interval?: RatioInterval;
 }
 
 function barChart(rows: BarRow[], refName: string, candName: string): string {
@@ -229,7 +232,7 @@ function barChart(rows: BarRow[], refName: string, candName: string): string {
   const rowH = 46;
   const top = 46;
   const labelW = 170;
-  const ratioW = 110;
+  const ratioW = 180;
   const barMax = W - labelW - ratioW - 80;
   const H = top + rows.length * rowH + 6;
   const parts: string[] = [];
@@ -249,7 +252,15 @@ function barChart(rows: BarRow[], refName: string, candName: string): string {
       parts.push(`<text class="bar-value" x="${r1(labelW + bw + 6)}" y="${y + dy + 12}">${esc(plain(v, row.digits))}</text>`);
     }
     const ratio = row.higherIsBetter ? row.cand / row.ref : row.ref / row.cand;
-    if (finite(ratio) && ratio > 0) {
+    const iv = row.interval;
+    if (iv && finite(iv.estimate)) {
+      // With statistics: a difference only where the interval excludes 1.
+      const better = iv.estimate >= 1;
+      const ci = `${Math.round(iv.level * 100)}% CI ${iv.low.toFixed(2)}–${iv.high.toFixed(2)}×`;
+      const [cls, head, tail] = iv.significant ? [better ? 'better' : 'worse', `${iv.estimate.toFixed(2)}× ${better ? 'better' : 'worse'}`, ci] : ['same', 'no significant difference', `${iv.estimate.toFixed(2)}×, ${ci}`];
+      parts.push(`<text class="bar-ratio ${cls}" x="${W - 8}" y="${y + 20}" text-anchor="end">${esc(head)}<title>${esc(`${row.label}: ${ratioText(iv, '×', '–')}`)}</title></text>`);
+      parts.push(`<text class="bar-ci" x="${W - 8}" y="${y + 35}" text-anchor="end">${esc(tail)}</text>`);
+    } else if (finite(ratio) && ratio > 0) {
       const better = ratio >= 1;
       parts.push(`<text class="bar-ratio ${better ? 'better' : 'worse'}" x="${W - 8}" y="${y + 26}" text-anchor="end">${esc(`${ratio.toFixed(2)}× ${better ? 'better' : 'worse'}`)}</text>`);
     }
@@ -353,6 +364,15 @@ function gateBadge(r: CompareReport): string {
   return `<span class="gate ${pass ? 'pass' : 'fail'}">${pass ? 'PASS' : 'FAIL'}</span>`;
 }
 
+/** A baseline check with an interval, in words: a significant slowdown, a significant speedup, or no significant difference. */
+function baselineVerdict(b: NonNullable<CompareReport['gate']['baseline']>): string {
+  const pct = b.regressionPct;
+  if (!b.speedRatio || !finite(b.speedRatio.estimate) || !finite(pct)) return NA;
+  if (b.significant) return `${pct.toFixed(1)}% slower, significant`;
+  if (b.speedRatio.significant) return `none: ${(-pct).toFixed(1)}% faster, significant`;
+  return `no significant difference (${pct >= 0 ? `${pct.toFixed(1)}% slower` : `${(-pct).toFixed(1)}% faster`} as estimated)`;
+}
+
 function summarySection(r: CompareReport): string {
   const s = r.summary;
   const tile = (v: Verdict, label: string, n: number) => `<div class="tile v-${v}"><div class="n">${fixed(n, 0)}</div><div class="l">${label}</div></div>`;
@@ -363,7 +383,12 @@ function summarySection(r: CompareReport): string {
 <tr><th>file</th><td><code>${rich(b.file)}</code></td></tr>
 <tr><th>baseline decode</th><td>${fixed(b.decodeTokensPerSec, 1)} tokens/s</td></tr>
 <tr><th>this run decode</th><td>${fixed(cand, 1)} tokens/s</td></tr>
-<tr><th>regression</th><td class="${finite(b.regressionPct) && finite(b.maxRegressionPct) && b.regressionPct > b.maxRegressionPct ? 'bad' : 'good'}">${fixed(b.regressionPct, 1)}% (allowed ${fixed(b.maxRegressionPct, 1)}%)</td></tr>
+${
+  b.speedRatio
+    ? `<tr><th>speed against the baseline</th><td class="speed-ratio${b.speedRatio.significant ? '' : ' same'}">${esc(ratioText(b.speedRatio, '×', '–'))}${b.speedRatio.fixed ? ' <span class="muted">(the baseline kept no samples: its median held fixed)</span>' : ''}</td></tr>
+<tr><th>regression</th><td class="${b.significant && b.regressionPct > b.maxRegressionPct ? 'bad' : 'good'}">${baselineVerdict(b)} (the gate fails on a significant regression of more than ${fixed(b.maxRegressionPct, 1)}%)</td></tr>`
+    : `<tr><th>regression</th><td class="${finite(b.regressionPct) && finite(b.maxRegressionPct) && b.regressionPct > b.maxRegressionPct ? 'bad' : 'good'}">${fixed(b.regressionPct, 1)}% (allowed ${fixed(b.maxRegressionPct, 1)}%)</td></tr>`
+}
 </tbody></table>`
     : '';
   const rows = r.prompts
@@ -382,17 +407,30 @@ ${r.prompts.length ? `<table class="table index"><thead><tr><th>#</th><th>verdic
 </section>`;
 }
 
+/** The headline: the decode speedup with its interval, or "no significant difference" where the interval includes 1. */
+function speedupLine(speed: NonNullable<CompareReport['speed']>): string {
+  const iv = speed.intervals?.tpotMedian;
+  if (!iv || !finite(iv.estimate)) return `<div class="speedup">decode speedup <b>${finite(speed.decodeSpeedup) ? `${speed.decodeSpeedup.toFixed(2)}×` : NA}</b></div>`;
+  const ci = `${Math.round(iv.level * 100)}% CI ${iv.low.toFixed(2)}–${iv.high.toFixed(2)}×`;
+  const how = `median of ${iv.resamples} bootstrap ratios over ${iv.over}, seed ${iv.seed}`;
+  return iv.significant
+    ? `<div class="speedup significant">decode speedup <b>${iv.estimate.toFixed(2)}×</b><span class="ci">${esc(`${ci} (${how})`)}</span></div>`
+    : `<div class="speedup no-difference">decode speedup: <b>no significant difference</b><span class="ci">${esc(`${iv.estimate.toFixed(2)}×, ${ci} (${how})`)}</span></div>`;
+}
+
 function speedSection(r: CompareReport): string {
   if (!r.speed) return `<section class="card speed" id="speed"><h2>Speed</h2><p class="muted">No speed measurement in this run.</p></section>`;
-  const { reference: a, candidate: b } = r.speed;
-  const row = (label: string, f: (s: PipelineSpeed) => number, d: number, unit: string) => `<tr><th>${label}</th><td class="num">${fixed(f(a), d)}</td><td class="num">${fixed(f(b), d)}</td><td class="unit">${unit}</td></tr>`;
+  const { reference: a, candidate: b, intervals: iv } = r.speed;
+  const row = (label: string, f: (s: PipelineSpeed) => number, d: number, unit: string, interval?: RatioInterval) =>
+    `<tr><th>${label}</th><td class="num">${fixed(f(a), d)}</td><td class="num">${fixed(f(b), d)}</td><td class="unit">${unit}</td>${iv ? `<td class="ratio${interval?.significant ? '' : ' same'}">${interval ? esc(ratioText(interval, '×', '–')) : NA}</td>` : ''}</tr>`;
   const bars = barChart(
     [
-      { label: 'time to first token', unit: 'ms', ref: a.ttftMs, cand: b.ttftMs, higherIsBetter: false, digits: 2 },
-      { label: 'per token, median', unit: 'ms', ref: a.tpotMedianMs, cand: b.tpotMedianMs, higherIsBetter: false, digits: 2 },
-      { label: 'per token, p90', unit: 'ms', ref: a.tpotP90Ms, cand: b.tpotP90Ms, higherIsBetter: false, digits: 2 },
-      { label: 'decode', unit: 'tokens/s', ref: a.decodeTokensPerSec, cand: b.decodeTokensPerSec, higherIsBetter: true, digits: 1 },
-      { label: 'prefill', unit: 'tokens/s', ref: a.prefillTokensPerSec, cand: b.prefillTokensPerSec, higherIsBetter: true, digits: 1 },
+      { label: 'time to first token', unit: 'ms', ref: a.ttftMs, cand: b.ttftMs, higherIsBetter: false, digits: 2, ...(iv ? { interval: iv.ttft } : {}) },
+      { label: 'per token, median', unit: 'ms', ref: a.tpotMedianMs, cand: b.tpotMedianMs, higherIsBetter: false, digits: 2, ...(iv ? { interval: iv.tpotMedian } : {}) },
+      { label: 'per token, p90', unit: 'ms', ref: a.tpotP90Ms, cand: b.tpotP90Ms, higherIsBetter: false, digits: 2, ...(iv ? { interval: iv.tpotP90 } : {}) },
+      { label: 'decode', unit: 'tokens/s', ref: a.decodeTokensPerSec, cand: b.decodeTokensPerSec, higherIsBetter: true, digits: 1, ...(iv ? { interval: iv.decodeThroughput } : {}) },
+      // Prefill tokens/s is batch x prompt over the time to first token: the same ratio.
+      { label: 'prefill', unit: 'tokens/s', ref: a.prefillTokensPerSec, cand: b.prefillTokensPerSec, higherIsBetter: true, digits: 1, ...(iv ? { interval: iv.ttft } : {}) },
     ],
     a.pipeline,
     b.pipeline,
@@ -408,15 +446,17 @@ function speedSection(r: CompareReport): string {
     ],
     integerX: true,
   });
+  const runs = b.samples ? ` over ${b.samples.length} timed run${b.samples.length === 1 ? '' : 's'} per pipeline` : '';
   return `<section class="card speed" id="speed"><h2>Speed</h2>
-<div class="speedup">decode speedup <b>${finite(r.speed.decodeSpeedup) ? `${r.speed.decodeSpeedup.toFixed(2)}×` : NA}</b></div>
-<table class="table speed-table"><thead><tr><th></th><th>reference<br><span class="pipe">${rich(a.pipeline)}</span></th><th>candidate<br><span class="pipe">${rich(b.pipeline)}</span></th><th></th></tr></thead><tbody>
-${row('time to first token', (s) => s.ttftMs, 2, 'ms')}
-${row('time per output token, median', (s) => s.tpotMedianMs, 3, 'ms')}
-${row('time per output token, p90', (s) => s.tpotP90Ms, 3, 'ms')}
-${row('decode', (s) => s.decodeTokensPerSec, 1, 'tokens/s')}
-${row('prefill', (s) => s.prefillTokensPerSec, 1, 'tokens/s')}
+${speedupLine(r.speed)}
+<table class="table speed-table"><thead><tr><th></th><th>reference<br><span class="pipe">${rich(a.pipeline)}</span></th><th>candidate<br><span class="pipe">${rich(b.pipeline)}</span></th><th></th>${iv ? '<th>candidate vs reference</th>' : ''}</tr></thead><tbody>
+${row('time to first token', (s) => s.ttftMs, 2, 'ms', iv?.ttft)}
+${row('time per output token, median', (s) => s.tpotMedianMs, 3, 'ms', iv?.tpotMedian)}
+${row('time per output token, p90', (s) => s.tpotP90Ms, 3, 'ms', iv?.tpotP90)}
+${row('decode', (s) => s.decodeTokensPerSec, 1, 'tokens/s', iv?.decodeThroughput)}
+${row('prefill', (s) => s.prefillTokensPerSec, 1, 'tokens/s', iv?.ttft)}
 </tbody></table>
+${iv ? `<p class="muted stats-note">Each ratio is the candidate against the reference (above 1: the candidate better)${esc(runs)}: the median of ${iv.tpotMedian.resamples} bootstrap replicates that resample the runs and, inside each, its decode steps (time to first token: the runs), with the 2.5th-97.5th percentile interval. Where the interval includes 1 the page says no significant difference.</p>` : ''}
 <figure>${bars}</figure>
 <figure>${lines}<figcaption>Per-token latency of the measured run against context position (prompt + generated tokens so far).</figcaption></figure>
 </section>`;
@@ -540,9 +580,9 @@ code{overflow-wrap:break-word}
 .table thead th{color:var(--muted);font-weight:600;border-bottom:1px solid var(--border)}
 .table td.num{text-align:right;font-variant-numeric:tabular-nums}
 .table td.clip{max-width:520px;overflow-wrap:anywhere}
-.table .good{color:var(--match)}.table .bad{color:var(--mismatch);font-weight:600}
+.table .good{color:var(--match)}.table .bad{color:var(--mismatch);font-weight:600}.table td.ratio{white-space:nowrap}.table .same{color:var(--muted)}
 .speed-table{max-width:760px}.speed-table tbody th{white-space:nowrap}.speed-table .pipe{font-weight:400;font-size:12px}
-.speedup{font-size:15px;margin-bottom:6px}.speedup b{font-size:20px;color:var(--cand)}
+.speedup{font-size:15px;margin-bottom:6px}.speedup b{font-size:20px;color:var(--cand)}.speedup.no-difference b{color:var(--muted)}.speedup .ci{color:var(--muted);font-size:13px;margin-left:6px}
 figure{margin:12px 0}
 figcaption{color:var(--muted);font-size:12px}
 svg.chart{display:block;max-width:760px;height:auto;font-size:11px}
@@ -564,7 +604,7 @@ svg text{fill:var(--fg)}
 .nodata{fill:var(--muted)}
 .bar.ref,.legend-box.ref{fill:var(--ref)}.bar.cand,.legend-box.cand{fill:var(--cand)}
 .bar-label{font-size:12.5px;font-weight:600}.bar-unit{fill:var(--muted)}.bar-value{font-size:11.5px}
-.bar-ratio{font-size:12.5px;font-weight:600}.bar-ratio.better{fill:var(--match)}.bar-ratio.worse{fill:var(--mismatch)}
+.bar-ratio{font-size:12.5px;font-weight:600}.bar-ratio.better{fill:var(--match)}.bar-ratio.worse{fill:var(--mismatch)}.bar-ratio.same{fill:var(--muted)}.bar-ci{font-size:11px;fill:var(--muted)}
 .row-sep{stroke:#eaeef2}
 .prompt{border-left:5px solid var(--border)}
 .prompt.v-match{border-left-color:var(--match)}.prompt.v-tolerated{border-left-color:var(--tolerated)}.prompt.v-mismatch{border-left-color:var(--mismatch)}.prompt.v-errored{border-left-color:var(--errored)}
