@@ -57,6 +57,12 @@ export interface ModelDims {
    * spec names twice); otherwise the MLP reads the stream after attention's add.
    */
   parallelResidual: boolean;
+  /** The token embedding is multiplied by this (Gemma's sqrt(hidden), rounded to the compute dtype). */
+  embedScale?: number;
+  /** Attention scores become cap * tanh(scores / cap) before the mask (Gemma 2's attn_logit_softcapping). */
+  attnSoftcap?: number;
+  /** Logits become cap * tanh(logits / cap) (Gemma 2's final_logit_softcapping). */
+  logitSoftcap?: number;
 }
 
 /** The softmax scale of layer `layer`'s attention. */
@@ -72,6 +78,8 @@ export function layerAttentionScale(dims: ModelDims, layer: number): number {
  */
 export interface WeightView {
   source: string;
+  /** Added to every value as read (Gemma's norms store w and scale by 1 + w). */
+  offset?: number;
   rows?: Array<[number, number]>;
   cols?: Array<[number, number]>;
   transpose?: boolean;
@@ -87,7 +95,11 @@ export interface LayerWeights {
   k: LinearWeights;
   v: LinearWeights;
   o: LinearWeights;
+  /** The norm in front of the MLP (Gemma 2: pre_feedforward_layernorm). */
   postAttentionNorm: NormWeights;
+  /** Norms of each block's output before its residual add (Gemma 2's sandwich norms). */
+  attnOutNorm?: NormWeights;
+  mlpOutNorm?: NormWeights;
   up: LinearWeights;
   /** Gated MLPs only. */
   gate?: LinearWeights;

@@ -76,6 +76,13 @@ export function activate(ctx: EmitContext, scope: string, x: string, act: Activa
   }
 }
 
+/** cap * tanh(x / cap): Gemma 2's soft capping of attention scores and logits. */
+export function softcap(ctx: EmitContext, scope: string, x: string, cap: number): string {
+  const g = ctx.g;
+  const t = g.op1('Tanh', [g.op1('Div', [x, g.constFloat([cap], ctx.dtype, true)], `${scope}/Div`)], `${scope}/Tanh`);
+  return g.op1('Mul', [t, g.constFloat([cap], ctx.dtype, true)], `${scope}/Mul`);
+}
+
 /** [B,S,heads*D] -> [B,heads,S,D] */
 export function splitHeads(ctx: EmitContext, scope: string, x: string, heads: number): string {
   const r = ctx.g.op1('Reshape', [x, ctx.g.constInt64([0, 0, heads, ctx.dims.headDim])], `${scope}/Reshape`);
@@ -124,6 +131,7 @@ export function embed(ctx: EmitContext, ids: string, positionIds: string, tokens
   const { g, dims } = ctx;
   const table = weight(ctx, 'model.embed_tokens.weight', tokens, [dims.vocabSize, dims.embedDim]);
   let h = g.op1('Gather', [table, ids], '/model/embed_tokens/Gather');
+  if (dims.embedScale) h = g.op1('Mul', [h, g.constFloat([dims.embedScale], ctx.dtype, true)], '/model/embed_tokens/Mul');
   if (projectIn) h = g.op1('MatMul', [h, weight(ctx, 'model.project_in.weight', projectIn, [dims.embedDim, dims.hiddenSize])], '/model/project_in/MatMul');
   if (!positions) return h;
   // The table must cover every position the config promises, or long runs would index past it.
@@ -165,8 +173,14 @@ export function rotaryTables(ctx: EmitContext, positionIds: string): { cos: stri
  * instead of storing a transposed copy:  h [B,S,E] -> [B*S,E] -> Gemm(embed^T) -> [B*S,V] -> [B,S,V]
  */
 export function lmHead(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView, bias?: WeightView): string {
-  const logits = lmHeadMatMul(ctx, h, head, tokens);
-  return bias ? ctx.g.op1('Add', [logits, weight(ctx, 'lm_head.bias', bias, [ctx.dims.vocabSize])], '/lm_head/Add') : logits;
+  return logitsEpilogue(ctx, lmHeadMatMul(ctx, h, head, tokens), bias);
+}
+
+/** What follows the head's product: GPT-J's bias, Gemma 2's soft cap. */
+export function logitsEpilogue(ctx: EmitContext, logits: string, bias?: WeightView): string {
+  let y = bias ? ctx.g.op1('Add', [logits, weight(ctx, 'lm_head.bias', bias, [ctx.dims.vocabSize])], '/lm_head/Add') : logits;
+  if (ctx.dims.logitSoftcap) y = softcap(ctx, '/lm_head/softcap', y, ctx.dims.logitSoftcap);
+  return y;
 }
 
 function lmHeadMatMul(ctx: EmitContext, h: string, head: WeightView, tokens: WeightView): string {

@@ -13,7 +13,7 @@
 import { alibiSlopes } from '../arch/positions.js';
 import { layerAttentionScale, type ArchSpec, type LayerWeights, type ModelDims } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { activate, embed, linear, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, type EmitContext, type FloatType } from './blocks.js';
+import { activate, embed, linear, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, softcap, splitHeads, type EmitContext, type FloatType } from './blocks.js';
 import { Graph, int, ints } from './ir.js';
 import type { WeightSource } from './weights.js';
 
@@ -74,7 +74,7 @@ export function buildReferenceDecoder(o: DecoderGraphOptions): Graph {
     const scope = `/model/layers.${i}`;
     const next = layers[i + 1];
     const nextNorm = next ? `/model/layers.${i + 1}/input_layernorm` : '/model/norm';
-    const a = attention(ctx, `${scope}/attn`, x, lw, i, bias, rope);
+    const a = normalize(ctx, `${scope}/attn_out_norm`, attention(ctx, `${scope}/attn`, x, lw, i, bias, rope), spec.traits.norm, lw.attnOutNorm);
     if (dims.parallelResidual) {
       // x + attn(n1(x)) + mlp(n2(x)), summed as Hugging Face does: (attn + mlp) + x.
       const m = mlp(ctx, `${scope}/mlp`, normalize(ctx, `${scope}/post_attention_layernorm`, res, spec.traits.norm, lw.postAttentionNorm), lw, spec);
@@ -82,7 +82,7 @@ export function buildReferenceDecoder(o: DecoderGraphOptions): Graph {
       return;
     }
     addNorm(g.op1('Add', [res, a], `${scope}/residual_add`), `${scope}/post_attention_layernorm`, lw.postAttentionNorm);
-    const m = mlp(ctx, `${scope}/mlp`, x, lw, spec);
+    const m = normalize(ctx, `${scope}/mlp_out_norm`, mlp(ctx, `${scope}/mlp`, x, lw, spec), spec.traits.norm, lw.mlpOutNorm);
     addNorm(g.op1('Add', [res, m], `${scope}/residual_add_1`), nextNorm, next ? next.inputNorm : globals.finalNorm);
   });
 
@@ -162,7 +162,8 @@ function attention(ctx: EmitContext, scope: string, x: string, lw: LayerWeights,
   const vAll = g.op('Concat', [n.pastValue, v], { axis: int(2) }, { name: `${scope}/v_cache/Concat`, outputNames: [n.presentValue] })[0]!;
   const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
   const scores = g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`);
-  const scaled = g.op1('Mul', [scores, g.constFloat([layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
+  let scaled = g.op1('Mul', [scores, g.constFloat([layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
+  if (dims.attnSoftcap) scaled = softcap(ctx, `${scope}/qk/softcap`, scaled, dims.attnSoftcap);
   const probs = g.op1('Softmax', [g.op1('Add', [scaled, bias], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
   const ctxOut = g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`);
   return linear(ctx, `${scope}/o_proj`, mergeHeads(ctx, `${scope}/merge_heads`, ctxOut), lw.o, dims.numHeads * D, E);

@@ -49,7 +49,7 @@ export class WeightSource {
   readHalf(view: WeightView): Uint16Array {
     const name = this.resolve(view.source);
     const info = this.store.info(name);
-    if (info.dtype !== 'F16' || view.cols || (view.transpose && info.shape.length === 2)) return Uint16Array.from(this.read(view), float32ToFloat16Bits);
+    if (info.dtype !== 'F16' || view.cols || view.offset || (view.transpose && info.shape.length === 2)) return Uint16Array.from(this.read(view), float32ToFloat16Bits);
     const raw = this.store.readRaw(name);
     const all = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
     if (!view.rows) return all;
@@ -88,6 +88,7 @@ export class WeightSource {
       }
     }
     if (view.transpose && src.length === 2) out = transpose(out, outRows, outCols);
+    if (view.offset) out = out.map((v) => v + view.offset!);
     return out;
   }
 }

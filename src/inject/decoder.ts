@@ -17,7 +17,7 @@
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
 import { layerAttentionScale, type ArchSpec, type LayerWeights, type ModelDims, type NormKind } from '../arch/spec.js';
 import type { RawConfig } from '../checkpoint/config.js';
-import { activate, embed, lmHead, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, splitHeads, weightName } from '../graph/blocks.js';
+import { activate, embed, lmHead, logitsEpilogue, mergeHeads, normalize, projectOut, repeatKv, rotary, rotaryTables, softcap, splitHeads, weightName } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { float, Graph, int, ints } from '../graph/ir.js';
 import type { WeightSource } from '../graph/weights.js';
@@ -97,8 +97,12 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
       addNormed(nextNorm, { y: g.op1('Add', [a, m], `${scope}/parallel_add`) }, next ? next.inputNorm : globals.finalNorm);
       return;
     }
-    addNormed(`${scope}/post_attention_layernorm`, attention(ctx, `${scope}/attn`, normed, lw, i, att, policy, fold), lw.postAttentionNorm);
-    addNormed(nextNorm, mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec, fold), next ? next.inputNorm : globals.finalNorm);
+    // A block whose output is normed before its add (Gemma 2) keeps its bias to itself.
+    const outNormed = (scopeOut: string, delta: { y: string; bias?: string }, nw: LayerWeights['attnOutNorm']) => (nw ? { y: normalize(ctx, scopeOut, delta.y, norm, nw) } : delta);
+    const a = attention(ctx, `${scope}/attn`, normed, lw, i, att, policy, fold && !lw.attnOutNorm);
+    addNormed(`${scope}/post_attention_layernorm`, outNormed(`${scope}/attn_out_norm`, a, lw.attnOutNorm), lw.postAttentionNorm);
+    const m = mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec, fold && !lw.mlpOutNorm);
+    addNormed(nextNorm, outNormed(`${scope}/mlp_out_norm`, m, lw.mlpOutNorm), next ? next.inputNorm : globals.finalNorm);
   });
   normed = projectOut(ctx, normed, globals.projectOut);
 
@@ -107,7 +111,7 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
   const picked = g.op1('GatherElements', [normed, idx], '/model/logits_gather/GatherElements', { axis: int(1) });
   // int8/int4 quantize the LM head too (its own packed copy; the embedding gather keeps the float table).
   const logits = plan.quant.bits
-    ? projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [globals.lmHeadBias], outDims: [dims.vocabSize] }, dims.embedDim).y
+    ? logitsEpilogue(ctx, projection(ctx, '/lm_head', picked, { weights: [globals.lmHead], biases: [undefined], outDims: [dims.vocabSize] }, dims.embedDim).y, globals.lmHeadBias)
     : lmHead(ctx, picked, globals.lmHead, globals.embedTokens, globals.lmHeadBias);
   g.op('Cast', [logits], { to: int(1) }, { name: '/lm_head/Cast', outputNames: [IO.logits] });
   g.output(IO.logits, 'float32', ['batch_size', 'logits_length', dims.vocabSize]);
@@ -222,6 +226,7 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
       do_rotary: int(policy.attention.positions === 'rotary' ? 1 : 0),
       rotary_interleaved: int(0),
       local_window_size: int(-1),
+      ...(dims.attnSoftcap ? { softcap: float(dims.attnSoftcap) } : {}),
     }, { name: `${scope}/GroupQueryAttention`, domain: MS, outputNames: [`${scope}/GroupQueryAttention/output_0`, n.presentKey, n.presentValue] })[0]!;
     countFusion(ctx, 'GroupQueryAttention');
   } else {
@@ -236,7 +241,8 @@ function attention(ctx: InjectContext, scope: string, x: string, lw: LayerWeight
     const kAll = g.op('ScatterElements', [n.pastKey, att.cacheRows!, k], { axis: int(2) }, { name: `${scope}/k_cache/ScatterElements`, outputNames: [n.presentKey] })[0]!;
     const vAll = g.op('ScatterElements', [n.pastValue, att.cacheRows!, v], { axis: int(2) }, { name: `${scope}/v_cache/ScatterElements`, outputNames: [n.presentValue] })[0]!;
     const kT = g.op1('Transpose', [repeatKv(ctx, `${scope}/k_repeat`, kAll)], `${scope}/k_transpose`, { perm: ints([0, 1, 3, 2]) });
-    const scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([plan.attentionScale ?? layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
+    let scores = g.op1('Mul', [g.op1('MatMul', [q, kT], `${scope}/qk/MatMul`), g.constFloat([plan.attentionScale ?? layerAttentionScale(dims, layer)], ctx.dtype, true)], `${scope}/qk/Mul`);
+    if (dims.attnSoftcap) scores = softcap(ctx, `${scope}/qk/softcap`, scores, dims.attnSoftcap);
     const probs = g.op1('Softmax', [g.op1('Add', [scores, att.bias!], `${scope}/qk/Add`)], `${scope}/Softmax`, { axis: int(-1) });
     out = mergeHeads(ctx, `${scope}/merge_heads`, g.op1('MatMul', [probs, repeatKv(ctx, `${scope}/v_repeat`, vAll)], `${scope}/pv/MatMul`));
   }

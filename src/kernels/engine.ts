@@ -139,6 +139,9 @@ export class WgslEngine implements Stepper {
     if (ckpt.dims.residualFromNorm) throw new UnsupportedError('--kernels', `wgsl: the residual layout of ${ckpt.configPath} (residual from the norm's output: post-LayerNorm OPT, BLOOM's apply_residual_connection_post_layernorm) is not in the WGSL engine; use --kernels ort`);
     if (g.projectIn || g.projectOut) throw new UnsupportedError('--kernels', `wgsl: ${ckpt.configPath}'s word_embed_proj_dim (projections around the embedding) is not in the WGSL engine; use --kernels ort`);
     linearActivation(ckpt.spec.traits, ckpt.configPath);
+    const d = ckpt.dims;
+    const lacks = [d.attnSoftcap && 'attention soft capping', d.logitSoftcap && 'logit soft capping', ckpt.spec.layer(0, d, ckpt.config).attnOutNorm && 'norms after each block'].filter(Boolean);
+    if (lacks.length) throw new UnsupportedError('--kernels', `wgsl: ${lacks.join(', ')} (${ckpt.configPath}) ${lacks.length > 1 ? 'are' : 'is'} not in the WGSL engine; use --kernels ort`);
     return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
   }
 
@@ -382,6 +385,7 @@ export class WgslEngine implements Stepper {
       T,
       E,
       vocab: dims.vocabSize,
+      ...(dims.embedScale ? { scale: dims.embedScale } : {}),
       ...(w.positions ? { positions: buf.positions, posTable: w.positions.buffer, posOffset: spec.traits.positionOffset, posRows: w.positions.n } : {}),
     });
     const en = w.embedNorm;
