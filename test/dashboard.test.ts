@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openOffline } from './helpers.js';
-import type { BenchReport, BenchRow } from '../bench/run.js';
+import type { BenchReport, BenchRow } from '../src/report/bench-report.js';
+import { speedIntervals } from '../compare/metrics.js';
+import { mulberry32, ratioText } from '../src/report/speed-stats.js';
 import { main } from '../src/cli/main.js';
 import { renderBenchHtml } from '../src/report/bench-html.js';
 import { COMPARE_SCHEMA, type CompareReport } from '../src/report/compare-report.js';
@@ -154,6 +156,37 @@ describe('buildDashboard (as text)', () => {
     expect(await main(['dashboard', '--report_dir', join(reports, 'missing')], { out: () => {}, err: (l) => err2.push(l) })).toBe(2);
     expect(err2).toHaveLength(1);
     expect(err2[0]).toContain('missing');
+  });
+});
+
+describe('the dashboard and the speed statistics', () => {
+  it('says "no significant difference" for a compare whose interval includes 1, the speedup with its interval otherwise; skips an invalid bench naming the field', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-dashboard-stats-'));
+    const steps = (seed: number, ms: number, spread: number) => {
+      const rng = mulberry32(seed);
+      return Array.from({ length: 3 }, () => ({ firstTokenMs: 5, decodeStepMs: Array.from({ length: 30 }, () => ms * (1 + spread * (2 * rng() - 1))), totalMs: 40 }));
+    };
+    const withIntervals = (createdAt: string, ref: ReturnType<typeof steps>, cand: ReturnType<typeof steps>) => {
+      const r = compare(createdAt, '/models/opt', 1, 0);
+      r.speed = { ...r.speed!, reference: { ...r.speed!.reference, samples: ref }, candidate: { ...r.speed!.candidate, samples: cand }, intervals: speedIntervals(ref, cand) };
+      return r;
+    };
+    const same = withIntervals(COMPARE_DATES[0]!, steps(1, 5, 0.5), steps(2, 5, 0.5));
+    const faster = withIntervals(COMPARE_DATES[1]!, steps(3, 5, 0.05), steps(4, 2.5, 0.05));
+    expect(same.speed!.intervals!.tpotMedian.significant).toBe(false);
+    expect(faster.speed!.intervals!.tpotMedian.significant).toBe(true);
+    writeFileSync(join(dir, '1-opt-compare.json'), JSON.stringify(same));
+    writeFileSync(join(dir, '2-opt-compare.json'), JSON.stringify(faster));
+    const bad = bench(BENCH_DATES[0]!, '/models/gpt2', 1);
+    (bad.rows[0] as unknown as Record<string, unknown>)['tpotMs'] = 'fast';
+    writeFileSync(join(dir, '3-gpt2-bench.json'), JSON.stringify(bad));
+    const data = loadReports(dir);
+    expect(data.runs).toHaveLength(2);
+    expect(data.skipped.map((x) => x.reason)).toEqual(['invalid bench report: rows[0].tpotMs: must be object']);
+    const html = buildDashboard(dir);
+    expect(html).toContain(`speedup ${ratioText(same.speed!.intervals!.tpotMedian, '×', '–')}`);
+    expect(html).toMatch(/speedup no significant difference \(\d\.\d\d×, 95% CI \d\.\d\d–\d\.\d\d×\)/);
+    expect(html).toMatch(/speedup [12]\.\d\d× \(95% CI \d\.\d\d–\d\.\d\d×\)/);
   });
 });
 

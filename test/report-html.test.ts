@@ -12,6 +12,8 @@ import { COMPARE_SCHEMA, type CompareReport, type PipelineSpeed, type PromptResu
 import { validateCompareReport } from '../src/report/compare-validate.js';
 import { renderCompareHtml } from '../src/report/html.js';
 import { modelBasename, reportTimestamp, writeCompareReports, writeReportFiles } from '../src/report/write.js';
+import { speedIntervals } from '../compare/metrics.js';
+import { bootstrapRatio, mulberry32, type RunSamples } from '../src/report/speed-stats.js';
 
 
 // Hostile strings: markup, quotes, NUL, a lone surrogate, SVG breakers, control characters.
@@ -494,6 +496,44 @@ describe('the HTML page in headless Chromium', () => {
     expect(await page.locator('svg.chart').count()).toBe(0);
     expect(await page.locator('#summary').textContent()).toContain('No prompt finished.');
     expect(await page.evaluate(() => document.querySelectorAll('script').length)).toBe(0);
+    expect(errors).toEqual([]);
+    expect(network).toEqual([]);
+    await page.close();
+  });
+  it('says the speed verdict with its intervals: a difference where the interval excludes 1, "no significant difference" where it includes it', async () => {
+    const rng = mulberry32(3);
+    /** 3 runs of 40 steps around `ms`, spread +-spread; times to first token around `ttft`, +-40%. */
+    const runs = (ms: number, spread: number, ttft: number): RunSamples[] =>
+      Array.from({ length: 3 }, () => {
+        const steps = Array.from({ length: 40 }, () => ms * (1 + spread * (2 * rng() - 1)));
+        return { firstTokenMs: ttft * (1 + 0.4 * (2 * rng() - 1)), decodeStepMs: steps, totalMs: ttft + steps.reduce((a, b) => a + b, 0) };
+      });
+    const report = fixture();
+    // Decode steps clearly faster (tight), prefill the same (noisy).
+    const ref = runs(24.5, 0.05, 50);
+    const cand = runs(17.5, 0.05, 50);
+    report.speed = { ...report.speed!, reference: { ...report.speed!.reference, samples: ref }, candidate: { ...report.speed!.candidate, samples: cand }, intervals: speedIntervals(ref, cand) };
+    report.gate.baseline = { file: 'reports/base.json', decodeTokensPerSec: 58, regressionPct: 0, maxRegressionPct: 5, speedRatio: bootstrapRatio(runs(17.5, 0.3, 50).map((r) => r.decodeStepMs), cand.map((r) => r.decodeStepMs), 'median'), significant: false };
+    report.gate.baseline.regressionPct = (1 - report.gate.baseline.speedRatio!.estimate) * 100;
+    expect(report.speed.intervals!.tpotMedian.significant).toBe(true);
+    expect(report.speed.intervals!.ttft.significant).toBe(false);
+    expect(report.gate.baseline.speedRatio!.significant).toBe(false);
+    expect(() => validateCompareReport(report)).not.toThrow();
+    const { page, errors } = await open(report, 'intervals');
+    const iv = report.speed.intervals!.tpotMedian;
+    expect(await page.locator('.speedup').textContent()).toBe(`decode speedup ${iv.estimate.toFixed(2)}×95% CI ${iv.low.toFixed(2)}–${iv.high.toFixed(2)}× (median of 2000 bootstrap ratios over steps and runs, seed 42)`);
+    // Per figure: the table's last column and the bars' labels say which differences are real.
+    const ratios = await page.locator('.speed-table td.ratio').allTextContents();
+    expect(ratios).toHaveLength(5);
+    expect(ratios[0]).toMatch(/^no significant difference \(/); // time to first token
+    expect(ratios[1]).toMatch(/^1\.\d\d× \(95% CI 1\.\d\d–1\.\d\d×\)$/); // time per output token, median
+    expect(ratios[4]).toBe(ratios[0]); // prefill: the same ratio as the time to first token
+    const labels = await page.locator('svg.speed-bars text.bar-ratio').allTextContents();
+    expect(labels[0]).toBe('no significant difference');
+    expect(labels[1]).toMatch(/^1\.\d\d× better$/);
+    expect(await page.locator('table.baseline').textContent()).toContain('no significant difference');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await page.screenshot({ path: '/tmp/compare-report-intervals.png', fullPage: true });
     expect(errors).toEqual([]);
     expect(network).toEqual([]);
     await page.close();

@@ -258,8 +258,8 @@ function barChart(rows: BarRow[], refName: string, candName: string): string {
       const better = iv.estimate >= 1;
       const ci = `${Math.round(iv.level * 100)}% CI ${iv.low.toFixed(2)}–${iv.high.toFixed(2)}×`;
       const [cls, head, tail] = iv.significant ? [better ? 'better' : 'worse', `${iv.estimate.toFixed(2)}× ${better ? 'better' : 'worse'}`, ci] : ['same', 'no significant difference', `${iv.estimate.toFixed(2)}×, ${ci}`];
-      parts.push(`<text class="bar-ratio ${cls}" x="${W - 8}" y="${y + 20}" text-anchor="end">${esc(head)}<title>${esc(`${row.label}: ${ratioText(iv, '×', '–')}`)}</title></text>`);
-      parts.push(`<text class="bar-ci" x="${W - 8}" y="${y + 35}" text-anchor="end">${esc(tail)}</text>`);
+      parts.push(`<g class="bar-verdict"><title>${esc(`${row.label}: ${ratioText(iv, '×', '–')}`)}</title><text class="bar-ratio ${cls}" x="${W - 8}" y="${y + 20}" text-anchor="end">${esc(head)}</text>`);
+      parts.push(`<text class="bar-ci" x="${W - 8}" y="${y + 35}" text-anchor="end">${esc(tail)}</text></g>`);
     } else if (finite(ratio) && ratio > 0) {
       const better = ratio >= 1;
       parts.push(`<text class="bar-ratio ${better ? 'better' : 'worse'}" x="${W - 8}" y="${y + 26}" text-anchor="end">${esc(`${ratio.toFixed(2)}× ${better ? 'better' : 'worse'}`)}</text>`);
