@@ -1,8 +1,8 @@
 /**
  * Speed verdicts with statistics (issue 23 item 8): the bootstrap on known samples, the
  * regression gates of compare and bench (significant and beyond --max_regression, or it passes),
- * the words on the console and the page, the reports' schemas old and new, and the import
- * direction of the report layer (issue 22 item 3).
+ * the words on the console and the page, and the reports' schemas old and new (the import
+ * direction of the report layer is test/imports.test.ts's).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -281,20 +281,6 @@ describe('old reports stay readable', () => {
     expect(bench.length).toBeGreaterThan(10);
     for (const f of bench) expect(() => validateBenchReport(JSON.parse(readFileSync(f, 'utf8'))), f).not.toThrow();
     for (const f of compare) expect(() => validateCompareReport(JSON.parse(readFileSync(f, 'utf8'))), f).not.toThrow();
-  });
-});
-
-describe('imports run one way (issue 22 item 3)', () => {
-  const sources = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.ts')).map((n) => join(dir, n));
-  const imports = (file: string) => [...readFileSync(file, 'utf8').matchAll(/^\s*(?:import|export)\b[^'";]*?from\s+'([^']+)'/gm)].map((m) => m[1]!);
-
-  it('src/report imports neither bench/ nor compare/; bench/ does not import compare/', () => {
-    const bad: string[] = [];
-    for (const f of sources('src/report')) for (const i of imports(f)) if (/^(\.\.\/)+(bench|compare)\//.test(i)) bad.push(`${f} -> ${i}`);
-    for (const f of sources('bench')) for (const i of imports(f)) if (/^(\.\.\/)+compare\//.test(i)) bad.push(`${f} -> ${i}`);
-    expect(bad).toEqual([]);
-    // The checks see imports at all.
-    expect(imports('src/report/bench-html.ts')).toContain('./bench-report.js');
   });
 });
 
