@@ -322,7 +322,7 @@ describe('config variants fusegen reads (once refused)', () => {
       c['rope_scaling'] = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
     });
     const rope = openCheckpoint(v5.dir).dims.rope;
-    expect(rope).toEqual({ type: 'llama3', theta: 500000, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 });
+    expect(rope).toEqual({ type: 'llama3', theta: 500000, partialFactor: 1, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 });
     expect(openCheckpoint(v4.dir).dims.rope).toEqual(rope);
   });
 
