@@ -110,8 +110,8 @@ interface Dims {
   scale: number;
 }
 
-/** Causal softmax attention in float64 over cache [B, Hkv, M, D]; invalid rows stay NaN. */
-function refAttention(q: ArrayLike<number>, kc: ArrayLike<number>, vc: ArrayLike<number>, pos: number[], valid: number[], d: Dims, slopes?: number[]): Float64Array {
+/** Causal softmax attention in float64 over cache [B, Hkv, M, D], scores soft-capped when `softcap` (Gemma 2); invalid rows stay NaN. */
+function refAttention(q: ArrayLike<number>, kc: ArrayLike<number>, vc: ArrayLike<number>, pos: number[], valid: number[], d: Dims, slopes?: number[], softcap?: number): Float64Array {
   const { T, S, H, Hkv, D, M, scale } = d;
   const G = H / Hkv;
   const out = new Float64Array(T * H * D).fill(NaN);
@@ -127,7 +127,8 @@ function refAttention(q: ArrayLike<number>, kc: ArrayLike<number>, vc: ArrayLike
       for (let j = 0; j < L; j++) {
         let dot = 0;
         for (let e = 0; e < D; e++) dot += q[qb + e]! * kc[kvBase + j * D + e]!;
-        sc[j] = scale * dot + (slopes ? slopes[h]! * (j - pos[t]!) : 0);
+        const s = scale * dot;
+        sc[j] = (softcap ? softcap * Math.tanh(s / softcap) : s) + (slopes ? slopes[h]! * (j - pos[t]!) : 0);
         mx = Math.max(mx, sc[j]!);
       }
       let sum = 0;
@@ -157,6 +158,8 @@ interface Case {
   seed: number;
   /** Multiplies q (default 1): large values make scores spread past exp's f32 range. */
   qScale?: number;
+  /** Scores soft-capped at this (Gemma 2's attn_logit_softcapping). */
+  softcap?: number;
 }
 
 interface Chain {
@@ -167,6 +170,8 @@ interface Chain {
   cacheOk: boolean;
   /** Decode only: the split kernel reading the packed qkv itself left both caches right. */
   fusedCacheOk?: boolean;
+  /** With a soft cap: the reference without it. */
+  uncapped?: Float64Array;
 }
 
 function cacheMatches(got: Float32Array, want: Float64Array): boolean {
@@ -231,7 +236,9 @@ async function runChain(c: Case): Promise<Chain> {
       }
     }
   }
-  const want = refAttention(qr, refK, refV, positions, valid, dims, slopes);
+  const want = refAttention(qr, refK, refV, positions, valid, dims, slopes, c.softcap);
+  const cap = c.softcap ? { softcap: c.softcap } : {};
+  const uncapped = c.softcap ? refAttention(qr, refK, refV, positions, valid, dims, slopes) : undefined;
 
   const bufs = {
     qkv: upload(ctx, packQkv(q, k, v, T, H, Hkv, D)),
@@ -246,7 +253,7 @@ async function runChain(c: Case): Promise<Chain> {
   submit(ctx, (pass) => {
     kern.encodeQkvScatter(pass, bufs, { T, S, H, Hkv, D, M, ...(c.alibi ? {} : { theta }) });
     for (const path of ['split', 'prefill'] as const) {
-      const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, alibi: c.alibi, path });
+      const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, ...cap, alibi: c.alibi, path });
       expect(took).toBe(path);
     }
   });
@@ -256,13 +263,13 @@ async function runChain(c: Case): Promise<Chain> {
   if (S === 1) {
     // The same step with no scatter: the split kernel reads the packed qkv, on fresh caches.
     const fused = { ...bufs, q: bufs.qkv, kCache: upload(ctx, cacheK), vCache: upload(ctx, cacheV), out: poisoned(T * H * D) };
-    submit(ctx, (pass) => kern.encodeAttention(pass, { ...fused, packedQkv: c.alibi ? {} : { theta } }, { ...dims, alibi: c.alibi }));
+    submit(ctx, (pass) => kern.encodeAttention(pass, { ...fused, packedQkv: c.alibi ? {} : { theta } }, { ...dims, ...cap, alibi: c.alibi }));
     got.fused = await readF32(fused.out, T * H * D);
     fusedCacheOk = cacheMatches(await readF32(fused.kCache, refK.length), refK) && cacheMatches(await readF32(fused.vCache, refV.length), refV);
     for (const b of [fused.kCache, fused.vCache, fused.out]) b.destroy();
   }
   for (const b of [...Object.values(bufs), ...Object.values(outs)]) b.destroy();
-  return { dims, valid, want, got, cacheOk, ...(fusedCacheOk === undefined ? {} : { fusedCacheOk }) };
+  return { dims, valid, want, got, cacheOk, ...(fusedCacheOk === undefined ? {} : { fusedCacheOk }), ...(uncapped ? { uncapped } : {}) };
 }
 
 function expectChain(r: Chain, tol: number): void {
@@ -407,6 +414,29 @@ describe('attention, scores spread over hundreds', () => {
       const r = await runChain({ S, offsets: [0, 90, 299], counts: [S, S, 1], H: 8, Hkv: 2, D: 64, M: 310, alibi: false, seed: 150 + S, qScale: 150 });
       expectChain(r, 2e-4);
     }
+  });
+});
+
+describe('attention, soft-capped scores (Gemma 2)', () => {
+  // cap * tanh(scale q.k / cap) before the mask and softmax, on every path (split, fused split,
+  // prefill); the shapes of the test above, so no kernel compiles for it alone.
+  it.each([
+    { cap: 5, qScale: 20 }, // scores spread about 20: most saturate near +-5
+    { cap: 50, qScale: 8 }, // Gemma 2's cap, scores spread about 8: both sides of the series' range (|s| / cap < 0.25)
+  ])('decode and prefill rows, D=64, H=8/2, cap $cap, q scaled $qScale x', async ({ cap, qScale }) => {
+    for (const S of [1, 5]) {
+      const r = await runChain({ S, offsets: [0, 90, 299], counts: [S, S, 1], H: 8, Hkv: 2, D: 64, M: 310, alibi: false, seed: 250 + S + cap, qScale, softcap: cap });
+      expectChain(r, 2e-5);
+      // The cap changed the result: the uncapped reference is far from it.
+      expect(maxErr(Float32Array.from(r.want), r.uncapped!, (i) => r.valid[Math.floor(i / (r.dims.H * r.dims.D))] === 1)).toBeGreaterThan(1e-2);
+    }
+  });
+
+  it('refuses a cap that is not a positive number', () => {
+    const b = storageBuffer(ctx, 64);
+    const pass = { setPipeline() {}, setBindGroup() {}, dispatchWorkgroups() {} } as unknown as GPUComputePassEncoder;
+    expect(() => kern.encodeAttention(pass, { q: b, kCache: b, vCache: b, positions: b, valid: b, out: b }, { T: 1, S: 1, H: 4, Hkv: 4, D: 16, M: 8, scale: 1, softcap: 0 })).toThrow(/softcap 0 must be a positive number/);
+    b.destroy();
   });
 });
 

@@ -203,6 +203,28 @@ describe('norm with fused residual', () => {
     if (c.residual === 'separate') expect(Buffer.from((await readF32(resBuf!, T * E)).buffer).equals(Buffer.from(res!.buffer))).toBe(true);
   });
 
+  it.each([
+    { kind: 'rms', E: 67, T: 3 },
+    { kind: 'rms', E: 1000, T: 17 },
+    { kind: 'layer', E: 1000, T: 1 },
+  ] as const)('accumulate: out += norm(x), a block\'s output normalized into the residual stream ($kind E=$E T=$T)', async ({ kind, E, T }) => {
+    const c: NormCase = { kind, E, T, residual: 'none', gamma: true, beta: kind === 'layer', offset: 0, noise: 3 };
+    const eps = 1e-6;
+    const x = randomF32(T * E, E + T, 3);
+    const gamma = randomF32(E, E + T + 1, 0.3, 1);
+    const beta = randomF32(E, E + T + 2, 0.3);
+    const stream = randomF32(T * E, E + T + 3, 20); // the residual stream it is added to
+    const { out: normed } = normReference(c, x, undefined, gamma, beta, eps);
+    const ref = Float64Array.from(normed, (v, i) => v + stream[i]!);
+    const xBuf = upload(ctx, x);
+    const out = upload(ctx, stream);
+    submit(ctx, (pass) => k.norm(pass, { kind, x: xBuf, gamma: upload(ctx, gamma), ...(kind === 'layer' ? { beta: upload(ctx, beta) } : {}), out, accumulate: true, T, E, eps }));
+    // The sum's own rounding (|stream| ~ 20) on top of the norm's 2e-5.
+    expect(worst(await readF32(out, T * E), ref, 2e-5, 2e-5)).toBeLessThanOrEqual(1);
+    // x is read only.
+    expect(Buffer.from((await readF32(xBuf, T * E)).buffer).equals(Buffer.from(x.buffer))).toBe(true);
+  });
+
   it('rejects aliasing and oversize rows', () => {
     const a = storageBuffer(ctx, 64 * 4);
     const b = storageBuffer(ctx, 64 * 4);

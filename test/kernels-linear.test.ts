@@ -2,7 +2,8 @@
  * The linear kernels (src/kernels/linear.ts) against a float64 CPU reference, on Mesa
  * lavapipe when no other Vulkan driver is chosen. Fresh seeded random inputs per case, odd
  * sizes, Y poisoned with NaN before every run (one spare row past the end must stay NaN),
- * both paths, every activation, with and without bias, f32 / f16 / int8 / int4 weights.
+ * both paths, every activation (SwiGLU and Gemma's GeGLU among them), with and without bias,
+ * f32 / f16 / int8 / int4 weights, and the soft cap of Gemma 2's logits.
  *
  * Error bound per element: the reference's own magnitude sum S = sum_k |x_k w_k| + |b| times
  * REL (f32 accumulation in a different order), pushed through the activation's slope, plus
@@ -43,7 +44,8 @@ process.env['GALLIVM_PERF'] ??= 'nopt';
 
 const REL = 2e-6;
 const ACT_REL = 1e-6;
-const ACTS: LinearActivation[] = ['none', 'gelu_tanh', 'gelu_erf', 'relu', 'swiglu'];
+const ACTS: LinearActivation[] = ['none', 'gelu_tanh', 'gelu_erf', 'relu', 'swiglu', 'geglu'];
+const gated = (a: LinearActivation) => a === 'swiglu' || a === 'geglu';
 
 const rng = uniform;
 let seedCounter = 1;
@@ -89,6 +91,10 @@ function erfc(x: number): number {
   return x >= 3 ? erfcLarge(x) : 1 - erf(x);
 }
 const silu = (x: number) => x / (1 + Math.exp(-x));
+/** The gate's activation of a gated act. */
+const gateAct = (name: LinearActivation, g: number) => (name === 'geglu' ? act('gelu_tanh', g) : silu(g));
+/** cap * tanh(v / cap) in float64. */
+const capped = (v: number, cap: number) => cap * Math.tanh(v / cap);
 function act(name: LinearActivation, v: number): number {
   switch (name) {
     case 'gelu_tanh':
@@ -179,15 +185,16 @@ function reference(c: Case, actName: LinearActivation, withBias: boolean): { y: 
   const tol = new Float64Array(T * nOut);
   for (let t = 0; t < T; t++) {
     for (let n = 0; n < nOut; n++) {
-      if (actName === 'swiglu') {
+      if (gated(actName)) {
         const g = pre[t * N + n]!;
         const u = pre[t * N + nOut + n]!;
         const eg = REL * mag[t * N + n]!;
         const eu = REL * mag[t * N + nOut + n]!;
-        const v = silu(g) * u;
+        const a = gateAct(actName, g);
+        const v = a * u;
         y[t * nOut + n] = v;
-        // |d silu / dg| < 1.1
-        tol[t * nOut + n] = 1.1 * eg * (Math.abs(u) + eu) + Math.abs(silu(g)) * eu + 2 * ACT_REL * Math.abs(v) + 1e-30;
+        // |d silu / dg| < 1.1, |d gelu / dg| < 1.13
+        tol[t * nOut + n] = 1.13 * eg * (Math.abs(u) + eu) + Math.abs(a) * eu + 2 * ACT_REL * Math.abs(v) + 1e-30;
       } else {
         const v = act(actName, pre[t * N + n]!);
         y[t * nOut + n] = v;
@@ -215,6 +222,8 @@ interface CheckOptions {
   accumulate?: boolean;
   /** GEMM: splits of K. */
   kSplits?: number;
+  /** Outputs soft-capped (cap * tanh(y / cap)) before they are stored or added. */
+  softcap?: number;
 }
 
 /** Runs one op on a NaN-poisoned Y (one spare row) and checks it against the reference; returns the worst error / bound. */
@@ -225,7 +234,7 @@ async function check(c: Case, actName: LinearActivation, withBias: boolean, path
   const r = rng(seedCounter++);
   const y0 = Float32Array.from({ length: y.size / 4 }, (_, i) => (o.accumulate && i < c.T * nOut ? 4 * r() - 2 : NaN));
   ctx.device.queue.writeBuffer(y, 0, y0);
-  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path, ...(o.accumulate ? { accumulate: true } : {}), ...(o.kSplits ? { kSplits: o.kSplits } : {}) };
+  const shape: LinearShape = { T: c.T, K: c.K, N: c.N, weight: c.weight, act: actName, path, ...(o.accumulate ? { accumulate: true } : {}), ...(o.kSplits ? { kSplits: o.kSplits } : {}), ...(o.softcap ? { softcap: o.softcap } : {}) };
   if (c.blockSize) shape.blockSize = c.blockSize;
   let ref = c;
   const extra: GPUBuffer[] = [];
@@ -263,8 +272,13 @@ async function check(c: Case, actName: LinearActivation, withBias: boolean, path
       }
     }
   }
+  if (o.softcap) {
+    // The cap's slope is at most 1: the bound carries over, plus the cap's own evaluation.
+    const cap = o.softcap;
+    want.forEach((v, i) => ((want[i] = capped(v, cap)), (tol[i] = tol[i]! + ACT_REL * Math.abs(want[i]!))));
+  }
   if (o.accumulate) want.forEach((v, i) => ((want[i] = v + y0[i]!), (tol[i] = tol[i]! + 2e-7 * Math.abs(y0[i]!))));
-  const where = `${path} ${c.weight}${c.blockSize ? `/${c.blockSize}` : ''} T=${c.T} K=${c.K} N=${c.N} ${actName} bias=${withBias}`;
+  const where = `${path} ${c.weight}${c.blockSize ? `/${c.blockSize}` : ''} T=${c.T} K=${c.K} N=${c.N} ${actName} bias=${withBias}${o.softcap ? ` softcap=${o.softcap}` : ''}`;
   let worst = 0;
   let worstAt = -1;
   for (let i = 0; i < want.length; i++) {
@@ -306,7 +320,7 @@ function note(key: string, v: number): void {
 describe.each(['f32', 'f16'] as const)('linear, %s weights', (weight) => {
   it.each(ACTS)('%s: GEMV (T <= 32) and GEMM (T in 1..33), with and without bias', async (actName) => {
     for (const [K, I] of SHAPES) {
-      const N = actName === 'swiglu' ? 2 * I : I;
+      const N = gated(actName) ? 2 * I : I;
       for (const T of ALL_TS) {
         const c = makeCase(ctx, T, K, N, weight);
         for (const withBias of [false, true]) {
@@ -334,7 +348,7 @@ describe.each([
     ];
     for (const [K, I, Ts] of cases) {
       for (const actName of ACTS) {
-        const N = actName === 'swiglu' ? 2 * I : I;
+        const N = gated(actName) ? 2 * I : I;
         for (const T of Ts) {
           const c = makeCase(ctx, T, K, N, weight, blockSize);
           for (const withBias of [false, true]) {
@@ -438,10 +452,10 @@ describe('linear, shapes and plumbing', () => {
     }
   });
 
-  it('GEMM split over K (ragged last split): float64 parity with bias, activations, swiglu, the residual add, int4', async () => {
+  it('GEMM split over K (ragged last split): float64 parity with bias, activations, swiglu, geglu, the residual add, int4', async () => {
     for (const [weight, blockSize] of [['f32', undefined], ['f16', undefined], ['q4', 32]] as const) {
-      for (const actName of ['none', 'gelu_erf', 'swiglu'] as const) {
-        const c = makeCase(ctx, 40, 600, actName === 'swiglu' ? 74 : 37, weight, blockSize);
+      for (const actName of ['none', 'gelu_erf', 'swiglu', 'geglu'] as const) {
+        const c = makeCase(ctx, 40, 600, gated(actName) ? 74 : 37, weight, blockSize);
         for (const kSplits of [2, 3, 7]) {
           const shape: LinearShape = { T: 40, K: 600, N: c.N, weight, act: actName, path: 'gemm', kSplits, ...(blockSize ? { blockSize } : {}) };
           // Two dispatches: the partial sums, then their sum with the epilogue.
@@ -517,12 +531,12 @@ describe('linear, shapes and plumbing', () => {
     const w = upload(ctx, new Float32Array([1, 1]));
     const y = storageBuffer(ctx, T * 4);
     for (const actName of ACTS) {
-      const N = actName === 'swiglu' ? 2 : 1;
+      const N = gated(actName) ? 2 : 1;
       submit(ctx, (pass) => lin.encode(pass, { x: xBuf, w, y }, { T, K: 1, N, weight: 'f32', act: actName }));
       const got = new Float32Array(await readback(ctx, y, T * 4));
       for (let i = 0; i < T; i++) {
         const v = x[i]!;
-        const want = actName === 'swiglu' ? silu(v) * v : act(actName, v);
+        const want = gated(actName) ? gateAct(actName, v) * v : act(actName, v);
         const err = Math.abs(got[i]! - want);
         // gelu_erf: relative 1e-6 (its erfc fit is good to 1.2e-7). gelu_tanh and silu go
         // through exp(-2u) with u = 0.8 (x + 0.045 x^3) rounded in f32 (as HF's float32 does), so
@@ -534,6 +548,51 @@ describe('linear, shapes and plumbing', () => {
       }
     }
     for (const b of [xBuf, w, y]) b.destroy();
+    lin.clearCache();
+  });
+
+  it('soft cap (Gemma 2\'s logits) on its own (K = 1, W = 1): cap * tanh(x / cap) to 1e-6 relative over [-12, 12], and +-cap far out', async () => {
+    const extremes = [-1e30, -3e4, -100, 100, 3e4, 1e30, 0, -0];
+    const T = 4801 + extremes.length;
+    const x = Float32Array.from({ length: T }, (_, i) => (i < 4801 ? -12 + (24 * i) / 4800 : extremes[i - 4801]!));
+    const xBuf = upload(ctx, x);
+    const w = upload(ctx, new Float32Array([1]));
+    const y = storageBuffer(ctx, T * 4);
+    for (const cap of [3, 30, 50]) {
+      submit(ctx, (pass) => lin.encode(pass, { x: xBuf, w, y }, { T, K: 1, N: 1, weight: 'f32', softcap: cap }));
+      const got = new Float32Array(await readback(ctx, y, T * 4));
+      for (let i = 0; i < T; i++) {
+        const want = capped(x[i]!, cap);
+        // Relative 1e-6: the series below |x| = cap / 4, exp(-2 |x| / cap) above it (a few ulps each).
+        if (!(Math.abs(got[i]! - want) <= 1e-6 * Math.abs(want) + 1e-12)) expect.fail(`softcap ${cap}: ${x[i]} -> ${got[i]}, want ${want}`);
+        if (Math.abs(want) >= 1e-3) note('softcap rel', Math.abs(got[i]! - want) / Math.abs(want));
+      }
+    }
+    expect(() => lin.prepare({ x: xBuf, w, y }, { T: 1, K: 1, N: 1, weight: 'f32', softcap: 0 })).toThrow(/softcap 0 must be a positive number/);
+    for (const b of [xBuf, w, y]) b.destroy();
+    lin.clearCache();
+  });
+
+  it('soft cap in every path\'s epilogue: GEMV (1, 3, 8 and 9 rows), GEMM, GEMM split over K; after bias and activation, before the residual add', async () => {
+    for (const [K, N] of SHAPES) {
+      for (const T of [1, 3, 8, 9]) {
+        const c = makeCase(ctx, T, K, N, 'f16');
+        // Outputs spread about 2 around 0: a cap of 1.5 bends most of them, 30 few.
+        for (const softcap of [1.5, 30]) {
+          note('softcap', await check(c, 'none', true, 'gemv', lin, { softcap }));
+          note('softcap', await check(c, 'gelu_tanh', false, 'gemv', lin, { softcap, accumulate: true }));
+          note('softcap', await check(c, 'none', true, 'gemm', lin, { softcap }));
+        }
+        destroyCase(c);
+      }
+    }
+    // The split-K finish applies it (and a gated act's pairing with it): 3 splits, as above.
+    for (const actName of ['none', 'geglu'] as const) {
+      const c = makeCase(ctx, 40, 600, actName === 'geglu' ? 74 : 37, 'f16');
+      note('softcap', await check(c, actName, true, 'gemm', lin, { kSplits: 3, softcap: 1.5 }));
+      note('softcap', await check(c, actName, false, 'gemm', lin, { kSplits: 3, softcap: 1.5, accumulate: true }));
+      destroyCase(c);
+    }
     lin.clearCache();
   });
 

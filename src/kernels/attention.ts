@@ -74,6 +74,8 @@ export interface AttentionDims {
   M: number;
   /** Multiplies q.k (usually 1/sqrt(D)). */
   scale: number;
+  /** Scaled scores become softcap * tanh(score / softcap) before the mask and softmax (Gemma 2's attn_logit_softcapping); absent: none. */
+  softcap?: number;
   alibi?: boolean;
   /**
    * Host-side upper bound on keys any valid row sees this step (max position + 1). Only sizes
@@ -182,6 +184,8 @@ export class AttentionKernels {
     if (H % Hkv !== 0) throw new UnsupportedError('attention', `${H} heads do not split over ${Hkv} KV heads`);
     if (T % S !== 0) throw new UnsupportedError('attention', `${T} rows are not whole batch rows of ${S}`);
     const alibi = dims.alibi === true;
+    const softcap = dims.softcap ?? 0;
+    if (dims.softcap !== undefined && !(Number.isFinite(softcap) && softcap > 0)) throw new UnsupportedError('attention', `softcap ${dims.softcap} must be a positive number`);
     if (alibi && !buf.slopes) throw new UnsupportedError('attention', 'ALiBi needs a slopes buffer');
     const G = H / Hkv;
     const path = this.choosePath(dims);
@@ -198,9 +202,9 @@ export class AttentionKernels {
     const slopes = alibi ? buf.slopes! : rotary ? (packed!.invFreq ?? this.invFreq(D, packed!.theta!)) : this.dummy;
     const SPLIT = this.split;
     const NS = Math.ceil(M / SPLIT);
-    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 });
+    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 }, { f32: softcap });
     const common = [buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, slopes, buf.out];
-    const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0];
+    const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0, softcap];
 
     if (path === 'prefill') {
       const { BQ, BK } = this.prefillShape(D, G);
@@ -273,7 +277,7 @@ export class AttentionKernels {
   private kernel(key: string, file: string, defines: Record<string, string | number>): Kernel {
     let k = this.kernels.get(key);
     if (!k) {
-      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: loadWgsl('attention_params.wgsl'), ROTARY_FNS: loadWgsl('rotary.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
+      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: `${loadWgsl('attention_params.wgsl')}\n${loadWgsl('softcap.wgsl')}`, ROTARY_FNS: loadWgsl('rotary.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
       this.kernels.set(key, k);
     }
     return k;

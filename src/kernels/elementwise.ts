@@ -56,6 +56,8 @@ export interface NormArgs {
   beta?: GPUBuffer;
   /** f32 [T, E]: norm(S). Must not be x. */
   out: GPUBuffer;
+  /** out += norm(S) instead of out = norm(S) (a block's output normalized into the residual stream). */
+  accumulate?: boolean;
   T: number;
   E: number;
   eps: number;
@@ -147,7 +149,7 @@ export class ElementwiseKernels {
     e.kernel.encode(pass, e.groups[0]!, Math.ceil(a.E / WG), a.T);
   }
 
-  /** Encodes residualOut = x + residual; out = norm(that). Dispatch (T), one workgroup per row. */
+  /** Encodes residualOut = x + residual; out = norm(that) (out += with `accumulate`). Dispatch (T), one workgroup per row. */
   norm(pass: GPUComputePassEncoder, a: NormArgs): void {
     checkRows('norm', a.T);
     if (!(a.E >= 1 && a.E <= NORM_MAX_E)) throw new Error(`norm: E must be in 1..${NORM_MAX_E}, got ${a.E}`);
@@ -156,7 +158,7 @@ export class ElementwiseKernels {
     const writeRes = a.residualOut !== undefined && !inPlace;
     const distinct = [a.x, a.out, a.residual, writeRes ? a.residualOut : undefined].filter((b) => b !== undefined);
     if (new Set(distinct).size !== distinct.length) throw new Error('norm: x, out, residual and residualOut (unless == residual) must be distinct buffers');
-    const flags = (a.residual ? 1 : 0) | (writeRes ? 2 : 0) | (inPlace ? 4 : 0) | (a.gamma ? 8 : 0) | (a.beta ? 16 : 0);
+    const flags = (a.residual ? 1 : 0) | (writeRes ? 2 : 0) | (inPlace ? 4 : 0) | (a.gamma ? 8 : 0) | (a.beta ? 16 : 0) | (a.accumulate ? 32 : 0);
     const storage = [a.x, a.residual ?? this.dummyR, a.gamma ?? a.x, a.beta ?? a.x, writeRes ? a.residualOut! : this.dummyResOut, a.out];
     // One pipeline per (kind, registers per invocation): a model compiles two at most.
     const per = Math.ceil(a.E / WG);

@@ -4,8 +4,10 @@
  *   X, Y, bias  f32, row-major; W row-major [N, K] (torch nn.Linear's [out, in]) as f32, f16,
  *               or block-quantized int8 / int4 in quantizeBlockwise's layout
  *               (src/inject/quantize.ts) with f32 scales [N * nBlocks]
- *   act         none | gelu_tanh | gelu_erf | relu | swiglu; for swiglu W is [2I, K] (gate
- *               rows first, then up rows), bias likewise [2I], and Y[T, I] = silu(gate) * up
+ *   act         none | gelu_tanh | gelu_erf | relu | swiglu | geglu; for the gated two W is
+ *               [2I, K] (gate rows first, then up rows), bias likewise [2I], and Y[T, I] =
+ *               silu(gate) * up (swiglu) or gelu_tanh(gate) * up (geglu, Gemma's GeGLU)
+ *   softcap     optional: each output becomes cap * tanh(output / cap) (Gemma 2's final logits)
  *
  *   norm        optional LayerNorm / RMSNorm of X's rows before the product (the norm that
  *               precedes a projection); accumulate: Y += result (the residual add after one)
@@ -21,10 +23,15 @@ import { Kernel, loadWgsl, params, storageBuffer, uniform, type GpuContext } fro
 import { ElementwiseKernels } from './elementwise.js';
 
 export type LinearWeight = 'f32' | 'f16' | 'q8' | 'q4';
-export type LinearActivation = 'none' | 'gelu_tanh' | 'gelu_erf' | 'relu' | 'swiglu';
+export type LinearActivation = 'none' | 'gelu_tanh' | 'gelu_erf' | 'relu' | 'swiglu' | 'geglu';
 export type LinearPath = 'gemv' | 'gemm';
 
-export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0, gelu_tanh: 1, gelu_erf: 2, relu: 3, swiglu: 4 };
+export const LINEAR_ACT: Readonly<Record<LinearActivation, number>> = { none: 0, gelu_tanh: 1, gelu_erf: 2, relu: 3, swiglu: 4, geglu: 5 };
+
+/** The gated activations: W stacks gate rows over up rows, and Y has half as many columns. */
+export function isGated(act: LinearActivation | undefined): boolean {
+  return act === 'swiglu' || act === 'geglu';
+}
 
 /** Largest T whose GEMV normalizes its input itself; above it a norm pass writes a normalized copy first. */
 export const NORM_FUSED_MAX_T = 1;
@@ -99,7 +106,7 @@ export interface LinearNorm {
 export interface LinearShape {
   T: number;
   K: number;
-  /** Rows of W: outputs, or 2I for swiglu. */
+  /** Rows of W: outputs, or 2I for a gated act. */
   N: number;
   weight: LinearWeight;
   act?: LinearActivation;
@@ -111,6 +118,8 @@ export interface LinearShape {
   accumulate?: boolean;
   /** GEMM: splits of K (default gemmKSplits); more than one adds a second dispatch. */
   kSplits?: number;
+  /** Each output becomes softcap * tanh(output / softcap) before it is stored (or added); absent: none. */
+  softcap?: number;
 }
 
 export interface LinearTuning {
@@ -164,9 +173,9 @@ export function linearTuningFromEnv(): Partial<LinearTuning> {
   }
 }
 
-/** Columns of Y: N, or N / 2 for swiglu. */
+/** Columns of Y: N, or N / 2 for a gated act. */
 export function linearOutColumns(shape: Pick<LinearShape, 'N' | 'act'>): number {
-  return shape.act === 'swiglu' ? shape.N / 2 : shape.N;
+  return isGated(shape.act) ? shape.N / 2 : shape.N;
 }
 
 /** Byte sizes of the buffers a shape needs (W and scales as quantizeBlockwise makes them). */
@@ -239,7 +248,7 @@ export class LinearKernels {
     const path = shape.path ?? chooseLinearPath(shape.T);
     const act = shape.act ?? 'none';
     const key = [
-      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0, shape.kSplits ?? 0,
+      path, shape.weight, act, shape.T, shape.K, shape.N, shape.blockSize ?? 0, shape.accumulate ? 1 : 0, shape.kSplits ?? 0, shape.softcap ?? 0,
       this.id(bufs.x), this.id(bufs.w), this.id(bufs.y), bufs.bias ? this.id(bufs.bias) : 0, bufs.scales ? this.id(bufs.scales) : 0,
       bufs.norm ? `${bufs.norm.kind}:${this.id(bufs.norm.gamma)}:${bufs.norm.beta ? this.id(bufs.norm.beta) : 0}:${bufs.norm.eps}` : '',
     ].join(',');
@@ -341,7 +350,9 @@ export class LinearKernels {
     const int = (v: number) => Number.isInteger(v) && v >= 1;
     if (!int(T) || !int(K) || !int(N)) throw new Error(`${where}: T, K, N must be positive integers`);
     if (path === 'gemv' && T > GEMV_PATH_MAX_T) throw new Error(`${where}: the GEMV path takes T <= ${GEMV_PATH_MAX_T}`);
-    if (act === 'swiglu' && N % 2 !== 0) throw new Error(`${where}: swiglu needs an even N (gate and up rows)`);
+    if (isGated(act) && N % 2 !== 0) throw new Error(`${where}: ${act} needs an even N (gate and up rows)`);
+    const softcap = shape.softcap ?? 0;
+    if (shape.softcap !== undefined && !(Number.isFinite(softcap) && softcap > 0)) throw new Error(`${where}: softcap ${shape.softcap} must be a positive number`);
     const quantized = weight === 'q8' || weight === 'q4';
     let nBlocks = 0;
     let bsShift = 0;
@@ -388,7 +399,7 @@ export class LinearKernels {
     if (input !== 'plain') storage.push(norm!.gamma);
     if (folded) storage.push(folded.wg);
     // The GEMM's split over K: K elements per split, a multiple of its 32-element step.
-    const tileColumns = Math.ceil(nOut / (act === 'swiglu' ? 32 : 64)); // the GEMM's, over nOut
+    const tileColumns = Math.ceil(nOut / (isGated(act) ? 32 : 64)); // the GEMM's, over nOut
     let kSplit = K;
     let splits = 1;
     let part: GPUBuffer | undefined;
@@ -412,20 +423,20 @@ export class LinearKernels {
         this.ctx,
         params(
           { u32: rows }, { u32: K }, { u32: N }, { u32: nOut }, { u32: LINEAR_ACT[act] }, { u32: bias ? 1 : 0 }, { u32: nBlocks }, { u32: bsShift },
-          { u32: shape.accumulate ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit },
+          { u32: shape.accumulate ? 1 : 0 }, { f32: norm?.eps ?? 0 }, { u32: row0 }, { u32: kSplit }, { f32: softcap },
         ),
         where,
       );
       const group = kernel.bind(paramsBuf, storage, where); // profiles tell the shapes apart
       let dispatch: [number, number, number];
       if (path === 'gemv') {
-        const perGroup = act === 'swiglu' ? tuning.gemvRows / 2 : tuning.gemvRows;
+        const perGroup = isGated(act) ? tuning.gemvRows / 2 : tuning.gemvRows;
         dispatch = this.spread(Math.ceil(nOut / perGroup));
       } else {
         dispatch = [tileColumns, Math.ceil(rows / 64), splits];
       }
       if (splits === 1) return [{ kernel, group, paramsBuf, dispatch }];
-      // The splits' sum, with the epilogue: bias, activation, the residual add.
+      // The splits' sum, with the epilogue: bias, activation, soft cap, the residual add.
       const finish = this.splitKernel(splits);
       return [
         { kernel, group, paramsBuf, dispatch },
@@ -448,7 +459,7 @@ export class LinearKernels {
     const key = `splitk:${splits}`;
     let k = this.kernels.get(key);
     if (!k) {
-      k = new Kernel(this.ctx, `linear ${key}`, 'linear_splitk.wgsl', { COMMON: loadWgsl('linear_common.wgsl', { ALIGNED: 'true' }), SPLITS: splits });
+      k = new Kernel(this.ctx, `linear ${key}`, 'linear_splitk.wgsl', { COMMON: common({ ALIGNED: 'true' }), SPLITS: splits });
       this.kernels.set(key, k);
     }
     return k;
@@ -461,7 +472,7 @@ export class LinearKernels {
     if (!k) {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
       const defines: Record<string, string | number> = {
-        COMMON: loadWgsl('linear_common.wgsl', flag),
+        COMMON: common(flag),
         WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
       };
       if (path === 'gemv') {
@@ -479,4 +490,9 @@ export class LinearKernels {
     }
     return k;
   }
+}
+
+/** linear_common.wgsl with what its store() calls (softcap.wgsl). */
+function common(flag: Record<string, string>): string {
+  return `${loadWgsl('linear_common.wgsl', flag)}\n${loadWgsl('softcap.wgsl')}`;
 }

@@ -3,6 +3,7 @@
 // key/value tile loaded into workgroup memory serves R = BQ * G query rows. Online softmax
 // (running max, sum, rescaled accumulator) over key tiles of BK keys; query row t sees keys
 // 0..min(positions[t], M-1); rows with valid[t] == 0 see none and get zeros.
+// Scores are q.k * scale, soft-capped when P.softcap > 0 (capScore), plus ALiBi when on.
 //
 // Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D]; T = B * S, row t = b * S + s; positions, valid u32 [T];
 //          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D].
@@ -134,7 +135,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let tq = r / G;
         var v = NEG;
         if (kj < lim_sh[tq]) {
-          v = sc[k] + slope_sh[r % G] * (f32(kj) - pos_sh[tq]);
+          v = capScore(sc[k]) + slope_sh[r % G] * (f32(kj) - pos_sh[tq]);
         }
         s_sh[r * SP + sj] = v;
       }

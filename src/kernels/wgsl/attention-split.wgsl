@@ -11,6 +11,7 @@
 // Dispatch: (splits <= NS, H / G, T), workgroup WG (a multiple of 16, >= D/4). Splits past L exit at once.
 //          A row with a single split writes `out` itself; otherwise attention-combine finishes it.
 //          Rows with valid[t] == 0 get zeros.
+// Scores are q.k * scale, soft-capped when P.softcap > 0 (capScore), plus ALiBi when on.
 // FUSED (decode, S = 1): q is the packed qkv [T, (H + 2 Hkv) * D] instead (qkv-scatter's input),
 //          rotated here when ROTARY (slopes then holds inv_freq [D/2]; D % 8 == 0), and the
 //          workgroups of the split holding position p = positions[t] take this row's k (rotated)
@@ -190,7 +191,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
       }
       for (var i = 0u; i < G{{DYN}}; i++) {
-        let sc = acc[i] + slope[i] * (f32(start + j) - pos);
+        let sc = capScore(acc[i]) + slope[i] * (f32(start + j) - pos);
         s_sh[i * SPLIT + j] = sc;
         mloc[i] = max(mloc[i], sc);
       }

@@ -8,13 +8,14 @@
 // whole vec4s when ALIGNED (K % 4 == 0), otherwise it is read element by element.
 //
 // ALIGNED: chosen on the host from K (K % 4 == 0, and K % 8 == 0 for f16).
+// softcap.wgsl is pasted in after this file (store() uses it).
 
 struct Params {
   T: u32,        // rows of X and Y
   K: u32,        // inner dimension
-  N: u32,        // rows of W (2I for swiglu)
-  nOut: u32,     // columns of Y: N, or N / 2 for swiglu
-  act: u32,      // 0 none, 1 gelu_tanh, 2 gelu_erf, 3 relu, 4 swiglu
+  N: u32,        // rows of W (2I for a gated act)
+  nOut: u32,     // columns of Y: N, or N / 2 for a gated act
+  act: u32,      // 0 none, 1 gelu_tanh, 2 gelu_erf, 3 relu; gated (>= 4, gate rows then up rows): 4 swiglu, 5 geglu
   hasBias: u32,  // 1: add bias[N] before the activation
   nBlocks: u32,  // quantized: blocks per row, ceil(K / blockSize)
   bsShift: u32,  // quantized: log2(blockSize)
@@ -22,6 +23,7 @@ struct Params {
   eps: f32,      // GEMV with a norm fused in (linear_gemv_rms / _norm.wgsl): variance epsilon
   row0: u32,     // GEMV: first row of X and Y this dispatch takes (T of them), 0 for the GEMM
   kSplit: u32,   // GEMM: K elements per split (a multiple of 32); K when K is not split
+  softcap: f32,  // > 0: every output becomes softcap * tanh(output / softcap) before it is stored (Gemma 2's logits); 0: off
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -49,8 +51,11 @@ fn xChunk(t: u32, k: u32) -> array<vec4<f32>, 2> {
   return r;
 }
 
-// Y[i] = v, or Y[i] += v when accumulating (each element has one writer).
-fn store(i: u32, v: f32) {
+// Y[i] = v, or Y[i] += v when accumulating (each element has one writer); soft-capped first
+// when P.softcap > 0.
+fn store(i: u32, value: f32) {
+  var v = value;
+  if (P.softcap > 0.0) { v = softcap(v, P.softcap); }
   if (P.accumulate != 0u) {
     Y[i] = Y[i] + v;
   } else {
@@ -102,7 +107,7 @@ fn geluErf(x: f32) -> f32 {
   return 0.5 * x * select(2.0 - r, r, x <= 0.0);
 }
 
-// Activations 0..3 (swiglu is handled by the kernels: it pairs two rows).
+// Activations 0..3 (the gated ones are handled by the kernels: they pair two rows).
 fn activate(v: f32) -> f32 {
   switch (P.act) {
     case 1u: { return geluTanh(v); }
@@ -114,4 +119,14 @@ fn activate(v: f32) -> f32 {
 
 fn silu(x: f32) -> f32 {
   return x * sigmoid(x);
+}
+
+// A gated act (P.act >= 4): the gate row's pre-activation g and the up row's u pair as act(g) * u.
+fn gated() -> bool {
+  return P.act >= 4u;
+}
+
+fn gatedOut(g: f32, u: f32) -> f32 {
+  if (P.act == 5u) { return geluTanh(g) * u; } // GeGLU (Gemma's gelu_pytorch_tanh)
+  return silu(g) * u; // SwiGLU
 }

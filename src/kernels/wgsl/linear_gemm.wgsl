@@ -5,17 +5,17 @@
 // (linear_w_f32 / f16 / q8 / q4.wgsl; quantized weights are dequantized on the
 // fly as tiles are loaded).
 //
-// Dispatch: (ceil(nOut / 64), ceil(T / 64), splits) workgroups of 256 threads; for swiglu
+// Dispatch: (ceil(nOut / 64), ceil(T / 64), splits) workgroups of 256 threads; for a gated act
 // (ceil(nOut / 32), ceil(T / 64), splits). Each workgroup computes a 64 x 64 tile of X . W^T
 // (rows m0.., W rows n0..) over K in steps of 32: 256 threads each load one 8-element chunk
 // of X and one of W into workgroup memory (k-major, 16 KiB), then each thread accumulates a
-// 4 x 4 block (rows 4ty.., columns 4tx..) in f32. For swiglu the tile's columns 4c..4c+3 are
+// 4 x 4 block (rows 4ty.., columns 4tx..) in f32. For a gated act the tile's columns 4c..4c+3 are
 // W rows (gate i, gate i+1, up i, up i+1) with i = 32 * wid.x + 2c, so each thread holds
 // both halves of its two outputs.
 //
 // Split over K (splits > 1, when the tiles alone would leave the GPU idle): workgroup z takes
 // K elements [z kSplit, (z + 1) kSplit) and writes its raw sums to part[z, m, W row]; bias,
-// activation, swiglu and the residual add are then linear_splitk.wgsl's.
+// activation, the gate and the residual add are then linear_splitk.wgsl's.
 
 {{COMMON}}
 {{WEIGHTS}}
@@ -31,7 +31,7 @@ var<workgroup> Ws: array<vec4<f32>, 512>; // [BK][BN / 4]
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let swiglu = P.act == 4u;
+  let pair = gated(); // swiglu or geglu: gate and up rows paired
   let tx = lid & 15u;
   let ty = lid >> 4u;
   let m0 = wid.y * BM;
@@ -43,7 +43,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let xok = xr < P.T;
   var wr: u32;
   var wok: bool;
-  if (swiglu) {
+  if (pair) {
     let i = wid.x * (BN / 2u) + 2u * (lr >> 2u) + (lr & 1u);
     wok = i < P.nOut;
     wr = select(i, i + P.nOut, (lr & 2u) != 0u);
@@ -82,14 +82,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   }
 
   if (nwg.z > 1u) {
-    // Raw sums by W row (for swiglu: gate i, gate i + 1, up i, up i + 1, as loaded above).
+    // Raw sums by W row (for a gated act: gate i, gate i + 1, up i, up i + 1, as loaded above).
     for (var i = 0u; i < 4u; i++) {
       let m = m0 + ty * 4u + i;
       if (m < P.T) {
         for (var j = 0u; j < 4u; j++) {
           var row: u32;
           var ok: bool;
-          if (swiglu) {
+          if (pair) {
             let n = wid.x * (BN / 2u) + 2u * tx + (j & 1u);
             ok = n < P.nOut;
             row = select(n, n + P.nOut, j >= 2u);
@@ -107,13 +107,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   for (var i = 0u; i < 4u; i++) {
     let m = m0 + ty * 4u + i;
     if (m < P.T) {
-      if (swiglu) {
+      if (pair) {
         for (var j = 0u; j < 2u; j++) {
           let n = wid.x * (BN / 2u) + 2u * tx + j;
           if (n < P.nOut) {
             let g = acc[i][j] + biasAt(n);
             let u = acc[i][j + 2u] + biasAt(P.nOut + n);
-            store(m * P.nOut + n, silu(g) * u);
+            store(m * P.nOut + n, gatedOut(g, u));
           }
         }
       } else {

@@ -6,7 +6,7 @@
 // (linear_w_f32 / f16 / q8 / q4.wgsl: element type and quantized layout).
 //
 // Dispatch: one workgroup of KT threads per ROWS rows of W, i.e. per ROWS outputs, or per
-// ROWS / 2 outputs for swiglu (gate rows i.., up rows nOut + i..). Workgroups are numbered
+// ROWS / 2 outputs for a gated act, swiglu or geglu (gate rows i.., up rows nOut + i..). Workgroups are numbered
 // wid.y * num_workgroups.x + wid.x, so the host splits ceil(outputs / per-workgroup) over x
 // (<= 65535) and y; surplus workgroups return at once.
 //
@@ -42,15 +42,15 @@ var<workgroup> red: array<f32, OX * KT>;
 fn main(@builtin(local_invocation_index) lid: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
-  let swiglu = P.act == 4u;
-  let outs = select(ROWS, ROWS / 2u, swiglu);
+  let pair = gated(); // swiglu or geglu: gate and up rows paired
+  let outs = select(ROWS, ROWS / 2u, pair);
   let out0 = (wid.y * nwg.x + wid.x) * outs;
   if (out0 >= P.nOut) { return; }
 
   // Rows past the end are clamped (read again, never stored).
   var rows: array<u32, ROWS>;
   for (var r = 0u; r < ROWS; r++) {
-    if (swiglu) {
+    if (pair) {
       let i = min(out0 + r % (ROWS / 2u), P.nOut - 1u);
       rows[r] = select(i, i + P.nOut, r >= ROWS / 2u);
     } else {
@@ -145,10 +145,10 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let n = out0 + r;
     if (n < P.nOut) {
       var v: f32;
-      if (swiglu) {
+      if (pair) {
         let g = inputOut(t, n, red[(r * T + t) * KT]) + biasAt(n);
         let u = inputOut(t, P.nOut + n, red[((r + ROWS / 2u) * T + t) * KT]) + biasAt(P.nOut + n);
-        v = silu(g) * u;
+        v = gatedOut(g, u);
       } else {
         v = activate(inputOut(t, n, red[(r * T + t) * KT]) + biasAt(n));
       }

@@ -1,6 +1,6 @@
 // Finishes a GEMM split over K (linear_gemm.wgsl with splits > 1): Y[m, n] = act(sum over the
-// splits of part[s, m, n] + bias[n]) (Y += when accumulating); for swiglu silu(gate) * up
-// from W rows n and nOut + n.
+// splits of part[s, m, n] + bias[n]) (Y += when accumulating, soft-capped first when
+// P.softcap > 0); for a gated act act(gate) * up from W rows n and nOut + n.
 //
 // Layout: part f32 [splits, T, N] (binding 6); the rest as linear_common.wgsl.
 // Dispatch: ceil(T * nOut / 256) workgroups of 256 threads, split over x (<= 65535) and y.
@@ -23,10 +23,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (i >= P.T * P.nOut) { return; }
   let m = i / P.nOut;
   let n = i % P.nOut;
-  if (P.act == 4u) {
+  if (gated()) {
     let g = sumOf(m, n) + biasAt(n);
     let u = sumOf(m, P.nOut + n) + biasAt(P.nOut + n);
-    store(i, silu(g) * u);
+    store(i, gatedOut(g, u));
   } else {
     store(i, activate(sumOf(m, n) + biasAt(n)));
   }

@@ -2,6 +2,8 @@
 //   S = X + R (R when flags & HAS_RES, else S = X);  S -> resOut (flags & WRITE_RES) or back into R (flags & IN_PLACE)
 //   LayerNorm: OUT = (S - mean) / sqrt(var + eps) * gamma + beta     (RMS = false)
 //   RMSNorm:   OUT = S / sqrt(mean(S^2) + eps) * gamma                (RMS = true)
+//   ACCUMULATE: OUT += the norm instead of OUT = (a block's normalized output added to the
+//   residual stream: Gemma 2's norms after attention and after the MLP)
 // Layout: X, R, resOut, OUT f32 [T, E] row-major; gamma, beta f32 [E] (each optional: flags).
 // Dispatch: (T), workgroup 256: one workgroup per row. Each invocation keeps its PER = ceil(E / 256)
 // elements of S in registers, so X and R are read once. LayerNorm uses the corrected two-pass
@@ -19,6 +21,7 @@ const WRITE_RES: u32 = 2u;
 const IN_PLACE: u32 = 4u;
 const HAS_GAMMA: u32 = 8u;
 const HAS_BETA: u32 = 16u;
+const ACCUMULATE: u32 = 32u;
 
 struct Params {
   T: u32,
@@ -112,6 +115,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       }
       if ((flags & HAS_BETA) != 0u) {
         y += beta[e];
+      }
+      if ((flags & ACCUMULATE) != 0u) {
+        y += out[base + e];
       }
       out[base + e] = y;
     }
