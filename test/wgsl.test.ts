@@ -1,15 +1,18 @@
 /**
  * The WGSL engine end to end on Mesa lavapipe: float32 reproduces the Hugging Face goldens
  * (tokens exact, logits within 1e-4, alone and batched), float16 weights follow the tolerance
- * policy, and the cached decode steps agree with a single pass without cache.
+ * policy, and the cached decode steps agree with a single pass without cache. Gemma 2 (GeGLU,
+ * sandwich norms, soft capping, scaled embedding) agrees with the plain ONNX graph.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js';
-import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
+import { FIXTURE_ARCHS, tinyModelDir, writeTinyCheckpoint } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
-import { InjectedPipeline } from '../src/pipeline/injected.js';
+import { InjectedPipeline, NO_FUSIONS } from '../src/pipeline/injected.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { openGpu } from '../src/kernels/device.js';
 import { uploadWeights } from '../src/kernels/weights.js';
@@ -169,6 +172,87 @@ describe('WGSL engine profiling', () => {
       expect(step.submitMsPerStep).toBeLessThan(step.encodeMsPerStep);
     } finally {
       await pipe.dispose();
+    }
+  });
+});
+
+/**
+ * Gemma 2 against the plain ONNX graph (src/graph/decoder.ts: Hugging Face's forward pass in
+ * standard ops) on ONNX Runtime's CPU, both float32, on the tiny random Gemma 2 (head dim 32
+ * apart from hidden / heads, query_pre_attn_scalar 16, GQA 4/2, tied head) with its soft caps
+ * lowered so that they bend these weights' scores and logits: without either cap the plain
+ * graph's logits move by far more than the tolerance, so each cap is really checked.
+ */
+describe('gemma2 on the WGSL engine (GeGLU, sandwich norms, soft capping, scaled embedding), float32', () => {
+  const CAPS = { attn_logit_softcapping: 0.5, final_logit_softcapping: 2 };
+  let root: string;
+  let wgsl: WgslPipeline;
+  let plain: InjectedPipeline;
+  const modelWith = (name: string, caps: Record<string, number | null>) => {
+    const dir = join(root, name);
+    writeTinyCheckpoint(dir, 'gemma2', { force: true });
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, ...caps }, null, 2));
+    return openCheckpoint(dir);
+  };
+  const plainOf = (ckpt: ReturnType<typeof openCheckpoint>) => InjectedPipeline.create(ckpt, { device: 'cpu', dtype: 'float32', maxTokens: 128, fusions: NO_FUSIONS });
+  const within = (got: number, want: number) => Math.abs(got - want) <= TOLERANCE.float32.atol + TOLERANCE.float32.rtol * Math.abs(want);
+  const maxDiff = (a: Float32Array[][], b: Float32Array[][]) => {
+    const rowsB = b.flat();
+    return Math.max(...a.flat().map((row, i) => Math.max(...row.map((v, j) => Math.abs(v - rowsB[i]![j]!)))));
+  };
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'fusegen-gemma2-'));
+    const ckpt = modelWith('capped', CAPS);
+    expect(ckpt.dims).toMatchObject({ attnSoftcap: 0.5, logitSoftcap: 2, embedScale: 8, headDim: 32 });
+    wgsl = await WgslPipeline.create(ckpt, { dtype: 'float32', maxTokens: 128 });
+    plain = await plainOf(ckpt);
+  });
+  afterAll(async () => {
+    await wgsl?.dispose();
+    await plain?.dispose();
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('greedy tokens and their top-5 logits match the plain graph, alone and left-padded in a batch; argmax on the GPU too', async () => {
+    const prompts = SEED_PROMPTS.slice(0, 4);
+    const request = { prompts, maxNewTokens: 8, doSample: false, ignoreEos: true, recordTopK: 5 };
+    const [a, b] = [await wgsl.generate(request), await plain.generate(request)];
+    expect(a.sequences.map((s) => s.newIds)).toEqual(b.sequences.map((s) => s.newIds));
+    a.sequences.forEach((s, i) =>
+      s.topK!.forEach((t, step) => {
+        const ref = b.sequences[i]!.topK![step]!;
+        // Values by rank (robust to the order of near-ties); the top id is the token, checked above.
+        t.values.forEach((v, j) => expect(within(v, ref.values[j]!), `${s.prompt} step ${step}: ${v} vs ${ref.values[j]}`).toBe(true));
+        // The final cap: no logit reaches it.
+        expect(Math.max(...t.values.map(Math.abs))).toBeLessThan(CAPS.final_logit_softcapping);
+      }),
+    );
+    // Greedy without logits: the capped head's argmax on the GPU, only ids read back; one prompt alone.
+    const ids = await wgsl.generate({ prompts, maxNewTokens: 8, doSample: false, ignoreEos: true });
+    expect(ids.sequences.map((s) => s.newIds)).toEqual(b.sequences.map((s) => s.newIds));
+    const alone = await wgsl.generate({ prompts: [prompts[3]!], maxNewTokens: 8, doSample: false, ignoreEos: true, recordTopK: 5 });
+    expect(alone.sequences[0]!.newIds).toEqual(b.sequences[3]!.newIds);
+  });
+
+  it('teacher-forced logits of every row match within 1e-4 (40-token rows: the GEMM and prefill attention paths), and each cap matters', async () => {
+    // Rows of 40, 35 and 9 tokens from the tokenizer's ids of the seed prompts (left to right, repeated).
+    const ids = (await plain.generate({ prompts: SEED_PROMPTS.slice(0, 8), maxNewTokens: 1, doSample: false })).sequences.flatMap((s) => s.promptIds);
+    const rows = [40, 35, 9].map((n, r) => Array.from({ length: n }, (_, i) => ids[(i + 7 * r) % ids.length]!));
+    const from = [0, 20, 4];
+    const want = await plain.score(rows, from);
+    const got = await wgsl.score(rows, from);
+    const diff = maxDiff(got, want);
+    expect(diff).toBeLessThan(TOLERANCE.float32.atol);
+    // Without either cap the plain graph's logits are far from these: the caps are exercised.
+    for (const [name, caps] of [['no-attn-cap', { ...CAPS, attn_logit_softcapping: null }], ['no-final-cap', { ...CAPS, final_logit_softcapping: null }]] as const) {
+      const other = await plainOf(modelWith(name, caps));
+      try {
+        expect(maxDiff(await other.score(rows, from), want), name).toBeGreaterThan(100 * TOLERANCE.float32.atol);
+      } finally {
+        await other.dispose();
+      }
     }
   });
 });

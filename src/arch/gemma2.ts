@@ -53,7 +53,6 @@ export const gemma2: ArchSpec = {
   support: {
     variants: ['GQA', 'head_dim', 'attention and final logit soft capping', 'query_pre_attn_scalar', 'sliding window on alternating layers while runs fit it', 'tied or untied head'],
     refused: ['hidden_activation other than gelu_pytorch_tanh', 'runs longer than sliding_window'],
-    wgslLacks: ['soft capping', 'norms after each block'],
   },
   weightPrefixes: ['model.'],
   traits: {

@@ -3,10 +3,11 @@
  * buffers. One command buffer per step; the host writes the step's token ids and positions
  * and reads back only the chosen ids (greedy argmax on the GPU), or logits when asked.
  *
- *   ids ── embed (+ positions) ── (embed norm) ── res (the residual stream)
- *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention ── o (res +=) ── norm+mlp ── down (res +=)
- *   (decode: the attention kernel does the split's work itself)
- *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head ── argmax ── ids
+ *   ids ── embed (× scale) (+ positions) ── (embed norm) ── res (the residual stream)
+ *   each layer: norm+qkv ── split (+rotary, kv-write) ── attention (soft cap) ── o (res +=) ── norm+mlp ── down (res +=)
+ *   (decode: the attention kernel does the split's work itself; with norms after the blocks,
+ *   Gemma 2's sandwich, o and down write x and a norm adds norm(x) to res)
+ *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head (soft cap) ── argmax ── ids
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
@@ -101,9 +102,13 @@ export interface StepGpuProfile {
   kernels: KernelTime[];
 }
 
-/** The linear kernels' epilogue for the MLP's up projection: an activation, or SwiGLU over gate and up rows. */
+/** The gated MLPs the linear kernels pair gate and up rows for, by the gate's activation. */
+const GATED: Partial<Record<ArchTraits['activation'], LinearActivation>> = { silu: 'swiglu', gelu_tanh: 'geglu' };
+
+/** The linear kernels' epilogue for the MLP's up projection: an activation, or SwiGLU / GeGLU over gate and up rows. */
 function linearActivation(traits: ArchTraits, configPath: string): LinearActivation {
-  if (traits.gatedMlp ? traits.activation === 'silu' : traits.activation !== 'silu') return traits.gatedMlp ? 'swiglu' : (traits.activation as LinearActivation);
+  const act = traits.gatedMlp ? GATED[traits.activation] : traits.activation !== 'silu' ? (traits.activation as LinearActivation) : undefined;
+  if (act) return act;
   throw new UnsupportedError('--kernels', `wgsl: ${traits.gatedMlp ? 'a gated' : 'an ungated'} ${traits.activation} MLP (${configPath}) is not in the WGSL engine; use --kernels ort`);
 }
 
@@ -139,9 +144,6 @@ export class WgslEngine implements Stepper {
     if (ckpt.dims.residualFromNorm) throw new UnsupportedError('--kernels', `wgsl: the residual layout of ${ckpt.configPath} (residual from the norm's output: post-LayerNorm OPT, BLOOM's apply_residual_connection_post_layernorm) is not in the WGSL engine; use --kernels ort`);
     if (g.projectIn || g.projectOut) throw new UnsupportedError('--kernels', `wgsl: ${ckpt.configPath}'s word_embed_proj_dim (projections around the embedding) is not in the WGSL engine; use --kernels ort`);
     linearActivation(ckpt.spec.traits, ckpt.configPath);
-    const d = ckpt.dims;
-    const lacks = [d.attnSoftcap && 'attention soft capping', d.logitSoftcap && 'logit soft capping', ckpt.spec.layer(0, d, ckpt.config).attnOutNorm && 'norms after each block'].filter(Boolean);
-    if (lacks.length) throw new UnsupportedError('--kernels', `wgsl: ${lacks.join(', ')} (${ckpt.configPath}) ${lacks.length > 1 ? 'are' : 'is'} not in the WGSL engine; use --kernels ort`);
     return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
   }
 
@@ -171,7 +173,7 @@ export class WgslEngine implements Stepper {
         qkv: f(T * (dims.numHeads + 2 * dims.numKvHeads) * D, 'qkv'),
         q: f(T * dims.numHeads * D, 'q'),
         attn: f(T * dims.numHeads * D, 'attn'),
-        mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's epilogue writes I columns from 2I rows
+        mlp: f(T * dims.intermediateSize, 'mlp'), // SwiGLU's / GeGLU's epilogue writes I columns from 2I rows
         picked: f(R * E, 'picked'),
         logits: f(R * dims.vocabSize, 'logits'),
         next: f(R, 'next'),
@@ -370,12 +372,22 @@ export class WgslEngine implements Stepper {
     const { buf } = run;
     // The norms before the projections ride in the linear kernels (normalized on load), and
     // the residual adds after them in their epilogues (Y += ...): res is the residual stream.
-    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, o: { act?: LinearActivation; norm?: GpuNorm; accumulate?: boolean } = {}) =>
+    const linear = (x: GPUBuffer, l: GpuLinear, y: GPUBuffer, rowsT: number, o: { act?: LinearActivation; norm?: GpuNorm; accumulate?: boolean; softcap?: number } = {}) =>
       this.linearK.encode(
         pass,
         { x, w: l.w.buffer, y, ...(l.bias ? { bias: l.bias } : {}), ...(l.w.quant ? { scales: l.w.quant.scales } : {}), ...(o.norm ? { norm: { kind: norm, gamma: o.norm.gamma, ...(o.norm.beta ? { beta: o.norm.beta } : {}), eps } } : {}) },
-        { T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act: o.act ?? 'none', ...(o.accumulate ? { accumulate: true } : {}), ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}) },
+        {
+          T: rowsT, K: l.w.k, N: l.w.n, weight: weightKind(l.w), act: o.act ?? 'none',
+          ...(o.accumulate ? { accumulate: true } : {}), ...(o.softcap ? { softcap: o.softcap } : {}), ...(l.w.quant ? { blockSize: l.w.quant.blockSize } : {}),
+        },
       );
+    // A block's output projection into the residual stream: added by its epilogue (res +=), or
+    // with a norm after the block (Gemma 2) written to x, and norm(x) added to res by the norm kernel.
+    const project = (input: GPUBuffer, l: GpuLinear, outNorm: GpuNorm | undefined) => {
+      if (!outNorm) return linear(input, l, buf.res, T, { accumulate: true });
+      linear(input, l, buf.x, T);
+      this.elementwise.norm(pass, { kind: norm, x: buf.x, gamma: outNorm.gamma, ...(outNorm.beta ? { beta: outNorm.beta } : {}), out: buf.res, accumulate: true, T, E, eps });
+    };
 
     this.elementwise.embed(pass, {
       ids: buf.ids,
@@ -402,16 +414,17 @@ export class WgslEngine implements Stepper {
       this.attentionK.encodeAttention(
         pass,
         { q: packed ? buf.qkv : buf.q, ...(packed ? { packedQkv: rope } : {}), ...cache, out: buf.attn, ...(this.slopes ? { slopes: this.slopes } : {}) },
-        { ...heads, scale: layerAttentionScale(dims, i), alibi: !!this.slopes, maxKeys },
+        { ...heads, scale: layerAttentionScale(dims, i), alibi: !!this.slopes, maxKeys, ...(dims.attnSoftcap ? { softcap: dims.attnSoftcap } : {}) },
       );
       // Parallel residual: the MLP reads the stream before attention's add lands in it.
       if (dims.parallelResidual) linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
-      linear(buf.attn, layer.o, buf.res, T, { accumulate: true });
+      project(buf.attn, layer.o, layer.attnOutNorm);
       if (!dims.parallelResidual) linear(buf.res, layer.up, buf.mlp, T, { act, norm: layer.postAttentionNorm });
-      linear(buf.mlp, layer.down, buf.res, T, { accumulate: true });
+      project(buf.mlp, layer.down, layer.mlpOutNorm);
     });
     if (!s.allRows) this.gather.encode(pass, this.gatherGroup(run, R, E), Math.ceil(E / 64), R);
-    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead, ...(w.lmHeadBias ? { bias: w.lmHeadBias } : {}) }, buf.logits, R, { norm: w.finalNorm });
+    // Gemma 2's final soft cap rides in the head's epilogue: argmax and the logits read back see it.
+    linear(s.allRows ? buf.res : buf.picked, { w: w.lmHead, ...(w.lmHeadBias ? { bias: w.lmHeadBias } : {}) }, buf.logits, R, { norm: w.finalNorm, ...(dims.logitSoftcap ? { softcap: dims.logitSoftcap } : {}) });
     if (!s.needLogits) {
       this.elementwise.argmax(pass, { logits: buf.logits, ids: buf.next, T: R, V: dims.vocabSize, suppress: { ids: buf.suppress, count: Math.min(4, s.suppress), enabled: s.suppress > 0 } });
     }

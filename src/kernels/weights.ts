@@ -39,6 +39,9 @@ export interface GpuLayer {
   /** q, k and v projections stacked by rows, [(H + 2 Hkv) D, E]: one GEMV instead of three. */
   qkv: GpuLinear;
   o: GpuLinear;
+  /** Norms of the attention and MLP outputs before their residual adds (Gemma 2's sandwich norms). */
+  attnOutNorm?: GpuNorm;
+  mlpOutNorm?: GpuNorm;
   postAttentionNorm: GpuNorm;
   /** Up projection; for gated MLPs gate rows then up rows, [2I, E]. */
   up: GpuLinear;
@@ -139,6 +142,8 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
       const gated = spec.traits.gatedMlp && lw.gate;
       layers.push({
         inputNorm: norm(lw.inputNorm, `l${i}.ln1`),
+        attnOutNorm: norm(lw.attnOutNorm, `l${i}.attn_out_norm`),
+        mlpOutNorm: norm(lw.mlpOutNorm, `l${i}.mlp_out_norm`),
         qkv: stacked([lw.q, lw.k, lw.v], [dims.numHeads * D, dims.numKvHeads * D, dims.numKvHeads * D], `l${i}.qkv`),
         o: linear(lw.o, dims.hiddenSize, `l${i}.o`),
         postAttentionNorm: norm(lw.postAttentionNorm, `l${i}.ln2`),
