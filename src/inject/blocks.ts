@@ -131,7 +131,8 @@ export function addNorm(ctx: InjectContext, scope: string, residual: string, del
  */
 export function biasGelu(ctx: InjectContext, scope: string, x: string, bias: string | undefined, op: 'FastGelu' | 'BiasGelu'): string {
   const g = ctx.g;
-  if (ctx.plan.fusions.biasGelu) {
+  // BiasGelu insists on its bias input; without one the standard Gelu is the same op.
+  if (ctx.plan.fusions.biasGelu && (bias || op === 'FastGelu')) {
     countFusion(ctx, op);
     return g.op(op, bias ? [x, bias] : [x], {}, { name: `${scope}/${op}`, domain: MS })[0]!;
   }

@@ -47,17 +47,22 @@ export interface InjectionPlan {
   splitMlp: boolean;
   /** Softmax scale of attention; default 1/sqrt(head_dim). (compare's tests break it on purpose.) */
   attentionScale?: number;
+  /** Whether the runtime's GroupQueryAttention applies its `softcap` attribute (default true). */
+  fusedSoftcap?: boolean;
 }
 
 /** What the builder fused, counted per fused op type (printed and tested). */
 export type FusionCounts = Record<string, number>;
 
 /**
- * The switches a model can take: ONNX Runtime's GroupQueryAttention rotates only heads whose
- * size is a multiple of 16 ("head_size shall be a multiple of 16"), so a smaller rotary head
- * keeps the unfused attention (the same contract in standard ops) rather than failing at run time.
+ * The switches a model can take under a plan. The unfused attention (the same contract in
+ * standard ops) stands in where GroupQueryAttention would fail or be wrong: it rotates only heads
+ * whose size is a multiple of 16 ("head_size shall be a multiple of 16"), and not every runtime
+ * applies its softcap.
  */
-export function fusionsFor(fusions: FusionSwitches, dims: ModelDims, policy: InjectionPolicy): FusionSwitches {
+export function fusionsFor(plan: Pick<InjectionPlan, 'fusions' | 'fusedSoftcap'>, dims: ModelDims, policy: InjectionPolicy): FusionSwitches {
+  const { fusions } = plan;
   if (fusions.attention && policy.attention.positions === 'rotary' && dims.headDim % 16 !== 0) return { ...fusions, attention: false };
+  if (fusions.attention && dims.attnSoftcap && plan.fusedSoftcap === false) return { ...fusions, attention: false };
   return fusions;
 }

@@ -44,6 +44,12 @@ export interface InjectedOptions {
  * at the same teacher-forced KL. Elsewhere it stays 0 until measured there.
  */
 export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): InjectionPlan {
+  const plan = planForDtype(dtype, device, fusions);
+  // ONNX Runtime 1.30's WebGPU GroupQueryAttention ignores `softcap` (Gemma 2 gave wrong logits).
+  return device === 'webgpu' ? { ...plan, fusedSoftcap: false } : plan;
+}
+
+function planForDtype(dtype: DType, device: Device, fusions: FusionSwitches): InjectionPlan {
   const act: FloatType = device === 'cpu' ? 'float32' : 'float16';
   const accuracyLevel = device === 'cpu' ? 4 : 0;
   switch (dtype) {
@@ -61,7 +67,7 @@ export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): 
 
 export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
   const policy = policyFor(ckpt.spec.traits);
-  const plan = { ...asked, fusions: fusionsFor(asked.fusions, ckpt.dims, policy) };
+  const plan = { ...asked, fusions: fusionsFor(asked, ckpt.dims, policy) };
   const on = Object.entries(plan.fusions).filter(([, v]) => v).map(([k]) => k);
   const exported = exportGraph(
     ckpt,
