@@ -7,7 +7,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { environment } from '../src/report/environment.js';
-import type { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import type { Checkpoint } from '../src/arch/checkpoint.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
-import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { CapacityError, UsageError } from '../src/errors.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';

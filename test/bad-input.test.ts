@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { openSafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/checkpoint/safetensors.js';
 import { CapacityError, FusegenError, InputError, UnsupportedError, UsageError } from '../src/errors.js';
 import { exportReferenceModel } from '../src/graph/export.js';
@@ -241,7 +241,7 @@ describe('config.json dimensions', () => {
     expectError(() => openCheckpoint(dir), InputError, `${configPath}: num_attention_heads`, '64', '5');
   });
 
-  // BUG (src/checkpoint/checkpoint.ts): the head-dim check always blames num_attention_heads, a
+  // BUG (src/arch/checkpoint.ts, fixed): the head-dim check always blames num_attention_heads, a
   // field gpt2's config.json does not have (its heads are n_head).
   it('hidden size not divisible by the number of heads (gpt2: blames n_head, the field it has)', () => {
     const { dir, configPath } = withConfig('gpt2', (c) => (c['n_head'] = 5));

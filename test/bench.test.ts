@@ -8,7 +8,7 @@ import { promptOfLength, runBench, stats, type BenchOptions, type BenchProgress,
 import { profileLine, summarizeRuns } from '../bench/op-profile.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { readOrtProfile } from '../src/runtime/ort.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { interruptTwice } from './helpers.js';
 import { main } from '../src/cli/main.js';
 import { writeBenchReports } from '../src/cli/bench.js';

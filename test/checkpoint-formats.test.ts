@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { openSafetensorsFile, writeSafetensors, writeShardedSafetensors, type TensorToWrite } from '../src/checkpoint/safetensors.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
 

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS, seedBatch } from '../fixtures/prompts.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { generateOptions } from '../src/cli/generate.js';
 import { main } from '../src/cli/main.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
@@ -316,7 +316,7 @@ describe('generate: bad checkpoints through the CLI', () => {
     expectRefused(r, join(dir, 'config.json'));
   });
 
-  // BUG: tokenizer.json is only checked for existence (src/checkpoint/checkpoint.ts); a malformed
+  // BUG: tokenizer.json is only checked for existence (src/arch/checkpoint.ts, fixed since); a malformed
   // one reaches transformers.js, whose SyntaxError escapes as a stack trace with exit code 1.
   it('a malformed tokenizer.json: one line naming the file, exit 2', async () => {
     const dir = copyFixture('opt');

@@ -11,7 +11,7 @@ import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { classify, COMMON_KEYS, GENERATION_KEYS } from '../src/arch/config-keys.js';
 import { archFor, specs } from '../src/arch/index.js';
 import { ropeInvFreq } from '../src/arch/positions.js';
-import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { readJsonObject } from '../src/checkpoint/config.js';
 import { UnsupportedError } from '../src/errors.js';
 

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js';
 import { conformanceModelDir, loadConformanceGolden, loadConformanceIndex, type ConformanceCase, type ConformanceGolden } from '../fixtures/conformance.js';
-import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { ALL_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import type { DType, TextGenerationPipeline } from '../src/pipeline/types.js';

@@ -30,7 +30,7 @@ import {
   type ConformanceGolden,
   type ConformanceLayout,
 } from '../fixtures/conformance.js';
-import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { UnsupportedError } from '../src/errors.js';
 import { finishSequences } from '../src/pipeline/common.js';
 import { loadTokenizer } from '../src/pipeline/tokenizer.js';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PRESETS, writePresetConfig, writeTinyCheckpoint, ZOO_ARCHS, type PresetName, type ZooArch } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
-import { openCheckpoint, openWeights } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, openWeights } from '../src/arch/checkpoint.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';

@@ -9,7 +9,7 @@ import { LOGIT_ATOL, loadGolden, maxLogitError, sha256 } from './helpers.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';

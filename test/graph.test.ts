@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { FIXTURE_ARCHS, tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint, openWeights } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, openWeights } from '../src/arch/checkpoint.js';
 import type { TensorStore } from '../src/checkpoint/safetensors.js';
 import { alibiSlopes } from '../src/arch/positions.js';
 import { buildReferenceDecoder } from '../src/graph/decoder.js';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promptVerdict, teacherForced } from '../compare/metrics.js';
 import { TOLERANCE } from '../compare/tolerance.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { HEADER_LIMITS, openSafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/checkpoint/safetensors.js';
 import type { BenchReport } from '../bench/run.js';
 import { benchOptions, cliffsCell, table as benchTable } from '../src/cli/bench.js';

@@ -11,7 +11,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { main } from '../src/cli/main.js';
 import { UnsupportedError } from '../src/errors.js';
 import { HfPipeline, hfReferenceScript, type HfOptions } from '../src/pipeline/hf.js';

@@ -13,6 +13,7 @@ const ROOT = join(import.meta.dirname, '..');
 /** Layers from the bottom up; a layer may import its own and lower ranks only. Equal ranks may not import each other. */
 const RANK: Record<string, number> = {
   'src/errors.ts': 0,
+  'src/step.ts': 0,
   'src/types': 0,
   'src/checkpoint': 1,
   'src/arch': 2,

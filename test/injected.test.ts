@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js';
 import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
-import { openCheckpoint, openWeights } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint, openWeights } from '../src/arch/checkpoint.js';
 import { Graph, int } from '../src/graph/ir.js';
 import { writeModel } from '../src/graph/onnx-writer.js';
 import { WeightSource } from '../src/graph/weights.js';

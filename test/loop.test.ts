@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { generateLoop, type StepInput, type Stepper } from '../src/pipeline/loop.js';
 import { loadTokenizer } from '../src/pipeline/tokenizer.js';
 

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { seedBatch, SEED_PROMPTS } from '../fixtures/prompts.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { CapacityError } from '../src/errors.js';
 import { checkCapacity, topK } from '../src/pipeline/common.js';
 import type { GenerateResult, PipelineInfo } from '../src/pipeline/types.js';

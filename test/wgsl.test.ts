@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logitAgreement, TOLERANCE, tokenVerdict } from '../compare/tolerance.js';
 import { FIXTURE_ARCHS, tinyModelDir, writeTinyCheckpoint } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
-import { openCheckpoint } from '../src/checkpoint/checkpoint.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { InjectedPipeline, NO_FUSIONS } from '../src/pipeline/injected.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { openGpu } from '../src/kernels/device.js';

@@ -9,7 +9,7 @@ import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
-import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { CapacityError, UsageError } from '../errors.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';

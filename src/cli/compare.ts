@@ -3,7 +3,7 @@
  * lines, then a summary table; writes JSON and HTML reports; exit 0 when every prompt
  * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
  */
-import { openCheckpoint } from '../checkpoint/checkpoint.js';
+import { openCheckpoint } from '../arch/checkpoint.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';

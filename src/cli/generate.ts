@@ -3,7 +3,7 @@
  * prompts, prints the seed's lines, and with --test_performance the seed's statistics
  * beside correctly defined ones.
  */
-import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { createPipeline, type ReferenceKind } from '../pipeline/ds-pipeline.js';

@@ -6,7 +6,7 @@
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { join } from 'node:path';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { InputError, UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled } from '../runtime/ort.js';
 import { encode, loadTokenizer } from '../pipeline/tokenizer.js';

@@ -10,12 +10,12 @@
  *   gather the rows that need logits (not at decode, which takes every row) ── norm+lm head (soft cap) ── argmax ── ids
  * (norm+linear: the norm is applied as the GEMV loads its input; see linear.ts)
  */
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
 import { layerAttentionScale, type ArchTraits } from '../arch/spec.js';
 import { UnsupportedError } from '../errors.js';
 import type { Quantization } from '../inject/plan.js';
-import type { StepInput, Stepper } from '../pipeline/loop.js';
+import type { StepInput, Stepper } from '../step.js';
 import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';

@@ -5,8 +5,8 @@
  * MatMulNBits' layout. Read one tensor at a time from the checkpoint.
  */
 import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { openWeights } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
+import { openWeights } from '../arch/checkpoint.js';
 import { transpose, WeightSource } from '../graph/weights.js';
 import type { Quantization } from '../inject/plan.js';
 import { quantizeBlockwise } from '../inject/quantize.js';

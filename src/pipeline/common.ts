@@ -1,7 +1,7 @@
 /** Pieces every pipeline shares: capacity checks, end-of-sequence handling, logits top-k. */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import { openWeights } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
+import { openWeights } from '../arch/checkpoint.js';
 import { CapacityError } from '../errors.js';
 import { decodeText } from './tokenizer.js';
 import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';

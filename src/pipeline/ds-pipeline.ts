@@ -6,7 +6,7 @@
  *   const texts = await pipe(['DeepSpeed is'], { numTokens: 50, doSample: false });
  *   await pipe.dispose();
  */
-import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.js';
+import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UsageError } from '../errors.js';
 import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
 import { HfPipeline } from './hf.js';

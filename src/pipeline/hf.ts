@@ -13,7 +13,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { FusegenError, UnsupportedError, UsageError } from '../errors.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';

@@ -6,7 +6,7 @@
  * With every fusion switched off the same loop runs the plain graph.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import type { FloatType } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';

@@ -5,48 +5,14 @@
  * end-of-sequence, min_new_tokens, sampling, top-k recording and timings.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { checkCapacity, finishSequences, topK } from './common.js';
 import { makeSampler } from './sampling.js';
 import { promptIds } from './tokenizer.js';
+import type { StepInput, Stepper } from '../step.js';
 import type { GenerateRequest, GenerateResult, TopK } from './types.js';
 
-export interface StepInput {
-  /** tokens[b]: row b's new tokens; they start at position start[b]. */
-  tokens: number[][];
-  start: number[];
-  /** Per row, the index (into its new tokens) whose logits decide the next token. */
-  last: number[];
-  /** Ids to mask to -inf before choosing (end-of-sequence during min_new_tokens). */
-  suppress: number[];
-  /**
-   * The tokens are the ids the engine chose in the previous step, still on its device
-   * (`tokens` then holds placeholders of length 1). Only for engines with `feedsBack`.
-   */
-  fromDevice?: boolean;
-}
-
-/**
- * An engine's step. With `logits` it returns [B, V] float32 logits of the `last` positions;
- * an engine that can pick greedy tokens itself (argmax on the device) may return `ids` instead
- * when logits are not needed.
- */
-export interface Stepper {
-  /**
-   * Greedy steps without logits can take their tokens from the previous step on the device,
-   * and `step` submits its work before it first awaits: the loop then starts step t + 1 before
-   * step t's ids are back, so the device never waits for the host.
-   */
-  readonly feedsBack?: boolean;
-  /**
-   * With `feedsBack`: how many steps may be submitted beyond the one being read (default 1).
-   * Two keep the device busy while the host waits for a readback and encodes the next step.
-   */
-  readonly stepsAhead?: number;
-  begin(batch: number, capacity: number): void | Promise<void>;
-  step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }>;
-  end(): void;
-}
+export type { StepInput, Stepper } from '../step.js';
 
 export async function generateLoop(stepper: Stepper, request: GenerateRequest, ckpt: Checkpoint, tokenizer: PreTrainedTokenizer, maxTokens: number): Promise<GenerateResult> {
   const t0 = performance.now();

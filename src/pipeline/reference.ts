@@ -4,7 +4,7 @@
  * JS users already run, on a graph with nothing fused.
  */
 import { AutoModelForCausalLM, random, Tensor as TjsTensor, type PreTrainedModel, type PreTrainedTokenizer, type Tensor } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled, deviceError, ProfileDir, type OrtRun } from '../runtime/ort.js';
 import { exportReferenceModel } from '../graph/export.js';

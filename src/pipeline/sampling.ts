@@ -1,5 +1,5 @@
 /** Next-token choice: greedy argmax, or seeded sampling as Hugging Face's generate samples. */
-import type { Sampling } from '../checkpoint/checkpoint.js';
+import type { Sampling } from '../arch/checkpoint.js';
 import { uniform } from './random.js';
 
 export type Sampler = (logits: Float32Array) => number;

@@ -5,7 +5,7 @@
  */
 import { AutoTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
 import { join } from 'node:path';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { InputError } from '../errors.js';
 import { loadDetokenizer, type Detokenizer } from './detokenize.js';
 

@@ -3,7 +3,7 @@
  * WebGPU device. Weights f32 or f16 (or int8/int4 block-quantized); activations f32.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
-import type { Checkpoint } from '../checkpoint/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
 import { WgslEngine, type StepGpuProfile, type StepKind } from '../kernels/engine.js';

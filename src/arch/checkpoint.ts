@@ -4,13 +4,12 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { archFor } from '../arch/index.js';
-import { checkConfigKeys, COMMON_KEYS, GENERATION_KEYS } from '../arch/config-keys.js';
-import type { ArchSpec, ModelDims } from '../arch/spec.js';
+import { archFor } from './index.js';
+import { checkConfigKeys, COMMON_KEYS, GENERATION_KEYS } from './config-keys.js';
+import type { ArchSpec, ModelDims, WeightView } from './spec.js';
 import { InputError } from '../errors.js';
-import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from './config.js';
-import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type TensorStore } from './safetensors.js';
-import type { WeightView } from '../arch/spec.js';
+import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from '../checkpoint/config.js';
+import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type TensorStore } from '../checkpoint/safetensors.js';
 
 export interface Checkpoint {
   dir: string;
