@@ -5,8 +5,8 @@
  */
 import { headRows, rotaryDim, rotaryHeadOrder } from './positions.js';
 import { USED, type KeyTable } from './config-keys.js';
-import { llamaDims } from './llama.js';
-import { linear, lmHeadView, norm, tiedHead, type ArchSpec, type LinearWeights, type ModelDims } from './spec.js';
+import { llama, llamaDims } from './llama.js';
+import { linear, norm, type ArchSpec, type LinearWeights, type ModelDims } from './spec.js';
 
 const DROPOUT = { harmless: 'dropout is off at inference' };
 
@@ -57,13 +57,8 @@ export const phi3: ArchSpec = {
 
   dims: (config, path) => llamaDims(config, path, true),
 
-  globals(_d, config) {
-    return {
-      embedTokens: { source: 'embed_tokens.weight' },
-      finalNorm: norm('norm', false),
-      lmHead: lmHeadView(tiedHead(config, '', false), 'embed_tokens.weight'),
-    };
-  },
+  // The llama model's embedding, final norm and head, by the same names.
+  globals: llama.globals,
 
   layer(i, d) {
     const p = `layers.${i}`;

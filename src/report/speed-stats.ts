@@ -13,6 +13,7 @@
  * generator (mulberry32), recorded with the interval: the same samples always give the same
  * interval.
  */
+import { uniform } from '../pipeline/random.js';
 
 /** One timed generate run's raw timings, kept in the reports so intervals can be recomputed. */
 export interface RunSamples {
@@ -50,17 +51,8 @@ export const BOOTSTRAP = { resamples: 2000, level: 0.95, seed: 42 } as const;
 /** A side of a ratio: samples grouped by run, or one fixed figure. */
 export type Side = number[][] | number;
 
-/** mulberry32: a small, fast, seeded generator of uniform numbers in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (pipeline/random.ts's seeded uniform stream), under the name the tests use. */
+export const mulberry32 = uniform;
 
 /** The k-th smallest of a[0..n) (0-based), partially reordering a: a[0..k) <= a[k] <= a(k..n). */
 function select(a: Float64Array, n: number, k: number): number {
