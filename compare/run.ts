@@ -191,7 +191,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
         }
       }
     }
-    io.out(`Matches: ${seedMatches}\nMismatches: ${report.prompts.length - seedMatches}`);
+    io.out(seedLine(seedMatches, report.prompts));
     if (io.interrupted()) {
       report.status = 'interrupted';
       report.stoppedBy = `interrupted after ${report.prompts.length} of ${prompts.length} prompts`;
@@ -353,14 +353,31 @@ export function speedupLine(speed: NonNullable<CompareReport['speed']>): string 
   return `decode speedup: ${speed.intervals ? ratioText(speed.intervals.tpotMedian) : Number.isFinite(speed.decodeSpeedup) ? `${speed.decodeSpeedup.toFixed(2)}x` : 'n/a'}`;
 }
 
+/**
+ * The seed's closing count, kept for familiarity: ds-hf-compare.py counts prompts whose two texts
+ * are identical. Identical texts can still fail the gate (their logits beyond the tolerance) and
+ * different texts can pass it (a near-tie flip), so the line says once what it counts and gives
+ * fusegen's verdicts beside it (issue 29 item 4).
+ */
+export function seedLine(identical: number, prompts: readonly Pick<PromptResult, 'verdict'>[]): string {
+  const n = (v: PromptResult['verdict']) => prompts.filter((p) => p.verdict === v).length;
+  return `Matches: ${identical} / Mismatches: ${prompts.length - identical} (identical texts: the seed's count) | fusegen's verdicts: ${n('match')} match, ${n('tolerated')} tolerated, ${n('mismatch')} mismatch, ${n('errored')} errored`;
+}
+
 export function summaryTable(report: CompareReport): string[] {
-  const lines = ['', `reference: ${referenceLine(report)}`, 'prompt  verdict     first-diff  similarity  max|dlogit|  mean KL (decode)'];
+  // Logit columns: the largest |error| over both sides' top-10 (the reference's alone in reports
+  // written before the union was kept) and the largest per-position KL over the full vocabulary.
+  const lines = ['', `reference: ${referenceLine(report)}`, 'prompt  verdict     first-diff  similarity  max|dlogit|     max KL  mean KL (decode)'];
+  const e = (x: number | undefined, w: number) => (x !== undefined && Number.isFinite(x) ? x.toExponential(2) : 'n/a').padStart(w);
   for (const p of report.prompts) {
-    const maxAbs = p.logits ? Math.max(p.logits.prefill.maxAbs, p.logits.decode.maxAbs) : NaN;
-    lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${Number.isFinite(maxAbs) ? maxAbs.toExponential(2).padStart(11) : 'n/a'.padStart(11)}  ${p.logits ? p.logits.decode.meanKl.toExponential(2) : 'n/a'}`);
+    const l = p.logits;
+    const maxAbs = l ? Math.max(l.prefill.unionMaxAbs ?? l.prefill.maxAbs, l.decode.unionMaxAbs ?? l.decode.maxAbs) : NaN;
+    const maxKl = l?.prefill.maxKl !== undefined && l.decode.maxKl !== undefined ? Math.max(l.prefill.maxKl, l.decode.maxKl) : undefined;
+    lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${e(maxAbs, 11)}  ${e(maxKl, 9)}  ${l ? e(l.decode.meanKl, 0) : 'n/a'}`);
   }
   const s = report.summary;
-  lines.push(`summary: ${s.matches} match, ${s.tolerated} tolerated, ${s.mismatches} mismatch, ${s.errored} errored (${report.settings.dtype}, ${report.settings.device}, tolerance atol ${report.tolerance.atol} rtol ${report.tolerance.rtol})`);
+  const t = report.tolerance;
+  lines.push(`summary: ${s.matches} match, ${s.tolerated} tolerated, ${s.mismatches} mismatch, ${s.errored} errored (${report.settings.dtype}, ${report.settings.device}, tolerance atol ${t.atol} rtol ${t.rtol} over both sides' top-10${t.maxKl !== undefined ? `, KL ${t.maxKl} over the full vocabulary` : ''})`);
   if (report.speed) {
     const { reference: r, candidate: c } = report.speed;
     const row = (x: PipelineSpeed) => `${x.pipeline.padEnd(10)} TTFT ${x.ttftMs.toFixed(2)} ms | per token ${x.tpotMedianMs.toFixed(3)} ms (p90 ${x.tpotP90Ms.toFixed(3)}) | decode ${x.decodeTokensPerSec.toFixed(1)} tok/s | prefill ${x.prefillTokensPerSec.toFixed(1)} tok/s`;

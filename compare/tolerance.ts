@@ -13,12 +13,48 @@
  * magnitude ~11; top-1 agreement >= 0.976 with every miss at a golden margin below 0.03.
  * int8 worst error 1.04 (relative 9e-2). int4 on random-weight fixtures is far looser; it is
  * measured and reported, not gated (`gate: false`).
+ *
+ * The whole vocabulary (issue 29 item 1). The goldens hold top-k only, so the tests above hold the
+ * reference's top-k; compare has both sides' full rows and holds more: atol/rtol over the union of
+ * both sides' top-10 ids (a token the candidate lifts from nowhere is seen), and each position's
+ * KL(reference || candidate) over the whole row within `maxKl` (what moves below both top-10s).
+ * `maxKl` comes from identical copies (the reference checkpoint as its own candidate: only the
+ * pipelines differ) on the tiny fixtures of all eight architectures, 8 prompts at the seed's
+ * lengths 200-300, on the CPU, ORT-injected and plain candidates alike, worst position of all
+ * (`node scripts/measure-floors.mjs all float32,float16,int8,int4 8 200,300 cpu injected`):
+ * - float32: KL at most 2.9e-10 (bloom; 5e-12 to 1.5e-10 for the others), the union's error the reference
+ *   top-10's (at most 5.4e-5); the WGSL engine on lavapipe 4.6e-11 (gpt2). maxKl 1e-6 is 3000x that
+ *   floor, and 100x below what the planted defects of test/compare.test.ts give: an LM-head row x1.05
+ *   of a token in neither top-10, 1.2e-4; x1.5, 1e-2 to 9e-2.
+ * - float16 (the reference runs float16 too): KL at most 2.6e-3 (phi3), 2.0e-3 (llama), 1.3e-4 or
+ *   less for the other six; the WGSL engine on lavapipe 2.7e-3 (gpt2), 1.3e-3 (opt). maxKl 1e-2 is
+ *   about 4x the worst floor. The union's error equals the reference top-10's on every fixture.
+ * - int8 (reference float32): KL at most 0.034 (gemma2), 0.046 (gpt_neox), 0.069 (gptj), 0.076 (opt),
+ *   0.089 (gpt2), 0.32 (phi3), 0.44 (llama), 1.22 (bloom); the WGSL engine 0.048 (gpt2). maxKl 0.25
+ *   is ~3x the worst of the first five, below llama's. int8's atol/rtol and top-1 checks already
+ *   fail identical copies at these lengths: every prompt of phi3, llama and bloom (top-10 error
+ *   2.0-3.4 against atol 0.5 + 10%, top-1 0.80-0.87), 5 of 8 of gpt2, 4 of gptj, 1 of opt; only
+ *   gemma2 and gpt_neox pass all 8. KL adds no failure to a prompt those checks pass; calibrating
+ *   int8 to the reference's own error is issue 29 item 2.
+ * - int4: KL up to 14.8 (llama); not gated, maxKl 16 is reported with the figures.
+ * - bfloat16: no fusegen pipeline runs it in compare, so nothing was measured; float16's floor
+ *   scaled by bfloat16's 8x coarser mantissa (KL grows with the square of the error: 64 x 2.6e-3).
+ * Not a floor: the ORT-injected candidate on WebGPU (lavapipe) gives teacher-forced errors of
+ * 0.7-7 (KL 0.08-5.8) on these 300-token rows, float32 included, from about the fourth decode
+ * position on, for every architecture whose attention it fuses (gemma2's stays unfused there and
+ * agrees to 3e-6); on gpt2 the plain graph and the WGSL engine on the same device agree to 1e-5. Its
+ * GroupQueryAttention path is the suspect, to be fixed rather than tolerated.
  */
 import type { DType, TopK } from '../src/pipeline/types.js';
 
 export interface Tolerance {
   atol: number;
   rtol: number;
+  /**
+   * Largest KL(reference || candidate) at any teacher-forced position, in nats, over the full
+   * vocabulary (compare's teacher-forced check; the goldens hold top-k only and are not held to it).
+   */
+  maxKl: number;
   /** Teacher-forced share of positions whose argmax matches the reference's. */
   minTop1Agreement: number;
   /** Largest reference top-2 margin at which a token divergence is accepted. */
@@ -29,11 +65,11 @@ export interface Tolerance {
 }
 
 export const TOLERANCE: Record<DType, Tolerance> = {
-  float32: { atol: 1e-4, rtol: 1e-4, minTop1Agreement: 1, nearTie: 1e-3, topN: 5, gate: true },
-  float16: { atol: 0.25, rtol: 3e-2, minTop1Agreement: 0.97, nearTie: 0.5, topN: 5, gate: true },
-  bfloat16: { atol: 0.4, rtol: 4e-2, minTop1Agreement: 0.9, nearTie: 1, topN: 5, gate: true },
-  int8: { atol: 0.5, rtol: 0.1, minTop1Agreement: 0.9, nearTie: 2, topN: 5, gate: true },
-  int4: { atol: 2, rtol: 0.5, minTop1Agreement: 0.5, nearTie: 4, topN: 5, gate: false },
+  float32: { atol: 1e-4, rtol: 1e-4, maxKl: 1e-6, minTop1Agreement: 1, nearTie: 1e-3, topN: 5, gate: true },
+  float16: { atol: 0.25, rtol: 3e-2, maxKl: 1e-2, minTop1Agreement: 0.97, nearTie: 0.5, topN: 5, gate: true },
+  bfloat16: { atol: 0.4, rtol: 4e-2, maxKl: 0.2, minTop1Agreement: 0.9, nearTie: 1, topN: 5, gate: true },
+  int8: { atol: 0.5, rtol: 0.1, maxKl: 0.25, minTop1Agreement: 0.9, nearTie: 2, topN: 5, gate: true },
+  int4: { atol: 2, rtol: 0.5, maxKl: 16, minTop1Agreement: 0.5, nearTie: 4, topN: 5, gate: false },
 };
 
 export type TokenVerdict =

@@ -7,8 +7,11 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { pyRepr, runCompare, type CompareOptions } from '../compare/run.js';
-import { similarity, klDivergence } from '../compare/metrics.js';
+import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
+import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
+import { logitAgreement, TOLERANCE } from '../compare/tolerance.js';
+import { topK } from '../src/pipeline/common.js';
+import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
 import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { main } from '../src/cli/main.js';
@@ -52,6 +55,37 @@ function candidateCopy(arch: FixtureArch, factor: number): string {
   return dir;
 }
 
+/**
+ * A copy of a fixture whose LM-head row of `token` is scaled by `factor`: only that token's logit
+ * moves (the tied models' embedding row too, which is harmless while the token is in no input).
+ */
+function lmHeadCopy(arch: FixtureArch, token: number, factor: number): string {
+  const src = tinyModelDir(arch);
+  const ckpt = openCheckpoint(src);
+  const head = ckpt.spec.globals(ckpt.dims, ckpt.config).lmHead.source;
+  const dir = mkdtempSync(join(tmpdir(), `fusegen-lmhead-${arch}-`));
+  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
+  const store = openSafetensorsFile(join(src, 'model.safetensors'));
+  const name = [head, ...ckpt.spec.weightPrefixes.map((p) => p + head)].find((n) => store.has(n))!;
+  const tensors = store.names().map((n) => ({ name: n, dtype: 'F32' as const, shape: store.info(n).shape }));
+  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
+    const data = store.readFloat32(t.name);
+    const width = t.shape[1]!;
+    if (t.name === name) for (let i = token * width; i < (token + 1) * width; i++) data[i] = data[i]! * factor;
+    return data;
+  });
+  store.close();
+  return dir;
+}
+
+/**
+ * Per fixture, a token that the reference never ranks in its top-10 on prompt 0 at lengths 30-40
+ * (its best rank is 60 at every position; picked by scoring the reference's own tokens), and that
+ * is in no input: scaling its LM-head row by 1.5 lifts its logit by up to ~4, which only the
+ * candidate's top-10 and the full row show.
+ */
+const NEVER_TOP10: Record<FixtureArch, number> = { gpt2: 213, opt: 1472, bloom: 290, llama: 406 };
+
 describe('compare on the tiny fixtures', () => {
   it('the injected pipeline matches the reference on every prompt, with speed measured side by side', async () => {
     const lines: string[] = [];
@@ -72,7 +106,7 @@ describe('compare on the tiny fixtures', () => {
     expect(lines).toContain('outputs match');
     expect(lines.filter((l) => l.startsWith('baseline output: {\'generated_text\': '))).toHaveLength(3);
     expect(lines).toContain('The similarity ratio is: 100%');
-    expect(lines).toContain('Matches: 3\nMismatches: 0');
+    expect(lines).toContain("Matches: 3 / Mismatches: 0 (identical texts: the seed's count) | fusegen's verdicts: 3 match, 0 tolerated, 0 mismatch, 0 errored");
   });
 
   describe.each(FIXTURE_ARCHS)('%s: the gate', (arch) => {
@@ -86,6 +120,38 @@ describe('compare on the tiny fixtures', () => {
       expect(bad.prompts[0]!.triage!.blame).toMatch(/candidate checkpoint/);
       expect(bad.gate.reasons.join()).toMatch(/mismatch beyond the float32 tolerance/);
     });
+  });
+
+  describe.each(FIXTURE_ARCHS)('%s: a defect outside the reference\'s top-10 (issue 29 item 1)', (arch) => {
+    it('an LM-head row of a never-predicted token scaled by 1.5 fails the gate, which the reference\'s top-10 alone passed', async () => {
+      const lines: string[] = [];
+      const bad = await runCompare(options({ model: tinyModelDir(arch), candidateModel: lmHeadCopy(arch, NEVER_TOP10[arch], 1.5), numInputs: 1 }), { out: (l) => lines.push(l), interrupted: () => false });
+      const p = bad.prompts[0]!;
+      const l = p.logits!;
+      // What the gate looked at before: the same tokens, and the reference's top-10 unmoved at every position.
+      expect(p.candidate.ids).toEqual(p.reference.ids);
+      expect(Math.max(l.prefill.maxAbs, l.decode.maxAbs)).toBeLessThan(1e-4);
+      expect(Math.min(l.prefill.top1Agreement, l.decode.top1Agreement)).toBe(1);
+      // What it looks at now: the token in the candidate's top-10, moved by more than 1, and KL over the full row.
+      expect(Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!)).toBeGreaterThan(1);
+      expect(Math.max(l.prefill.maxKl!, l.decode.maxKl!)).toBeGreaterThan(1e-3);
+      expect(p.verdict).toBe('mismatch');
+      expect(p.reason).toMatch(/beyond atol .* over both sides' top-10/);
+      expect(bad.gate.exitCode).toBe(1);
+      // Identical texts and a failed gate: the seed's count says what it counts, with the verdicts beside it (item 4).
+      expect(lines).toContain("Matches: 1 / Mismatches: 0 (identical texts: the seed's count) | fusegen's verdicts: 0 match, 0 tolerated, 1 mismatch, 0 errored");
+    });
+  });
+
+  it('a defect below both sides\' top-10 is caught by KL over the full vocabulary (gpt2, the LM-head row x1.05)', async () => {
+    const bad = await runCompare(options({ model: tinyModelDir('gpt2'), candidateModel: lmHeadCopy('gpt2', NEVER_TOP10.gpt2, 1.05), numInputs: 1 }), quiet);
+    const l = bad.prompts[0]!.logits!;
+    expect(Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!)).toBeLessThan(1e-4); // in neither side's top-10
+    expect(Math.max(l.prefill.fullMaxAbs!, l.decode.fullMaxAbs!)).toBeGreaterThan(0.1);
+    expect(Math.max(l.prefill.maxKl!, l.decode.maxKl!)).toBeGreaterThan(100 * TOLERANCE.float32.maxKl);
+    expect(bad.prompts[0]!.verdict).toBe('mismatch');
+    expect(bad.prompts[0]!.reason).toMatch(/with KL above 0\.000001/);
+    expect(bad.gate.exitCode).toBe(1);
   });
 
   it('checks the WGSL engine against the reference on webgpu (lavapipe)', async () => {
@@ -137,7 +203,7 @@ describe('compare command', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fusegen-reports-'));
     const first = await cli([...base(), '--report_dir', dir]);
     expect(first.code, first.err.join('\n')).toBe(0);
-    expect(first.out).toContain('Matches: 1\nMismatches: 0');
+    expect(first.out).toContain("Matches: 1 / Mismatches: 0 (identical texts: the seed's count) | fusegen's verdicts: 1 match, 0 tolerated, 0 mismatch, 0 errored");
     expect(first.out).toContain('gate: pass');
     const json = readdirSync(dir).find((f) => f.endsWith('-compare.json'))!;
     expect(existsSync(join(dir, json.replace(/\.json$/, '.html')))).toBe(true);
@@ -213,6 +279,46 @@ describe('compare metrics', () => {
     expect(pyRepr("it's")).toBe('"it\'s"');
     expect(pyRepr('a\nb\\c\u0001')).toBe("'a\\nb\\\\c\\x01'");
   });
+  it('the whole row: a token lifted from outside the reference\'s top-10 fails the union check, one moved below both fails on KL', () => {
+    const V = 40;
+    const ref = Float32Array.from({ length: V }, (_, i) => 10 - i * 0.25); // ranks follow ids
+    const lifted = Float32Array.from(ref);
+    lifted[30] = 9; // rank 30 to rank 5 in the candidate
+    const tol = TOLERANCE.float32;
+    // The reference's top-10 alone (logitAgreement) sees nothing: every one of its ids is unchanged.
+    expect(logitAgreement([topK(ref, TOLERANCE_TOPK)], [lifted], tol).withinTolerance).toBe(true);
+    const f = rowFigures(ref, lifted, topK(ref, TOLERANCE_TOPK), tol);
+    expect(f.unionOut).toBe(true);
+    expect(f.unionMaxAbs).toBeCloseTo(6.5, 5);
+    expect(f.kl).toBeGreaterThan(0);
+    const tf = teacherForced([ref, ref], [ref, lifted], 1, tol);
+    expect(tf.full).toMatchObject({ unionOutOfTolerance: 1, maxKlPosition: 1 });
+    expect(tf.agreement.withinTolerance).toBe(false);
+    expect(tf.agreement.outOfTolerance).toBe(1);
+    expect(tf.decode.unionMaxAbs).toBeCloseTo(6.5, 5);
+    expect(tf.prefill.unionMaxAbs).toBe(0);
+    expect(promptVerdict({ status: 'match' }, tf, tol)).toMatchObject({ verdict: 'mismatch' });
+    // Moved below both top-10s: only KL over the full row sees it.
+    const sunk = Float32Array.from(ref);
+    sunk[20] = ref[20]! + 0.5; // stays at rank 18
+    const low = teacherForced([ref], [sunk], 0, tol);
+    expect(low.full.unionMaxAbs).toBe(0);
+    expect(low.full.fullMaxAbs).toBeCloseTo(0.5, 5);
+    expect(low.full.maxKl).toBeGreaterThan(tol.maxKl);
+    expect(low.full.klOutOfTolerance).toBe(1);
+    expect(promptVerdict({ status: 'match' }, low, tol).reason).toMatch(/1 with KL above/);
+    // Identical rows pass every check.
+    const same = teacherForced([ref, ref], [Float32Array.from(ref), Float32Array.from(ref)], 1, tol);
+    expect(same.agreement.withinTolerance).toBe(true);
+    expect(same.full).toMatchObject({ unionMaxAbs: 0, fullMaxAbs: 0, maxKl: 0, klOutOfTolerance: 0, unionOutOfTolerance: 0 });
+  });
+
+  it("the seed's count is labelled as identical texts, with fusegen's verdicts beside it", () => {
+    const verdicts = (...v: Array<'match' | 'tolerated' | 'mismatch' | 'errored'>) => v.map((verdict) => ({ verdict }));
+    expect(seedLine(8, verdicts(...new Array<'mismatch'>(8).fill('mismatch')))).toBe("Matches: 8 / Mismatches: 0 (identical texts: the seed's count) | fusegen's verdicts: 0 match, 0 tolerated, 8 mismatch, 0 errored");
+    expect(seedLine(1, verdicts('match', 'tolerated', 'errored'))).toBe("Matches: 1 / Mismatches: 2 (identical texts: the seed's count) | fusegen's verdicts: 1 match, 1 tolerated, 0 mismatch, 1 errored");
+  });
+
   it('KL divergence is zero for equal rows, positive and shift-invariant otherwise', () => {
     expect(klDivergence([1, 2, 3], [1, 2, 3])).toBeCloseTo(0, 12);
     expect(klDivergence([1, 2, 3], [11, 12, 13])).toBeCloseTo(0, 12);

@@ -16,8 +16,16 @@ export interface LogitStats {
   maxAbs: number;
   maxRel: number;
   top1Agreement: number;
-  /** Mean KL(reference || candidate) over positions, in nats. */
+  /** Mean KL(reference || candidate) over positions, in nats, over the full vocabulary. */
   meanKl: number;
+  /**
+   * The full rows' figures (compare/metrics.ts rowFigures), absent in reports written before
+   * compare looked past the reference's top-10: the largest |error| over the union of both sides'
+   * top-10 and over the whole row, and the largest per-position KL.
+   */
+  unionMaxAbs?: number;
+  fullMaxAbs?: number;
+  maxKl?: number;
 }
 
 export interface TriageRun {
@@ -119,7 +127,8 @@ export interface CompareReport {
     /** MatMulNBits' accuracy_level of a quantized ORT-injected candidate. */
     accuracyLevel?: 0 | 4;
   };
-  tolerance: { atol: number; rtol: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
+  /** The policy's row for the dtype (compare/tolerance.ts); maxKl is absent in reports written before it was gated. */
+  tolerance: { atol: number; rtol: number; maxKl?: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
   environment: Environment & {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */
     executionProviders: Record<string, string[]>;

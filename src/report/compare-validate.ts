@@ -59,11 +59,12 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
+      maxKl: { type: 'number', minimum: 0 },
       minTop1Agreement: { type: 'number', minimum: 0, maximum: 1 },
       nearTie: { type: 'number', minimum: 0 },
       topN: { type: 'integer', minimum: 1 },
       gate: { type: 'boolean' },
-    }),
+    }, ['maxKl']),
     environment: object({
       node: str,
       platform: str,
@@ -110,7 +111,10 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
     nonNegMetric: { type: ['number', 'null'], minimum: 0 },
     share: { type: ['number', 'null'], minimum: 0, maximum: 1 },
     ratioInterval: RATIO_INTERVAL_SCHEMA,
-    logitStats: object({ positions: count, maxAbs: nonNegMetric, maxRel: nonNegMetric, top1Agreement: share, meanKl: nonNegMetric }),
+    logitStats: object(
+      { positions: count, maxAbs: nonNegMetric, maxRel: nonNegMetric, top1Agreement: share, meanKl: nonNegMetric, unionMaxAbs: nonNegMetric, fullMaxAbs: nonNegMetric, maxKl: nonNegMetric },
+      ['unionMaxAbs', 'fullMaxAbs', 'maxKl'],
+    ),
     generation: object({ ids: { type: 'array', items: count }, tokens: strings, text: str }),
     promptResult: {
       ...object(

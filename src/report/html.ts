@@ -332,7 +332,8 @@ ${banner}
     ['length', `${fixed(r.settings.minLength, 0)} – ${fixed(r.settings.maxLength, 0)} tokens`],
   ])}</section>
 <section class="card"><h2>Tolerance</h2>${kv([
-    ['logits', `|Δ| ≤ ${sig(t.atol)} + ${sig(t.rtol)} · |ref|`],
+    ['logits', `|Δ| ≤ ${sig(t.atol)} + ${sig(t.rtol)} · |ref| over ${t.maxKl === undefined ? "the reference's top-10" : "both sides' top-10"}`],
+    ...(t.maxKl === undefined ? [] : ([['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.maxKl)} nats at every position`]] as Array<[string, string]>)),
     ['top-1 agreement', `≥ ${pct(t.minTop1Agreement)}`],
     ['near tie', `top-2 margin ≤ ${sig(t.nearTie)}, both in top-${fixed(t.topN, 0)}`],
     ['gate', t.gate ? 'on: differences fail the run' : 'off: reported, never fails'],
@@ -393,7 +394,7 @@ ${
     : '';
   const rows = r.prompts
     .map(
-      (p) => `<tr><td><a href="#prompt-${esc(String(p.index))}">${esc(String(p.index))}</a></td><td>${badge(p.verdict)}</td><td class="clip">${rich(clip(p.prompt, 90))}</td><td class="num">${fixed(p.similarity, 3)}</td><td class="num">${p.firstDivergence === null ? '–' : fixed(p.firstDivergence, 0)}</td><td class="num">${p.logits ? sig(p.logits.decode.maxAbs) : NA}</td></tr>`,
+      (p) => `<tr><td><a href="#prompt-${esc(String(p.index))}">${esc(String(p.index))}</a></td><td>${badge(p.verdict)}</td><td class="clip">${rich(clip(p.prompt, 90))}</td><td class="num">${fixed(p.similarity, 3)}</td><td class="num">${p.firstDivergence === null ? '–' : fixed(p.firstDivergence, 0)}</td><td class="num">${p.logits ? sig(p.logits.decode.unionMaxAbs ?? p.logits.decode.maxAbs) : NA}</td></tr>`,
     )
     .join('');
   return `<section class="card summary" id="summary"><h2>Summary</h2>
@@ -463,8 +464,11 @@ ${iv ? `<p class="muted stats-note">Each ratio is the candidate against the refe
 }
 
 function statsTable(l: { prefill: LogitStats; decode: LogitStats }): string {
-  const row = (name: string, s: LogitStats) => `<tr><th>${name}</th><td class="num">${fixed(s.positions, 0)}</td><td class="num">${sig(s.maxAbs)}</td><td class="num">${sig(s.maxRel)}</td><td class="num">${pct(s.top1Agreement)}</td><td class="num">${sig(s.meanKl)}</td></tr>`;
-  return `<table class="table stats"><thead><tr><th></th><th>positions</th><th>max |Δ|</th><th>max rel</th><th>top-1 agreement</th><th>mean KL (nats)</th></tr></thead><tbody>${row('prefill', l.prefill)}${row('decode', l.decode)}</tbody></table>`;
+  // The full-vocabulary figures are n/a in reports written before compare kept them.
+  const opt = (x: number | undefined) => (x === undefined ? NA : sig(x));
+  const row = (name: string, s: LogitStats) =>
+    `<tr><th>${name}</th><td class="num">${fixed(s.positions, 0)}</td><td class="num">${sig(s.maxAbs)}</td><td class="num">${sig(s.maxRel)}</td><td class="num">${pct(s.top1Agreement)}</td><td class="num">${sig(s.meanKl)}</td><td class="num">${opt(s.unionMaxAbs)}</td><td class="num">${opt(s.fullMaxAbs)}</td><td class="num">${opt(s.maxKl)}</td></tr>`;
+  return `<table class="table stats"><thead><tr><th></th><th>positions</th><th>max |Δ| (reference top-10)</th><th>max rel</th><th>top-1 agreement</th><th>mean KL (nats)</th><th>max |Δ| (both top-10)</th><th>max |Δ| (full row)</th><th>max KL (nats)</th></tr></thead><tbody>${row('prefill', l.prefill)}${row('decode', l.decode)}</tbody></table>`;
 }
 
 function tokenSpans(side: 'ref' | 'cand', g: PromptResult['reference'], div: number | null): string {
