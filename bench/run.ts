@@ -8,8 +8,10 @@ import { runInNewContext } from 'node:vm';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { environment } from '../src/report/environment.js';
 import type { Checkpoint } from '../src/arch/checkpoint.js';
-import { InjectedPipeline } from '../src/pipeline/injected.js';
-import { ReferencePipeline } from '../src/pipeline/reference.js';
+import type { InjectedPipeline } from '../src/pipeline/injected.js';
+import type { ReferencePipeline } from '../src/pipeline/reference.js';
+import { createPipeline, type Backend } from '../src/pipeline/ds-pipeline.js';
+import { referenceDtype } from '../src/pipeline/dtypes.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
@@ -64,15 +66,21 @@ export function promptOfLength(source: number[], length: number, offset: number)
   return Array.from({ length }, (_, i) => source[(offset + i) % source.length]!);
 }
 
-async function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, profile = false): Promise<TextGenerationPipeline> {
+/** A bench pipeline as the one factory takes it: transformers.js, the ORT-injected graph, or the WGSL engine. */
+export function benchBackend(name: BenchPipeline, o: Pick<BenchOptions, 'accuracyLevel'>, profile = false): Backend {
   switch (name) {
     case 'reference':
-      return ReferencePipeline.create(o.ckpt, { device: o.device, dtype: o.dtype === 'float16' ? 'float16' : 'float32', maxTokens, profile });
+      return { kind: 'reference', reference: 'transformersjs', ...(profile ? { profile } : {}) };
     case 'ort':
-      return InjectedPipeline.create(o.ckpt, { device: o.device, dtype: o.dtype, maxTokens, profile, accuracyLevel: o.accuracyLevel });
+      return { kind: 'ort', ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}), ...(profile ? { profile } : {}) };
     case 'wgsl':
-      return WgslPipeline.create(o.ckpt, { dtype: o.dtype, maxTokens });
+      return { kind: 'wgsl' };
   }
+}
+
+/** The reference runs what the dtype table pairs with the sweep's dtype; fusegen's pipelines run the dtype itself. */
+function create(name: BenchPipeline, o: BenchOptions, maxTokens: number, profile = false): Promise<TextGenerationPipeline> {
+  return createPipeline(o.ckpt, benchBackend(name, o, profile), { device: o.device, dtype: name === 'reference' ? referenceDtype(o.dtype) : o.dtype, maxTokens });
 }
 
 /**

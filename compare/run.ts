@@ -11,7 +11,8 @@ import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { CapacityError, UsageError } from '../src/errors.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
-import { createReference, type ReferenceKind } from '../src/pipeline/ds-pipeline.js';
+import { createPipeline, type Backend, type PipelineRun, type ReferenceKind } from '../src/pipeline/ds-pipeline.js';
+import { DTYPES, referenceDtype } from '../src/pipeline/dtypes.js';
 import { HfPipeline } from '../src/pipeline/hf.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
@@ -44,7 +45,10 @@ export interface CompareOptions {
   baseline?: { file: string; report: CompareReport };
   maxRegression: number;
   command: string[];
-  /** Builds the candidate with this attention scale: a deliberate defect the gate must catch. */
+  /**
+   * Builds the ORT candidate's fused attention op with this softmax scale: a deliberate defect that
+   * only the attention fusion causes, which the gate must catch and triage must blame on that fusion.
+   */
   candidateAttentionScale?: number;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
   accuracyLevel?: 0 | 4;
@@ -78,9 +82,15 @@ export function pyRepr(s: string): string {
   return out + q;
 }
 
-/** The reference runs float16 when asked, else float32 (neither reference library runs fusegen's int8/int4). */
-function referenceDtype(dtype: DType): DType {
-  return dtype === 'float16' ? 'float16' : 'float32';
+/** The candidate's backend: the WGSL engine, or fusegen's loop on the ORT graph, injected or plain. */
+export function candidateBackend(o: Pick<CompareOptions, 'useKernel' | 'kernels' | 'accuracyLevel' | 'candidateAttentionScale'>): Backend {
+  if (o.useKernel && o.kernels === 'wgsl') return { kind: 'wgsl' };
+  return {
+    kind: 'ort',
+    fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS,
+    ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}),
+    ...(o.candidateAttentionScale ? { fusedAttentionScale: o.candidateAttentionScale } : {}),
+  };
 }
 
 function checkCandidate(ref: Checkpoint, cand: Checkpoint): void {
@@ -123,9 +133,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   if (longest >= o.maxLength) throw new CapacityError('--max_length', `the longest prompt has ${longest} tokens; --max_length ${o.maxLength} leaves no room to generate`);
   if (o.maxLength > refCkpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.maxLength} exceeds the model's ${refCkpt.dims.maxPositions} positions`);
 
-  const fusions: FusionSwitches = o.useKernel ? ALL_FUSIONS : NO_FUSIONS;
+  const backend = candidateBackend(o);
   const referenceKind = o.reference ?? 'transformersjs';
-  const ref = await createReference(referenceKind, refCkpt, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
+  const ref = await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
     schema: COMPARE_SCHEMA,
@@ -144,12 +154,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   };
   if (o.allowNonfinite) report.settings.allowNonfinite = true;
   io.live?.(report);
-  const triagePipes = new Map<string, InjectedPipeline>();
+  const triagePipes = new Map<string, TextGenerationPipeline>();
   try {
-    const cand: TextGenerationPipeline =
-      o.useKernel && o.kernels === 'wgsl'
-        ? await WgslPipeline.create(candCkpt, { dtype: o.dtype, maxTokens: o.maxLength })
-        : await InjectedPipeline.create(candCkpt, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength, fusions, accuracyLevel: o.accuracyLevel, ...(o.candidateAttentionScale ? { attentionScale: o.candidateAttentionScale } : {}) });
+    const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
     pipes.push(cand);
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
@@ -178,7 +185,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
         const { result, refLogits } = refGen && candGen
           ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, ref, cand, tol, tokenizer)
           : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined };
-        if (result.verdict === 'mismatch' && tol.gate && refLogits) result.triage = await triage(refGen!.sequences[i]!, refLogits, { o, candCkpt, fusions, tol, cache: triagePipes });
+        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt, backend, tol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
         if (textsEqual) seedMatches++;
@@ -265,41 +272,90 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
 interface TriageContext {
   o: CompareOptions;
   candCkpt: Checkpoint;
-  fusions: FusionSwitches;
+  /** The candidate's backend: triage reruns it with one thing changed. */
+  backend: Backend;
   tol: Tolerance;
-  cache: Map<string, InjectedPipeline>;
+  cache: Map<string, TextGenerationPipeline>;
 }
 
 /**
- * Reruns the candidate's teacher-forced logits with one thing changed at a time: the CPU
- * instead of the device, no fusions, each fusion off, no quantization. What fixes the
- * mismatch is what is to blame.
+ * Triage blames a rerun only when it removes most of the error: its mean teacher-forced KL is at
+ * most this share of the candidate's. A rerun that merely crosses the tolerance (the candidate
+ * just above it, the rerun just below) changed nothing that matters and is not blamed.
  */
-async function triage(r: SequenceResult, refLogits: Float32Array[], t: TriageContext): Promise<NonNullable<PromptResult['triage']>> {
+export const TRIAGE_EXPLAINS = 0.25;
+
+/** Mean KL(reference || candidate) over every teacher-forced position, prefill and decode. */
+export function meanKl(l: { prefill: { positions: number; meanKl: number }; decode: { positions: number; meanKl: number } }): number {
+  const n = l.prefill.positions + l.decode.positions;
+  return n ? (l.prefill.meanKl * l.prefill.positions + l.decode.meanKl * l.decode.positions) / n : 0;
+}
+
+/**
+ * The rerun's share of the candidate's error (mean KL), and whether that share is small enough
+ * to blame what the rerun changed. A candidate without error (KL 0) leaves nothing to remove.
+ */
+export function explainsError(candidateKl: number, rerunKl: number): { errorShare: number; explains: boolean } {
+  const errorShare = candidateKl > 0 ? rerunKl / candidateKl : rerunKl > 0 ? Infinity : 1;
+  return { errorShare, explains: errorShare <= TRIAGE_EXPLAINS };
+}
+
+/** What triage says when no rerun removed most of the error: `reruns` names them (`no kernel, fusion or precision change`). */
+function unexplained(o: CompareOptions, reruns: string): string {
+  return o.candidateModel
+    ? `the candidate checkpoint: ${reruns} removes most of the error`
+    : `not explained by triage: ${reruns} removes most of the error; both sides read the same checkpoint, so the difference lies in what triage cannot switch (the graph builder or the reference)`;
+}
+
+/**
+ * Reruns the candidate's teacher-forced logits on its own backend with one thing changed at a
+ * time, and blames what removes most of the error (TRIAGE_EXPLAINS), nothing on a rerun that
+ * merely crosses the tolerance. The ORT candidate: the CPU instead of the device, no fusions,
+ * each fusion off, no quantization. The WGSL candidate: what the WGSL engine can switch (float32
+ * weights instead of float16 or quantized ones; it has no fusion switches), then fusegen's plain
+ * ONNX graph on the CPU, an ORT rerun labelled as such, to tell the WGSL kernels from the checkpoint.
+ */
+async function triage(r: SequenceResult, refLogits: Float32Array[], candidateKl: number, t: TriageContext): Promise<NonNullable<PromptResult['triage']>> {
   const { o } = t;
   const row = [...r.promptIds, ...r.newIds];
   const runs: TriageRun[] = [];
-  const attempt = async (variant: string, device: Device, dtype: DType, fusions: FusionSwitches) => {
+  const attempt = async (variant: string, backend: Exclude<Backend, { kind: 'reference' }>, run: Omit<PipelineRun, 'maxTokens'>) => {
     let pipe = t.cache.get(variant);
     if (!pipe) {
-      pipe = await InjectedPipeline.create(t.candCkpt, { device, dtype, maxTokens: o.maxLength, fusions, accuracyLevel: o.accuracyLevel });
+      pipe = await createPipeline(t.candCkpt, backend, { ...run, maxTokens: o.maxLength });
       t.cache.set(variant, pipe);
     }
     const tf = teacherForced(refLogits, (await pipe.score([row], [0]))[0]!.slice(0, -1), r.promptIds.length, t.tol);
-    const run: TriageRun = { variant, verdict: tf.agreement.withinTolerance ? 'match' : 'mismatch', maxAbs: tf.agreement.maxAbs };
-    runs.push(run);
-    return run.verdict === 'match';
+    const kl = meanKl(tf);
+    const { errorShare, explains } = explainsError(candidateKl, kl);
+    runs.push({ variant, backend: backend.kind, verdict: tf.agreement.withinTolerance ? 'match' : 'mismatch', maxAbs: tf.agreement.maxAbs, meanKl: kl, errorShare, explains });
+    return explains;
   };
-  const on = (Object.keys(t.fusions) as Array<keyof FusionSwitches>).filter((k) => t.fusions[k]);
+  // On the CPU fusegen's graphs run float32 where the device ran float16 (ORT lacks most fp16 kernels there).
+  const cpuDtype: DType = o.dtype === 'float16' ? 'float32' : o.dtype;
+  const quantized = DTYPES[o.dtype].bits > 0;
+  const b = t.backend;
   let blame: string;
-  if (o.device !== 'cpu' && (await attempt('cpu', 'cpu', o.dtype === 'float16' ? 'float32' : o.dtype, t.fusions))) blame = `the ${o.device} kernels (the same graph matches on the CPU)`;
-  else if (on.length > 0 && (await attempt('plain', o.device, o.dtype, NO_FUSIONS))) {
+  if (b.kind === 'wgsl') {
+    const plainCpu: Backend = { kind: 'ort', fusions: NO_FUSIONS };
+    if (o.dtype !== 'float32' && (await attempt('wgsl-float32', b, { device: o.device, dtype: 'float32' }))) {
+      blame = `${quantized ? `${o.dtype} quantization` : `${o.dtype} weights`} in the WGSL engine (the same engine with float32 weights removes most of the error)`;
+    } else if (await attempt('ort-plain-cpu', plainCpu, { device: 'cpu', dtype: cpuDtype })) {
+      blame = "the WGSL kernels (fusegen's plain ONNX graph on the CPU, an ORT rerun, removes most of the error)";
+    } else blame = unexplained(o, `no rerun (${o.dtype === 'float32' ? '' : 'float32 weights on the WGSL engine; '}fusegen's plain ONNX graph on the CPU, an ORT rerun)`);
+    return { backend: 'wgsl', runs, blame };
+  }
+  if (b.kind !== 'ort') throw new Error(`triage: no reruns for a ${b.kind} candidate`);
+  const fusions = b.fusions ?? ALL_FUSIONS;
+  const on = (Object.keys(fusions) as Array<keyof FusionSwitches>).filter((k) => fusions[k]);
+  if (o.device !== 'cpu' && (await attempt('cpu', b, { device: 'cpu', dtype: cpuDtype }))) blame = `the ${o.device} kernels (the same graph on the CPU removes most of the error)`;
+  else if (on.length > 0 && (await attempt('plain', { ...b, fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype }))) {
     const culprits: string[] = [];
-    for (const f of on) if (await attempt(`no-${f}`, o.device, o.dtype, { ...t.fusions, [f]: false })) culprits.push(f);
-    blame = culprits.length ? `fusion: ${culprits.join(', ')}` : 'a combination of fusions (each alone is fine)';
-  } else if ((o.dtype === 'int8' || o.dtype === 'int4') && (await attempt('unquantized', o.device, 'float32', t.fusions))) blame = `${o.dtype} quantization`;
-  else blame = o.candidateModel ? 'the candidate checkpoint: no kernel, fusion or precision change explains it' : 'not explained by the device, the fusions or quantization';
-  return { runs, blame };
+    for (const f of on) if (await attempt(`no-${f}`, { ...b, fusions: { ...fusions, [f]: false } }, { device: o.device, dtype: o.dtype })) culprits.push(f);
+    blame = culprits.length ? `fusion: ${culprits.join(', ')}` : 'a combination of fusions (all off removes most of the error, no one alone does)';
+  } else if (quantized && (await attempt('unquantized', b, { device: o.device, dtype: 'float32' }))) blame = `${o.dtype} quantization`;
+  else blame = unexplained(o, 'no kernel, fusion or precision change');
+  return { backend: 'ort', runs, blame };
 }
 
 /** The report as it stands, for a second Ctrl-C: the prompts that finished, marked interrupted, gated on them. */
@@ -385,7 +441,7 @@ export function summaryTable(report: CompareReport): string[] {
   }
   const b = report.gate.baseline;
   if (b?.speedRatio) lines.push(`against the baseline: decode speed ${ratioText(b.speedRatio)} (${b.file}; the gate fails on a significant slowdown of more than ${b.maxRegressionPct}%)`);
-  for (const t of report.prompts.filter((p) => p.triage)) lines.push(`triage prompt ${t.index}: ${t.triage!.blame}`);
+  for (const t of report.prompts.filter((p) => p.triage)) lines.push(`triage prompt ${t.index}${t.triage!.backend ? ` (reran on ${t.triage!.backend === 'wgsl' ? 'the WGSL engine' : 'ONNX Runtime'})` : ''}: ${t.triage!.blame}`);
   lines.push(report.gate.exitCode === 0 ? 'gate: pass' : `gate: FAIL (${report.gate.reasons.join('; ')})`);
   return lines;
 }

@@ -6,12 +6,13 @@
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
-import { actionBenchmark, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { actionBenchmark, benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { CapacityError, UsageError } from '../errors.js';
 import { checkCapacity } from '../pipeline/common.js';
+import { engineOf } from '../pipeline/ds-pipeline.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
@@ -79,9 +80,9 @@ export function table(report: BenchReport): string[] {
   return lines;
 }
 
-/** What runs a bench pipeline (the reference is transformers.js, at float16 for float16 and float32 otherwise). */
-function engineOf(p: BenchPipeline): Engine {
-  return p === 'reference' ? 'transformersjs' : p;
+/** What runs a bench pipeline: the engine of the backend bench builds for it (the reference is transformers.js). */
+function engineOfPipeline(p: BenchPipeline): Engine {
+  return engineOf(benchBackend(p, {}));
 }
 
 /**
@@ -94,9 +95,9 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
   const dtype = o.dtype ?? defaultDtype(o.device);
-  for (const p of o.pipelines) if (p !== 'reference') checkDtype(dtype, engineOf(p));
+  for (const p of o.pipelines) if (p !== 'reference') checkDtype(dtype, engineOfPipeline(p));
   checkAccuracyLevel(o.accuracy_level, dtype, o.pipelines.includes('ort'));
-  checkDevice(o.device, o.pipelines.map(engineOf));
+  checkDevice(o.device, o.pipelines.map(engineOfPipeline));
   // A report directory that cannot take the reports fails now, not after the run.
   const reportDir = prepareOutputDir('--report_dir', o.report_dir);
   let dir = o.model ?? ensureDefaultModel();

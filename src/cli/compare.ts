@@ -7,10 +7,10 @@ import { openCheckpoint } from '../arch/checkpoint.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
-import { interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
+import { candidateBackend, interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
 import { CapacityError, InputError, UsageError } from '../errors.js';
-import type { ReferenceKind } from '../pipeline/ds-pipeline.js';
-import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
+import { engineOf, type ReferenceKind } from '../pipeline/ds-pipeline.js';
+import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Kernels } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
@@ -27,7 +27,7 @@ export interface CompareCliOptions {
   print_outputs: boolean;
   use_kernel: boolean;
   reference: ReferenceKind;
-  kernels: 'ort' | 'wgsl' | undefined;
+  kernels: Kernels | undefined;
   accuracy_level: 0 | 4 | undefined;
   device: Device;
   batch_size: number;
@@ -49,7 +49,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   print_outputs: { flag: 'print_outputs', help: 'print both outputs, match and similarity per prompt', default: false },
   use_kernel: { flag: 'use_kernel', help: 'the optimized side uses kernel injection (else fusegen on the plain graph)', default: false },
   reference: { flag: 'reference', arg: 'library', help: "what runs the reference side: transformersjs (transformers.js on fusegen's plain ONNX export) or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", default: 'transformersjs', parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
-  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl', defaultHelp: 'wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl', defaultHelp: defaultKernelsHelp(), parse: oneOf<Kernels>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
@@ -78,7 +78,7 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
  */
 export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined }> {
   const dtype = o.dtype ?? defaultDtype(o.device);
-  const candidate: Engine = o.use_kernel ? kernelsFor(o.device, o.kernels) : 'ort';
+  const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) }));
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (candidate === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   if (o.min_length > o.max_length) throw new UsageError('--min_length', `${o.min_length} is above --max_length ${o.max_length}`);

@@ -6,11 +6,11 @@
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { checkCapacity } from '../pipeline/common.js';
-import { createPipeline, type ReferenceKind } from '../pipeline/ds-pipeline.js';
-import { defaultDtype, type DType, type Device, type GenerateResult } from '../pipeline/types.js';
+import { backendFor, createPipeline, engineOf, type Backend, type ReferenceKind } from '../pipeline/ds-pipeline.js';
+import { defaultDtype, defaultKernelsHelp, type DType, type Device, type GenerateResult, type Kernels } from '../pipeline/types.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type Engine, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type Engine, type OptionTable } from './options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 
@@ -32,7 +32,7 @@ export interface GenerateOptions {
   world_size: number;
   trust_remote_code: boolean;
   device: Device;
-  kernels: 'ort' | 'wgsl' | undefined;
+  kernels: Kernels | undefined;
   accuracy_level: 0 | 4 | undefined;
   seed: number;
   allow_nonfinite: boolean;
@@ -56,7 +56,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (> 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
   trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
-  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn)', defaultHelp: 'wgsl on webgpu, ort elsewhere', parse: oneOf<'ort' | 'wgsl'>(['ort', 'wgsl']) },
+  kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn)', defaultHelp: defaultKernelsHelp(), parse: oneOf<Kernels>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
@@ -72,17 +72,22 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (o.reference && !o.hf_baseline) throw new UsageError('--reference', 'picks the library of the --hf_baseline pipeline: add --hf_baseline');
   if (o.hf_baseline && o.use_kernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
-  if (o.use_kernel && kernelsFor(o.device, o.kernels) === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
 }
 
-/** What runs the prompts: a reference library (--hf_baseline), the WGSL engine, or fusegen's loop on ONNX Runtime. */
-export function engineFor(o: Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'>): Engine {
-  if (o.hf_baseline) return o.reference ?? 'transformersjs';
-  return o.use_kernel ? kernelsFor(o.device, o.kernels) : 'ort';
+type BackendFlags = Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'> & Partial<Pick<GenerateOptions, 'accuracy_level'>>;
+
+/** What runs the prompts, as the one factory takes it: a reference library (--hf_baseline), the WGSL engine, or fusegen's loop on ONNX Runtime. */
+export function backendOf(o: BackendFlags): Backend {
+  return backendFor({ device: o.device, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: o.kernels, ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}) });
+}
+
+/** The engine that runs the prompts (the dtype table's column). */
+export function engineFor(o: BackendFlags): Engine {
+  return engineOf(backendOf(o));
 }
 
 /** The figures' label: the pipeline that actually ran. */
-export function pipelineLabel(o: Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'>): string {
+export function pipelineLabel(o: BackendFlags): string {
   switch (engineFor(o)) {
     case 'transformersjs':
       return 'reference pipeline (transformers.js)';
@@ -129,7 +134,7 @@ const DASHES = '-'.repeat(60);
 export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const t0 = performance.now();
   const { ckpt, dtype } = await validateGenerate(o);
-  const pipe = await createPipeline(ckpt, { device: o.device, dtype, maxTokens: o.max_tokens, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), accuracyLevel: o.accuracy_level });
+  const pipe = await createPipeline(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens });
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);

@@ -5,7 +5,8 @@
 import { totalmem } from 'node:os';
 import { CapacityError, UnsupportedError, UsageError } from '../errors.js';
 import type { ModelDims } from '../arch/spec.js';
-import type { DType, Device } from '../pipeline/types.js';
+import { DTYPES as DTYPE_TABLE, dtypesFor, type Engine } from '../pipeline/dtypes.js';
+import type { DType } from '../pipeline/types.js';
 
 /**
  * What a command gives main for a second Ctrl-C: a synchronous writer of its partial report
@@ -81,17 +82,9 @@ export function defaultNote(spec: Pick<OptionSpec<unknown>, 'arg' | 'default' | 
   return spec.env ? ` (default: $${spec.env}, else ${shown})` : ` (default: ${shown})`;
 }
 
-/** The injected backend: --kernels, else wgsl on webgpu and ort elsewhere. */
-export function kernelsFor(device: Device, kernels: 'ort' | 'wgsl' | undefined): 'ort' | 'wgsl' {
-  return kernels ?? (device === 'webgpu' ? 'wgsl' : 'ort');
-}
-
-/**
- * What runs a model: the two reference libraries (transformers.js on fusegen's plain export,
- * Hugging Face transformers in Python), fusegen's loop on ONNX Runtime graphs (plain or
- * kernel-injected), and the WGSL engine.
- */
-export type Engine = 'transformersjs' | 'hf' | 'ort' | 'wgsl';
+// The kernels default and the engines are decided below the CLI (src/pipeline), re-exported for the commands.
+export { kernelsFor } from '../pipeline/types.js';
+export type { Engine };
 
 export const ENGINE_NAMES: Record<Engine, string> = {
   transformersjs: 'the transformers.js reference (--hf_baseline)',
@@ -101,23 +94,15 @@ export const ENGINE_NAMES: Record<Engine, string> = {
 };
 
 /**
- * Every --dtype, once: which engines run it. --help, the parser and the check before any work
- * all read this table, so the help lists exactly what is accepted.
+ * Every --dtype, once: which engines run it, read from the dtype table (src/pipeline/dtypes.ts)
+ * that the pipelines read too. --help, the parser and the check before any work all read it,
+ * so the help lists exactly what is accepted.
  */
-export const DTYPES: Record<DType, readonly Engine[]> = {
-  float32: ['transformersjs', 'hf', 'ort', 'wgsl'],
-  float16: ['transformersjs', 'hf', 'ort', 'wgsl'],
-  int8: ['ort', 'wgsl'],
-  int4: ['ort', 'wgsl'],
-  bfloat16: ['hf'],
-};
+export const DTYPES: Record<DType, readonly Engine[]> = Object.fromEntries((Object.keys(DTYPE_TABLE) as DType[]).map((d) => [d, DTYPE_TABLE[d].engines])) as Record<DType, readonly Engine[]>;
 
 const DTYPE_ALIASES: Record<string, DType> = { bf16: 'bfloat16', fp32: 'float32', fp16: 'float16' };
 
-/** The dtypes some engine among `engines` runs, in the table's order. */
-export function dtypesFor(engines: readonly Engine[]): DType[] {
-  return (Object.keys(DTYPES) as DType[]).filter((d) => DTYPES[d].some((e) => engines.includes(e)));
-}
+export { dtypesFor };
 
 /** `float32 | float16 | int8 | int4 | bfloat16 (bfloat16: only the Hugging Face ...)`: the accepted names, and where each is limited. */
 export function dtypeHelp(engines: readonly Engine[]): string {
@@ -157,7 +142,8 @@ export function checkDtype(dtype: DType, engine: Engine): void {
   if (DTYPES[dtype].includes(engine)) return;
   const takes = dtypesFor([engine]);
   const where = DTYPES[dtype].map((e) => ENGINE_NAMES[e]).join(' and ');
-  throw new UnsupportedError('--dtype', `${dtype} is not available for ${ENGINE_NAMES[engine]} (it takes ${takes.join(', ')}; ${dtype} runs on ${where})`);
+  const why = DTYPE_TABLE[dtype].refused[engine];
+  throw new UnsupportedError('--dtype', `${dtype} is not available for ${ENGINE_NAMES[engine]} (it takes ${takes.join(', ')}; ${dtype} runs on ${where})${why ? `: ${why}` : ''}`);
 }
 
 /**

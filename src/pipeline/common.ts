@@ -3,6 +3,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openWeights } from '../arch/checkpoint.js';
 import { CapacityError } from '../errors.js';
+import { bytesPerWeight } from './dtypes.js';
 import { decodeText } from './tokenizer.js';
 import type { DType, Device, PipelineInfo, SequenceResult, TopK } from './types.js';
 
@@ -97,9 +98,10 @@ export function parameterCount(ckpt: Checkpoint): number {
 }
 
 
-/** What a pipeline reports about itself; weight bytes at `bytesPerParameter` (quantized: bits / 8). */
-export function pipelineInfo(name: PipelineInfo['name'], ckpt: Checkpoint, device: Device, dtype: DType, bytesPerParameter: number, loadMs: number): PipelineInfo {
+/** What a pipeline reports about itself; weight bytes from the dtype table (quantized: bits / 8). */
+export function pipelineInfo(name: PipelineInfo['name'], ckpt: Checkpoint, device: Device, dtype: DType, loadMs: number): PipelineInfo {
   const parameters = parameterCount(ckpt);
+  const bytesPerParameter = bytesPerWeight(dtype);
   return {
     name,
     device,

@@ -8,13 +8,83 @@
  */
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UsageError } from '../errors.js';
-import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
+import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../inject/plan.js';
+import type { Engine } from './dtypes.js';
 import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
 import { ReferencePipeline } from './reference.js';
-import { defaultDtype, type DType, type Device, type TextGenerationPipeline } from './types.js';
+import { defaultDtype, kernelsFor, type DType, type Device, type Kernels, type TextGenerationPipeline } from './types.js';
 import { WgslPipeline } from './wgsl.js';
 
+/** Which library runs the reference: transformers.js on fusegen's plain export, or Hugging Face transformers (PyTorch) in Python. */
+export type ReferenceKind = 'transformersjs' | 'hf';
+
+/**
+ * What runs a model, as data: every pipeline generate, compare (its candidate and its triage
+ * reruns) and bench build comes from one of these through createPipeline. A later backend is
+ * one more kind here and one more case there.
+ */
+export type Backend =
+  | {
+      kind: 'reference';
+      /** Default transformersjs. */
+      reference?: ReferenceKind;
+      /** transformers.js: profile every run (bench --profile). */
+      profile?: boolean;
+    }
+  | {
+      /** fusegen's loop on an ONNX Runtime graph: kernel-injected, or plain with every fusion off. */
+      kind: 'ort';
+      /** Default every fusion on (kernel injection); NO_FUSIONS gives the plain graph. */
+      fusions?: FusionSwitches;
+      /** int8/int4: MatMulNBits' accuracy_level (default the plan's). */
+      accuracyLevel?: 0 | 4;
+      /** Profile every run (bench --profile). */
+      profile?: boolean;
+      /** A deliberate defect for the tests of the gate and of triage: the fused attention op's softmax scale. */
+      fusedAttentionScale?: number;
+    }
+  | {
+      /** fusegen's own WGSL kernels on a Dawn WebGPU device (--device webgpu). */
+      kind: 'wgsl';
+    };
+
+/** What every backend is asked to run: the device, the dtype and the KV-cache capacity. */
+export interface PipelineRun {
+  device: Device;
+  dtype: DType;
+  maxTokens: number;
+}
+
+/** The engine a backend runs on (the dtype table's column). */
+export function engineOf(b: Backend): Engine {
+  return b.kind === 'reference' ? (b.reference ?? 'transformersjs') : b.kind;
+}
+
+/** The one constructor of pipelines: reference, ORT (injected or plain), WGSL. */
+export async function createPipeline(ckpt: Checkpoint, b: Backend, run: PipelineRun): Promise<TextGenerationPipeline> {
+  const { device, dtype, maxTokens } = run;
+  switch (b.kind) {
+    case 'reference':
+      if (b.reference === 'hf') return HfPipeline.create(ckpt, { dtype, maxTokens });
+      return ReferencePipeline.create(ckpt, { device, dtype, maxTokens, ...(b.profile ? { profile: true } : {}) });
+    case 'ort':
+      return InjectedPipeline.create(ckpt, {
+        device,
+        dtype,
+        maxTokens,
+        fusions: b.fusions ?? ALL_FUSIONS,
+        ...(b.accuracyLevel !== undefined ? { accuracyLevel: b.accuracyLevel } : {}),
+        ...(b.profile ? { profile: true } : {}),
+        ...(b.fusedAttentionScale ? { fusedAttentionScale: b.fusedAttentionScale } : {}),
+      });
+    case 'wgsl':
+      if (device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
+      return WgslPipeline.create(ckpt, { dtype, maxTokens });
+  }
+}
+
+/** The seed's choice of pipeline, as generate's flags and DSPipeline's options say it. */
 export interface PipelineChoice {
   device: Device;
   dtype: DType;
@@ -23,27 +93,19 @@ export interface PipelineChoice {
   hfBaseline?: boolean;
   reference?: ReferenceKind;
   useKernel?: boolean;
-  /** The injected backend; default wgsl on webgpu, ort elsewhere. */
-  kernels?: 'ort' | 'wgsl';
+  /** The injected backend; default kernelsFor's (wgsl on webgpu, ort elsewhere). */
+  kernels?: Kernels;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (see InjectionPlan). */
   accuracyLevel?: 0 | 4;
 }
 
-/** Which library runs the reference: transformers.js on fusegen's plain export, or Hugging Face transformers (PyTorch) in Python. */
-export type ReferenceKind = 'transformersjs' | 'hf';
-
-/** The reference pipeline: the one place that picks its library (generate --hf_baseline, compare). */
-export function createReference(kind: ReferenceKind, ckpt: Checkpoint, o: { device: Device; dtype: DType; maxTokens: number }): Promise<TextGenerationPipeline> {
-  return kind === 'hf' ? HfPipeline.create(ckpt, { dtype: o.dtype, maxTokens: o.maxTokens }) : ReferencePipeline.create(ckpt, o);
-}
-
-/** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected or not. */
-export async function createPipeline(ckpt: Checkpoint, o: PipelineChoice): Promise<TextGenerationPipeline> {
+/** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected (ORT or WGSL) or not. */
+export function backendFor(o: Omit<PipelineChoice, 'dtype' | 'maxTokens'>): Backend {
   if (o.hfBaseline && o.useKernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
-  if (o.hfBaseline) return createReference(o.reference ?? 'transformersjs', ckpt, o);
-  if (o.useKernel && (o.kernels ?? (o.device === 'webgpu' ? 'wgsl' : 'ort')) === 'wgsl') return WgslPipeline.create(ckpt, o);
-  return InjectedPipeline.create(ckpt, { ...o, fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS });
+  if (o.hfBaseline) return { kind: 'reference', reference: o.reference ?? 'transformersjs' };
+  if (o.useKernel && kernelsFor(o.device, o.kernels) === 'wgsl') return { kind: 'wgsl' };
+  return { kind: 'ort', fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
 }
 
 export interface DSPipelineOptions extends Partial<PipelineChoice> {
@@ -59,7 +121,7 @@ export interface DSPipeline {
 export const DSPipeline = {
   async create(o: DSPipelineOptions): Promise<DSPipeline> {
     const device = o.device ?? 'cpu';
-    const pipeline = await createPipeline(openCheckpoint(o.model), { ...o, device, dtype: o.dtype ?? defaultDtype(device), maxTokens: o.maxTokens ?? 1024 });
+    const pipeline = await createPipeline(openCheckpoint(o.model), backendFor({ ...o, device }), { device, dtype: o.dtype ?? defaultDtype(device), maxTokens: o.maxTokens ?? 1024 });
     const call = async (inputs: string | string[], c: { numTokens?: number; doSample?: boolean; seed?: number } = {}) => {
       const r = await pipeline.generate({ prompts: typeof inputs === 'string' ? [inputs] : inputs, maxNewTokens: c.numTokens ?? 100, doSample: c.doSample ?? false, seed: c.seed ?? 0 });
       return r.sequences.map((s) => s.text);

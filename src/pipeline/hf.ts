@@ -16,6 +16,7 @@ import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { FusegenError, UnsupportedError, UsageError } from '../errors.js';
 import { checkCapacity, pipelineInfo } from './common.js';
+import { refuseDtype } from './dtypes.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
 import type { DType, GenerateRequest, GenerateResult, PipelineInfo, SequenceResult, TextGenerationPipeline } from './types.js';
 
@@ -334,9 +335,7 @@ export class HfPipeline implements TextGenerationPipeline {
 
   static async create(ckpt: Checkpoint, o: HfOptions): Promise<HfPipeline> {
     const t0 = performance.now();
-    if (o.dtype !== 'float32' && o.dtype !== 'float16' && o.dtype !== 'bfloat16') {
-      throw new UnsupportedError('--dtype', `${o.dtype} is not available for --reference hf (float32, float16 or bfloat16)`);
-    }
+    refuseDtype(o.dtype, 'hf', '--reference hf');
     const device = torchDeviceFrom(o);
     const script = o.script ?? (process.env['FUSEGEN_HF_REFERENCE_SCRIPT'] || hfReferenceScript());
     if (!existsSync(script)) throw new UnsupportedError('--reference', `hf: the protocol script ${script} does not exist`);
@@ -352,7 +351,7 @@ export class HfPipeline implements TextGenerationPipeline {
       device: hello['device'] === 'cuda' ? 'cuda' : 'cpu',
       deviceName: String(hello['device_name'] ?? ''),
     };
-    const info = pipelineInfo('hf', ckpt, runtime.device, o.dtype, o.dtype === 'float32' ? 4 : 2, performance.now() - t0);
+    const info = pipelineInfo('hf', ckpt, runtime.device, o.dtype, performance.now() - t0);
     info.executionProviders = [`pytorch-${runtime.device}`];
     const vocab = typeof ready['vocab'] === 'number' ? ready['vocab'] : ckpt.dims.vocabSize;
     return new HfPipeline(info, runtime, ckpt, o.maxTokens, tokenizer, child, vocab, o);

@@ -7,7 +7,6 @@
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
-import { UnsupportedError } from '../errors.js';
 import type { FloatType } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { exportGraph, type ExportedModel } from '../graph/export.js';
@@ -16,6 +15,7 @@ import { policyFor } from '../inject/policy.js';
 import { ALL_FUSIONS, fusionsFor, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
 import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
+import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, padId, promptIds } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
@@ -27,7 +27,12 @@ export interface InjectedOptions {
   maxTokens: number;
   /** Default: every fusion on (kernel injection); NO_FUSIONS gives the plain graph. */
   fusions?: FusionSwitches;
-  attentionScale?: number;
+  /**
+   * A deliberate defect for tests of the gate and of triage: the fused attention op's softmax
+   * scale. Only the fused op gets it (unfused attention keeps the model's scale), so it is a
+   * defect that only the attention fusion causes.
+   */
+  fusedAttentionScale?: number;
   cacheDir?: string;
   /** Profile every run (bench --profile); the placement is then checked by takeProfile. */
   profile?: boolean;
@@ -38,10 +43,11 @@ export interface InjectedOptions {
 }
 
 /**
- * dtype -> graph float type and weight quantization. int8/int4 keep activations in float32 on
- * cpu, float16 elsewhere. On the CPU the quantized matmuls multiply int8 activations (accuracy
- * level 4): opt-125m int8 on 2 cores took 820 ms a token without it, 11 ms with it; int4 10 -> 6 ms,
- * at the same teacher-forced KL. Elsewhere it stays 0 until measured there.
+ * dtype -> graph float type and weight quantization, as the dtype table (dtypes.ts) says: int8/int4
+ * keep activations in float32 on cpu, float16 elsewhere. On the CPU the quantized matmuls multiply
+ * int8 activations (accuracy level 4): opt-125m int8 on 2 cores took 820 ms a token without it,
+ * 11 ms with it; int4 10 -> 6 ms, at the same teacher-forced KL. Elsewhere it stays 0 until
+ * measured there.
  */
 export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): InjectionPlan {
   const plan = planForDtype(dtype, device, fusions);
@@ -50,19 +56,11 @@ export function planFor(dtype: DType, device: Device, fusions: FusionSwitches): 
 }
 
 function planForDtype(dtype: DType, device: Device, fusions: FusionSwitches): InjectionPlan {
-  const act: FloatType = device === 'cpu' ? 'float32' : 'float16';
-  const accuracyLevel = device === 'cpu' ? 4 : 0;
-  switch (dtype) {
-    case 'float32':
-    case 'float16':
-      return { fusions, dtype, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: device === 'webgpu' };
-    case 'int8':
-      return { fusions, dtype: act, quant: { bits: 8, blockSize: 32 }, accuracyLevel, splitMlp: false };
-    case 'int4':
-      return { fusions, dtype: act, quant: { bits: 4, blockSize: 32 }, accuracyLevel, splitMlp: false };
-    case 'bfloat16':
-      throw new UnsupportedError('--dtype', 'bfloat16 has no ONNX Runtime kernels for these ops; use float16 or float32');
-  }
+  refuseDtype(dtype, 'ort', "fusegen's ONNX Runtime graphs");
+  const { bits } = DTYPES[dtype];
+  const float = floatOf(dtype, device) as FloatType; // bfloat16 was refused above
+  if (bits) return { fusions, dtype: float, quant: { bits, blockSize: 32 }, accuracyLevel: device === 'cpu' ? 4 : 0, splitMlp: false };
+  return { fusions, dtype: float, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: device === 'webgpu' };
 }
 
 export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
@@ -99,14 +97,15 @@ export class InjectedPipeline implements TextGenerationPipeline {
 
   static async create(ckpt: Checkpoint, o: InjectedOptions): Promise<InjectedPipeline> {
     const t0 = performance.now();
-    const plan = { ...planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS), ...(o.attentionScale ? { attentionScale: o.attentionScale } : {}) };
+    const plan = planFor(o.dtype, o.device, o.fusions ?? ALL_FUSIONS);
+    if (o.fusedAttentionScale && fusionsFor(plan, ckpt.dims, policyFor(ckpt.spec.traits)).attention) plan.attentionScale = o.fusedAttentionScale;
     if (o.accuracyLevel !== undefined && plan.quant.bits) plan.accuracyLevel = o.accuracyLevel;
     if (o.splitMlp !== undefined) plan.splitMlp = o.splitMlp;
     const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
     const session = await Session.create(exported.path, o.device, { deviceOutputs: presents, profile: o.profile === true });
-    const info = pipelineInfo('injected', ckpt, o.device, o.dtype, plan.quant.bits ? plan.quant.bits / 8 : plan.dtype === 'float16' ? 2 : 4, 0);
+    const info = pipelineInfo('injected', ckpt, o.device, o.dtype, 0);
     if (plan.quant.bits) info.accuracyLevel = plan.accuracyLevel;
     const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
     // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.

@@ -7,8 +7,10 @@ import { AutoModelForCausalLM, random, Tensor as TjsTensor, type PreTrainedModel
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError } from '../errors.js';
 import { CUDA_MISSING, cudaInstalled, deviceError, ProfileDir, type OrtRun } from '../runtime/ort.js';
+import type { FloatType } from '../graph/blocks.js';
 import { exportReferenceModel } from '../graph/export.js';
 import { checkCapacity, finishSequences, pipelineInfo, topK } from './common.js';
+import { floatOf, refuseDtype } from './dtypes.js';
 import { loadTokenizer, padId } from './tokenizer.js';
 import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline, TopK } from './types.js';
 
@@ -36,11 +38,9 @@ export class ReferencePipeline implements TextGenerationPipeline {
 
   static async create(ckpt: Checkpoint, o: ReferenceOptions): Promise<ReferencePipeline> {
     const t0 = performance.now();
-    if (o.dtype !== 'float32' && o.dtype !== 'float16') {
-      throw new UnsupportedError('--dtype', `${o.dtype} is not available for the reference pipeline (float32 or float16)`);
-    }
+    refuseDtype(o.dtype, 'transformersjs', 'the reference pipeline');
     if (o.device === 'cuda' && !cudaInstalled()) throw new UnsupportedError('--device', CUDA_MISSING);
-    const exported = exportReferenceModel(ckpt, { dtype: o.dtype, cacheDir: o.cacheDir });
+    const exported = exportReferenceModel(ckpt, { dtype: floatOf(o.dtype, o.device) as FloatType, cacheDir: o.cacheDir }); // float32 or float16: refused otherwise
     const tokenizer = await loadTokenizer(ckpt);
     const profileDir = o.profile ? new ProfileDir() : undefined;
     const session_options = profileDir ? { enableProfiling: true, profileFilePrefix: profileDir.prefix } : {};
@@ -48,7 +48,7 @@ export class ReferencePipeline implements TextGenerationPipeline {
       profileDir?.remove();
       throw deviceError(o.device, e);
     });
-    const info = pipelineInfo('reference', ckpt, o.device, o.dtype, o.dtype === 'float16' ? 2 : 4, performance.now() - t0);
+    const info = pipelineInfo('reference', ckpt, o.device, o.dtype, performance.now() - t0);
     return new ReferencePipeline(info, ckpt, o.maxTokens, tokenizer, model, profileDir);
   }
 

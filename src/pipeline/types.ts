@@ -11,6 +11,23 @@ export function defaultDtype(device: Device): DType {
   return device === 'cpu' ? 'float32' : 'float16';
 }
 
+/** fusegen's kernel-injection backends: fused ONNX Runtime ops, or fusegen's own WGSL kernels on Dawn. */
+export type Kernels = 'ort' | 'wgsl';
+
+/** The kernel-injection backend when none is named (--kernels): the one place this default is decided. */
+export const DEFAULT_KERNELS: Record<Device, Kernels> = { cpu: 'ort', webgpu: 'wgsl', cuda: 'ort' };
+
+/** The injected backend: `kernels` when given, else DEFAULT_KERNELS for the device. */
+export function kernelsFor(device: Device, kernels: Kernels | undefined): Kernels {
+  return kernels ?? DEFAULT_KERNELS[device];
+}
+
+/** DEFAULT_KERNELS in words, as --help shows it: `wgsl on webgpu, ort elsewhere`. */
+export function defaultKernelsHelp(): string {
+  const wgsl = (Object.keys(DEFAULT_KERNELS) as Device[]).filter((d) => DEFAULT_KERNELS[d] === 'wgsl');
+  return wgsl.length ? `wgsl on ${wgsl.join(', ')}, ort elsewhere` : 'ort';
+}
+
 export interface GenerateRequest {
   prompts: string[];
   /** Token ids to use instead of tokenizing `prompts` (benchmarks that need exact prompt lengths). */

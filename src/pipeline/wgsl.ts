@@ -4,10 +4,10 @@
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
-import { UnsupportedError } from '../errors.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
 import { WgslEngine, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
 import { checkCapacity, pipelineInfo } from './common.js';
+import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
 import type { DType, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
@@ -38,15 +38,13 @@ export class WgslPipeline implements TextGenerationPipeline {
 
   static async create(ckpt: Checkpoint, o: WgslOptions): Promise<WgslPipeline> {
     const t0 = performance.now();
+    refuseDtype(o.dtype, 'wgsl', '--kernels wgsl');
     const ctx = await openGpu();
-    const quant = o.dtype === 'int8' ? 8 : o.dtype === 'int4' ? 4 : 0;
-    if (o.dtype === 'bfloat16') throw new UnsupportedError('--dtype', 'bfloat16 is not available with --kernels wgsl; use float16');
-    // f16 weights are read as u32 pairs and widened in the kernels: no shader-f16 feature needed.
-    const f16 = o.dtype !== 'float32';
-    const engine = WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: quant, blockSize: 32 } });
+    // Activations stay f32; f16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
+    const f16 = floatOf(o.dtype, 'webgpu') === 'float16';
+    const engine = WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
     const tokenizer = await loadTokenizer(ckpt);
-    const bytes = quant ? quant / 8 : f16 ? 2 : 4;
-    const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, bytes, 0);
+    const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
     info.executionProviders = [`dawn:${ctx.adapter.vendor}/${ctx.adapter.architecture}/${ctx.adapter.device}`];
     const pipe = new WgslPipeline(info, ctx.adapter, ckpt, engine, tokenizer, o.maxTokens);
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false }); // compiles pipelines

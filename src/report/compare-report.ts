@@ -29,10 +29,19 @@ export interface LogitStats {
 }
 
 export interface TriageRun {
-  /** What was changed: `cpu` (same graph on the CPU), `plain` (all fusions off), `no-<fusion>`, `unquantized`. */
+  /**
+   * What was changed. ORT: `cpu` (same graph on the CPU), `plain` (all fusions off), `no-<fusion>`,
+   * `unquantized`. WGSL: `wgsl-float32` (float32 weights), `ort-plain-cpu` (fusegen's plain ONNX graph on the CPU).
+   */
   variant: string;
+  /** The backend the rerun ran on (absent in reports written before triage reran WGSL candidates on WGSL). */
+  backend?: 'ort' | 'wgsl';
   verdict: Exclude<Verdict, 'errored'>;
   maxAbs: number;
+  /** The rerun's mean teacher-forced KL, its share of the candidate's, and whether that share is small enough to blame the change (compare/run.ts TRIAGE_EXPLAINS); absent in older reports. */
+  meanKl?: number;
+  errorShare?: number;
+  explains?: boolean;
 }
 
 export interface PromptResult {
@@ -51,7 +60,12 @@ export interface PromptResult {
   diff: Array<{ kind: 'equal' | 'removed' | 'added'; tokens: string[] }>;
   logits: { prefill: LogitStats; decode: LogitStats; perPositionMaxAbs: number[] } | null;
   /** Only for mismatches: reruns that say whether the device kernel, a fusion or quantization is to blame. */
-  triage?: { runs: TriageRun[]; blame: string };
+  triage?: {
+    /** The backend that was compared and whose reruns triage ran (absent in older reports, which reran ORT). */
+    backend?: 'ort' | 'wgsl';
+    runs: TriageRun[];
+    blame: string;
+  };
 }
 
 export interface PipelineSpeed {

@@ -132,10 +132,20 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ...object({ prefill: { $ref: '#/$defs/logitStats' }, decode: { $ref: '#/$defs/logitStats' }, perPositionMaxAbs: { type: 'array', items: nonNegMetric } }),
             type: ['object', 'null'],
           },
-          triage: object({
-            runs: { type: 'array', items: object({ variant: nonEmpty, verdict: { enum: VERDICTS.filter((v) => v !== 'errored') }, maxAbs: nonNegMetric }) },
-            blame: str,
-          }),
+          triage: object(
+            {
+              backend: { enum: ['ort', 'wgsl'] },
+              runs: {
+                type: 'array',
+                items: object(
+                  { variant: nonEmpty, backend: { enum: ['ort', 'wgsl'] }, verdict: { enum: VERDICTS.filter((v) => v !== 'errored') }, maxAbs: nonNegMetric, meanKl: nonNegMetric, errorShare: nonNegMetric, explains: { type: 'boolean' } },
+                  ['backend', 'meanKl', 'errorShare', 'explains'],
+                ),
+              },
+              blame: str,
+            },
+            ['backend'],
+          ),
         },
         ['triage'],
       ),

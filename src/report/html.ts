@@ -516,8 +516,8 @@ function promptSection(p: PromptResult, r: CompareReport): string {
     chart = `<p class="muted">No teacher-forced logits for this prompt${p.verdict === 'errored' ? ' (it errored)' : ''}.</p>`;
   }
   const triage = p.triage
-    ? `<h4>Triage</h4><table class="table triage"><thead><tr><th>variant</th><th>verdict</th><th>max |Δ|</th></tr></thead><tbody>${p.triage.runs
-        .map((t) => `<tr><td><code>${rich(t.variant)}</code></td><td>${badge(t.verdict)}</td><td class="num">${sig(t.maxAbs)}</td></tr>`)
+    ? `<h4>Triage${p.triage.backend ? ` (reran on ${p.triage.backend === 'wgsl' ? 'the WGSL engine' : 'ONNX Runtime'})` : ''}</h4><table class="table triage"><thead><tr><th>variant</th><th>backend</th><th>verdict</th><th>max |Δ|</th><th>mean KL</th><th>share of the candidate's KL</th></tr></thead><tbody>${p.triage.runs
+        .map((t) => `<tr><td><code>${rich(t.variant)}</code></td><td>${t.backend ?? 'ort'}</td><td>${badge(t.verdict)}</td><td class="num">${sig(t.maxAbs)}</td><td class="num">${t.meanKl === undefined ? 'n/a' : sig(t.meanKl)}</td><td class="num">${t.errorShare === undefined ? 'n/a' : `${sig(t.errorShare)}${t.explains ? ' (explains)' : ''}`}</td></tr>`)
         .join('')}</tbody></table><p class="blame"><b>Blame:</b> ${rich(p.triage.blame, true)}</p>`
     : '';
   const facts: Array<[string, string]> = [
