@@ -5,16 +5,17 @@
  * timed side by side; a gate exit code.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
-import { CapacityError, UsageError } from '../src/errors.js';
+import { CapacityError, InputError, UsageError } from '../src/errors.js';
 import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../src/inject/plan.js';
 import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { createPipeline, type Backend, type PipelineRun, type ReferenceKind } from '../src/pipeline/ds-pipeline.js';
 import { DTYPES, referenceDtype } from '../src/pipeline/dtypes.js';
 import { HfPipeline } from '../src/pipeline/hf.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { parameterCount } from '../src/pipeline/common.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { COMPARE_SCHEMA, referenceLine, type BaselineCheck, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
@@ -100,6 +101,46 @@ function checkCandidate(ref: Checkpoint, cand: Checkpoint): void {
   if (cand.dims.vocabSize !== ref.dims.vocabSize) throw new UsageError('--candidate_model', `vocab_size ${cand.dims.vocabSize} differs from ${ref.dims.vocabSize}`);
 }
 
+/** The candidate's pipeline as the speed section names it: fusegen's loop on the plain graph, the ORT-injected graph, or the WGSL engine. */
+export function candidatePipeline(s: { useKernel: boolean; kernels: string }): 'plain' | 'injected' | 'wgsl' {
+  return s.useKernel ? (s.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain';
+}
+
+/** What the candidate's speed depends on, which a --baseline must share. */
+export interface SpeedIdentity {
+  candidateDir: string;
+  modelType: string;
+  /** The candidate checkpoint's parameters (float tensors as stored); absent in reports written before it was recorded. */
+  parameters?: number;
+  dtype: string;
+  device: string;
+  pipeline: 'plain' | 'injected' | 'wgsl';
+  batchSize: number;
+}
+
+/**
+ * A baseline from another model, dtype, device, pipeline or batch size timed something else:
+ * refused before any work, in one line naming each difference (issue 29 item 5: a baseline of
+ * another model was accepted, showed -374% and passed). The model is its model_type and size
+ * (parameters); a baseline written before the size was recorded is held to the checkpoint
+ * directory's name instead.
+ */
+export function checkBaseline(baseline: NonNullable<CompareOptions['baseline']>, run: SpeedIdentity): void {
+  const b = baseline.report;
+  const diffs: string[] = [];
+  const differ = (what: string, there: string | number, here: string | number) => {
+    if (there !== here) diffs.push(`${what} ${there} there, ${here} here`);
+  };
+  differ('model_type', b.model.modelType, run.modelType);
+  if (b.model.parameters !== undefined && run.parameters !== undefined) differ('model size', `${b.model.parameters} parameters`, `${run.parameters} parameters`);
+  else differ('model', basename(b.model.candidateDir), basename(run.candidateDir));
+  differ('dtype', b.settings.dtype, run.dtype);
+  differ('device', b.settings.device, run.device);
+  differ('pipeline', candidatePipeline(b.settings), run.pipeline);
+  differ('batch size', b.settings.batchSize, run.batchSize);
+  if (diffs.length) throw new InputError(baseline.file, `a baseline of another run (${diffs.join('; ')}): its speed is not comparable with this run's`);
+}
+
 function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, batch: number): PipelineSpeed {
   const f = decodeFigures(runs, pipe.info, batch, 0);
   const mid = [...runs].sort((a, b) => a.totalMs - b.totalMs)[runs.length >> 1]!.result;
@@ -127,6 +168,8 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   const refCkpt = openCheckpoint(o.model, open);
   const candCkpt = o.candidateModel ? openCheckpoint(o.candidateModel, open) : refCkpt;
   if (o.candidateModel) checkCandidate(refCkpt, candCkpt);
+  const parameters = parameterCount(candCkpt);
+  if (o.baseline) checkBaseline(o.baseline, { candidateDir: candCkpt.dir, modelType: candCkpt.modelType, parameters, dtype: o.dtype, device: o.device, pipeline: candidatePipeline(o), batchSize: o.batchSize });
   const tokenizer = await loadTokenizer(refCkpt);
   const lengths = prompts.map((p) => encode(tokenizer, p).length);
   const longest = Math.max(...lengths);
@@ -142,7 +185,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     status: 'complete',
     createdAt: new Date().toISOString(),
     command: o.command,
-    model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir },
+    model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir, parameters },
     settings: { dtype: o.dtype, device: o.device, reference: referenceKind, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
     tolerance: { ...tol },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },

@@ -357,6 +357,42 @@ function slidingWindow16(): string {
   return dir;
 }
 
+/** A copy of a tiny fixture whose config.json disagrees with its tensors (`edit` applied to the parsed config). */
+function disagreeing(arch: 'opt' | 'llama', edit: Record<string, unknown>): string {
+  const dir = tmpDir(`shape-${arch}`);
+  fs.cpSync(tinyModelDir(arch), dir, { recursive: true });
+  const configPath = join(dir, 'config.json');
+  const config = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(configPath, JSON.stringify({ ...config, ...edit }));
+  return dir;
+}
+
+/**
+ * A compare report that timed the tiny OPT as `cmp()` runs it (float32, cpu, fusegen's loop on the
+ * plain graph, batch 1) except where `edit` says otherwise: a --baseline that must be refused.
+ */
+function baselineFile(edit: (r: CompareReport) => void): string {
+  const r: CompareReport = {
+    schema: 'fusegen.compare/1',
+    status: 'complete',
+    createdAt: new Date().toISOString(),
+    command: ['fusegen', 'compare'],
+    model: { dir: OPT(), modelType: 'opt', candidateDir: OPT() },
+    settings: { dtype: 'float32', device: 'cpu', reference: 'transformersjs', useKernel: false, kernels: 'none', batchSize: 1, numInputs: 1, minLength: 200, maxLength: 300 },
+    tolerance: { ...TOLERANCE.float32 },
+    environment: { node: process.version, platform: process.platform, fusegen: '0', onnxruntimeNode: '0', transformersJs: '0', gitCommit: null, executionProviders: {}, adapter: null },
+    fusions: {},
+    prompts: [],
+    speed: null,
+    summary: { matches: 0, tolerated: 0, mismatches: 0, errored: 0 },
+    gate: { exitCode: 0, reasons: [] },
+  };
+  edit(r);
+  const file = join(tmpDir('baseline'), 'baseline.json');
+  fs.writeFileSync(file, JSON.stringify(r));
+  return file;
+}
+
 interface BadInput {
   label: string;
   /** The command line (built when the case runs: temp directories). */
@@ -462,6 +498,18 @@ const BAD_INPUTS: BadInput[] = [
   { label: 'compare --baseline that is not a compare report', args: () => { const f = join(tmpDir('base'), 'base.json'); fs.writeFileSync(f, '{"schema":"x"}'); tokDir = f; return cmp('--baseline', f)(); }, culprit: () => tokDir, says: ['not a compare report'] },
   { label: 'compare --candidate_model of another architecture', args: cmp('--candidate_model', tinyModelDir('gpt2')), culprit: '--candidate_model', says: ['model_type gpt2'] },
   { label: 'dashboard --report_dir that does not exist', args: () => ['dashboard', '--report_dir', (tokDir = join(tmpDir('dash'), 'none'))], culprit: () => tokDir },
+  // Issue 29 item 6: a config that disagrees with its tensors was found while exporting (exit 1, "run failed"); now before any work.
+  { label: 'compare --candidate_model whose ffn_dim disagrees with its tensors', args: () => cmp('--use_kernel', '--candidate_model', (tokDir = disagreeing('opt', { ffn_dim: 64 })))(), culprit: () => join(tokDir, 'config.json'), says: ['fc1.weight" has shape [256, 64]; the config implies [64, 64]'] },
+  { label: 'compare --model (llama) whose num_key_value_heads disagrees with its tensors', args: () => ['compare', '--model', (tokDir = disagreeing('llama', { num_key_value_heads: 4 })), '--use_kernel', '--report_dir', reports()], culprit: () => join(tokDir, 'config.json'), says: ['k_proj.weight" has shape [32, 64]'] },
+  { label: 'generate --use_kernel on a llama whose head_dim disagrees with its tensors', args: () => ['generate', '--model', (tokDir = disagreeing('llama', { head_dim: 8 })), '--use_kernel', '--max_new_tokens', '2'], culprit: () => join(tokDir, 'config.json'), says: ['q_proj.weight" has shape [64, 64]'] },
+  { label: 'bench on a llama whose intermediate_size disagrees with its tensors', args: () => ['bench', '--model', (tokDir = disagreeing('llama', { intermediate_size: 64 })), '--report_dir', reports(), '--repeats', '1', '--max_new_tokens', '2', '--pipelines', 'ort'], culprit: () => join(tokDir, 'config.json'), says: ['the config implies'] },
+  { label: 'compare --dtype bfloat16 --use_kernel (ORT)', args: cmp('--dtype', 'bfloat16', '--use_kernel'), culprit: '--dtype', says: ['expected one of float32, float16, int8, int4'] },
+  // Issue 29 item 5: a baseline that timed another run (it was accepted, showed -374% and passed).
+  { label: 'compare --baseline of another dtype', args: () => cmp('--baseline', (tokDir = baselineFile((r) => (r.settings.dtype = 'int8'))))(), culprit: () => tokDir, says: ['a baseline of another run (dtype int8 there, float32 here)'] },
+  { label: 'compare --baseline of another model', args: () => cmp('--baseline', (tokDir = baselineFile((r) => Object.assign(r.model, { modelType: 'llama', candidateDir: '/models/llama-1.1b' }))))(), culprit: () => tokDir, says: ['model_type llama there, opt here; model llama-1.1b there, tiny-opt here'] },
+  { label: 'compare --baseline of another device', args: () => cmp('--baseline', (tokDir = baselineFile((r) => (r.settings.device = 'webgpu'))))(), culprit: () => tokDir, says: ['device webgpu there, cpu here'] },
+  { label: 'compare --baseline of another pipeline', args: () => cmp('--baseline', (tokDir = baselineFile((r) => Object.assign(r.settings, { useKernel: true, kernels: 'ort' }))))(), culprit: () => tokDir, says: ['pipeline injected there, plain here'] },
+  { label: 'compare --max_regression 1e2', args: cmp('--max_regression', '1e2'), culprit: '--max_regression', says: ['expected a number such as 10 or 2.5'] },
 ];
 
 describe('every input is validated before any work (issue 23 item 6)', () => {
@@ -488,6 +536,15 @@ describe('every input is validated before any work (issue 23 item 6)', () => {
     expect(r.exports, 'an export was written before the refusal').toEqual([]);
     for (const d of reportDirs) expect(fs.readdirSync(d), `${d} holds reports`).toEqual([]);
   }, 30_000);
+
+  it('--max_regression takes decimals in compare and bench (issue 29 item 5)', () => {
+    for (const table of [compareOptions, benchOptions]) {
+      const parse = table.max_regression.parse!;
+      expect(parse('2.5', 'max_regression')).toBe(2.5);
+      expect(parse('10', 'max_regression')).toBe(10);
+      expect(() => parse('1e2', 'max_regression')).toThrow(/^--max_regression: expected a number such as 10 or 2\.5, got "1e2"$/);
+    }
+  });
 
   it('--device cuda without the CUDA execution provider is refused before any export (each command)', async () => {
     // .npmrc skips the CUDA EP's download: it is installed only where someone fetched it.

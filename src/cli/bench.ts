@@ -11,13 +11,14 @@ import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { CapacityError, UsageError } from '../errors.js';
+import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { engineOf } from '../pipeline/ds-pipeline.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 
@@ -54,7 +55,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
   allow_nonfinite: allowNonfiniteOption,
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier bench JSON report of the same model, device and dtype: fail on a point whose decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
-  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: intAtLeast(0) },
+  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: decimalAtLeast(0) },
 };
 
 /**
@@ -106,6 +107,7 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
     writePresetCheckpoint(dir, o.preset);
   }
   const ckpt = openCheckpoint(dir, { allowNonfinite: o.allow_nonfinite });
+  checkWeightShapes(ckpt);
   // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
   const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;
   if (1 + o.max_new_tokens > ckpt.dims.maxPositions) throw new CapacityError('--max_new_tokens', `${o.max_new_tokens} new tokens after even a 1-token prompt exceed the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);

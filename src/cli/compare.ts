@@ -7,14 +7,16 @@ import { openCheckpoint } from '../arch/checkpoint.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
-import { candidateBackend, interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
+import { candidateBackend, interruptedReport, runCompare, summaryTable, candidatePipeline, checkBaseline } from '../../compare/run.js';
 import { CapacityError, InputError, UsageError } from '../errors.js';
+import { checkWeightShapes } from '../graph/export.js';
+import { parameterCount } from '../pipeline/common.js';
 import { engineOf, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Kernels } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 
 export interface CompareCliOptions {
@@ -54,8 +56,8 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where the JSON and HTML reports go', default: 'reports', parse: text },
-  baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report: fail when decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
-  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed (median time per output token) against --baseline, percent', default: 10, parse: intAtLeast(0) },
+  baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report of the same model, dtype, device, pipeline and batch size (another is refused): fail when decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
+  max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed (median time per output token) against --baseline, percent (decimals allowed: 2.5)', default: 10, parse: decimalAtLeast(0) },
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
   local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
@@ -89,7 +91,11 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   const open = { allowNonfinite: o.allow_nonfinite };
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), open);
-  if (o.candidate_model) openCheckpoint(o.candidate_model, open);
+  const candidateCkpt = o.candidate_model ? openCheckpoint(o.candidate_model, open) : ckpt;
+  // Every tensor against the shape its config implies (a config that disagrees with its tensors is bad input, not a failed run).
+  checkWeightShapes(ckpt);
+  if (candidateCkpt !== ckpt) checkWeightShapes(candidateCkpt);
+  if (baseline) checkBaseline(baseline, { candidateDir: candidateCkpt.dir, modelType: candidateCkpt.modelType, parameters: parameterCount(candidateCkpt), dtype, device: o.device, pipeline: candidatePipeline({ useKernel: o.use_kernel, kernels: candidate }), batchSize: o.batch_size });
   checkKvBudget(o.batch_size, o.max_length, ckpt.dims, undefined, { batch: '--batch_size', tokens: '--max_length' });
   const { lengths } = await checkPrompts(ckpt, COMPARE_PROMPTS.slice(0, o.num_inputs));
   const longest = Math.max(...lengths);

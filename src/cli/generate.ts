@@ -5,6 +5,7 @@
  */
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
+import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { backendFor, createPipeline, engineOf, type Backend, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, defaultKernelsHelp, type DType, type Device, type GenerateResult, type Kernels } from '../pipeline/types.js';
@@ -117,6 +118,7 @@ export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Chec
   checkAccuracyLevel(o.accuracy_level, dtype, engine === 'ort');
   checkDevice(o.device, [engine]);
   const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), { allowNonfinite: o.allow_nonfinite });
+  checkWeightShapes(ckpt);
   checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
   const { lengths } = await checkPrompts(ckpt, seedBatch(Math.min(o.batch_size, 8)));
   checkCapacity(ckpt, o.max_tokens, Math.max(...lengths), o.max_new_tokens);

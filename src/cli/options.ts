@@ -41,6 +41,16 @@ export function intAtLeast(min: number) {
   };
 }
 
+/** A decimal number (12, 12.5, 0.25; no exponent, no sign) of at least `min`. */
+export function decimalAtLeast(min: number) {
+  return (raw: string, flag: string): number => {
+    const n = Number(raw);
+    if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !Number.isFinite(n)) throw new UsageError(`--${flag}`, `expected a number such as 10 or 2.5, got "${raw}"`);
+    if (n < min) throw new UsageError(`--${flag}`, `must be at least ${min}, got ${n}`);
+    return n;
+  };
+}
+
 export function oneOf<T extends string>(choices: readonly T[], aliases: Record<string, T> = {}) {
   return (raw: string, flag: string): T => {
     const v = Object.hasOwn(aliases, raw) ? aliases[raw]! : raw;

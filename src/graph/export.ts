@@ -88,6 +88,22 @@ export function exportGraph(ckpt: Checkpoint, spec: GraphExport, cacheDir = defa
   }
 }
 
+/**
+ * Holds every tensor the plain graph reads against the shape config.json implies, before any
+ * export or run: the graph is built in memory as an export would build it, which reads tensor
+ * headers only (weights are produced when written), and dropped. A config that disagrees with
+ * its tensors (intermediate_size, num_key_value_heads, head_dim ...) is refused with one line
+ * naming config.json and the tensor (exit 2), not found halfway through an export (exit 1).
+ */
+export function checkWeightShapes(ckpt: Checkpoint): void {
+  const store = openWeights(ckpt);
+  try {
+    buildReferenceDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.configPath), dtype: 'float32' });
+  } finally {
+    store.close();
+  }
+}
+
 /** The plain graph in the layout transformers.js loads: config, tokenizer, onnx/model{,_fp16}.onnx. */
 export function exportReferenceModel(ckpt: Checkpoint, o: ExportOptions): ExportedModel & { tjsDtype: 'fp32' | 'fp16' } {
   const tjsDtype = o.dtype === 'float16' ? 'fp16' : 'fp32';

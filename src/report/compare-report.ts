@@ -119,7 +119,8 @@ export interface CompareReport {
   stoppedBy?: string;
   createdAt: string;
   command: string[];
-  model: { dir: string; modelType: string; candidateDir: string };
+  /** parameters: the candidate checkpoint's (float tensors as stored), which a --baseline must share; absent in reports written before it was recorded. */
+  model: { dir: string; modelType: string; candidateDir: string; parameters?: number };
   settings: {
     dtype: string;
     device: string;

@@ -42,7 +42,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$',
     },
     command: strings,
-    model: object({ dir: nonEmpty, modelType: nonEmpty, candidateDir: nonEmpty }),
+    model: object({ dir: nonEmpty, modelType: nonEmpty, candidateDir: nonEmpty, parameters: count }, ['parameters']),
     settings: object({
       dtype: nonEmpty,
       device: nonEmpty,
