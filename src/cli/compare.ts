@@ -7,7 +7,7 @@ import { openCheckpoint } from '../arch/checkpoint.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
-import { candidateBackend, interruptedReport, runCompare, summaryTable, candidatePipeline, checkBaseline } from '../../compare/run.js';
+import { candidateBackend, candidatePipeline, checkBaseline, interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
 import { CapacityError, InputError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { parameterCount } from '../pipeline/common.js';
