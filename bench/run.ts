@@ -7,6 +7,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { environment } from '../src/report/environment.js';
+import { measureLoad } from '../src/report/load.js';
 import type { Checkpoint } from '../src/arch/checkpoint.js';
 import type { InjectedPipeline } from '../src/pipeline/injected.js';
 import type { ReferencePipeline } from '../src/pipeline/reference.js';
@@ -151,7 +152,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
   for (const name of o.pipelines) {
     if (interrupted()) break;
     const first = report.rows.length;
-    const pipe = await create(name, o, maxTokens);
+    const { value: pipe, load } = await measureLoad(() => create(name, o, maxTokens));
     report.model.parameters = pipe.info.parameters;
     try {
       for (const batch of o.batchSizes) {
@@ -182,6 +183,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
             promptLength,
             maxNewTokens: o.maxNewTokens,
             loadMs: pipe.info.loadMs,
+            load,
             executionProviders: pipe.info.executionProviders,
             ...(pipe.info.accuracyLevel !== undefined ? { accuracyLevel: pipe.info.accuracyLevel } : {}),
             ttftMs: stats(m.map((r) => r.result.timings.firstTokenMs)),

@@ -108,12 +108,12 @@ describe('WGSL engine weights', () => {
   it('int4 quantizes the LM head too (its own copy when tied), never the embedding tables', async () => {
     const ctx = await openGpu();
     for (const arch of ['opt', 'llama'] as const) {
-      const w = uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 4, blockSize: 32 });
+      const w = await uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 4, blockSize: 32 });
       expect(w.lmHead.quant?.bits, arch).toBe(4);
       expect(w.lmHead).not.toBe(w.embed);
       expect(w.embed.quant, arch).toBeUndefined();
       expect(w.layers[0]!.down.w.quant?.bits).toBe(4);
-      const f16 = uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 0, blockSize: 32 });
+      const f16 = await uploadWeights(ctx, openCheckpoint(tinyModelDir(arch)), 'f16', { bits: 0, blockSize: 32 });
       expect(f16.lmHead.quant).toBeUndefined();
       if (arch === 'opt') expect(f16.lmHead).toBe(f16.embed); // tied: the table serves both
     }

@@ -9,7 +9,8 @@ import { checkConfigKeys, COMMON_KEYS, GENERATION_KEYS } from './config-keys.js'
 import type { ArchSpec, ModelDims, WeightView } from './spec.js';
 import { InputError } from '../errors.js';
 import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from '../checkpoint/config.js';
-import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type TensorStore } from '../checkpoint/safetensors.js';
+import { openWeightFiles, readWeightFiles, type WeightFiles } from '../checkpoint/description.js';
+import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type OpenOptions, type TensorStore } from '../checkpoint/safetensors.js';
 
 export interface Checkpoint {
   dir: string;
@@ -25,10 +26,14 @@ export interface Checkpoint {
   sampling: Sampling;
   /** NaN/Inf weights are read as they are instead of refused (--allow_nonfinite). */
   allowNonfinite: boolean;
+  /** Where the weights are when not in `dir` (--checkpoint_path): the listing and its shards. */
+  weights?: WeightFiles;
 }
 
 export interface OpenCheckpointOptions {
   allowNonfinite?: boolean;
+  /** --checkpoint_path: a checkpoint description or safetensors index listing the weight shards (config and tokenizer stay in the checkpoint directory). */
+  checkpointPath?: string;
 }
 
 export interface Sampling {
@@ -72,8 +77,18 @@ export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {})
   const generationPath = join(dir, 'generation_config.json');
   checkConfigKeys(generationConfig, generationPath, GENERATION_KEYS, 'generation config key');
   const eos = tokenIds(generationConfig, 'eos_token_id');
-  // Without weight files there is nothing to hold the config against yet: openWeights refuses it.
-  if (existsSync(join(dir, SINGLE_WEIGHTS_NAME)) || existsSync(join(dir, INDEX_NAME))) {
+  const weights = opts.checkpointPath !== undefined ? readWeightFiles(opts.checkpointPath) : undefined;
+  if (weights) {
+    // Listed shards: every tensor the model reads is in one of them (named with the listing), then as below.
+    const store = openWeightFiles(weights);
+    try {
+      checkListedWeights(store, weights, config, spec, dims);
+      checkWeightsCoverConfig(store, config, configPath, spec, dims);
+    } finally {
+      store.close();
+    }
+  } else if (existsSync(join(dir, SINGLE_WEIGHTS_NAME)) || existsSync(join(dir, INDEX_NAME))) {
+    // Without weight files there is nothing to hold the config against yet: openWeights refuses it.
     const store = openCheckpointTensors(dir);
     try {
       checkWeightsCoverConfig(store, config, configPath, spec, dims);
@@ -92,7 +107,36 @@ export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {})
     eosTokenIds: eos.length > 0 ? eos : tokenIds(config, 'eos_token_id'),
     sampling: readSampling(generationConfig, generationPath),
     allowNonfinite: opts.allowNonfinite ?? false,
+    ...(weights ? { weights } : {}),
   };
+}
+
+/** Every weight view of the model (globals, then each layer's), walked from the spec's tables. */
+function weightSources(value: unknown, out: string[] = []): string[] {
+  if (typeof value !== 'object' || value === null) return out;
+  const source = (value as { source?: unknown }).source;
+  if (typeof source === 'string') out.push(source);
+  else for (const v of Object.values(value)) weightSources(v, out);
+  return out;
+}
+
+/**
+ * With --checkpoint_path, a tensor the model reads that no listed shard holds is the listing's
+ * fault (a shard left out), not config.json's: refused naming the listing and the tensor.
+ * Bounded as checkWeightsCoverConfig is: a config promising more layers than there are tensors
+ * is left to it.
+ */
+function checkListedWeights(store: TensorStore, w: WeightFiles, config: RawConfig, spec: ArchSpec, dims: ModelDims): void {
+  const names = new Set(store.names());
+  if (dims.numLayers > names.size) return;
+  const found = (s: string) => [s, ...spec.weightPrefixes.map((p) => p + s)].some((n) => names.has(n));
+  const views = [spec.globals(dims, config), ...Array.from({ length: dims.numLayers }, (_, i) => spec.layer(i, dims, config))];
+  for (const s of weightSources(views)) {
+    if (!found(s)) {
+      const also = spec.weightPrefixes.map((p) => `"${p}${s}"`).join(', ');
+      throw new InputError(w.source, `no listed shard holds tensor "${s}"${also ? ` (nor ${also})` : ''}; the ${w.files.length} shard(s) listed hold ${names.size} tensors`);
+    }
+  }
 }
 
 /** The config.json field a dimension came from (the first of `keys` present), for refusals. */
@@ -156,7 +200,8 @@ function misreadForTests(config: RawConfig): void {
 
 /** The weights, held against the config again (headers only: cheap), since the files may have changed since openCheckpoint. */
 export function openWeights(ckpt: Checkpoint): TensorStore {
-  const store = openCheckpointTensors(ckpt.dir, { allowNonfinite: ckpt.allowNonfinite });
+  const opts: OpenOptions = { allowNonfinite: ckpt.allowNonfinite };
+  const store = ckpt.weights ? openWeightFiles(ckpt.weights, opts) : openCheckpointTensors(ckpt.dir, opts);
   try {
     checkWeightsCoverConfig(store, ckpt.config, ckpt.configPath, ckpt.spec, ckpt.dims);
   } catch (e) {
@@ -164,4 +209,14 @@ export function openWeights(ckpt: Checkpoint): TensorStore {
     throw e;
   }
   return store;
+}
+
+/** Bytes of tensor data the checkpoint's weights hold on disk (headers only are read). */
+export function weightBytes(ckpt: Checkpoint): number {
+  const store = openWeights(ckpt);
+  try {
+    return store.names().reduce((a, n) => a + store.info(n).byteLength, 0);
+  } finally {
+    store.close();
+  }
 }

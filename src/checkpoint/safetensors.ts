@@ -51,6 +51,14 @@ export interface TensorStore {
    * (unless the store was opened with allowNonfinite): InputError `<file>: <tensor>`.
    */
   readFloat32(name: string): Float32Array;
+  /**
+   * Elements [start, start + count) of the tensor in its flat (row-major) order, as readFloat32
+   * gives them, reading only those bytes from the file: how a tensor is streamed in bounded
+   * chunks. Checked for NaN/Inf as readFloat32 is. Optional: stores without it are read whole.
+   */
+  readFloat32Range?(name: string, start: number, count: number): Float32Array;
+  /** The raw bytes of elements [start, start + count), as readRaw gives them (checked alike). */
+  readRawRange?(name: string, start: number, count: number): Uint8Array;
   close(): void;
 }
 
@@ -463,29 +471,43 @@ class FileTensorStore implements TensorStore {
 
   readRaw(name: string): Uint8Array {
     const t = this.get(name);
-    const buf = new Uint8Array(t.byteLength);
-    this.readInto(t, buf);
+    return this.readRawRange(name, 0, t.byteLength / BYTES_PER_ELEMENT[t.dtype]);
+  }
+
+  readRawRange(name: string, start: number, count: number): Uint8Array {
+    const t = this.get(name);
+    const size = BYTES_PER_ELEMENT[t.dtype];
+    this.checkRange(t, start, count);
+    const buf = new Uint8Array(count * size);
+    this.readInto(t, buf, start * size);
     if (!this.allowNonfinite) {
-      if (t.dtype === 'F32') this.checkFinite(t, countNonfinite32(new Uint32Array(buf.buffer), HOST_LE ? 0 : -1));
-      else if (t.dtype === 'F16' || t.dtype === 'BF16') this.checkFinite(t, countNonfinite16(new Uint16Array(buf.buffer), t.dtype === 'F16' ? 0x7c00 : 0x7f80, HOST_LE));
+      if (t.dtype === 'F32') this.checkFinite(t, countNonfinite32(new Uint32Array(buf.buffer), HOST_LE ? 0 : -1), start, count);
+      else if (t.dtype === 'F16' || t.dtype === 'BF16') this.checkFinite(t, countNonfinite16(new Uint16Array(buf.buffer), t.dtype === 'F16' ? 0x7c00 : 0x7f80, HOST_LE), start, count);
     }
     return buf;
   }
 
   readFloat32(name: string): Float32Array {
     const t = this.get(name);
-    const numel = t.byteLength / BYTES_PER_ELEMENT[t.dtype];
+    return this.readFloat32Range(name, 0, t.byteLength / BYTES_PER_ELEMENT[t.dtype]);
+  }
+
+  readFloat32Range(name: string, start: number, count: number): Float32Array {
+    const t = this.get(name);
+    const numel = count;
     if (t.dtype === 'F32') {
+      this.checkRange(t, start, count);
       const out = new Float32Array(numel);
       const bytes = new Uint8Array(out.buffer);
-      this.readInto(t, bytes);
+      this.readInto(t, bytes, start * 4);
       if (!HOST_LE) Buffer.from(out.buffer).swap32();
-      if (!this.allowNonfinite) this.checkFinite(t, countNonfinite32(new Uint32Array(out.buffer), 0));
+      if (!this.allowNonfinite) this.checkFinite(t, countNonfinite32(new Uint32Array(out.buffer), 0), start, count);
       return out;
     }
     if (t.dtype === 'F16' || t.dtype === 'BF16') {
+      this.checkRange(t, start, count);
       const halves = new Uint16Array(numel);
-      this.readInto(t, new Uint8Array(halves.buffer));
+      this.readInto(t, new Uint8Array(halves.buffer), start * 2);
       if (!HOST_LE) Buffer.from(halves.buffer).swap16();
       const out = new Uint32Array(numel);
       // Checked as converted: a half is NaN/Inf iff its exponent bits are all ones.
@@ -506,7 +528,7 @@ class FileTensorStore implements TensorStore {
         }
       }
       const result = new Float32Array(out.buffer);
-      if (!this.allowNonfinite) this.checkFinite(t, { count: bad, first, value: first < 0 ? 0 : result[first]! });
+      if (!this.allowNonfinite) this.checkFinite(t, { count: bad, first, value: first < 0 ? 0 : result[first]! }, start, count);
       return result;
     }
     throw new InputError(t.file, `tensor ${q(name)} has dtype ${t.dtype}; only F32, F16 and BF16 can be read as float32`);
@@ -519,13 +541,22 @@ class FileTensorStore implements TensorStore {
     this.fds.clear();
   }
 
-  private checkFinite(t: TensorInfo, found: NonfiniteCount): void {
+  /** `found` counts within elements [start, start + count) of the tensor; its `first` is relative to start. */
+  private checkFinite(t: TensorInfo, found: NonfiniteCount, start: number, count: number): void {
     if (found.count === 0) return;
     const numel = t.byteLength / BYTES_PER_ELEMENT[t.dtype];
+    const of = start === 0 && count === numel ? `${numel} values` : `the ${count} values at flat indices ${start}..${start + count - 1} (of ${numel})`;
     throw new InputError(
       `${t.file}: ${t.name}`,
-      `${found.count} of ${numel} values are not finite (first at flat index ${found.first}: ${found.value}); pass --allow_nonfinite to run it anyway`,
+      `${found.count} of ${of} are not finite (first at flat index ${start + found.first}: ${found.value}); pass --allow_nonfinite to run it anyway`,
     );
+  }
+
+  private checkRange(t: TensorInfo, start: number, count: number): void {
+    const numel = t.byteLength / BYTES_PER_ELEMENT[t.dtype];
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 0 || start + count > numel) {
+      throw new Error(`tensor ${q(t.name)}: elements [${start}, ${start + count}) are outside its ${numel}`);
+    }
   }
 
   private get(name: string): TensorInfo {
@@ -534,10 +565,11 @@ class FileTensorStore implements TensorStore {
     return t;
   }
 
-  private readInto(t: TensorInfo, buf: Uint8Array): void {
+  /** Bytes of the tensor from `at` (relative to its first byte) into `buf`. */
+  private readInto(t: TensorInfo, buf: Uint8Array, at = 0): void {
     const fd = this.fds.get(t.file);
     if (this.closed || fd === undefined) throw new Error(`TensorStore for ${this.source} is closed`);
-    readFully(fd, buf, t.byteOffset, t.file);
+    readFully(fd, buf, t.byteOffset + at, t.file);
   }
 }
 
@@ -580,6 +612,16 @@ export function openCheckpointTensors(dir: string, opts: OpenOptions = {}): Tens
     throw new InputError(dir, `no weights found: looked for ${SINGLE_WEIGHTS_NAME} and ${INDEX_NAME}${hint}`);
   }
 
+  return openSafetensorsIndex(indexPath, opts);
+}
+
+/**
+ * A `model.safetensors.index.json` ({"metadata":..., "weight_map": {name: file}}), its shards
+ * relative to its own directory. Validates that every file named exists, that the index's names
+ * exist in their files, that no name is listed twice or in two shards.
+ */
+export function openSafetensorsIndex(indexPath: string, opts: OpenOptions = {}): TensorStore {
+  const dir = dirname(indexPath);
   const weightMap = readWeightMap(indexPath, dir);
   // Group tensor names by shard, in index order; check every shard exists before opening any.
   const byShard = new Map<string, string[]>();
@@ -594,19 +636,26 @@ export function openCheckpointTensors(dir: string, opts: OpenOptions = {}): Tens
       throw new InputError(indexPath, `weight_map maps ${q(names[0]!)}${more} to shard ${q(shard)}, which does not exist in ${dir}`);
     }
   }
+  return openShardFiles(dir, indexPath, [...byShard].map(([shard, names]) => ({ file: join(dir, shard), shard, names })), opts);
+}
 
+/**
+ * Shard files (each checked to exist) seen as one store. `names`: what the index says the
+ * shard holds, each checked to be in it. A tensor in two shards is refused naming both.
+ * `source` is blamed for a missing tensor, `listing` for a tensor the listing misplaces.
+ */
+export function openShardFiles(source: string, listing: string, shards: ReadonlyArray<{ file: string; shard: string; names?: readonly string[] }>, opts: OpenOptions = {}): TensorStore {
   const fds = new Map<string, number>();
   try {
     const tensors = new Map<string, TensorInfo>();
-    for (const [shard, names] of byShard) {
-      const file = join(dir, shard);
+    for (const { file, shard, names } of shards) {
       const fd = openForRead(file);
       fds.set(file, fd);
       const header = parseHeader(fd, file);
       const inShard = new Set(header.tensors.map((t) => t.name));
-      for (const name of names) {
+      for (const name of names ?? []) {
         if (!inShard.has(name)) {
-          throw new InputError(indexPath, `weight_map maps ${q(name)} to shard ${q(shard)}, but that file has no tensor ${q(name)}`);
+          throw new InputError(listing, `weight_map maps ${q(name)} to shard ${q(shard)}, but that file has no tensor ${q(name)}`);
         }
       }
       for (const t of header.tensors) {
@@ -617,11 +666,49 @@ export function openCheckpointTensors(dir: string, opts: OpenOptions = {}): Tens
         tensors.set(t.name, t);
       }
     }
-    return new FileTensorStore(dir, tensors, fds, opts.allowNonfinite ?? false);
+    return new FileTensorStore(source, tensors, fds, opts.allowNonfinite ?? false);
   } catch (e) {
     for (const fd of fds.values()) closeSync(fd);
     throw e;
   }
+}
+
+/**
+ * The first member name that a JSON object's text repeats (JSON.parse keeps the last silently):
+ * of the top-level object, or with `member` of the object that is that top-level member's
+ * value. The text must be valid JSON (parse it first).
+ */
+export function repeatedKey(text: string, member?: string): string | undefined {
+  const stack: Array<{ object: boolean; expectKey: boolean; target: boolean; keys?: Set<string> }> = [];
+  let lastTopKey: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (top?.object && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        top.expectKey = false;
+        if (stack.length === 1) lastTopKey = key;
+        if (top.keys) {
+          if (top.keys.has(key)) return key;
+          top.keys.add(key);
+        }
+      }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {
+      const object = c === 0x7b;
+      const target = object && (member === undefined ? stack.length === 0 : stack.length === 1 && lastTopKey === member);
+      stack.push({ object, expectKey: object, target, ...(target ? { keys: new Set<string>() } : {}) });
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+    } else if (c === 0x2c) {
+      const top = stack[stack.length - 1];
+      if (top?.object) top.expectKey = true;
+    }
+  }
+  return undefined;
 }
 
 /** weight_map as name -> shard path relative to `dir`; shard paths may not escape `dir`. */
@@ -640,6 +727,8 @@ function readWeightMap(indexPath: string, dir: string): Map<string, string> {
   if (!isPlainObject(json)) throw new InputError(indexPath, 'expected a JSON object');
   const wm = json['weight_map'];
   if (!isPlainObject(wm)) throw new InputError(indexPath, 'weight_map is missing or not a JSON object');
+  const twice = repeatedKey(bytes.toString('utf8'), 'weight_map');
+  if (twice !== undefined) throw new InputError(indexPath, `weight_map lists tensor ${q(twice)} twice; each tensor is listed once`);
   const out = new Map<string, string>();
   for (const [name, shard] of Object.entries(wm)) {
     if (typeof shard !== 'string' || shard === '') {

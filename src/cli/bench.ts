@@ -9,7 +9,7 @@ import { profileLine } from '../../bench/op-profile.js';
 import { actionBenchmark, benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
-import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
+import type { Checkpoint } from '../arch/checkpoint.js';
 import { CapacityError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
@@ -19,6 +19,7 @@ import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 
@@ -38,6 +39,8 @@ export interface BenchCliOptions {
   allow_nonfinite: boolean;
   baseline: string | undefined;
   max_regression: number;
+  checkpoint_path: string | undefined;
+  use_meta_tensor: boolean;
 }
 
 export const benchOptions: OptionTable<BenchCliOptions> = {
@@ -56,6 +59,8 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   allow_nonfinite: allowNonfiniteOption,
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier bench JSON report of the same model, device and dtype: fail on a point whose decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: decimalAtLeast(0) },
+  checkpoint_path: checkpointPathOption,
+  use_meta_tensor: useMetaTensorOption,
 };
 
 /**
@@ -78,6 +83,10 @@ export function table(report: BenchReport): string[] {
   for (const r of report.rows) {
     if (r.opProfile) lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} decode ${profileLine(r.opProfile.decode)}`);
   }
+  // Each pipeline loads once per sweep: its rows share one load.
+  for (const r of report.rows.filter((row, i, all) => row.load && all.findIndex((x) => x.pipeline === row.pipeline) === i)) {
+    lines.push(`${r.pipeline} load: ${(r.load!.ms / 1000).toFixed(2)} s, peak RSS during load ${r.load!.peakRssMB.toFixed(0)} MB${r.load!.peakSource === 'process-maxrss' ? " (the process's lifetime peak)" : ''}`);
+  }
   return lines;
 }
 
@@ -94,6 +103,7 @@ function engineOfPipeline(p: BenchPipeline): Engine {
  */
 export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpoint; reportDir: string }> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
+  if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
   const dtype = o.dtype ?? defaultDtype(o.device);
   for (const p of o.pipelines) if (p !== 'reference') checkDtype(dtype, engineOfPipeline(p));
@@ -101,12 +111,12 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   checkDevice(o.device, o.pipelines.map(engineOfPipeline));
   // A report directory that cannot take the reports fails now, not after the run.
   const reportDir = prepareOutputDir('--report_dir', o.report_dir);
-  let dir = o.model ?? ensureDefaultModel();
+  let dir = o.model;
   if (o.preset) {
     dir = join(fixtureModelsDir(), o.preset);
     writePresetCheckpoint(dir, o.preset);
   }
-  const ckpt = openCheckpoint(dir, { allowNonfinite: o.allow_nonfinite });
+  const ckpt = openModel(dir, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
   // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
   const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;

@@ -3,7 +3,7 @@
  * prompts, prints the seed's lines, and with --test_performance the seed's statistics
  * beside correctly defined ones.
  */
-import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
+import { weightBytes, type Checkpoint } from '../arch/checkpoint.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
@@ -12,8 +12,10 @@ import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Generat
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type Engine, type OptionTable } from './options.js';
+import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
+import { loadLine, measureLoad } from '../report/load.js';
 
 export interface GenerateOptions {
   model: string | undefined;
@@ -41,7 +43,7 @@ export interface GenerateOptions {
 
 export const generateOptions: OptionTable<GenerateOptions> = {
   model: { flag: 'model', arg: 'dir', help: 'Hugging Face checkpoint directory', defaultHelp: 'the embedded tiny OPT with random weights, generated on first use', parse: text },
-  checkpoint_path: { flag: 'checkpoint_path', arg: 'path', help: 'checkpoint to load weights from with --use_meta_tensor (not available yet)', parse: text },
+  checkpoint_path: checkpointPathOption,
   save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
   dtype: dtypeOption(['transformersjs', 'hf', 'ort', 'wgsl'], 'default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels'),
@@ -51,7 +53,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   max_tokens: { flag: 'max_tokens', arg: 'n', help: 'KV-cache capacity: prompt plus new tokens must fit', default: 1024, parse: intAtLeast(1) },
   max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens to generate per prompt', default: 50, parse: intAtLeast(1) },
   greedy: { flag: 'greedy', help: 'greedy decoding (default: sampling, as in the seed)', default: false },
-  use_meta_tensor: { flag: 'use_meta_tensor', help: 'build the model from its config and stream weights (not available yet)', default: false },
+  use_meta_tensor: useMetaTensorOption,
   test_performance: { flag: 'test_performance', help: 'run 30 iterations (3 warm-up) and print latency, bandwidth and FLOP/s', default: false },
   local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
   world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (> 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
@@ -65,8 +67,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
 function refuseUnavailable(o: GenerateOptions): void {
-  if (o.use_meta_tensor) throw new UnsupportedError('--use_meta_tensor', 'meta-tensor loading is not available yet');
-  if (o.checkpoint_path !== undefined) throw new UnsupportedError('--checkpoint_path', 'loading from a checkpoints file is not available yet (it goes with --use_meta_tensor)');
+  if (o.checkpoint_path !== undefined && o.hf_baseline && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
   if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
   if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
   if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
@@ -117,7 +118,7 @@ export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Chec
   checkDtype(dtype, engine);
   checkAccuracyLevel(o.accuracy_level, dtype, engine === 'ort');
   checkDevice(o.device, [engine]);
-  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), { allowNonfinite: o.allow_nonfinite });
+  const ckpt = openModel(o.model, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
   checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
   const { lengths } = await checkPrompts(ckpt, seedBatch(Math.min(o.batch_size, 8)));
@@ -136,7 +137,7 @@ const DASHES = '-'.repeat(60);
 export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const t0 = performance.now();
   const { ckpt, dtype } = await validateGenerate(o);
-  const pipe = await createPipeline(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens });
+  const { value: pipe, load } = await measureLoad(() => createPipeline(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens }));
   const initMs = performance.now() - t0;
   try {
     const prompts = seedBatch(o.batch_size);
@@ -160,6 +161,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     if (o.test_performance) {
       for (const line of seedPerfLines(runs, o.max_new_tokens, ckpt.dims, dtype, o.batch_size)) io.out(line);
       for (const line of decodeStats(runs, pipe.info, o.batch_size, pipelineLabel(o))) io.out(line);
+      io.out(loadLine(load, weightBytes(ckpt)));
     }
     if (io.interrupted()) {
       io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);

@@ -138,9 +138,10 @@ function contentKey(ckpt: Checkpoint, options: string[], cacheDir: string): stri
   const memoPath = join(cacheDir, 'file-digests.json');
   const memo: Record<string, string> = existsSync(memoPath) ? safeJson(memoPath) : {};
   let memoChanged = false;
-  const files = readdirSync(ckpt.dir).filter((f) => COPIED_FILES.includes(f) || f.endsWith('.safetensors') || f === 'model.safetensors.index.json').sort();
-  for (const f of files) {
-    const path = join(ckpt.dir, f);
+  // The weights are the directory's own, or (--checkpoint_path) the listing and the shards it names.
+  const own = readdirSync(ckpt.dir).filter((f) => COPIED_FILES.includes(f) || (!ckpt.weights && (f.endsWith('.safetensors') || f === 'model.safetensors.index.json')));
+  const files: Array<[string, string]> = [...own.sort().map((f): [string, string] => [f, join(ckpt.dir, f)]), ...(ckpt.weights ? [ckpt.weights.source, ...ckpt.weights.files] : []).map((p): [string, string] => [`weights:${p}`, p])];
+  for (const [f, path] of files) {
     const st = statSync(path);
     const memoKey = `${path}\0${st.size}\0${st.mtimeMs}`;
     let digest = memo[memoKey];

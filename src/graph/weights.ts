@@ -63,6 +63,81 @@ export class WeightSource {
     return out;
   }
 
+  /**
+   * Whether rows of the view can be read a few at a time straight from the file (readRows):
+   * a 1-D tensor, or a 2-D one not transposed (the view's rows are the tensor's rows).
+   */
+  streamable(view: WeightView): boolean {
+    return !view.transpose || this.store.info(this.resolve(view.source)).shape.length !== 2;
+  }
+
+  /**
+   * Rows [r0, r0 + count) of read(view), reading only those rows' bytes from the file: how a
+   * large tensor streams in bounded chunks. The view must be streamable.
+   */
+  readRows(view: WeightView, r0: number, count: number): Float32Array {
+    const { name, width, outCols, runs } = this.rowRuns(view, r0, count);
+    const out = new Float32Array(count * outCols);
+    let at = 0;
+    for (const [s, m] of runs) {
+      const data = this.store.readFloat32Range ? this.store.readFloat32Range(name, s * width, m * width) : this.store.readFloat32(name).subarray(s * width, (s + m) * width);
+      if (!view.cols) {
+        out.set(data, at * outCols);
+      } else {
+        for (let i = 0; i < m; i++) {
+          let c = 0;
+          for (const [c0, cn] of view.cols) {
+            out.set(data.subarray(i * width + c0, i * width + c0 + cn), (at + i) * outCols + c);
+            c += cn;
+          }
+        }
+      }
+      at += m;
+    }
+    if (view.offset) for (let i = 0; i < out.length; i++) out[i] = out[i]! + view.offset;
+    return out;
+  }
+
+  /** readRows as float16 bits: stored F16 whole rows are copied as they are (as readHalf does), anything else converted. */
+  readRowsHalf(view: WeightView, r0: number, count: number): Uint16Array {
+    const name = this.resolve(view.source);
+    if (this.store.info(name).dtype !== 'F16' || view.cols || view.offset || !this.store.readRawRange) return Uint16Array.from(this.readRows(view, r0, count), float32ToFloat16Bits);
+    const { width, outCols, runs } = this.rowRuns(view, r0, count);
+    const out = new Uint16Array(count * outCols);
+    let at = 0;
+    for (const [s, m] of runs) {
+      const raw = this.store.readRawRange(name, s * width, m * width);
+      out.set(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), at * outCols);
+      at += m;
+    }
+    return out;
+  }
+
+  /** The tensor rows that rows [r0, r0 + count) of a streamable view come from, as runs [first, count]. */
+  private rowRuns(view: WeightView, r0: number, count: number): { name: string; width: number; outCols: number; runs: Array<[number, number]> } {
+    const name = this.resolve(view.source);
+    if (!this.streamable(view)) throw new Error(`tensor "${name}": a transposed view is read whole, not by rows`);
+    const src = this.store.info(name).shape;
+    const width = src.length === 2 ? src[1]! : 1;
+    const outCols = view.cols ? view.cols.reduce((a, [, n]) => a + n, 0) : width;
+    const runs: Array<[number, number]> = [];
+    let skip = r0;
+    let left = count;
+    for (const [start, n] of view.rows ?? [[0, src[0]!]]) {
+      if (left === 0) break;
+      if (skip >= n) {
+        skip -= n;
+        continue;
+      }
+      const m = Math.min(n - skip, left);
+      runs.push([start + skip, m]);
+      skip = 0;
+      left -= m;
+    }
+    if (left > 0) throw new Error(`tensor "${name}": rows ${r0}..${r0 + count - 1} are past the view's end`);
+    return { name, width, outCols, runs };
+  }
+
   read(view: WeightView): Float32Array {
     const name = this.resolve(view.source);
     const src = this.store.info(name).shape;

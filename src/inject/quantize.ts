@@ -44,6 +44,42 @@ export function quantizeBlockwise(w: Float32Array, K: number, N: number, bits: 4
   return { packed, scales, nBlocks, blobSize };
 }
 
+/**
+ * quantizeBlockwise of a weight given as rows, [N, K] row-major (each output's inputs
+ * contiguous, as checkpoints store Linear weights): the same packed bytes and scales as
+ * quantizeBlockwise(W) for W = its transpose [K, N], without transposing. Rows quantize
+ * independently, so a matrix can be quantized a few rows at a time as it streams in.
+ */
+export function quantizeRows(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number): QuantizedWeight {
+  const nBlocks = Math.ceil(K / blockSize);
+  const blobSize = (blockSize * bits) / 8;
+  const zero = 1 << (bits - 1);
+  const qmax = zero - 1;
+  const packed = new Uint8Array(N * nBlocks * blobSize);
+  const scales = new Float32Array(N * nBlocks);
+  for (let n = 0; n < N; n++) {
+    const row = n * K;
+    for (let blk = 0; blk < nBlocks; blk++) {
+      const k0 = blk * blockSize;
+      const k1 = Math.min(K, k0 + blockSize);
+      let amax = 0;
+      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[row + k]!));
+      const scale = Math.fround(amax / qmax);
+      scales[n * nBlocks + blk] = scale;
+      const inv = scale === 0 ? 0 : 1 / scale;
+      const base = (n * nBlocks + blk) * blobSize;
+      for (let i = 0; i < blockSize; i++) {
+        const k = k0 + i;
+        const q = k < k1 ? Math.max(-zero, Math.min(qmax, Math.round(w[row + k]! * inv))) : 0;
+        const u = q + zero;
+        if (bits === 8) packed[base + i] = u;
+        else packed[base + (i >> 1)]! |= i & 1 ? u << 4 : u;
+      }
+    }
+  }
+  return { packed, scales, nBlocks, blobSize };
+}
+
 /** The weight MatMulNBits computes with, [K, N]: for tests and accuracy reports. */
 export function dequantize(q: QuantizedWeight, K: number, N: number, bits: 4 | 8, blockSize: number): Float32Array {
   const out = new Float32Array(K * N);

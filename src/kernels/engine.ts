@@ -136,7 +136,8 @@ export class WgslEngine implements Stepper {
     this.invFreq = ckpt.dims.rope ? upload(ctx, ropeInvFreq(ckpt.dims.rope, ckpt.dims.headDim), 'rope inv_freq') : undefined;
   }
 
-  static create(ctx: GpuContext, ckpt: Checkpoint, o: EngineOptions): WgslEngine {
+  /** Checks what the engine runs, then streams the weights into GPU buffers (uploadWeights). */
+  static async create(ctx: GpuContext, ckpt: Checkpoint, o: EngineOptions): Promise<WgslEngine> {
     // The engine fuses each norm into the next projection's input and each residual add into
     // a projection's epilogue: a residual stream of norm outputs, or projections around the
     // embedding, would need steps it does not have.
@@ -144,7 +145,7 @@ export class WgslEngine implements Stepper {
     if (ckpt.dims.residualFromNorm) throw new UnsupportedError('--kernels', `wgsl: the residual layout of ${ckpt.configPath} (residual from the norm's output: post-LayerNorm OPT, BLOOM's apply_residual_connection_post_layernorm) is not in the WGSL engine; use --kernels ort`);
     if (g.projectIn || g.projectOut) throw new UnsupportedError('--kernels', `wgsl: ${ckpt.configPath}'s word_embed_proj_dim (projections around the embedding) is not in the WGSL engine; use --kernels ort`);
     linearActivation(ckpt.spec.traits, ckpt.configPath);
-    return new WgslEngine(ctx, ckpt, uploadWeights(ctx, ckpt, o.weights, o.quant));
+    return new WgslEngine(ctx, ckpt, await uploadWeights(ctx, ckpt, o.weights, o.quant));
   }
 
   /** Buffers for B rows of up to S new tokens, `capacity` cached tokens and R logits rows. */

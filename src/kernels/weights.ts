@@ -2,15 +2,15 @@
  * A checkpoint's weights in GPU buffers, in the layouts the WGSL kernels read: linear
  * weights [out, in] (each output's inputs contiguous, the GEMV-friendly layout), norm
  * parameters and biases f32, matrices f32 or f16, or block-quantized (int8/int4) in
- * MatMulNBits' layout. Read one tensor at a time from the checkpoint.
+ * MatMulNBits' layout. Streamed from the checkpoint a chunk of rows at a time (uploadWeights).
  */
 import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openWeights } from '../arch/checkpoint.js';
-import { transpose, WeightSource } from '../graph/weights.js';
+import { WeightSource } from '../graph/weights.js';
 import type { Quantization } from '../inject/plan.js';
-import { quantizeBlockwise } from '../inject/quantize.js';
-import { float32ToFloat16Bits, upload, type GpuContext } from './device.js';
+import { quantizeRows } from '../inject/quantize.js';
+import { storageBuffer, type GpuContext } from './device.js';
 
 export type MatrixType = 'f32' | 'f16';
 
@@ -65,49 +65,132 @@ function outIn(view: WeightView): WeightView {
   return { ...view, transpose: !view.transpose };
 }
 
-export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixType, quant: Quantization): GpuWeights {
+/** Bytes of checkpoint data read, converted and written to the GPU at a time. */
+export const CHUNK_BYTES = 8 << 20;
+/** Writes queued since the GPU last drained them: past this, submit and wait, so the staging memory they hold is released. */
+export const FLUSH_BYTES = 64 << 20;
+
+/**
+ * Streams bytes into GPU buffers: queue.writeBuffer copies each chunk at once (into staging
+ * memory the GPU copies from), so the chunk can go; every FLUSH_BYTES the queue is submitted
+ * and drained, so the staging memory is released too. Host memory stays at a few chunks
+ * however large the model.
+ */
+class GpuStream {
+  private pending = 0;
+  /** Bytes of weights written (unpadded). */
+  bytes = 0;
+
+  constructor(readonly ctx: GpuContext) {}
+
+  async write(buffer: GPUBuffer, offset: number, bytes: Uint8Array): Promise<void> {
+    this.ctx.device.queue.writeBuffer(buffer, offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.pending += bytes.byteLength;
+    if (this.pending >= FLUSH_BYTES) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    this.ctx.device.queue.submit([]);
+    await this.ctx.device.queue.onSubmittedWorkDone();
+    this.pending = 0;
+  }
+
+  /** A storage buffer of `size` bytes, filled in order by pushes; writeBuffer takes whole words, so a byte tail waits for the next push or the end. */
+  open(size: number, label: string): GpuWriter {
+    this.bytes += size;
+    return new GpuWriter(this, storageBuffer(this.ctx, size, label));
+  }
+}
+
+class GpuWriter {
+  private offset = 0;
+  private carry: Uint8Array | undefined;
+
+  constructor(
+    private readonly stream: GpuStream,
+    readonly buffer: GPUBuffer,
+  ) {}
+
+  async push(data: ArrayBufferView): Promise<void> {
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (this.carry) {
+      const merged = new Uint8Array(this.carry.length + bytes.length);
+      merged.set(this.carry);
+      merged.set(bytes, this.carry.length);
+      bytes = merged;
+      this.carry = undefined;
+    }
+    const whole = bytes.length - (bytes.length % 4);
+    if (whole > 0) await this.stream.write(this.buffer, this.offset, bytes.subarray(0, whole));
+    this.offset += whole;
+    if (whole < bytes.length) this.carry = bytes.slice(whole);
+  }
+
+  async end(): Promise<GPUBuffer> {
+    if (this.carry) {
+      const word = new Uint8Array(4);
+      word.set(this.carry);
+      await this.stream.write(this.buffer, this.offset, word);
+      this.carry = undefined;
+    }
+    return this.buffer;
+  }
+}
+
+const NO_QUANT: Quantization = { bits: 0, blockSize: 32 };
+
+/**
+ * The checkpoint's weights into GPU buffers, streamed: each matrix is read from the safetensors
+ * files a chunk of rows at a time (CHUNK_BYTES), converted (f16, or block-quantized, which works
+ * row by row) and written to its buffer at its offset; parts stacked by rows (packed QKV,
+ * gate/up) go to their rows of one buffer. Only views the checkpoint stores transposed (GPT-2's
+ * Conv1D) are read whole, one tensor at a time. No whole-model copy ever sits in host memory.
+ */
+export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixType, quant: Quantization): Promise<GpuWeights> {
   const store = openWeights(ckpt);
   const w = new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir);
   const { dims, spec, config } = ckpt;
-  let bytes = 0;
-  const buf = (data: ArrayBufferView, label: string) => {
-    bytes += data.byteLength;
-    return upload(ctx, data, label);
+  const stream = new GpuStream(ctx);
+  const whole = async (data: ArrayBufferView, label: string): Promise<GPUBuffer> => {
+    const out = stream.open(data.byteLength, label);
+    await out.push(data);
+    return out.end();
   };
-  const f32 = (view: WeightView, label: string) => buf(w.read(view), label);
-  const matrixData = (data: Float32Array, n: number, k: number, label: string, q: Quantization): GpuMatrix => {
+  const f32 = (view: WeightView, label: string) => whole(w.read(view), label);
+  /** A part's rows [out, in], a chunk at a time: straight from the file, or from the tensor read whole where it is stored transposed. */
+  async function* rowChunks(view: WeightView, n: number, k: number, half: boolean): AsyncGenerator<{ rows: number; data: Float32Array | Uint16Array }> {
+    const step = Math.max(1, Math.floor(CHUNK_BYTES / (k * 4)));
+    const all = w.streamable(view) ? undefined : half ? w.readHalf(view) : w.read(view);
+    for (let r = 0; r < n; r += step) {
+      const rows = Math.min(step, n - r);
+      const data = all ? all.subarray(r * k, (r + rows) * k) : half ? w.readRowsHalf(view, r, rows) : w.readRows(view, r, rows);
+      yield { rows, data };
+    }
+  }
+  const matrix = async (views: WeightView[], label: string, q: Quantization = NO_QUANT): Promise<GpuMatrix> => {
+    const parts = views.map((v) => ({ view: outIn(v), shape: w.shape(outIn(v)) }));
+    const k = parts[0]!.shape[1]!;
+    const n = parts.reduce((a, p) => a + p.shape[0]!, 0);
     if (q.bits) {
-      const packed = quantizeBlockwise(transpose(data, n, k), k, n, q.bits, q.blockSize) /* takes W as [K, N] */;
-      return { buffer: buf(packed.packed, label), n, k, type, quant: { bits: q.bits, blockSize: q.blockSize, scales: buf(packed.scales, `${label}.scales`) } };
-    }
-    const out = type === 'f16' ? Uint16Array.from(data, float32ToFloat16Bits) : data;
-    return { buffer: buf(out, label), n, k, type };
-  };
-  const matrix = (views: WeightView[], label: string, q: Quantization = { bits: 0, blockSize: 32 }): GpuMatrix => {
-    const shapes = views.map((v) => w.shape(outIn(v)));
-    const k = shapes[0]![1]!;
-    const n = shapes.reduce((a, sh) => a + sh[0]!, 0);
-    if (type === 'f16' && !q.bits) {
-      // Straight from the checkpoint's f16 bytes where it has them: parts stacked by rows.
-      const data = new Uint16Array(n * k);
-      let off = 0;
-      for (const v of views) {
-        const part = w.readHalf(outIn(v));
-        data.set(part, off);
-        off += part.length;
+      const nBlocks = Math.ceil(k / q.blockSize);
+      const packed = stream.open((n * nBlocks * q.blockSize * q.bits) / 8, label);
+      const scales = stream.open(n * nBlocks * 4, `${label}.scales`);
+      for (const p of parts) {
+        for await (const chunk of rowChunks(p.view, p.shape[0]!, k, false)) {
+          const qz = quantizeRows(chunk.data as Float32Array, k, chunk.rows, q.bits, q.blockSize);
+          await packed.push(qz.packed);
+          await scales.push(qz.scales);
+        }
       }
-      return { buffer: buf(data, label), n, k, type };
+      return { buffer: await packed.end(), n, k, type, quant: { bits: q.bits, blockSize: q.blockSize, scales: await scales.end() } };
     }
-    const data = new Float32Array(n * k);
-    let off = 0;
-    for (const v of views) {
-      const part = w.read(outIn(v));
-      data.set(part, off);
-      off += part.length;
-    }
-    return matrixData(data, n, k, label, q);
+    // f16 straight from the checkpoint's f16 bytes where it has them; parts stacked by rows.
+    const half = type === 'f16';
+    const out = stream.open(n * k * (half ? 2 : 4), label);
+    for (const p of parts) for await (const chunk of rowChunks(p.view, p.shape[0]!, k, half)) await out.push(chunk.data);
+    return { buffer: await out.end(), n, k, type };
   };
-  const biasOf = (views: Array<WeightView | undefined>, outs: number[], label: string): GPUBuffer | undefined => {
+  const biasOf = async (views: Array<WeightView | undefined>, outs: number[], label: string): Promise<GPUBuffer | undefined> => {
     if (views.every((v) => !v)) return undefined;
     const data = new Float32Array(outs.reduce((a, b) => a + b, 0));
     let off = 0;
@@ -115,56 +198,56 @@ export function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixTyp
       if (v) data.set(w.read(v), off);
       off += outs[i]!;
     });
-    return buf(data, label);
+    return whole(data, label);
   };
   /** Several linears of one input as one, their rows (and biases) stacked in order. */
-  const stacked = (lws: LinearWeights[], outs: number[], label: string): GpuLinear => {
-    const m = matrix(lws.map((lw) => lw.weight), label, quant);
-    const bias = biasOf(lws.map((lw) => lw.bias), outs, `${label}.bias`);
+  const stacked = async (lws: LinearWeights[], outs: number[], label: string): Promise<GpuLinear> => {
+    const m = await matrix(lws.map((lw) => lw.weight), label, quant);
+    const bias = await biasOf(lws.map((lw) => lw.bias), outs, `${label}.bias`);
     return bias ? { w: m, bias } : { w: m };
   };
-  const linear = (lw: LinearWeights, out: number, label: string): GpuLinear => stacked([lw], [out], label);
-  function norm(nw: NormWeights, label: string): GpuNorm;
-  function norm(nw: NormWeights | undefined, label: string): GpuNorm | undefined;
-  function norm(nw: NormWeights | undefined, label: string): GpuNorm | undefined {
+  const linear = (lw: LinearWeights, out: number, label: string): Promise<GpuLinear> => stacked([lw], [out], label);
+  async function norm(nw: NormWeights, label: string): Promise<GpuNorm>;
+  async function norm(nw: NormWeights | undefined, label: string): Promise<GpuNorm | undefined>;
+  async function norm(nw: NormWeights | undefined, label: string): Promise<GpuNorm | undefined> {
     if (!nw) return undefined;
-    return nw.bias ? { gamma: f32(nw.weight, label), beta: f32(nw.bias, `${label}.beta`) } : { gamma: f32(nw.weight, label) };
+    return nw.bias ? { gamma: await f32(nw.weight, label), beta: await f32(nw.bias, `${label}.beta`) } : { gamma: await f32(nw.weight, label) };
   }
 
   try {
     const g = spec.globals(dims, config);
     const D = dims.headDim;
     // Embedding tables are gathered by row, never quantized: the token table as [V, E] is a plain view.
-    const embed = matrix([{ ...g.embedTokens, transpose: true }], 'embed');
+    const embed = await matrix([{ ...g.embedTokens, transpose: true }], 'embed');
     const layers: GpuLayer[] = [];
     for (let i = 0; i < dims.numLayers; i++) {
       const lw = spec.layer(i, dims, config);
       const gated = spec.traits.gatedMlp && lw.gate;
-      layers.push({
-        inputNorm: norm(lw.inputNorm, `l${i}.ln1`),
-        attnOutNorm: norm(lw.attnOutNorm, `l${i}.attn_out_norm`),
-        mlpOutNorm: norm(lw.mlpOutNorm, `l${i}.mlp_out_norm`),
-        qkv: stacked([lw.q, lw.k, lw.v], [dims.numHeads * D, dims.numKvHeads * D, dims.numKvHeads * D], `l${i}.qkv`),
-        o: linear(lw.o, dims.hiddenSize, `l${i}.o`),
-        postAttentionNorm: norm(lw.postAttentionNorm, `l${i}.ln2`),
-        up: gated ? stacked([lw.gate!, lw.up], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up`) : linear(lw.up, dims.intermediateSize, `l${i}.up`),
-        down: linear(lw.down, dims.hiddenSize, `l${i}.down`),
-      });
+      const inputNorm = await norm(lw.inputNorm, `l${i}.ln1`);
+      const attnOutNorm = await norm(lw.attnOutNorm, `l${i}.attn_out_norm`);
+      const mlpOutNorm = await norm(lw.mlpOutNorm, `l${i}.mlp_out_norm`);
+      const qkv = await stacked([lw.q, lw.k, lw.v], [dims.numHeads * D, dims.numKvHeads * D, dims.numKvHeads * D], `l${i}.qkv`);
+      const o = await linear(lw.o, dims.hiddenSize, `l${i}.o`);
+      const postAttentionNorm = await norm(lw.postAttentionNorm, `l${i}.ln2`);
+      const up = gated ? await stacked([lw.gate!, lw.up], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up`) : await linear(lw.up, dims.intermediateSize, `l${i}.up`);
+      const down = await linear(lw.down, dims.hiddenSize, `l${i}.down`);
+      layers.push({ inputNorm, attnOutNorm, mlpOutNorm, qkv, o, postAttentionNorm, up, down });
     }
     const tied = g.lmHead.source === g.embedTokens.source && !!g.lmHead.transpose;
     const weights: GpuWeights = {
       embed,
       layers,
-      finalNorm: norm(g.finalNorm, 'final_norm'),
+      finalNorm: await norm(g.finalNorm, 'final_norm'),
       // int8/int4 quantize the LM head too (its own copy when tied: the gather keeps the float table).
-      lmHead: quant.bits ? matrix([g.lmHead], 'lm_head', quant) : tied ? embed : matrix([g.lmHead], 'lm_head'),
+      lmHead: quant.bits ? await matrix([g.lmHead], 'lm_head', quant) : tied ? embed : await matrix([g.lmHead], 'lm_head'),
       bytes: 0,
     };
-    if (g.embedPositions) weights.positions = matrix([{ ...g.embedPositions, transpose: true }], 'positions');
-    if (g.embedNorm) weights.embedNorm = norm(g.embedNorm, 'embed_norm');
-    const lmHeadBias = biasOf([g.lmHeadBias], [dims.vocabSize], 'lm_head.bias');
+    if (g.embedPositions) weights.positions = await matrix([{ ...g.embedPositions, transpose: true }], 'positions');
+    if (g.embedNorm) weights.embedNorm = await norm(g.embedNorm, 'embed_norm');
+    const lmHeadBias = await biasOf([g.lmHeadBias], [dims.vocabSize], 'lm_head.bias');
     if (lmHeadBias) weights.lmHeadBias = lmHeadBias;
-    weights.bytes = bytes;
+    await stream.flush();
+    weights.bytes = stream.bytes;
     return weights;
   } finally {
     store.close();

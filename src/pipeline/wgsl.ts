@@ -42,7 +42,7 @@ export class WgslPipeline implements TextGenerationPipeline {
     const ctx = await openGpu();
     // Activations stay f32; f16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
     const f16 = floatOf(o.dtype, 'webgpu') === 'float16';
-    const engine = WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
+    const engine = await WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
     const tokenizer = await loadTokenizer(ckpt);
     const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
     info.executionProviders = [`dawn:${ctx.adapter.vendor}/${ctx.adapter.architecture}/${ctx.adapter.device}`];

@@ -10,6 +10,7 @@ import type { KernelTime } from '../kernels/engine.js';
 import type { DType, Device } from '../pipeline/types.js';
 import type { StepTimes } from '../pipeline/wgsl.js';
 import type { Environment } from './environment.js';
+import type { LoadStats } from './load.js';
 import type { RatioInterval, RunSamples } from './speed-stats.js';
 
 export const BENCH_SCHEMA = 'fusegen.bench/1';
@@ -66,6 +67,12 @@ export interface BenchRow {
   promptLength: number;
   maxNewTokens: number;
   loadMs: number;
+  /**
+   * The load of the pipeline that ran this row, measured around it (added after the first
+   * reports): wall time and peak RSS during it (see report/load.ts). A sweep loads each
+   * pipeline once, so its rows share one.
+   */
+  load?: LoadStats;
   executionProviders: string[];
   /** MatMulNBits' accuracy_level of a quantized ORT-injected graph. */
   accuracyLevel?: 0 | 4;

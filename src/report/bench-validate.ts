@@ -6,7 +6,7 @@
  * regression beyond the allowed one.
  *
  * Every field added since the first reports (stepProfile's stepsAhead and submitMsPerStep,
- * samples, versus, gate) is optional: the reports in bench/results stay valid.
+ * samples, versus, gate, load) is optional: the reports in bench/results stay valid.
  */
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { BENCH_SCHEMA, type BenchReport } from './bench-report.js';
@@ -86,6 +86,7 @@ export const BENCH_REPORT_JSON_SCHEMA = {
         promptLength: positive,
         maxNewTokens: positive,
         loadMs: nonNegMetric,
+        load: object({ ms: nonNegMetric, peakRssMB: nonNegMetric, startRssMB: nonNegMetric, endRssMB: nonNegMetric, peakSource: { enum: ['vmhwm-reset', 'process-maxrss'] } }),
         executionProviders: strings,
         accuracyLevel: { enum: [0, 4] },
         ttftMs: stats,
@@ -110,7 +111,7 @@ export const BENCH_REPORT_JSON_SCHEMA = {
         prefillKernelProfile: kernelTimes,
         opProfile: object({ prefill: opProfile, decode: opProfile }),
       },
-      ['accuracyLevel', 'samples', 'versus', 'stepProfile', 'stepGpuUs', 'kernelProfile', 'prefillGpuUs', 'prefillKernelProfile', 'opProfile'],
+      ['accuracyLevel', 'load', 'samples', 'versus', 'stepProfile', 'stepGpuUs', 'kernelProfile', 'prefillGpuUs', 'prefillKernelProfile', 'opProfile'],
     ),
   },
 } as const;
