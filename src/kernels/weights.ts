@@ -81,12 +81,15 @@ class GpuStream {
   /** Bytes of weights written (unpadded). */
   bytes = 0;
 
-  constructor(readonly ctx: GpuContext) {}
+  constructor(
+    readonly ctx: GpuContext,
+    private readonly flushBytes: number,
+  ) {}
 
   async write(buffer: GPUBuffer, offset: number, bytes: Uint8Array): Promise<void> {
     this.ctx.device.queue.writeBuffer(buffer, offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.pending += bytes.byteLength;
-    if (this.pending >= FLUSH_BYTES) await this.flush();
+    if (this.pending >= this.flushBytes) await this.flush();
   }
 
   async flush(): Promise<void> {
@@ -139,6 +142,13 @@ class GpuWriter {
 
 const NO_QUANT: Quantization = { bits: 0, blockSize: 32 };
 
+export interface StreamOptions {
+  /** Bytes read and written at a time (default CHUNK_BYTES; at least one row). */
+  chunkBytes?: number;
+  /** Bytes written between drains of the queue (default FLUSH_BYTES). */
+  flushBytes?: number;
+}
+
 /**
  * The checkpoint's weights into GPU buffers, streamed: each matrix is read from the safetensors
  * files a chunk of rows at a time (CHUNK_BYTES), converted (f16, or block-quantized, which works
@@ -146,11 +156,12 @@ const NO_QUANT: Quantization = { bits: 0, blockSize: 32 };
  * gate/up) go to their rows of one buffer. Only views the checkpoint stores transposed (GPT-2's
  * Conv1D) are read whole, one tensor at a time. No whole-model copy ever sits in host memory.
  */
-export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixType, quant: Quantization): Promise<GpuWeights> {
+export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: MatrixType, quant: Quantization, o: StreamOptions = {}): Promise<GpuWeights> {
   const store = openWeights(ckpt);
   const w = new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.dir);
   const { dims, spec, config } = ckpt;
-  const stream = new GpuStream(ctx);
+  const stream = new GpuStream(ctx, o.flushBytes ?? FLUSH_BYTES);
+  const chunkBytes = o.chunkBytes ?? CHUNK_BYTES;
   const whole = async (data: ArrayBufferView, label: string): Promise<GPUBuffer> => {
     const out = stream.open(data.byteLength, label);
     await out.push(data);
@@ -159,7 +170,7 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
   const f32 = (view: WeightView, label: string) => whole(w.read(view), label);
   /** A part's rows [out, in], a chunk at a time: straight from the file, or from the tensor read whole where it is stored transposed. */
   async function* rowChunks(view: WeightView, n: number, k: number, half: boolean): AsyncGenerator<{ rows: number; data: Float32Array | Uint16Array }> {
-    const step = Math.max(1, Math.floor(CHUNK_BYTES / (k * 4)));
+    const step = Math.max(1, Math.floor(chunkBytes / (k * 4)));
     const all = w.streamable(view) ? undefined : half ? w.readHalf(view) : w.read(view);
     for (let r = 0; r < n; r += step) {
       const rows = Math.min(step, n - r);
