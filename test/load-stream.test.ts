@@ -243,7 +243,8 @@ describe('the load is reported (issue 24 item 1)', () => {
       expect(load).toHaveLength(1);
       expect(load[0]).toMatch(/^ {2}Load: +\d+\.\d\d s, peak RSS during load \d+ MiB \(\d+ MiB before, \d+ MiB after; weights \d+ MiB on disk\)$/);
     }
-    const texts = (out: string[]) => out.filter((l) => l.startsWith('out='));
+    const texts = (out: string[]) => out.flatMap((l) => l.split('\n')).filter((l) => l.startsWith('out='));
+    expect(texts(plain)).toHaveLength(1);
     expect(texts(meta)).toEqual(texts(plain));
   }, 120_000);
 
