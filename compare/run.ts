@@ -23,7 +23,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { TOLERANCE, tokenVerdict, type Tolerance } from './tolerance.js';
+import { tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -157,7 +157,7 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 }
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
-  const tol: Tolerance = TOLERANCE[o.dtype];
+  const tol: Tolerance = toleranceFor(o.dtype, o.device);
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
   let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
   if (o.numInputs > COMPARE_PROMPTS.length) {

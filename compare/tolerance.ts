@@ -27,8 +27,8 @@
  *   floor, and 100x below what the planted defects of test/compare.test.ts give: an LM-head row x1.05
  *   of a token in neither top-10, 1.2e-4; x1.5, 1e-2 to 9e-2.
  * - float16 (the reference runs float16 too): KL at most 2.6e-3 (phi3), 2.0e-3 (llama), 1.3e-4 or
- *   less for the other six; the WGSL engine on lavapipe 2.7e-3 (gpt2), 1.3e-3 (opt). maxKl 1e-2 is
- *   about 4x the worst floor. The union's error equals the reference top-10's on every fixture.
+ *   less for the other six. maxKl 1e-2 is about 4x the worst floor. The union's error equals the
+ *   reference top-10's on every fixture. On a GPU device the floor is far higher (GPU_TOLERANCE).
  * - int8 (reference float32): KL at most 0.034 (gemma2), 0.046 (gpt_neox), 0.069 (gptj), 0.076 (opt),
  *   0.089 (gpt2), 0.32 (phi3), 0.44 (llama), 1.22 (bloom); the WGSL engine 0.048 (gpt2). maxKl 0.25
  *   is ~3x the worst of the first five, below llama's. int8's atol/rtol and top-1 checks already
@@ -45,7 +45,7 @@
  * agrees to 3e-6); on gpt2 the plain graph and the WGSL engine on the same device agree to 1e-5. Its
  * GroupQueryAttention path is the suspect, to be fixed rather than tolerated.
  */
-import type { DType, TopK } from '../src/pipeline/types.js';
+import type { DType, Device, TopK } from '../src/pipeline/types.js';
 
 export interface Tolerance {
   atol: number;
@@ -71,6 +71,28 @@ export const TOLERANCE: Record<DType, Tolerance> = {
   int8: { atol: 0.5, rtol: 0.1, maxKl: 0.25, minTop1Agreement: 0.9, nearTie: 2, topN: 5, gate: true },
   int4: { atol: 2, rtol: 0.5, maxKl: 16, minTop1Agreement: 0.5, nearTie: 4, topN: 5, gate: false },
 };
+
+/**
+ * On a GPU device (webgpu, cuda) the figures that its kernels measurably need looser: float16's
+ * maxKl. The WGSL engine on lavapipe against the transformers.js reference on ORT's WebGPU EP, both
+ * float16, 8 prompts at 200-300 tokens (`node scripts/measure-floors.mjs bloom,llama,phi3,gpt2
+ * float16 8 200,300 webgpu wgsl`): per-position KL up to 0.072 (bloom), 0.037 (llama), 0.026
+ * (phi3), 0.0072 (gpt2); gpt_neox, gptj, opt, gemma2 up to 0.0041 on 2 prompts. That is 28x the CPU's
+ * floor, so the GPU gets 0.15 (2x bloom's) and the CPU keeps 1e-2. The atol/rtol bound is the
+ * same on both and is at its edge there at these lengths: the reference's top-10 errors reach
+ * 0.86 (bloom, 2 of 8 prompts beyond atol 0.25 + 3%), and the union of both top-10s puts one of
+ * llama's 8 prompts over it (0.57) where the reference's top-10 alone stays within; float16's
+ * atol was measured on short sequences (above), and calibrating it per device is issue 29 item 2.
+ * cuda is unmeasured and takes the WebGPU figure.
+ */
+export const GPU_TOLERANCE: Partial<Record<DType, Partial<Tolerance>>> = {
+  float16: { maxKl: 0.15 },
+};
+
+/** The policy's row for a dtype on a device: the table, with GPU_TOLERANCE over it off the CPU. */
+export function toleranceFor(dtype: DType, device: Device): Tolerance {
+  return device === 'cpu' ? TOLERANCE[dtype] : { ...TOLERANCE[dtype], ...GPU_TOLERANCE[dtype] };
+}
 
 export type TokenVerdict =
   | { status: 'match' }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
 import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
-import { logitAgreement, TOLERANCE } from '../compare/tolerance.js';
+import { logitAgreement, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
 import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
@@ -370,6 +370,13 @@ describe('compare metrics', () => {
     const same = teacherForced([ref, ref], [Float32Array.from(ref), Float32Array.from(ref)], 1, tol);
     expect(same.agreement.withinTolerance).toBe(true);
     expect(same.full).toMatchObject({ unionMaxAbs: 0, fullMaxAbs: 0, maxKl: 0, klOutOfTolerance: 0, unionOutOfTolerance: 0 });
+  });
+
+  it('float16 on a GPU device takes its own, measured maxKl; every other figure is the table\'s', () => {
+    expect(toleranceFor('float16', 'cpu')).toBe(TOLERANCE.float16);
+    expect(toleranceFor('float16', 'webgpu')).toEqual({ ...TOLERANCE.float16, maxKl: 0.15 });
+    expect(toleranceFor('float16', 'cuda').maxKl).toBe(0.15);
+    for (const dtype of ['float32', 'int8', 'int4'] as const) expect(toleranceFor(dtype, 'webgpu')).toEqual(TOLERANCE[dtype]);
   });
 
   it("the seed's count is labelled as identical texts, with fusegen's verdicts beside it", () => {
