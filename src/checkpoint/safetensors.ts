@@ -55,10 +55,12 @@ export interface TensorStore {
    * Elements [start, start + count) of the tensor in its flat (row-major) order, as readFloat32
    * gives them, reading only those bytes from the file: how a tensor is streamed in bounded
    * chunks. Checked for NaN/Inf as readFloat32 is. Optional: stores without it are read whole.
+   * With `into` (at least `count` long) the values land there and a view of it is returned, so a
+   * streamed load reuses one buffer instead of allocating a chunk per read.
    */
-  readFloat32Range?(name: string, start: number, count: number): Float32Array;
-  /** The raw bytes of elements [start, start + count), as readRaw gives them (checked alike). */
-  readRawRange?(name: string, start: number, count: number): Uint8Array;
+  readFloat32Range?(name: string, start: number, count: number, into?: Float32Array): Float32Array;
+  /** The raw bytes of elements [start, start + count), as readRaw gives them (checked alike); `into` as for readFloat32Range. */
+  readRawRange?(name: string, start: number, count: number, into?: Uint8Array): Uint8Array;
   close(): void;
 }
 
@@ -440,6 +442,12 @@ function countNonfinite16(halves: Uint16Array, expMask: number, hostLe: boolean)
   return { count, first, value: expMask === 0x7c00 ? float16BitsToFloat32(h) : bfloat16BitsToFloat32(h) };
 }
 
+/** The first n elements of a caller's buffer, which must hold them. */
+function fit<T extends Uint8Array | Float32Array>(into: T, n: number): T {
+  if (into.length < n) throw new Error(`buffer of ${into.length} elements cannot take ${n}`);
+  return into.subarray(0, n) as T;
+}
+
 function bitsToFloat32(u: number): number {
   scratchU32[0] = u;
   return scratchF32[0]!;
@@ -474,15 +482,15 @@ class FileTensorStore implements TensorStore {
     return this.readRawRange(name, 0, t.byteLength / BYTES_PER_ELEMENT[t.dtype]);
   }
 
-  readRawRange(name: string, start: number, count: number): Uint8Array {
+  readRawRange(name: string, start: number, count: number, into?: Uint8Array): Uint8Array {
     const t = this.get(name);
     const size = BYTES_PER_ELEMENT[t.dtype];
     this.checkRange(t, start, count);
-    const buf = new Uint8Array(count * size);
+    const buf = into ? fit(into, count * size) : new Uint8Array(count * size);
     this.readInto(t, buf, start * size);
     if (!this.allowNonfinite) {
-      if (t.dtype === 'F32') this.checkFinite(t, countNonfinite32(new Uint32Array(buf.buffer), HOST_LE ? 0 : -1), start, count);
-      else if (t.dtype === 'F16' || t.dtype === 'BF16') this.checkFinite(t, countNonfinite16(new Uint16Array(buf.buffer), t.dtype === 'F16' ? 0x7c00 : 0x7f80, HOST_LE), start, count);
+      if (t.dtype === 'F32') this.checkFinite(t, countNonfinite32(new Uint32Array(buf.buffer, buf.byteOffset, count), HOST_LE ? 0 : -1), start, count);
+      else if (t.dtype === 'F16' || t.dtype === 'BF16') this.checkFinite(t, countNonfinite16(new Uint16Array(buf.buffer, buf.byteOffset, count), t.dtype === 'F16' ? 0x7c00 : 0x7f80, HOST_LE), start, count);
     }
     return buf;
   }
@@ -492,24 +500,25 @@ class FileTensorStore implements TensorStore {
     return this.readFloat32Range(name, 0, t.byteLength / BYTES_PER_ELEMENT[t.dtype]);
   }
 
-  readFloat32Range(name: string, start: number, count: number): Float32Array {
+  readFloat32Range(name: string, start: number, count: number, into?: Float32Array): Float32Array {
     const t = this.get(name);
     const numel = count;
     if (t.dtype === 'F32') {
       this.checkRange(t, start, count);
-      const out = new Float32Array(numel);
-      const bytes = new Uint8Array(out.buffer);
-      this.readInto(t, bytes, start * 4);
-      if (!HOST_LE) Buffer.from(out.buffer).swap32();
-      if (!this.allowNonfinite) this.checkFinite(t, countNonfinite32(new Uint32Array(out.buffer), 0), start, count);
+      const out = into ? fit(into, numel) : new Float32Array(numel);
+      this.readInto(t, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), start * 4);
+      if (!HOST_LE) Buffer.from(out.buffer, out.byteOffset, out.byteLength).swap32();
+      if (!this.allowNonfinite) this.checkFinite(t, countNonfinite32(new Uint32Array(out.buffer, out.byteOffset, numel), 0), start, count);
       return out;
     }
     if (t.dtype === 'F16' || t.dtype === 'BF16') {
       this.checkRange(t, start, count);
-      const halves = new Uint16Array(numel);
-      this.readInto(t, new Uint8Array(halves.buffer), start * 2);
-      if (!HOST_LE) Buffer.from(halves.buffer).swap16();
-      const out = new Uint32Array(numel);
+      // Streamed reads (into given) reuse one buffer for the halves too.
+      const halves = into ? this.halfScratch(numel) : new Uint16Array(numel);
+      this.readInto(t, new Uint8Array(halves.buffer, halves.byteOffset, numel * 2), start * 2);
+      if (!HOST_LE) Buffer.from(halves.buffer, halves.byteOffset, numel * 2).swap16();
+      const result = into ? fit(into, numel) : new Float32Array(numel);
+      const out = new Uint32Array(result.buffer, result.byteOffset, numel);
       // Checked as converted: a half is NaN/Inf iff its exponent bits are all ones.
       let bad = 0;
       let first = -1;
@@ -527,11 +536,18 @@ class FileTensorStore implements TensorStore {
           if ((h & 0x7f80) === 0x7f80 && bad++ === 0) first = i;
         }
       }
-      const result = new Float32Array(out.buffer);
       if (!this.allowNonfinite) this.checkFinite(t, { count: bad, first, value: first < 0 ? 0 : result[first]! }, start, count);
       return result;
     }
     throw new InputError(t.file, `tensor ${q(name)} has dtype ${t.dtype}; only F32, F16 and BF16 can be read as float32`);
+  }
+
+  private scratch16: Uint16Array | undefined;
+
+  /** A reused buffer of at least n halves (streamed F16/BF16 reads). */
+  private halfScratch(n: number): Uint16Array {
+    if (!this.scratch16 || this.scratch16.length < n) this.scratch16 = new Uint16Array(n);
+    return this.scratch16;
   }
 
   close(): void {

@@ -73,17 +73,23 @@ export class WeightSource {
 
   /**
    * Rows [r0, r0 + count) of read(view), reading only those rows' bytes from the file: how a
-   * large tensor streams in bounded chunks. The view must be streamable.
+   * large tensor streams in bounded chunks. The view must be streamable. With `into` (large
+   * enough) the rows land there and a view of it is returned: a streamed load reuses one buffer.
    */
-  readRows(view: WeightView, r0: number, count: number): Float32Array {
+  readRows(view: WeightView, r0: number, count: number, into?: Float32Array): Float32Array {
     const { name, width, outCols, runs } = this.rowRuns(view, r0, count);
-    const out = new Float32Array(count * outCols);
+    const out = into ? into.subarray(0, count * outCols) : new Float32Array(count * outCols);
+    const range = (start: number, n: number, dest?: Float32Array): Float32Array =>
+      this.store.readFloat32Range ? this.store.readFloat32Range(name, start, n, dest) : this.store.readFloat32(name).subarray(start, start + n);
     let at = 0;
     for (const [s, m] of runs) {
-      const data = this.store.readFloat32Range ? this.store.readFloat32Range(name, s * width, m * width) : this.store.readFloat32(name).subarray(s * width, (s + m) * width);
       if (!view.cols) {
-        out.set(data, at * outCols);
+        const dest = out.subarray(at * outCols, (at + m) * outCols);
+        const data = range(s * width, m * width, dest);
+        if (data.buffer !== dest.buffer || data.byteOffset !== dest.byteOffset) dest.set(data); // a store without range reads
       } else {
+        if (!this.scratch || this.scratch.length < m * width) this.scratch = new Float32Array(m * width);
+        const data = range(s * width, m * width, this.scratch);
         for (let i = 0; i < m; i++) {
           let c = 0;
           for (const [c0, cn] of view.cols) {
@@ -98,19 +104,31 @@ export class WeightSource {
     return out;
   }
 
-  /** readRows as float16 bits: stored F16 whole rows are copied as they are (as readHalf does), anything else converted. */
-  readRowsHalf(view: WeightView, r0: number, count: number): Uint16Array {
+  private scratch: Float32Array | undefined;
+
+  /** readRows as float16 bits: stored F16 whole rows are copied as they are (as readHalf does), anything else converted. `into` as for readRows. */
+  readRowsHalf(view: WeightView, r0: number, count: number, into?: Uint16Array): Uint16Array {
     const name = this.resolve(view.source);
-    if (this.store.info(name).dtype !== 'F16' || view.cols || view.offset || !this.store.readRawRange) return Uint16Array.from(this.readRows(view, r0, count), float32ToFloat16Bits);
     const { width, outCols, runs } = this.rowRuns(view, r0, count);
-    const out = new Uint16Array(count * outCols);
+    const out = into ? into.subarray(0, count * outCols) : new Uint16Array(count * outCols);
+    if (this.store.info(name).dtype !== 'F16' || view.cols || view.offset || !this.store.readRawRange) {
+      const f32 = this.readRows(view, r0, count, this.halfRowsScratch(count * outCols));
+      for (let i = 0; i < f32.length; i++) out[i] = float32ToFloat16Bits(f32[i]!);
+      return out;
+    }
     let at = 0;
     for (const [s, m] of runs) {
-      const raw = this.store.readRawRange(name, s * width, m * width);
-      out.set(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2), at * outCols);
+      this.store.readRawRange(name, s * width, m * width, new Uint8Array(out.buffer, out.byteOffset + at * outCols * 2, m * width * 2));
       at += m;
     }
     return out;
+  }
+
+  private f32Scratch: Float32Array | undefined;
+
+  private halfRowsScratch(n: number): Float32Array {
+    if (!this.f32Scratch || this.f32Scratch.length < n) this.f32Scratch = new Float32Array(n);
+    return this.f32Scratch;
   }
 
   /** The tensor rows that rows [r0, r0 + count) of a streamable view come from, as runs [first, count]. */

@@ -48,15 +48,16 @@ export function quantizeBlockwise(w: Float32Array, K: number, N: number, bits: 4
  * quantizeBlockwise of a weight given as rows, [N, K] row-major (each output's inputs
  * contiguous, as checkpoints store Linear weights): the same packed bytes and scales as
  * quantizeBlockwise(W) for W = its transpose [K, N], without transposing. Rows quantize
- * independently, so a matrix can be quantized a few rows at a time as it streams in.
+ * independently, so a matrix can be quantized a few rows at a time as it streams in. With
+ * `into` (large enough) the results land there, views of it returned: one buffer reused.
  */
-export function quantizeRows(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number): QuantizedWeight {
+export function quantizeRows(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number, into?: { packed: Uint8Array; scales: Float32Array }): QuantizedWeight {
   const nBlocks = Math.ceil(K / blockSize);
   const blobSize = (blockSize * bits) / 8;
   const zero = 1 << (bits - 1);
   const qmax = zero - 1;
-  const packed = new Uint8Array(N * nBlocks * blobSize);
-  const scales = new Float32Array(N * nBlocks);
+  const packed = into ? into.packed.subarray(0, N * nBlocks * blobSize).fill(0) : new Uint8Array(N * nBlocks * blobSize);
+  const scales = into ? into.scales.subarray(0, N * nBlocks) : new Float32Array(N * nBlocks);
   for (let n = 0; n < N; n++) {
     const row = n * K;
     for (let blk = 0; blk < nBlocks; blk++) {

@@ -168,13 +168,22 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
     return out.end();
   };
   const f32 = (view: WeightView, label: string) => whole(w.read(view), label);
+  // One set of chunk buffers for the whole load: writeBuffer copies what it is given, so a chunk's
+  // buffer is free again once pushed (and nothing is left for the garbage collector or malloc to hold).
+  const scratch: { f32?: Float32Array; u16?: Uint16Array; packed?: Uint8Array; scales?: Float32Array } = {};
+  const f32Scratch = (n: number) => (scratch.f32 = scratch.f32 && scratch.f32.length >= n ? scratch.f32 : new Float32Array(n));
+  const u16Scratch = (n: number) => (scratch.u16 = scratch.u16 && scratch.u16.length >= n ? scratch.u16 : new Uint16Array(n));
+  const quantScratch = (packedBytes: number, scales: number) => ({
+    packed: (scratch.packed = scratch.packed && scratch.packed.length >= packedBytes ? scratch.packed : new Uint8Array(packedBytes)),
+    scales: (scratch.scales = scratch.scales && scratch.scales.length >= scales ? scratch.scales : new Float32Array(scales)),
+  });
   /** A part's rows [out, in], a chunk at a time: straight from the file, or from the tensor read whole where it is stored transposed. */
   async function* rowChunks(view: WeightView, n: number, k: number, half: boolean): AsyncGenerator<{ rows: number; data: Float32Array | Uint16Array }> {
     const step = Math.max(1, Math.floor(chunkBytes / (k * 4)));
     const all = w.streamable(view) ? undefined : half ? w.readHalf(view) : w.read(view);
     for (let r = 0; r < n; r += step) {
       const rows = Math.min(step, n - r);
-      const data = all ? all.subarray(r * k, (r + rows) * k) : half ? w.readRowsHalf(view, r, rows) : w.readRows(view, r, rows);
+      const data = all ? all.subarray(r * k, (r + rows) * k) : half ? w.readRowsHalf(view, r, rows, u16Scratch(rows * k)) : w.readRows(view, r, rows, f32Scratch(rows * k));
       yield { rows, data };
     }
   }
@@ -188,7 +197,7 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
       const scales = stream.open(n * nBlocks * 4, `${label}.scales`);
       for (const p of parts) {
         for await (const chunk of rowChunks(p.view, p.shape[0]!, k, false)) {
-          const qz = quantizeRows(chunk.data as Float32Array, k, chunk.rows, q.bits, q.blockSize);
+          const qz = quantizeRows(chunk.data as Float32Array, k, chunk.rows, q.bits, q.blockSize, quantScratch((chunk.rows * nBlocks * q.blockSize * q.bits) / 8, chunk.rows * nBlocks));
           await packed.push(qz.packed);
           await scales.push(qz.scales);
         }
