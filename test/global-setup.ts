@@ -2,9 +2,9 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIXTURE_ARCHS, tinyModelDir, writeTinyCheckpoint } from '../fixtures/checkpoints.js';
+import { TINY_ARCHS, tinyModelDir, writeTinyCheckpoint } from '../fixtures/checkpoints.js';
 
 export default function setup(): void {
-  for (const arch of FIXTURE_ARCHS) writeTinyCheckpoint(tinyModelDir(arch), arch, { force: true });
+  for (const arch of TINY_ARCHS) writeTinyCheckpoint(tinyModelDir(arch), arch, { force: true });
   process.env['FUSEGEN_CACHE'] = mkdtempSync(join(tmpdir(), 'fusegen-test-cache-'));
 }
