@@ -55,6 +55,8 @@ export interface CompareOptions {
   accuracyLevel?: 0 | 4;
   /** NaN/Inf weights are read instead of refused at load (--allow_nonfinite); such logits still never match. */
   allowNonfinite?: boolean;
+  /** --checkpoint_path: the reference's weights (and the candidate's, without candidateModel) from the shards this listing names. */
+  checkpointPath?: string;
 }
 
 export interface CompareIo {
@@ -165,7 +167,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     prompts = [...COMPARE_PROMPTS];
   }
   const open = { allowNonfinite: o.allowNonfinite ?? false };
-  const refCkpt = openCheckpoint(o.model, open);
+  const refCkpt = openCheckpoint(o.model, { ...open, ...(o.checkpointPath !== undefined ? { checkpointPath: o.checkpointPath } : {}) });
   const candCkpt = o.candidateModel ? openCheckpoint(o.candidateModel, open) : refCkpt;
   if (o.candidateModel) checkCandidate(refCkpt, candCkpt);
   const parameters = parameterCount(candCkpt);

@@ -3,7 +3,8 @@
  * [shards relative to it], "version"}) or a model.safetensors.index.json lists the safetensors
  * shards the weights come from; the config and tokenizer come from --model (default: the
  * description's directory). A checkpoint split into shards so described gives the same greedy
- * tokens as the single file, on every pipeline; the export cache follows the shards' content.
+ * tokens as the single file, on every pipeline (and compare's verdicts); the export cache follows
+ * the shards' content.
  * Every bad listing is refused before any work in one line naming the file and the culprit,
  * exit 2.
  */
@@ -224,6 +225,24 @@ describe('bad listings are refused before any work: one line naming the file and
     expect(r.err).toEqual([expect.stringMatching(new RegExp(`^error: ${file.replace(/[.]/g, '\\.')}: checkpoints\\[1\\] "part-9-of-3\\.safetensors" does not exist`))]);
     expect(fs.readdirSync(reportDir)).toEqual([]);
   }, 60_000);
+
+  it('compare runs both sides from the shards a description lists (the same verdicts as the single file) and refuses a bad listing before any work', async () => {
+    const reportDir = tmpDir('compare');
+    const args = ['compare', '--use_kernel', '--num_inputs', '2', '--min_length', '20', '--max_length', '30', '--report_dir', reportDir];
+    const single = await run([...args, '--model', tinyModelDir('opt')]);
+    const listed = await run([...args, '--model', s.model, '--checkpoint_path', s.description, '--use_meta_tensor']);
+    expect(listed.code, listed.err.join('\n')).toBe(0);
+    const matches = (out: string[]) => out.find((l) => l.startsWith('Matches:'));
+    expect(matches(listed.out)).toMatch(/^Matches: 2 \/ Mismatches: 0/);
+    expect(matches(listed.out)).toBe(matches(single.out));
+    const before = fs.readdirSync(reportDir).length;
+    const bad = desc(ds(['part-1-of-3.safetensors', '../model/x.safetensors']));
+    const refused = await run([...args, '--model', s.model, '--checkpoint_path', bad]);
+    expect(refused.code).toBe(2);
+    expect(refused.out).toEqual([]);
+    expect(refused.err).toEqual([expect.stringMatching(new RegExp(`^error: ${bad.replace(/[.]/g, '\\.')}: checkpoints\\[1\\] "\\.\\./model/x\\.safetensors" leaves `))]);
+    expect(fs.readdirSync(reportDir).length).toBe(before);
+  }, 120_000);
 
   it('bench runs from the shards a description lists', async () => {
     const reportDir = tmpDir('reports');

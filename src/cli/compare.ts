@@ -4,6 +4,7 @@
  * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
  */
 import { openCheckpoint } from '../arch/checkpoint.js';
+import { descriptionDir } from '../checkpoint/description.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
@@ -17,10 +18,13 @@ import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
+  checkpoint_path: string | undefined;
+  use_meta_tensor: boolean;
   candidate_model: string | undefined;
   dtype: DType | undefined;
   num_inputs: number;
@@ -43,6 +47,8 @@ export interface CompareCliOptions {
 
 export const compareOptions: OptionTable<CompareCliOptions> = {
   model: { flag: 'model', arg: 'dir', help: 'checkpoint for the reference', defaultHelp: 'the embedded tiny OPT with random weights', parse: text },
+  checkpoint_path: checkpointPathOption,
+  use_meta_tensor: useMetaTensorOption,
   candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', defaultHelp: '--model', parse: text },
   dtype: dtypeOption(['ort', 'wgsl'], 'the candidate runs it, the reference float16 for float16, else float32; default: float32 on cpu, float16 on gpu devices'),
   num_inputs: { flag: 'num_inputs', arg: 'n', help: "how many of the seed's 43 prompts", default: 1, parse: intAtLeast(1) },
@@ -89,8 +95,9 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   checkDevice(o.device, [candidate, o.reference]);
   prepareOutputDir('--report_dir', o.report_dir); // the reports' directory takes files
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
+  if (o.checkpoint_path !== undefined && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
   const open = { allowNonfinite: o.allow_nonfinite };
-  const ckpt = openCheckpoint(o.model ?? ensureDefaultModel(), open);
+  const ckpt = openModel(o.model, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   const candidateCkpt = o.candidate_model ? openCheckpoint(o.candidate_model, open) : ckpt;
   // Every tensor against the shape its config implies (a config that disagrees with its tensors is bad input, not a failed run).
   checkWeightShapes(ckpt);
@@ -118,7 +125,8 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
   });
   const report = await runCompare(
     {
-      model: o.model ?? ensureDefaultModel(),
+      model: o.model ?? (o.checkpoint_path !== undefined ? descriptionDir(o.checkpoint_path) : ensureDefaultModel()),
+      ...(o.checkpoint_path !== undefined ? { checkpointPath: o.checkpoint_path } : {}),
       candidateModel: o.candidate_model,
       dtype: o.dtype ?? defaultDtype(o.device),
       device: o.device,
