@@ -81,6 +81,17 @@ describe('the bootstrap', () => {
     expect(ratioText(bootstrapRatio([], [[1]], 'median'))).toBe('n/a');
   });
 
+  it('a constant ratio (one run a side, as a time to first token with --speed_repeats 1) gives low = estimate = high, in order', () => {
+    // 2.8223203995389934 < 2.822320399538994: the old interpolation rounded equal quantiles apart,
+    // and the report validator refused the interval as out of order.
+    for (const [a, b] of [[7.9017, 2.7997], [2.822320399538994 * 3, 3], [1 / 3, 0.1]] as const) {
+      const r = bootstrapRatio([[a]], [[b]], 'median');
+      expect(r.low).toBe(r.estimate);
+      expect(r.high).toBe(r.estimate);
+      expect(r.significant).toBe(r.estimate !== 1);
+    }
+  });
+
   it('its statistics are perf.ts\'s median and p90', () => {
     const rng = mulberry32(9);
     for (const n of [1, 2, 5, 10, 11, 64]) {

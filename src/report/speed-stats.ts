@@ -105,7 +105,9 @@ function quantile(sorted: Float64Array, q: number): number {
   const pos = q * (sorted.length - 1);
   const i = Math.floor(pos);
   const f = pos - i;
-  return i + 1 < sorted.length ? sorted[i]! * (1 - f) + sorted[i + 1]! * f : sorted[i]!;
+  // a + (b - a) f, not a (1 - f) + b f: equal neighbours give a itself, so quantiles of a
+  // constant stay equal and in order (the other form rounds them apart).
+  return i + 1 < sorted.length ? sorted[i]! + (sorted[i + 1]! - sorted[i]!) * f : sorted[i]!;
 }
 
 /** One side's resampler: fills a buffer with a two-level resample and returns its statistic. */
@@ -143,9 +145,9 @@ export function bootstrapRatio(numerator: Side, denominator: Side, statistic: St
   for (let b = 0; b < resamples; b++) ratios[b] = num(rng) / den(rng);
   ratios.sort();
   const tail = (1 - level) / 2;
-  const low = quantile(ratios, tail);
-  const high = quantile(ratios, 1 - tail);
   const estimate = quantile(ratios, 0.5);
+  const low = Math.min(quantile(ratios, tail), estimate);
+  const high = Math.max(quantile(ratios, 1 - tail), estimate);
   if (![low, high, estimate].every(Number.isFinite)) return { ...base, estimate: NaN, low: NaN, high: NaN, significant: false };
   return { ...base, estimate, low, high, significant: low > 1 || high < 1 };
 }
