@@ -23,9 +23,8 @@ import { errorText, expectOneLineRefusal, maxLogitError, settle, type Outcome } 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
 /**
- * onnxruntime-node 1.30's WebGPU GroupQueryAttention is wrong on lavapipe for prefills of 32
- * tokens or more (see test/webgpu.test.ts): the golden prompts stay under it, and teacher-forced
- * rows are cut to it.
+ * onnxruntime-node 1.30's WebGPU GroupQueryAttention is wrong on lavapipe for long prefills
+ * (see test/webgpu.test.ts): the golden prompts stay short, and teacher-forced rows are cut.
  */
 const MAX_PREFILL = 31;
 
