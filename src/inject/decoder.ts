@@ -85,6 +85,8 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
     residual = dims.residualFromNorm ? r.normed : r.sum;
   };
   const fold = plan.fusions.skipNorm;
+  // A block whose output is normed before its add (Gemma 2) keeps its bias to itself.
+  const outNormed = (scope: string, delta: { y: string; bias?: string }, nw: LayerWeights['attnOutNorm']) => (nw ? { y: normalize(ctx, scope, delta.y, norm, nw) } : delta);
   layers.forEach((lw, i) => {
     const scope = `/model/layers.${i}`;
     const next = layers[i + 1];
@@ -97,8 +99,6 @@ export function buildInjectedDecoder(o: InjectedDecoderOptions): { graph: Graph;
       addNormed(nextNorm, { y: g.op1('Add', [a, m], `${scope}/parallel_add`) }, next ? next.inputNorm : globals.finalNorm);
       return;
     }
-    // A block whose output is normed before its add (Gemma 2) keeps its bias to itself.
-    const outNormed = (scopeOut: string, delta: { y: string; bias?: string }, nw: LayerWeights['attnOutNorm']) => (nw ? { y: normalize(ctx, scopeOut, delta.y, norm, nw) } : delta);
     const a = attention(ctx, `${scope}/attn`, normed, lw, i, att, policy, fold && !lw.attnOutNorm);
     addNormed(`${scope}/post_attention_layernorm`, outNormed(`${scope}/attn_out_norm`, a, lw.attnOutNorm), lw.postAttentionNorm);
     const m = mlp(ctx, `${scope}/mlp`, normed, lw, policy, spec, fold && !lw.mlpOutNorm);
