@@ -15,33 +15,7 @@ export interface QuantizedWeight {
 }
 
 export function quantizeBlockwise(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number): QuantizedWeight {
-  const nBlocks = Math.ceil(K / blockSize);
-  const blobSize = (blockSize * bits) / 8;
-  const zero = 1 << (bits - 1);
-  const qmax = zero - 1;
-  const packed = new Uint8Array(N * nBlocks * blobSize);
-  const scales = new Float32Array(N * nBlocks);
-  for (let n = 0; n < N; n++) {
-    for (let blk = 0; blk < nBlocks; blk++) {
-      const k0 = blk * blockSize;
-      const k1 = Math.min(K, k0 + blockSize);
-      let amax = 0;
-      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[k * N + n]!));
-      const scale = Math.fround(amax / qmax);
-      scales[n * nBlocks + blk] = scale;
-      const inv = scale === 0 ? 0 : 1 / scale;
-      const base = (n * nBlocks + blk) * blobSize;
-      for (let i = 0; i < blockSize; i++) {
-        const k = k0 + i;
-        // Padding past K quantizes to 0 (the zero point), contributing nothing.
-        const q = k < k1 ? Math.max(-zero, Math.min(qmax, Math.round(w[k * N + n]! * inv))) : 0;
-        const u = q + zero;
-        if (bits === 8) packed[base + i] = u;
-        else packed[base + (i >> 1)]! |= i & 1 ? u << 4 : u;
-      }
-    }
-  }
-  return { packed, scales, nBlocks, blobSize };
+  return quantize(w, K, N, N, 1, bits, blockSize);
 }
 
 /**
@@ -52,6 +26,11 @@ export function quantizeBlockwise(w: Float32Array, K: number, N: number, bits: 4
  * `into` (large enough) the results land there, views of it returned: one buffer reused.
  */
 export function quantizeRows(w: Float32Array, K: number, N: number, bits: 4 | 8, blockSize: number, into?: { packed: Uint8Array; scales: Float32Array }): QuantizedWeight {
+  return quantize(w, K, N, 1, K, bits, blockSize, into);
+}
+
+/** The quantizer for either layout: element (k, n) of W [K, N] is w[k * strideK + n * strideN]. */
+function quantize(w: Float32Array, K: number, N: number, strideK: number, strideN: number, bits: 4 | 8, blockSize: number, into?: { packed: Uint8Array; scales: Float32Array }): QuantizedWeight {
   const nBlocks = Math.ceil(K / blockSize);
   const blobSize = (blockSize * bits) / 8;
   const zero = 1 << (bits - 1);
@@ -59,19 +38,20 @@ export function quantizeRows(w: Float32Array, K: number, N: number, bits: 4 | 8,
   const packed = into ? into.packed.subarray(0, N * nBlocks * blobSize).fill(0) : new Uint8Array(N * nBlocks * blobSize);
   const scales = into ? into.scales.subarray(0, N * nBlocks) : new Float32Array(N * nBlocks);
   for (let n = 0; n < N; n++) {
-    const row = n * K;
+    const col = n * strideN;
     for (let blk = 0; blk < nBlocks; blk++) {
       const k0 = blk * blockSize;
       const k1 = Math.min(K, k0 + blockSize);
       let amax = 0;
-      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[row + k]!));
+      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[col + k * strideK]!));
       const scale = Math.fround(amax / qmax);
       scales[n * nBlocks + blk] = scale;
       const inv = scale === 0 ? 0 : 1 / scale;
       const base = (n * nBlocks + blk) * blobSize;
       for (let i = 0; i < blockSize; i++) {
         const k = k0 + i;
-        const q = k < k1 ? Math.max(-zero, Math.min(qmax, Math.round(w[row + k]! * inv))) : 0;
+        // Padding past K quantizes to 0 (the zero point), contributing nothing.
+        const q = k < k1 ? Math.max(-zero, Math.min(qmax, Math.round(w[col + k * strideK]! * inv))) : 0;
         const u = q + zero;
         if (bits === 8) packed[base + i] = u;
         else packed[base + (i >> 1)]! |= i & 1 ? u << 4 : u;
