@@ -66,8 +66,7 @@ export const gemma2: ArchSpec = {
   dims(config: RawConfig, path: string): ModelDims {
     const act = optionalString(config, path, 'hidden_activation') ?? optionalString(config, path, 'hidden_act') ?? 'gelu_pytorch_tanh';
     if (act !== 'gelu_pytorch_tanh') throw new UnsupportedError(`${path}: hidden_activation`, `"${act}" is not supported for gemma2 (gelu_pytorch_tanh only)`);
-    const { hidden_act: _ignored, ...rest } = config;
-    const d = llamaDims(rest, path);
+    const d = llamaDims(config, path);
     tiedHead(config, path, true);
     const attnSoftcap = optionalCap(config, path, 'attn_logit_softcapping');
     const logitSoftcap = optionalCap(config, path, 'final_logit_softcapping');

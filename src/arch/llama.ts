@@ -63,13 +63,18 @@ function slidingWindow(config: RawConfig, path: string, numLayers: number): numb
   return window;
 }
 
-/**
- * Dimensions of a llama-shaped config (llama, mistral, qwen2; phi3 reads them too, with
- * `partialRotary`: Hugging Face's llama rotates whole heads, so a partial factor is refused there).
- */
-export function llamaDims(config: RawConfig, path: string, partialRotary = false): ModelDims {
+/** The SwiGLU MLP's activation: llama's and phi3's hidden_act must be silu. */
+export function requireSilu(config: RawConfig, path: string): void {
   const act = config['hidden_act'] ?? 'silu';
   if (act !== 'silu') throw new UnsupportedError(`${path}: hidden_act`, `"${String(act)}" is not supported (silu only)`);
+}
+
+/**
+ * Dimensions of a llama-shaped config (llama, mistral, qwen2; phi3 and gemma2 read them too, each
+ * checking its own activation; with `partialRotary`: Hugging Face's llama rotates whole heads, so
+ * a partial factor is refused there).
+ */
+export function llamaDims(config: RawConfig, path: string, partialRotary = false): ModelDims {
   const hiddenSize = positiveInt(config, path, 'hidden_size');
   const numHeads = positiveInt(config, path, 'num_attention_heads');
   const numKvHeads = optionalPositiveInt(config, path, 'num_key_value_heads') ?? numHeads;
@@ -127,7 +132,10 @@ export const llama: ArchSpec = {
     positionOffset: 0,
   },
 
-  dims: (config, path) => llamaDims(config, path),
+  dims(config, path) {
+    requireSilu(config, path);
+    return llamaDims(config, path);
+  },
 
   globals(_d, config) {
     return {

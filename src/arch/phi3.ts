@@ -5,7 +5,7 @@
  */
 import { headRows, rotaryDim, rotaryHeadOrder } from './positions.js';
 import { USED, type KeyTable } from './config-keys.js';
-import { llama, llamaDims } from './llama.js';
+import { llama, llamaDims, requireSilu } from './llama.js';
 import { linear, norm, type ArchSpec, type LinearWeights, type ModelDims } from './spec.js';
 
 const DROPOUT = { harmless: 'dropout is off at inference' };
@@ -55,7 +55,10 @@ export const phi3: ArchSpec = {
     positionOffset: 0,
   },
 
-  dims: (config, path) => llamaDims(config, path, true),
+  dims(config, path) {
+    requireSilu(config, path);
+    return llamaDims(config, path, true);
+  },
 
   // The llama model's embedding, final norm and head, by the same names.
   globals: llama.globals,
