@@ -3,7 +3,7 @@
  * catches real defects (a perturbed attention weight, a wrong attention scale) while passing
  * an identical copy.
  */
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,7 +14,7 @@ import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
-import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safetensors.js';
+import { editedFixture, scaledAttentionFixture } from './helpers.js';
 import { main } from '../src/cli/main.js';
 import type { CompareReport } from '../src/report/compare-report.js';
 
@@ -39,44 +39,18 @@ function options(o: Partial<CompareOptions> = {}): CompareOptions {
 
 const quiet = { out: () => {}, interrupted: () => false };
 
-/** A copy of a fixture with one attention weight scaled (or none when factor is 1). */
-function candidateCopy(arch: FixtureArch, factor: number): string {
-  const src = tinyModelDir(arch);
-  const dir = mkdtempSync(join(tmpdir(), `fusegen-cand-${arch}-`));
-  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
-  const store = openSafetensorsFile(join(src, 'model.safetensors'));
-  const target = store.names().find((n) => /layers?\.0\..*(q_proj|c_attn|query_key_value)\.weight$|h\.0\.(attn\.c_attn|self_attention\.query_key_value)\.weight$/.test(n))!;
-  const tensors = store.names().map((name) => ({ name, dtype: 'F32' as const, shape: store.info(name).shape }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
-    const data = store.readFloat32(t.name);
-    if (t.name === target) for (let i = 0; i < data.length; i++) data[i] = data[i]! * factor;
-    return data;
-  });
-  store.close();
-  return dir;
-}
-
 /**
  * A copy of a fixture whose LM-head row of `token` is scaled by `factor`: only that token's logit
  * moves (the tied models' embedding row too, which is harmless while the token is in no input).
  */
 function lmHeadCopy(arch: FixtureArch, token: number, factor: number): string {
-  const src = tinyModelDir(arch);
-  const ckpt = openCheckpoint(src);
+  const ckpt = openCheckpoint(tinyModelDir(arch));
   const head = ckpt.spec.globals(ckpt.dims, ckpt.config).lmHead.source;
-  const dir = mkdtempSync(join(tmpdir(), `fusegen-lmhead-${arch}-`));
-  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
-  const store = openSafetensorsFile(join(src, 'model.safetensors'));
-  const name = [head, ...ckpt.spec.weightPrefixes.map((p) => p + head)].find((n) => store.has(n))!;
-  const tensors = store.names().map((n) => ({ name: n, dtype: 'F32' as const, shape: store.info(n).shape }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
-    const data = store.readFloat32(t.name);
-    const width = t.shape[1]!;
-    if (t.name === name) for (let i = token * width; i < (token + 1) * width; i++) data[i] = data[i]! * factor;
-    return data;
+  const names = [head, ...ckpt.spec.weightPrefixes.map((p) => p + head)];
+  return editedFixture(arch, 'lmhead', (name, shape, data) => {
+    const width = shape[1]!;
+    if (names.includes(name)) for (let i = token * width; i < (token + 1) * width; i++) data[i] = data[i]! * factor;
   });
-  store.close();
-  return dir;
 }
 
 /**
@@ -112,10 +86,10 @@ describe('compare on the tiny fixtures', () => {
 
   describe.each(FIXTURE_ARCHS)('%s: the gate', (arch) => {
     it('fails a candidate with one attention weight perturbed, and passes an identical copy', async () => {
-      const same = await runCompare(options({ model: tinyModelDir(arch), candidateModel: candidateCopy(arch, 1), numInputs: 1 }), quiet);
+      const same = await runCompare(options({ model: tinyModelDir(arch), candidateModel: scaledAttentionFixture(arch, 1), numInputs: 1 }), quiet);
       expect(same.gate.exitCode).toBe(0);
       expect(same.summary.matches).toBe(1);
-      const bad = await runCompare(options({ model: tinyModelDir(arch), candidateModel: candidateCopy(arch, 1.05), numInputs: 1 }), quiet);
+      const bad = await runCompare(options({ model: tinyModelDir(arch), candidateModel: scaledAttentionFixture(arch, 1.05), numInputs: 1 }), quiet);
       expect(bad.gate.exitCode).toBe(1);
       expect(bad.summary.mismatches).toBe(1);
       expect(bad.prompts[0]!.triage!.blame).toMatch(/candidate checkpoint/);

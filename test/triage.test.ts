@@ -4,14 +4,11 @@
  * defect only the fused attention op has is blamed on the attention fusion; a WGSL candidate is
  * triaged by reruns of the WGSL engine (and one ORT rerun, labelled so).
  */
-import { copyFileSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCompare, TRIAGE_EXPLAINS, type CompareOptions } from '../compare/run.js';
-import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
+import { tinyModelDir } from '../fixtures/checkpoints.js';
+import { scaledAttentionFixture } from './helpers.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
-import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
 
 function options(o: Partial<CompareOptions> = {}): CompareOptions {
@@ -19,26 +16,9 @@ function options(o: Partial<CompareOptions> = {}): CompareOptions {
 }
 const quiet = { out: () => {}, interrupted: () => false };
 
-/** A copy of a fixture with its first layer's query (or packed qkv) weight scaled. */
-function scaledAttention(arch: FixtureArch, factor: number): string {
-  const src = tinyModelDir(arch);
-  const dir = mkdtempSync(join(tmpdir(), `fusegen-triage-${arch}-`));
-  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
-  const store = openSafetensorsFile(join(src, 'model.safetensors'));
-  const target = store.names().find((n) => /layers?\.0\..*(q_proj|c_attn|query_key_value)\.weight$|h\.0\.(attn\.c_attn|self_attention\.query_key_value)\.weight$/.test(n))!;
-  const tensors = store.names().map((name) => ({ name, dtype: 'F32' as const, shape: store.info(name).shape }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
-    const data = store.readFloat32(t.name);
-    if (t.name === target) for (let i = 0; i < data.length; i++) data[i] = data[i]! * factor;
-    return data;
-  });
-  store.close();
-  return dir;
-}
-
 describe('triage with planted defects (ORT on the CPU)', () => {
   it.each(['llama', 'opt'] as const)('%s: a scaled attention matrix is the candidate checkpoint\'s fault, not a fusion\'s', async (arch) => {
-    const report = await runCompare(options({ model: tinyModelDir(arch), candidateModel: scaledAttention(arch, 1.05) }), quiet);
+    const report = await runCompare(options({ model: tinyModelDir(arch), candidateModel: scaledAttentionFixture(arch, 1.05, 'triage') }), quiet);
     validateCompareReport(JSON.parse(JSON.stringify(report)));
     const p = report.prompts[0]!;
     expect(p.verdict).toBe('mismatch');
@@ -73,7 +53,7 @@ describe('triage with planted defects (ORT on the CPU)', () => {
 describe('triage of a WGSL candidate (webgpu, lavapipe)', () => {
   it('reruns the WGSL engine with float32 weights, then fusegen\'s plain graph on the CPU labelled as an ORT rerun; blames the checkpoint', async () => {
     const report = await runCompare(
-      options({ device: 'webgpu', dtype: 'float16', kernels: 'wgsl', candidateModel: scaledAttention('llama', 2) }),
+      options({ device: 'webgpu', dtype: 'float16', kernels: 'wgsl', candidateModel: scaledAttentionFixture('llama', 2, 'triage') }),
       quiet,
     );
     validateCompareReport(JSON.parse(JSON.stringify(report)));
