@@ -4,7 +4,7 @@
  * second. Each result is also checked against a float64 reference on a sample of rows.
  *
  *   node dist/bench/kernels-linear.js [--shapes 8192x8192,2048x8192 (N x K)] [--T 1,8]
- *     [--weights f16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
+ *     [--weights f16,bf16,q8,q4] [--block_size 32] [--path gemv|gemm] [--iters 200] [--reps 5]
  *     [--tunings default,8x64,4x128,4x256x16] [--copies N] [--norm layer|rms]
  *   (--tunings: GEMV rows per workgroup x threads [x reducers], each timed on the same data)
  *
@@ -19,7 +19,7 @@
 import { pathToFileURL } from 'node:url';
 import { openGpu, readback, storageBuffer, upload, type GpuContext } from '../src/kernels/device.js';
 import { chooseLinearPath, gemvInput, LinearKernels, linearBufferBytes, type LinearPath, type LinearShape, type LinearTuning, type LinearWeight } from '../src/kernels/linear.js';
-import { float16BitsToFloat32, float32ToFloat16Bits } from '../src/checkpoint/safetensors.js';
+import { bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBFloat16Bits, float32ToFloat16Bits } from '../src/checkpoint/safetensors.js';
 import { uniform } from '../src/pipeline/random.js';
 
 export interface LinearBenchOptions {
@@ -98,6 +98,10 @@ export async function benchLinear(ctx: GpuContext, o: LinearBenchOptions): Promi
     const h = new Uint16Array(wBytes.buffer);
     for (let i = 0; i < h.length; i++) h[i] = float32ToFloat16Bits((2 * r() - 1) / Math.sqrt(K));
     value = (n, k) => float16BitsToFloat32(h[n * K + k]!);
+  } else if (weight === 'bf16') {
+    const h = new Uint16Array(wBytes.buffer);
+    for (let i = 0; i < h.length; i++) h[i] = float32ToBFloat16Bits((2 * r() - 1) / Math.sqrt(K));
+    value = (n, k) => bfloat16BitsToFloat32(h[n * K + k]!);
   } else {
     for (let i = 0; i < wWords.length; i++) wWords[i] = (r() * 4294967296) >>> 0;
     const nBlocks = Math.ceil(K / blockSize);

@@ -458,12 +458,12 @@ const BAD_INPUTS: BadInput[] = [
   { label: 'bench --preset with --model', args: bch('--preset', 'gpt2'), culprit: '--preset', says: ['not both'] },
   { label: 'LOCAL_RANK=-1 in the environment', args: gen(), culprit: 'LOCAL_RANK (environment, default for --local_rank)', env: { LOCAL_RANK: '-1' } },
   // --dtype, from one table.
-  { label: 'generate --dtype bfloat16 (fusegen\'s pipelines)', args: gen('--dtype', 'bfloat16'), culprit: '--dtype', says: ["not available for fusegen's ONNX Runtime graphs", 'runs on the Hugging Face transformers reference'] },
+  { label: 'generate --dtype bfloat16 (fusegen\'s pipelines)', args: gen('--dtype', 'bfloat16'), culprit: '--dtype', says: ["not available for fusegen's ONNX Runtime graphs", 'runs on the Hugging Face transformers reference of generate (--hf_baseline --reference hf) and the WGSL engine'] },
   { label: 'generate --dtype bf16 --use_kernel', args: gen('--dtype', 'bf16', '--use_kernel'), culprit: '--dtype' },
   { label: 'generate --dtype bfloat16 --hf_baseline (transformers.js)', args: gen('--dtype', 'bfloat16', '--hf_baseline'), culprit: '--dtype', says: ['transformers.js reference', 'takes float32, float16'] },
   { label: 'generate --dtype int4 --hf_baseline', args: gen('--dtype', 'int4', '--hf_baseline'), culprit: '--dtype' },
   { label: 'generate --dtype toString', args: gen('--dtype', 'toString'), culprit: '--dtype', says: ['expected one of float32, float16, int8, int4, bfloat16'] },
-  { label: 'compare --dtype bfloat16', args: cmp('--dtype', 'bfloat16'), culprit: '--dtype', says: ['not in this command', 'expected one of float32, float16, int8, int4'] },
+  { label: 'compare --dtype bfloat16 (the plain ORT candidate)', args: cmp('--dtype', 'bfloat16'), culprit: '--dtype', says: ["not available for fusegen's ONNX Runtime graphs", 'and the WGSL engine'] },
   { label: 'compare --dtype float64', args: cmp('--dtype', 'float64'), culprit: '--dtype' },
   { label: 'bench --dtype bf16', args: bch('--dtype', 'bf16'), culprit: '--dtype' },
   // Flag combinations.
@@ -503,7 +503,7 @@ const BAD_INPUTS: BadInput[] = [
   { label: 'compare --model (llama) whose num_key_value_heads disagrees with its tensors', args: () => ['compare', '--model', (tokDir = disagreeing('llama', { num_key_value_heads: 4 })), '--use_kernel', '--report_dir', reports()], culprit: () => join(tokDir, 'config.json'), says: ['k_proj.weight" has shape [32, 64]'] },
   { label: 'generate --use_kernel on a llama whose head_dim disagrees with its tensors', args: () => ['generate', '--model', (tokDir = disagreeing('llama', { head_dim: 8 })), '--use_kernel', '--max_new_tokens', '2'], culprit: () => join(tokDir, 'config.json'), says: ['q_proj.weight" has shape [64, 64]'] },
   { label: 'bench on a llama whose intermediate_size disagrees with its tensors', args: () => ['bench', '--model', (tokDir = disagreeing('llama', { intermediate_size: 64 })), '--report_dir', reports(), '--repeats', '1', '--max_new_tokens', '2', '--pipelines', 'ort'], culprit: () => join(tokDir, 'config.json'), says: ['the config implies'] },
-  { label: 'compare --dtype bfloat16 --use_kernel (ORT)', args: cmp('--dtype', 'bfloat16', '--use_kernel'), culprit: '--dtype', says: ['expected one of float32, float16, int8, int4'] },
+  { label: 'compare --dtype bfloat16 --use_kernel (ORT)', args: cmp('--dtype', 'bfloat16', '--use_kernel'), culprit: '--dtype', says: ["not available for fusegen's ONNX Runtime graphs", 'ONNX Runtime has no bfloat16 kernels'] },
   // Issue 29 item 5: a baseline that timed another run (it was accepted, showed -374% and passed).
   { label: 'compare --baseline of another dtype', args: () => cmp('--baseline', (tokDir = baselineFile((r) => (r.settings.dtype = 'int8'))))(), culprit: () => tokDir, says: ['a baseline of another run (dtype int8 there, float32 here)'] },
   { label: 'compare --baseline of another model', args: () => cmp('--baseline', (tokDir = baselineFile((r) => Object.assign(r.model, { modelType: 'llama', candidateDir: '/models/llama-1.1b' }))))(), culprit: () => tokDir, says: ['model_type llama there, opt here; model llama-1.1b there, tiny-opt here'] },
@@ -607,14 +607,15 @@ describe('the CLI says what is true (issue 23 item 7)', () => {
     expect(listed.sort()).toEqual(candidates.filter(accepts).sort());
     expect(listed).toContain('int4');
     // Where a listed dtype runs on some of the command's pipelines only, the help says which.
-    if (listed.includes('bfloat16')) expect(entry).toContain('bfloat16: only the Hugging Face transformers reference');
+    if (listed.includes('bfloat16')) expect(entry).toMatch(/bfloat16: only (the Hugging Face transformers reference.* and )?the WGSL engine/);
   });
 
-  it('the dtype table and the up-front check agree: bfloat16 passes only for the Hugging Face reference', () => {
-    expect(() => checkDtype('bfloat16', 'hf')).not.toThrow();
-    for (const e of ['transformersjs', 'ort', 'wgsl'] as const) expect(() => checkDtype('bfloat16', e)).toThrow(/^--dtype: bfloat16 is not available/);
+  it('the dtype table and the up-front check agree: bfloat16 passes only for the Hugging Face reference and the WGSL engine', () => {
+    for (const e of ['hf', 'wgsl'] as const) expect(() => checkDtype('bfloat16', e)).not.toThrow();
+    for (const e of ['transformersjs', 'ort'] as const) expect(() => checkDtype('bfloat16', e)).toThrow(/^--dtype: bfloat16 is not available/);
     expect(() => checkDtype('int4', 'transformersjs')).toThrow(/takes float32, float16/);
-    expect(dtypesFor(['ort', 'wgsl'])).toEqual(['float32', 'float16', 'int8', 'int4']);
+    expect(dtypesFor(['ort', 'wgsl'])).toEqual(['float32', 'float16', 'int8', 'int4', 'bfloat16']);
+    expect(dtypesFor(['ort'])).toEqual(['float32', 'float16', 'int8', 'int4']);
   });
 
   it.each(Object.keys(TABLES) as Array<keyof typeof TABLES>)('%s --help shows every numeric default', async (command) => {

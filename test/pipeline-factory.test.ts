@@ -21,7 +21,6 @@ import { DTYPES, dtypesFor, floatOf, referenceDtype, refuseDtype, type Engine } 
 import { planFor } from '../src/pipeline/injected.js';
 import { ReferencePipeline } from '../src/pipeline/reference.js';
 import { DEFAULT_KERNELS, defaultKernelsHelp, kernelsFor, type DType, type Device } from '../src/pipeline/types.js';
-import { WgslPipeline } from '../src/pipeline/wgsl.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const ENGINES: Engine[] = ['transformersjs', 'hf', 'ort', 'wgsl'];
@@ -91,7 +90,7 @@ describe('one dtype table', () => {
 
   it('the WGSL engine and the reference pipelines refuse what the table says they do not run', async () => {
     const ckpt = openCheckpoint(tinyModelDir('opt'));
-    await expect(WgslPipeline.create(ckpt, { dtype: 'bfloat16', maxTokens: 64 })).rejects.toThrow(`--dtype: bfloat16 is not available for --kernels wgsl (float32, float16, int8 or int4): ${DTYPES.bfloat16.refused.wgsl}`);
+    await expect(ReferencePipeline.create(ckpt, { device: 'cpu', dtype: 'bfloat16', maxTokens: 64 })).rejects.toThrow(`--dtype: bfloat16 is not available for the reference pipeline (float32 or float16): ${DTYPES.bfloat16.refused.transformersjs}`);
     await expect(ReferencePipeline.create(ckpt, { device: 'cpu', dtype: 'int8', maxTokens: 64 })).rejects.toThrow('--dtype: int8 is not available for the reference pipeline (float32 or float16)');
     for (const d of ALL_DTYPES) {
       for (const e of ENGINES) {
@@ -114,7 +113,7 @@ describe('one dtype table', () => {
 
   it('the CLI\'s table is derived from it: each dtype\'s engines, the up-front check with its reason', () => {
     for (const d of ALL_DTYPES) expect(CLI_DTYPES[d]).toEqual(DTYPES[d].engines);
-    expect(() => checkDtype('bfloat16', 'wgsl')).toThrow(DTYPES.bfloat16.refused.wgsl!);
+    expect(() => checkDtype('bfloat16', 'ort')).toThrow(DTYPES.bfloat16.refused.ort!);
     expect(() => checkDtype('int4', 'hf')).toThrow(DTYPES.int4.refused.hf!);
   });
 

@@ -206,6 +206,17 @@ export function float32ToBFloat16Bits(x: number): number {
   return f32BitsToBf16Bits(scratchU32[0]!);
 }
 
+/**
+ * float32 values to bfloat16 bits into `out` (at least as long), ties to even on the exact bits:
+ * Inf stays Inf, a NaN stays a quiet NaN with its top payload bits, subnormals round like any other
+ * value (bfloat16 has float32's exponent range). The WGSL engine's bfloat16 weights.
+ */
+export function float32ArrayToBFloat16Bits(src: Float32Array, out: Uint16Array): Uint16Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) out[i] = f32BitsToBf16Bits(bits[i]!);
+  return out;
+}
+
 export function bfloat16BitsToFloat32(b: number): number {
   scratchU32[0] = (b & 0xffff) << 16;
   return scratchF32[0]!;

@@ -3,9 +3,19 @@
  * under the spec's prefixes, checks the shape the graph expects, and produces the data
  * (sliced, transposed) on demand, one tensor at a time.
  */
-import { float32ToFloat16Bits, type TensorStore } from '../checkpoint/safetensors.js';
+import { float32ArrayToBFloat16Bits, float32ToFloat16Bits, type TensorStore } from '../checkpoint/safetensors.js';
 import { InputError } from '../errors.js';
 import type { WeightView } from '../arch/spec.js';
+
+/** The 16-bit float formats the half reads produce: IEEE binary16, or bfloat16 (a float32's top half). */
+export type HalfFormat = 'F16' | 'BF16';
+
+/** float32 values to `format` bits (round to nearest, ties to even), into `out`. */
+function toHalf(src: Float32Array, out: Uint16Array, format: HalfFormat): Uint16Array {
+  if (format === 'BF16') return float32ArrayToBFloat16Bits(src, out);
+  for (let i = 0; i < src.length; i++) out[i] = float32ToFloat16Bits(src[i]!);
+  return out;
+}
 
 export class WeightSource {
   constructor(
@@ -43,13 +53,17 @@ export class WeightSource {
   }
 
   /**
-   * The view as float16 bits. Stored F16 tensors selected by whole rows are copied as they
-   * are (no float conversion: multi-GB checkpoints upload fast); anything else is converted.
+   * The view as float16 (or, with `format` BF16, bfloat16) bits. Tensors stored in that format and
+   * selected by whole rows are copied as they are, bit for bit (no float conversion: multi-GB
+   * checkpoints upload fast); anything else is converted, rounding to nearest even.
    */
-  readHalf(view: WeightView): Uint16Array {
+  readHalf(view: WeightView, format: HalfFormat = 'F16'): Uint16Array {
     const name = this.resolve(view.source);
     const info = this.store.info(name);
-    if (info.dtype !== 'F16' || view.cols || view.offset || (view.transpose && info.shape.length === 2)) return Uint16Array.from(this.read(view), float32ToFloat16Bits);
+    if (info.dtype !== format || view.cols || view.offset || (view.transpose && info.shape.length === 2)) {
+      const f32 = this.read(view);
+      return toHalf(f32, new Uint16Array(f32.length), format);
+    }
     const raw = this.store.readRaw(name);
     const all = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
     if (!view.rows) return all;
@@ -106,15 +120,13 @@ export class WeightSource {
 
   private scratch: Float32Array | undefined;
 
-  /** readRows as float16 bits: stored F16 whole rows are copied as they are (as readHalf does), anything else converted. `into` as for readRows. */
-  readRowsHalf(view: WeightView, r0: number, count: number, into?: Uint16Array): Uint16Array {
+  /** readRows as float16 (or bfloat16) bits: whole rows stored in that format are copied as they are (as readHalf does), anything else converted. `into` as for readRows. */
+  readRowsHalf(view: WeightView, r0: number, count: number, into?: Uint16Array, format: HalfFormat = 'F16'): Uint16Array {
     const name = this.resolve(view.source);
     const { width, outCols, runs } = this.rowRuns(view, r0, count);
     const out = into ? into.subarray(0, count * outCols) : new Uint16Array(count * outCols);
-    if (this.store.info(name).dtype !== 'F16' || view.cols || view.offset || !this.store.readRawRange) {
-      const f32 = this.readRows(view, r0, count, this.halfRowsScratch(count * outCols));
-      for (let i = 0; i < f32.length; i++) out[i] = float32ToFloat16Bits(f32[i]!);
-      return out;
+    if (this.store.info(name).dtype !== format || view.cols || view.offset || !this.store.readRawRange) {
+      return toHalf(this.readRows(view, r0, count, this.halfRowsScratch(count * outCols)), out, format);
     }
     let at = 0;
     for (const [s, m] of runs) {

@@ -15,12 +15,20 @@
  */
 import { type GpuContext, Kernel, loadWgsl, params, storageBuffer, uniform } from './device.js';
 
-export type TableDtype = 'f32' | 'f16';
+export type TableDtype = 'f32' | 'f16' | 'bf16';
+
+/** embed.wgsl's element i of a table bound as `buf`: f32 as it is, f16 and bf16 as u32 pairs (low half first) widened to f32. */
+const TABLE_READ: Readonly<Record<TableDtype, { W: string; at: (buf: string) => string }>> = {
+  f32: { W: 'f32', at: (buf) => `return ${buf}[i];` },
+  f16: { W: 'u32', at: (buf) => `return unpack2x16float(${buf}[i >> 1u])[i & 1u];` },
+  // bf16 is an f32's top half: the wanted half moved to the top, the other cleared.
+  bf16: { W: 'u32', at: (buf) => `return bitcast<f32>(select(${buf}[i >> 1u] << 16u, ${buf}[i >> 1u] & 0xFFFF0000u, (i & 1u) == 1u));` },
+};
 
 export interface EmbedArgs {
   /** u32 [T] token ids. Ids >= vocab embed as zeros (never read out of bounds). */
   ids: GPUBuffer;
-  /** f32 or f16 [vocab, E]. */
+  /** f32, f16 or bf16 [vocab, E]. */
   table: GPUBuffer;
   dtype: TableDtype;
   /** f32 [T, E]. */
@@ -140,9 +148,8 @@ export class ElementwiseKernels {
     const pv = [a.T, a.E, a.vocab, hasPos ? 1 : 0, a.posOffset ?? 0, a.posRows ?? 0, a.scale ?? 1];
     const storage = [a.ids, a.positions ?? a.ids, a.table, a.posTable ?? a.table, a.out];
     const e = this.entry(`embed.${a.dtype}`, storage, pv, () => {
-      const f16 = a.dtype === 'f16';
-      const at = (buf: string) => (f16 ? `return unpack2x16float(${buf}[i >> 1u])[i & 1u];` : `return ${buf}[i];`);
-      const kernel = this.kernel(`embed.${a.dtype}`, 'embed.wgsl', { W: f16 ? 'u32' : 'f32', TABLE_AT: at('table'), POS_AT: at('posTable') });
+      const read = TABLE_READ[a.dtype];
+      const kernel = this.kernel(`embed.${a.dtype}`, 'embed.wgsl', { W: read.W, TABLE_AT: read.at('table'), POS_AT: read.at('posTable') });
       const u = this.uniform(params(...pv.slice(0, 6).map((u32) => ({ u32 })), { f32: pv[6]! }, { u32: 0 }));
       return { kernel, groups: [kernel.bind(u, storage)], owned: [u] };
     });

@@ -2,7 +2,7 @@
  * The linear layer on our WGSL kernels: Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]).
  *
  *   X, Y, bias  f32, row-major; W row-major [N, K] (torch nn.Linear's [out, in]) as f32, f16,
- *               or block-quantized int8 / int4 in quantizeBlockwise's layout
+ *               bf16 (widened to f32 as loaded; accumulation f32 for every type), or block-quantized int8 / int4 in quantizeBlockwise's layout
  *               (src/inject/quantize.ts) with f32 scales [N * nBlocks]
  *   act         none | gelu_tanh | gelu_erf | relu | swiglu | geglu; for the gated two W is
  *               [2I, K] (gate rows first, then up rows), bias likewise [2I], and Y[T, I] =
@@ -22,7 +22,24 @@
 import { Kernel, loadWgsl, params, storageBuffer, uniform, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
 
-export type LinearWeight = 'f32' | 'f16' | 'q8' | 'q4';
+export type LinearWeight = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+
+/**
+ * The weight reader each type pastes in (linear_w_*.wgsl), with its defines: f16 and bf16 share
+ * the 16-bit reader, which widens them with unpack2x16float or a shift (UNPACK).
+ */
+const WEIGHT_READER: Readonly<Record<LinearWeight, { file: string; defines?: Record<string, string> }>> = {
+  f32: { file: 'linear_w_f32.wgsl' },
+  f16: { file: 'linear_w_16.wgsl', defines: { UNPACK: 'unpack2x16float' } },
+  bf16: { file: 'linear_w_16.wgsl', defines: { UNPACK: 'unpack2x16bf' } },
+  q8: { file: 'linear_w_q8.wgsl' },
+  q4: { file: 'linear_w_q4.wgsl' },
+};
+
+/** W's elements are 16-bit floats (f16, bf16): read 8 to a 16-byte word. */
+export function isHalfWeight(weight: LinearWeight): boolean {
+  return weight === 'f16' || weight === 'bf16';
+}
 export type LinearActivation = 'none' | 'gelu_tanh' | 'gelu_erf' | 'relu' | 'swiglu' | 'geglu';
 export type LinearPath = 'gemv' | 'gemm';
 
@@ -148,14 +165,15 @@ export function gemvReducers(O: number, tuning: LinearTuning): number {
  * - up to 4 rows: 8 W rows x 128 threads, but 4 x 256 where W has few rows (N <= 4096) or a
  *   long K (>= 4096): 10-25% faster there (o, fc2 / down, llama's qkv), slower elsewhere;
  * - more rows: 4 x 64 for f32 / f16 (10-45% faster than 4 x 128 at T = 8: fewer registers a
- *   thread); int8 / int4 keep 4 x 128, as measured end to end.
+ *   thread); int8 / int4 keep 4 x 128, as measured end to end. bf16 (not measured) takes f16's
+ *   shapes: the same loads, a shift for a conversion.
  * A norm fused in does not change the choice now that it takes no statistics pass first: with
  * a LayerNorm, opt-1.3b's qkv (6144 x 2048) took 10.6 us at 8 x 128 against 11.3 at 16 x 128,
  * fc1 (8192) 12.5 against 13.2 (2026-12-03-h200-rms-deferred, r3-kernels-linear.txt).
  */
 export function defaultLinearTuning(T: number, N = 0, K = 0, weight: LinearWeight = 'f16'): LinearTuning {
   if (T <= 4) return N <= 4096 || K >= 4096 ? { gemvRows: 4, gemvThreads: 256 } : { gemvRows: 8, gemvThreads: 128 };
-  return weight === 'f16' || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
+  return isHalfWeight(weight) || weight === 'f32' ? { gemvRows: 4, gemvThreads: 64 } : { gemvRows: 4, gemvThreads: 128 };
 }
 
 /**
@@ -184,7 +202,7 @@ export function linearBufferBytes(shape: LinearShape): { x: number; w: number; y
   const nBlocks = weight === 'q8' || weight === 'q4' ? Math.ceil(K / (shape.blockSize ?? 0)) : 0;
   const w =
     weight === 'f32' ? N * K * 4
-    : weight === 'f16' ? N * K * 2
+    : isHalfWeight(weight) ? N * K * 2
     : (N * nBlocks * (shape.blockSize ?? 0) * (weight === 'q8' ? 8 : 4)) / 8;
   return { x: T * K * 4, w, y: T * linearOutColumns(shape) * 4, bias: N * 4, scales: N * nBlocks * 4 };
 }
@@ -374,7 +392,7 @@ export class LinearKernels {
     if (quantized) check('scales', bufs.scales, need.scales);
 
     const nOut = linearOutColumns(shape);
-    const aligned = K % 4 === 0 && (weight !== 'f16' || K % 8 === 0);
+    const aligned = K % 4 === 0 && (!isHalfWeight(weight) || K % 8 === 0);
     // Fused for one row only: when every GEMV workgroup still took the norm's statistics first,
     // fusing at batch 8 cost opt-1.3b 13.6 ms a step against 3.0 apart (H200). Not measured
     // again since the statistics are deferred.
@@ -473,7 +491,7 @@ export class LinearKernels {
       const flag = { ALIGNED: aligned ? 'true' : 'false' };
       const defines: Record<string, string | number> = {
         COMMON: common(flag),
-        WEIGHTS: loadWgsl(`linear_w_${weight}.wgsl`, flag),
+        WEIGHTS: loadWgsl(WEIGHT_READER[weight].file, { ...flag, ...WEIGHT_READER[weight].defines }),
       };
       if (path === 'gemv') {
         Object.assign(defines, {

@@ -1,18 +1,21 @@
 /**
  * A checkpoint's weights in GPU buffers, in the layouts the WGSL kernels read: linear
  * weights [out, in] (each output's inputs contiguous, the GEMV-friendly layout), norm
- * parameters and biases f32, matrices f32 or f16, or block-quantized (int8/int4) in
+ * parameters and biases f32, matrices f32, f16 or bf16, or block-quantized (int8/int4) in
  * MatMulNBits' layout. Streamed from the checkpoint a chunk of rows at a time (uploadWeights).
  */
 import type { LinearWeights, NormWeights, WeightView } from '../arch/spec.js';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openWeights } from '../arch/checkpoint.js';
-import { WeightSource } from '../graph/weights.js';
+import { WeightSource, type HalfFormat } from '../graph/weights.js';
 import type { Quantization } from '../inject/plan.js';
 import { quantizeRows } from '../inject/quantize.js';
 import { storageBuffer, type GpuContext } from './device.js';
 
-export type MatrixType = 'f32' | 'f16';
+export type MatrixType = 'f32' | 'f16' | 'bf16';
+
+/** The 16-bit matrix types, by the checkpoint format they are read in. */
+const HALF: Partial<Record<MatrixType, HalfFormat>> = { f16: 'F16', bf16: 'BF16' };
 
 export interface GpuMatrix {
   buffer: GPUBuffer;
@@ -151,8 +154,9 @@ export interface StreamOptions {
 
 /**
  * The checkpoint's weights into GPU buffers, streamed: each matrix is read from the safetensors
- * files a chunk of rows at a time (CHUNK_BYTES), converted (f16, or block-quantized, which works
- * row by row) and written to its buffer at its offset; parts stacked by rows (packed QKV,
+ * files a chunk of rows at a time (CHUNK_BYTES), converted (f16 or bf16, rounding to nearest even,
+ * or block-quantized, which works row by row; a checkpoint's own F16 or BF16 bytes are copied as
+ * they are) and written to its buffer at its offset; parts stacked by rows (packed QKV,
  * gate/up) go to their rows of one buffer. Only views the checkpoint stores transposed (GPT-2's
  * Conv1D) are read whole, one tensor at a time. No whole-model copy ever sits in host memory.
  */
@@ -178,12 +182,12 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
     scales: (scratch.scales = scratch.scales && scratch.scales.length >= scales ? scratch.scales : new Float32Array(scales)),
   });
   /** A part's rows [out, in], a chunk at a time: straight from the file, or from the tensor read whole where it is stored transposed. */
-  async function* rowChunks(view: WeightView, n: number, k: number, half: boolean): AsyncGenerator<{ rows: number; data: Float32Array | Uint16Array }> {
+  async function* rowChunks(view: WeightView, n: number, k: number, half: HalfFormat | undefined): AsyncGenerator<{ rows: number; data: Float32Array | Uint16Array }> {
     const step = Math.max(1, Math.floor(chunkBytes / (k * 4)));
-    const all = w.streamable(view) ? undefined : half ? w.readHalf(view) : w.read(view);
+    const all = w.streamable(view) ? undefined : half ? w.readHalf(view, half) : w.read(view);
     for (let r = 0; r < n; r += step) {
       const rows = Math.min(step, n - r);
-      const data = all ? all.subarray(r * k, (r + rows) * k) : half ? w.readRowsHalf(view, r, rows, u16Scratch(rows * k)) : w.readRows(view, r, rows, f32Scratch(rows * k));
+      const data = all ? all.subarray(r * k, (r + rows) * k) : half ? w.readRowsHalf(view, r, rows, u16Scratch(rows * k), half) : w.readRows(view, r, rows, f32Scratch(rows * k));
       yield { rows, data };
     }
   }
@@ -196,7 +200,7 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
       const packed = stream.open((n * nBlocks * q.blockSize * q.bits) / 8, label);
       const scales = stream.open(n * nBlocks * 4, `${label}.scales`);
       for (const p of parts) {
-        for await (const chunk of rowChunks(p.view, p.shape[0]!, k, false)) {
+        for await (const chunk of rowChunks(p.view, p.shape[0]!, k, undefined)) {
           const qz = quantizeRows(chunk.data as Float32Array, k, chunk.rows, q.bits, q.blockSize, quantScratch((chunk.rows * nBlocks * q.blockSize * q.bits) / 8, chunk.rows * nBlocks));
           await packed.push(qz.packed);
           await scales.push(qz.scales);
@@ -204,8 +208,8 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
       }
       return { buffer: await packed.end(), n, k, type, quant: { bits: q.bits, blockSize: q.blockSize, scales: await scales.end() } };
     }
-    // f16 straight from the checkpoint's f16 bytes where it has them; parts stacked by rows.
-    const half = type === 'f16';
+    // f16 / bf16 straight from the checkpoint's bytes of that format where it has them; parts stacked by rows.
+    const half = HALF[type];
     const out = stream.open(n * k * (half ? 2 : 4), label);
     for (const p of parts) for await (const chunk of rowChunks(p.view, p.shape[0]!, k, half)) await out.push(chunk.data);
     return { buffer: await out.end(), n, k, type };

@@ -19,7 +19,8 @@ export type Engine = 'transformersjs' | 'hf' | 'ort' | 'wgsl';
 export interface DTypeSpec {
   /**
    * Float type of the activations and of the weights left unquantized (embedding tables, norms):
-   * `device` is float32 on the CPU and float16 on GPU devices (what defaultDtype picks).
+   * `device` is float32 on the CPU and float16 on GPU devices (what defaultDtype picks). The WGSL
+   * engine stores its weight matrices in it and keeps activations float32 whatever it is.
    */
   float: FloatType | 'bfloat16' | 'device';
   /** Bits of the block-quantized weights of every projection and the LM head; 0: not quantized. */
@@ -46,16 +47,19 @@ export const DTYPES: Record<DType, DTypeSpec> = {
   float16: { float: 'float16', bits: 0, bytesPerWeight: 2, reference: 'float16', engines: EVERY_ENGINE, refused: {} },
   int8: { float: 'device', bits: 8, bytesPerWeight: 1, reference: 'float32', engines: ['ort', 'wgsl'], refused: QUANTIZED_REFUSED },
   int4: { float: 'device', bits: 4, bytesPerWeight: 0.5, reference: 'float32', engines: ['ort', 'wgsl'], refused: QUANTIZED_REFUSED },
+  // The WGSL engine stores the weights bfloat16 (the top half of a float32: a shift widens them) and
+  // keeps activations, the KV cache and accumulation float32, as it does for float16. No reference
+  // library runs fusegen's bfloat16 (transformers.js takes fp32 and fp16 exports; the hf reference
+  // is generate's only), so compare and bench hold it against float32, as they do int8 and int4.
   bfloat16: {
     float: 'bfloat16',
     bits: 0,
     bytesPerWeight: 2,
     reference: 'float32',
-    engines: ['hf'],
+    engines: ['hf', 'wgsl'],
     refused: {
       transformersjs: 'transformers.js runs fp32 and fp16 exports',
       ort: 'ONNX Runtime has no bfloat16 kernels for these ops',
-      wgsl: 'the WGSL engine reads float32 and float16 weights',
     },
   },
 };

@@ -1,11 +1,13 @@
 /**
  * The WGSL pipeline: fusegen's generate loop over our own kernels (src/kernels) on a Dawn
- * WebGPU device. Weights f32 or f16 (or int8/int4 block-quantized); activations f32.
+ * WebGPU device. Weights f32, f16 or bf16 (or int8/int4 block-quantized); activations, KV cache
+ * and accumulation f32.
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openGpu, type AdapterInfo } from '../kernels/device.js';
 import { WgslEngine, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
+import type { MatrixType } from '../kernels/weights.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
 import { generateLoop } from './loop.js';
@@ -20,6 +22,9 @@ export interface StepTimes {
   submitMsPerStep: number;
   waitMsPerStep: number;
 }
+
+/** The engine's weight matrices for a dtype's float type (the unquantized ones, and the embedding tables of int8 / int4). */
+const MATRIX_TYPE: Readonly<Record<ReturnType<typeof floatOf>, MatrixType>> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 
 export interface WgslOptions {
   dtype: DType;
@@ -40,9 +45,9 @@ export class WgslPipeline implements TextGenerationPipeline {
     const t0 = performance.now();
     refuseDtype(o.dtype, 'wgsl', '--kernels wgsl');
     const ctx = await openGpu();
-    // Activations stay f32; f16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
-    const f16 = floatOf(o.dtype, 'webgpu') === 'float16';
-    const engine = await WgslEngine.create(ctx, ckpt, { weights: f16 ? 'f16' : 'f32', quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
+    // Activations stay f32; f16 and bf16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
+    const weights = MATRIX_TYPE[floatOf(o.dtype, 'webgpu')];
+    const engine = await WgslEngine.create(ctx, ckpt, { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
     const tokenizer = await loadTokenizer(ckpt);
     const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
     info.executionProviders = [`dawn:${ctx.adapter.vendor}/${ctx.adapter.architecture}/${ctx.adapter.device}`];

@@ -1,7 +1,8 @@
 // embed.wgsl: token (+ learned position) embedding gather.
 //   out[t, e] = scale * table[ids[t] * E + e]  +  posTable[(positions[t] + posOffset) * E + e]   (second term only when hasPos != 0)
-// Layout: ids, positions u32 [T]; table, posTable [vocab | posRows, E] of f32, or of f16 read as
-// u32 pairs with unpack2x16float (no shader-f16 feature needed); out f32 [T, E], row-major.
+// Layout: ids, positions u32 [T]; table, posTable [vocab | posRows, E] of f32, or of f16 or bf16
+// read as u32 pairs and widened (unpack2x16float; bf16 by a shift: no shader-f16 feature needed);
+// out f32 [T, E], row-major. TABLE_AT / POS_AT are the element reads (elementwise.ts, by dtype).
 // Dispatch: (ceil(E / 256), T), workgroup 256: one invocation per output element, coalesced along E.
 // Out of range: ids[t] >= vocab makes the token term 0; positions[t] + posOffset >= posRows makes the
 // position term 0. Nothing is ever read out of bounds. The add wraps mod 2^32, so HF's padding

@@ -2,7 +2,7 @@
 // Y[T, nOut] = act(X[T, K] . W[N, K]^T + bias[N]).
 //
 // Layout: see linear_common.wgsl (bindings, Params) and the weight reader pasted in
-// (linear_w_f32 / f16 / q8 / q4.wgsl; quantized weights are dequantized on the
+// (linear_w_f32 / 16 (f16, bf16) / q8 / q4.wgsl; quantized weights are dequantized on the
 // fly as tiles are loaded).
 //
 // Dispatch: (ceil(nOut / 64), ceil(T / 64), splits) workgroups of 256 threads; for a gated act

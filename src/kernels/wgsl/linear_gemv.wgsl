@@ -3,7 +3,7 @@
 // and Y (linear.ts splits more rows into dispatches of 8).
 //
 // Layout: see linear_common.wgsl (bindings, Params) and the weight reader pasted in
-// (linear_w_f32 / f16 / q8 / q4.wgsl: element type and quantized layout).
+// (linear_w_f32 / 16 (f16, bf16) / q8 / q4.wgsl: element type and quantized layout).
 //
 // Dispatch: one workgroup of KT threads per ROWS rows of W, i.e. per ROWS outputs, or per
 // ROWS / 2 outputs for a gated act, swiglu or geglu (gate rows i.., up rows nOut + i..). Workgroups are numbered
