@@ -283,17 +283,8 @@ export function statsLines(report: BenchReport): string[] {
   return lines;
 }
 
-/** github-action-benchmark's custom tool formats: one file per direction. */
-export function actionBenchmark(report: BenchReport): { smaller: Array<{ name: string; unit: string; value: number }>; bigger: Array<{ name: string; unit: string; value: number }> } {
-  const name = (r: BenchRow, what: string) => `${report.model.modelType} ${report.device} ${report.dtype} ${r.pipeline} b${r.batch} p${r.promptLength} ${what}`;
-  return {
-    smaller: report.rows.flatMap((r) => [
-      { name: name(r, 'time per output token'), unit: 'ms', value: r.tpotMs.median },
-      { name: name(r, 'time to first token'), unit: 'ms', value: r.ttftMs.median },
-    ]),
-    bigger: report.rows.map((r) => ({ name: name(r, 'decode throughput'), unit: 'tokens/s', value: r.decodeTokensPerSec })),
-  };
-}
+// github-action-benchmark's custom tool formats (one file per direction) are built in src/report, beside the other readers of the report.
+export { actionBenchmark } from '../src/report/action-benchmark.js';
 
 /** Bencher Metric Format: benchmark -> measure -> value. */
 export function bencherBmf(report: BenchReport): Record<string, Record<string, { value: number }>> {

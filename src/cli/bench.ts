@@ -6,7 +6,7 @@
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
-import { actionBenchmark, benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import type { Checkpoint } from '../arch/checkpoint.js';
@@ -17,11 +17,14 @@ import { engineOf } from '../pipeline/ds-pipeline.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
-import { modelBasename, prepareOutputDir, reportTimestamp, writeReportFiles } from '../report/write.js';
+import { modelBasename, prepareOutputDir, prepareOutputFile, reportTimestamp, writeReportFiles, writeTextAtomic } from '../report/write.js';
+import { actionBenchmark } from '../report/action-benchmark.js';
+import { benchSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
 import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
+import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
 export interface BenchCliOptions {
   model: string | undefined;
@@ -36,6 +39,8 @@ export interface BenchCliOptions {
   profile: boolean;
   accuracy_level: 0 | 4 | undefined;
   report_dir: string;
+  summary_md: string | undefined;
+  benchmark_json: string | undefined;
   allow_nonfinite: boolean;
   baseline: string | undefined;
   max_regression: number;
@@ -56,6 +61,8 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
+  summary_md: summaryMdOption,
+  benchmark_json: { flag: 'benchmark_json', arg: 'file', help: "github-action-benchmark's customSmallerIsBetter JSON at this fixed path (its output-file-path), replaced each run: time per output token and time to first token per point, ms, with the 95% interval of the median as range (the same entries as the report's -smaller-is-better.json)", parse: text },
   allow_nonfinite: allowNonfiniteOption,
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier bench JSON report of the same model, device and dtype: fail on a point whose decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: decimalAtLeast(0) },
@@ -96,12 +103,13 @@ function engineOfPipeline(p: BenchPipeline): Engine {
 }
 
 /**
- * The one validation pass, before any run: every flag, the device, the report directory, then
+ * The one validation pass, before any run: every flag, the device, the report directory and the
+ * other outputs' places (--summary_md, $GITHUB_STEP_SUMMARY, --benchmark_json), then
  * the checkpoint (a preset is written first), every prompt length plus --max_new_tokens against
  * the model, every batch size's KV cache against memory, and the tokenizer. Nothing is exported
  * or run until all of it passed, so a sweep never stops halfway on a point it could not run.
  */
-export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpoint; reportDir: string }> {
+export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpoint; reportDir: string; outputs: BenchOutputs }> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
@@ -111,6 +119,7 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   checkDevice(o.device, o.pipelines.map(engineOfPipeline));
   // A report directory that cannot take the reports fails now, not after the run.
   const reportDir = prepareOutputDir('--report_dir', o.report_dir);
+  const outputs: BenchOutputs = { summary: prepareSummaryTargets(o.summary_md), ...(o.benchmark_json !== undefined ? { benchmarkJson: prepareOutputFile('--benchmark_json', o.benchmark_json) } : {}) };
   let dir = o.model;
   if (o.preset) {
     dir = join(fixtureModelsDir(), o.preset);
@@ -124,14 +133,14 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   for (const p of o.prompt_lengths) checkCapacity(ckpt, maxTokens, p, o.max_new_tokens, '--prompt_lengths');
   for (const b of o.batch_sizes) checkKvBudget(b, maxTokens, ckpt.dims, totalmem(), { batch: '--batch_sizes', tokens: '--prompt_lengths' });
   await checkPrompts(ckpt, COMPARE_PROMPTS);
-  return { ckpt, reportDir };
+  return { ckpt, reportDir, outputs };
 }
 
 export async function runBenchCommand(
   o: BenchCliOptions,
   io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
 ): Promise<number> {
-  const { ckpt, reportDir } = await validateBench(o);
+  const { ckpt, reportDir, outputs } = await validateBench(o);
   const baseline = o.baseline ? readBenchBaseline(o.baseline) : undefined;
   const dir = ckpt.dir;
   const progress = progressSink(io.err, io.terminal);
@@ -141,7 +150,7 @@ export async function runBenchCommand(
     if (!live) return;
     progress.stop();
     const partial: BenchReport = { ...live, status: 'interrupted', rows: [...live.rows] };
-    const written = writeBenchReports(partial, reportDir, dir);
+    const written = writeBenchOutputs(partial, reportDir, dir, outputs);
     io.err(`interrupted: ${partial.rows.length} finished point${partial.rows.length === 1 ? '' : 's'} written to ${written.json}`);
   });
   const report = await runBench(
@@ -166,9 +175,30 @@ export async function runBenchCommand(
     progress.stop();
   });
   for (const line of [...table(report), ...statsLines(report)]) io.out(line);
-  const written = writeBenchReports(report, reportDir, dir);
+  const written = writeBenchOutputs(report, reportDir, dir, outputs);
   io.out(`reports: ${written.json}, ${written.html} (+ -smaller-is-better.json, -bigger-is-better.json, -bencher.json)`);
+  if (written.benchmarkJson) io.out(`github-action-benchmark: ${written.benchmarkJson}`);
+  if (written.summary) io.out(`summary: ${written.summary}`);
   return report.status === 'interrupted' ? 130 : (report.gate?.exitCode ?? 0);
+}
+
+/** Outputs at fixed paths beside the reports, proven writable before the run. */
+export interface BenchOutputs {
+  summary: SummaryTargets;
+  /** --benchmark_json, absolute. */
+  benchmarkJson?: string;
+}
+
+/**
+ * The reports (writeBenchReports), then the Markdown summary and --benchmark_json: all of them
+ * for every report bench writes, a failed gate, an interrupted run and a second Ctrl-C's partial
+ * report alike (the summary is read most when the gate fails).
+ */
+export function writeBenchOutputs(report: BenchReport, dir: string, modelDir: string, outputs: BenchOutputs): { json: string; html: string; summary?: string; benchmarkJson?: string } {
+  const written = writeBenchReports(report, dir, modelDir);
+  if (outputs.benchmarkJson) writeTextAtomic(outputs.benchmarkJson, `${JSON.stringify(actionBenchmark(report).smaller, null, 2)}\n`);
+  const summary = writeSummary(outputs.summary, benchSummaryMd(report, written));
+  return { ...written, ...(summary ? { summary } : {}), ...(outputs.benchmarkJson ? { benchmarkJson: outputs.benchmarkJson } : {}) };
 }
 
 /**

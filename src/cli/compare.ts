@@ -17,9 +17,11 @@ import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Kernels
 import type { CompareReport } from '../report/compare-report.js';
 import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
+import { compareSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
 import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
+import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
 export interface CompareCliOptions {
   model: string | undefined;
@@ -38,6 +40,7 @@ export interface CompareCliOptions {
   device: Device;
   batch_size: number;
   report_dir: string;
+  summary_md: string | undefined;
   baseline: string | undefined;
   max_regression: number;
   speed_repeats: number;
@@ -62,6 +65,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   batch_size: { flag: 'batch_size', arg: 'n', help: 'prompts per batch', default: 1, parse: intAtLeast(1) },
   report_dir: { flag: 'report_dir', arg: 'dir', help: 'where the JSON and HTML reports go', default: 'reports', parse: text },
+  summary_md: summaryMdOption,
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report of the same model, dtype, device, pipeline and batch size (another is refused): fail when decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed (median time per output token) against --baseline, percent (decimals allowed: 2.5)', default: 10, parse: decimalAtLeast(0) },
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
@@ -81,10 +85,11 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 
 /**
  * The one validation pass, before any export or run: every flag, the device, the report
- * directory and baseline, both checkpoints (config, weight headers), the KV cache against
- * memory, the tokenizer on the prompts, and --max_length against the model.
+ * directory, the summary's places (--summary_md, $GITHUB_STEP_SUMMARY) and the baseline, both
+ * checkpoints (config, weight headers), the KV cache against memory, the tokenizer on the
+ * prompts, and --max_length against the model.
  */
-export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined }> {
+export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined; summary: SummaryTargets }> {
   const dtype = o.dtype ?? defaultDtype(o.device);
   const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) }));
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
@@ -94,6 +99,7 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   checkAccuracyLevel(o.accuracy_level, dtype, candidate === 'ort');
   checkDevice(o.device, [candidate, o.reference]);
   prepareOutputDir('--report_dir', o.report_dir); // the reports' directory takes files
+  const summary = prepareSummaryTargets(o.summary_md);
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
   if (o.checkpoint_path !== undefined && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
   const open = { allowNonfinite: o.allow_nonfinite };
@@ -110,17 +116,18 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   if (o.max_length > ckpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.max_length} exceeds the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
   const window = ckpt.dims.slidingWindow;
   if (window !== undefined && o.max_length > window) throw new CapacityError('--max_length', `${o.max_length} tokens exceed the attention window of ${window} tokens (${ckpt.configPath}: sliding_window), which fusegen does not implement (runs must fit the window)`);
-  return { baseline };
+  return { baseline, summary };
 }
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
-  const { baseline } = await validateCompare(o);
+  const { baseline, summary } = await validateCompare(o);
   // A second Ctrl-C stops at once: the prompts that finished are still written, marked interrupted.
   let live: CompareReport | undefined;
   io.onAbort?.(() => {
     if (!live) return;
     const partial = interruptedReport(live, live.settings.numInputs);
     const written = writeCompareReports(partial, o.report_dir);
+    writeSummary(summary, compareSummaryMd(partial, written));
     io.err(`interrupted: ${partial.prompts.length} finished prompt${partial.prompts.length === 1 ? '' : 's'} written to ${written.json}`);
   });
   const report = await runCompare(
@@ -150,6 +157,9 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
   for (const line of summaryTable(report)) io.out(line);
   const written = writeCompareReports(report, o.report_dir);
   io.out(`reports: ${written.json}\n         ${written.html}`);
+  // The summary says the verdict also when the gate fails or the run was interrupted.
+  const md = writeSummary(summary, compareSummaryMd(report, written));
+  if (md) io.out(`summary: ${md}`);
   if (report.status === 'interrupted') return 130;
   return report.gate.exitCode;
 }

@@ -9,10 +9,13 @@
  *   same directory, flushed, and hard-linked to its name, which fails rather than replace an
  *   existing file (then the whole set takes another random suffix). A reader never sees half a
  *   report, and no run's report replaces another's.
+ * - `prepareOutputFile` does the same for a file a command will replace (`--summary_md`,
+ *   `--benchmark_json`): its directory made and probed, the file itself a writable regular file
+ *   where it exists; `prepareAppendFile` for a file a command appends to (`$GITHUB_STEP_SUMMARY`).
  * - `writeTextAtomic` replaces a file whole (the dashboard page, which is rebuilt from the reports).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fsyncSync, linkSync, mkdirSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join, parse, resolve } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { CompareReport } from './compare-report.js';
@@ -91,6 +94,61 @@ export function prepareOutputDir(flag: string, dir: string): string {
   } catch (e) {
     rmSync(probe, { force: true });
     return fail(`not writable (${reason(e)})`);
+  }
+  return abs;
+}
+
+/**
+ * Proves before any work that `file` can be replaced whole (writeTextAtomic): its directory is
+ * created and probed as prepareOutputDir does, and the file, where it exists, is a regular file
+ * this process may write. Every failure is one UsageError naming `flag` and the path. Returns
+ * the absolute path.
+ */
+export function prepareOutputFile(flag: string, file: string): string {
+  const abs = resolve(file);
+  const fail = (why: string): never => {
+    throw new UsageError(flag, `${file}: ${why}`);
+  };
+  if (/[\\/]$/.test(file)) return fail('names a directory, not a file');
+  prepareOutputDir(flag, dirname(file));
+  let st;
+  try {
+    st = statSync(abs);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return abs;
+    return fail(`cannot use it (${reason(e)})`);
+  }
+  if (st.isDirectory()) return fail('is a directory, not a file');
+  // A device or a pipe would be replaced by the rename, not written to.
+  if (!st.isFile()) return fail('is not a regular file');
+  try {
+    accessSync(abs, constants.W_OK);
+  } catch (e) {
+    return fail(`not writable (${reason(e)})`);
+  }
+  return abs;
+}
+
+/**
+ * Proves before any work that text can be appended to `file` (opened for appending, which
+ * creates it where it is missing, and closed); its directory must exist. `culprit` names where
+ * the path came from (an environment variable). Returns the absolute path.
+ */
+export function prepareAppendFile(culprit: string, file: string): string {
+  const abs = resolve(file);
+  const fail = (why: string): never => {
+    throw new UsageError(culprit, `${file}: ${why}`);
+  };
+  try {
+    if (statSync(abs).isDirectory()) return fail('is a directory, not a file');
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    if (errno(e) !== 'ENOENT') return fail(`cannot use it (${reason(e)})`);
+  }
+  try {
+    closeSync(openSync(abs, 'a'));
+  } catch (e) {
+    return fail(`cannot append to it (${reason(e)})`);
   }
   return abs;
 }
