@@ -17,6 +17,9 @@ export default defineConfig({
       // Shaders run without Dawn's bounds checks in the tests: an out-of-range index in a kernel
       // shows up as a wrong result instead of being clamped away.
       FUSEGEN_DAWN_TOGGLES: 'disable_robustness',
+      // compare and bench append a summary to $GITHUB_STEP_SUMMARY (empty: none): not the test runs'
+      // own when the suite runs in GitHub Actions (test/ci-gate.test.ts sets it where it checks it).
+      GITHUB_STEP_SUMMARY: '',
       // The WebGPU tests run on lavapipe (the CPU) unless the caller chose a Vulkan driver.
       ...(!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE_ICD) ? { VK_ICD_FILENAMES: LAVAPIPE_ICD } : {}),
     },
