@@ -200,6 +200,9 @@ describe('compare summary', () => {
     expect(text.split('\n')[0]).toBe('## ❌ fusegen compare: FAIL (interrupted)');
     expect(text).toContain('> **Run interrupted**: interrupted at once after 1 of 3 prompts. The verdicts cover the 1 prompt that finished.');
     expect(text).not.toContain('Decode speedup');
+    const failed = compareSummaryMd({ ...stopped, status: 'failed', stoppedBy: 'candidate: session creation failed\nat line 2', gate: { exitCode: 1, reasons: ['run failed: candidate: session creation failed'] } });
+    expect(failed.split('\n')[0]).toBe('## ❌ fusegen compare: FAIL (the run failed)');
+    expect(failed).toContain('> **Run failed**: candidate: session creation failed\\\\nat line 2.');
   });
 
   it('matches its snapshots', async () => {

@@ -54,7 +54,7 @@ function baseName(path: string): string {
 }
 
 function gateHeading(command: string, exitCode: 0 | 1 | undefined, status: string): string {
-  if (exitCode === 1) return `## ❌ fusegen ${command}: FAIL${status === 'complete' ? '' : ` (${status})`}`;
+  if (exitCode === 1) return `## ❌ fusegen ${command}: FAIL${status === 'complete' ? '' : status === 'failed' ? ' (the run failed)' : ` (${status})`}`;
   if (status !== 'complete') return `## ⚠️ fusegen ${command}: ${status}`;
   return exitCode === 0 ? `## ✅ fusegen ${command}: pass` : `## fusegen ${command}: done (no --baseline, no gate)`;
 }
