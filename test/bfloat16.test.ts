@@ -28,6 +28,7 @@ import { openGpu, readback, storageBuffer, submit, upload } from '../src/kernels
 import { ElementwiseKernels } from '../src/kernels/elementwise.js';
 import { uploadWeights, type GpuLinear, type GpuMatrix, type GpuWeights } from '../src/kernels/weights.js';
 import { main } from '../src/cli/main.js';
+import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import type { CompareReport } from '../src/report/compare-report.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
@@ -290,6 +291,28 @@ describe('the embedding gather reads a bf16 table', () => {
       }
     }
     for (const b of [...bufs, out]) b.destroy();
+  });
+});
+
+describe('two WGSL engines on one device', () => {
+  it("a second engine (compare's triage reruns a bf16 candidate with float32 weights) leaves the candidate's cached dispatches alone", async () => {
+    const ckpt = openCheckpoint(tinyModelDir('llama'));
+    const ctx = await openGpu();
+    const request = { prompts: ['DeepSpeed is a machine learning framework'], maxNewTokens: 6, doSample: false, ignoreEos: true, recordTopK: 3 };
+    const cand = await WgslPipeline.create(ckpt, { dtype: 'bfloat16', maxTokens: 64 });
+    try {
+      const first = await cand.generate(request);
+      const rerun = await WgslPipeline.create(ckpt, { dtype: 'float32', maxTokens: 64 });
+      // Another batch: the rerun's buffers are made again, and its caches cleared.
+      await rerun.generate({ ...request, prompts: [...request.prompts, 'He has a'] });
+      await rerun.dispose();
+      ctx.device.pushErrorScope('validation');
+      const again = await cand.generate(request);
+      expect((await ctx.device.popErrorScope())?.message ?? null).toBeNull();
+      expect(again.sequences.map((s) => [s.newIds, s.topK])).toEqual(first.sequences.map((s) => [s.newIds, s.topK]));
+    } finally {
+      await cand.dispose();
+    }
   });
 });
 

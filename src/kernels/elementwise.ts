@@ -3,8 +3,11 @@
  * greedy argmax (with HF min_new_tokens suppression) and top-k. WGSL in src/kernels/wgsl/
  * (embed.wgsl, norm.wgsl, argmax.wgsl, topk.wgsl); each file's header gives layout and dispatch.
  *
- * One `ElementwiseKernels` per GpuContext (`ElementwiseKernels.for(ctx)`); pipelines compile on
- * first use. Every method encodes into a caller's compute pass. Uniform buffers, bind groups and
+ * Pipelines compile on first use and are shared by every `ElementwiseKernels` of a GpuContext; the
+ * cached entries below are an instance's own, so each WGSL engine has its own instance (an engine's
+ * clearCache must not destroy the uniforms another engine's recorded steps still bind: compare's
+ * triage runs a second engine beside the candidate). `ElementwiseKernels.for(ctx)` is one shared
+ * instance for callers without an owner of their own. Every method encodes into a caller's compute pass. Uniform buffers, bind groups and
  * scratch (argmax/top-k partials) are cached under a key made of the buffers' identities and
  * every parameter value, so re-encoding the same op every decode step allocates nothing, and two
  * encodings with different parameters in one submit never share a uniform (no writeBuffer after
@@ -126,7 +129,9 @@ export class ElementwiseKernels {
     return k;
   }
 
-  private readonly kernels = new Map<string, Kernel>();
+  /** Compiled pipelines by name, per context: they hold no buffers, so every instance shares them. */
+  private static readonly compiled = new WeakMap<GpuContext, Map<string, Kernel>>();
+  private readonly kernels: Map<string, Kernel>;
   private readonly entries = new Map<string, Entry>();
   private readonly bufIds = new WeakMap<GPUBuffer, number>();
   private nextBufId = 1;
@@ -135,6 +140,9 @@ export class ElementwiseKernels {
   private readonly dummyResOut: GPUBuffer;
 
   constructor(readonly ctx: GpuContext) {
+    let kernels = ElementwiseKernels.compiled.get(ctx);
+    if (!kernels) ElementwiseKernels.compiled.set(ctx, (kernels = new Map()));
+    this.kernels = kernels;
     this.dummyR = storageBuffer(ctx, 16, 'elementwise.dummyR');
     this.dummyResOut = storageBuffer(ctx, 16, 'elementwise.dummyResOut');
   }
@@ -231,7 +239,7 @@ export class ElementwiseKernels {
     this.clearCache();
     this.dummyR.destroy();
     this.dummyResOut.destroy();
-    ElementwiseKernels.perCtx.delete(this.ctx);
+    if (ElementwiseKernels.perCtx.get(this.ctx) === this) ElementwiseKernels.perCtx.delete(this.ctx);
   }
 
   /** Number of cached (buffers, params) entries: for tests and leak checks. */

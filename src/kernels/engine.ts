@@ -129,9 +129,11 @@ export class WgslEngine implements Stepper {
     readonly weights: GpuWeights,
   ) {
     this.gather = new Kernel(ctx, 'gather-rows', 'gather-rows.wgsl');
-    this.linearK = new LinearKernels(ctx, linearTuningFromEnv());
+    // Its own row-wise kernels' cache: release() clears it, and another engine on this device
+    // (compare's triage) must not clear the entries this one's recorded steps bind.
+    this.elementwise = new ElementwiseKernels(ctx);
+    this.linearK = new LinearKernels(ctx, linearTuningFromEnv(), this.elementwise);
     this.attentionK = new AttentionKernels(ctx);
-    this.elementwise = ElementwiseKernels.for(ctx);
     this.slopes = ckpt.spec.traits.position === 'alibi' ? upload(ctx, Float32Array.from(alibiSlopes(ckpt.dims.numHeads)), 'alibi slopes') : undefined;
     this.invFreq = ckpt.dims.rope ? upload(ctx, ropeInvFreq(ckpt.dims.rope, ckpt.dims.headDim), 'rope inv_freq') : undefined;
   }

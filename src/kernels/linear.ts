@@ -229,10 +229,14 @@ export class LinearKernels {
   private nextBufferId = 1;
   private readonly dummy: GPUBuffer;
 
-  /** `tuning` fixes the GEMV's shape for every op (default: defaultLinearTuning, by T and W's shape). */
+  /**
+   * `tuning` fixes the GEMV's shape for every op (default: defaultLinearTuning, by T and W's shape);
+   * `elementwise` encodes the norm pass before a GEMM (an engine passes its own, whose cache it clears).
+   */
   constructor(
     readonly ctx: GpuContext,
     readonly tuning: Partial<LinearTuning> = {},
+    private readonly elementwise: ElementwiseKernels = ElementwiseKernels.for(ctx),
   ) {
     this.tuningAt(1, 0, 0, 'f16'); // validates the shape (workgroup memory is checked per T, on first use)
     this.dummy = storageBuffer(ctx, 16, 'linear: no bias');
@@ -406,7 +410,7 @@ export class LinearKernels {
     let before: Encoded['before'];
     if (norm && !fused) {
       const out = this.normedScratch(T * K * 4);
-      const elementwise = ElementwiseKernels.for(this.ctx);
+      const elementwise = this.elementwise;
       before = (pass) => elementwise.norm(pass, { kind: norm.kind, x: bufs.x, gamma: norm.gamma, ...(norm.beta ? { beta: norm.beta } : {}), out, T, E: K, eps: norm.eps });
       x = out;
     }
