@@ -247,6 +247,33 @@ describe('HfPipeline without Python, torch or transformers (the shipped script)'
     expect(e.message).toBe('--reference: hf: importing torch/transformers failed: ImportError: libcudart.so.12: cannot open shared object file');
   });
 
+  it('loads the model with eager attention (SDPA drops Gemma 2\'s attention soft cap) in the asked dtype, offline', async () => {
+    // A torch and a transformers just deep enough to reach from_pretrained, which reports its arguments.
+    const site = tmp();
+    fakePackage(site, 'torch', [
+      'from types import SimpleNamespace as NS',
+      '__version__ = "0.0-fake"',
+      'float32, float16, bfloat16 = "f32", "f16", "bf16"',
+      'cuda = NS(is_available=lambda: False, matmul=NS(allow_tf32=True))',
+      'backends = NS(cuda=NS(matmul=NS(allow_tf32=True)), cudnn=NS(allow_tf32=True))',
+      '',
+    ].join('\n'));
+    fakePackage(site, 'transformers', [
+      '__version__ = "0.0-fake"',
+      'class AutoTokenizer:',
+      '    @staticmethod',
+      '    def from_pretrained(path, **kw):',
+      '        return type("Tok", (), {"pad_token": "x", "eos_token": "x"})()',
+      'class AutoModelForCausalLM:',
+      '    @staticmethod',
+      '    def from_pretrained(path, **kw):',
+      '        raise RuntimeError("asked " + ", ".join(f"{k}={v}" for k, v in sorted(kw.items())))',
+      '',
+    ].join('\n'));
+    const e = await rejectionOf(withEnv({ FUSEGEN_PYTHON: isolatedPython(site) }, () => HfPipeline.create(ckpt, { dtype: 'float16', maxTokens: 64 })));
+    expect(e.message).toMatch(/cannot load .*: RuntimeError: asked attn_implementation=eager, dtype=f16, local_files_only=True$/);
+  });
+
   it('refuses the dtypes PyTorch is not asked to run', async () => {
     await expect(HfPipeline.create(ckpt, { dtype: 'int8', maxTokens: 64, script: STUB })).rejects.toThrow('--dtype: int8 is not available for --reference hf (float32, float16 or bfloat16)');
   });

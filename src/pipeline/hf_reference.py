@@ -226,7 +226,11 @@ def load(args):
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, local_files_only=True).to(device).eval()
+        # Eager attention: the reference math. SDPA, transformers' default, drops options it has
+        # no argument for: Gemma 2's attention soft cap (tiny-gemma2 then differed from fusegen
+        # by up to 0.05 in every logit row on the GPU machine; its eager goldens agree).
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model, dtype=dtype, attn_implementation="eager", local_files_only=True).to(device).eval()
     except Exception as e:
         traceback.print_exc()
         send({"error": f"transformers {transformers.__version__} cannot load {args.model}: {one_line(e)}"})
