@@ -23,7 +23,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
+import { FLOOR_POLICY, floorTolerance, tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -189,7 +189,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     command: o.command,
     model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir, parameters },
     settings: { dtype: o.dtype, device: o.device, reference: referenceKind, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
-    tolerance: { ...tol },
+    tolerance: { ...tol, ...(FLOOR_POLICY.dtypes.includes(o.dtype) ? { floor: { pipeline: 'plain', factor: FLOOR_POLICY.factor, absolute: FLOOR_POLICY.absolute, klAbsolute: FLOOR_POLICY.klAbsolute, top1Slack: FLOOR_POLICY.top1Slack } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -203,6 +203,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   try {
     const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
     pipes.push(cand);
+    // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
+    const floor = FLOOR_POLICY.dtypes.includes(o.dtype) ? await createPipeline(refCkpt, { kind: 'ort', fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    if (floor) pipes.push(floor);
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
     if (cand instanceof WgslPipeline) report.environment.adapter = cand.adapter.description;
@@ -227,10 +230,10 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       }
       for (const [i, prompt] of batch.entries()) {
         const index = start + i;
-        const { result, refLogits } = refGen && candGen
-          ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, ref, cand, tol, tokenizer)
-          : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined };
-        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt, backend, tol, cache: triagePipes });
+        const { result, refLogits, tol: promptTol } = refGen && candGen
+          ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, { ref, cand, floor }, tol, tokenizer)
+          : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
+        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt, backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
         if (textsEqual) seedMatches++;
@@ -278,13 +281,17 @@ function errored(index: number, prompt: string, reason: string): PromptResult {
   return { index, prompt, verdict: 'errored', reason, reference: empty, candidate: empty, firstDivergence: null, similarity: 0, diff: [], logits: null };
 }
 
-/** The reference's teacher-forced logits on its own tokens; the last position predicts past the end. */
-async function referenceLogits(r: SequenceResult, ref: TextGenerationPipeline): Promise<Float32Array[]> {
-  return (await ref.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
+/** A pipeline's teacher-forced logits on the reference's tokens; the last position predicts past the end. */
+async function scoredOn(r: SequenceResult, pipe: TextGenerationPipeline): Promise<Float32Array[]> {
+  return (await pipe.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
 }
 
-/** The verdict for one prompt, with the reference's teacher-forced logits for triage to reuse. */
-async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, ref: TextGenerationPipeline, cand: TextGenerationPipeline, tol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<{ result: PromptResult; refLogits?: Float32Array[] }> {
+/**
+ * The verdict for one prompt, with the reference's teacher-forced logits and the tolerance it was
+ * judged by (the floor's, where the dtype has one) for triage to reuse.
+ */
+async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined }, tableTol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<{ result: PromptResult; refLogits?: Float32Array[]; tol: Tolerance }> {
+  let tol = tableTol;
   const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
   const verdict = tokenVerdict(r, c, tol);
   const firstDivergence = verdict.status === 'match' ? null : verdict.position;
@@ -303,15 +310,21 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
   let refLogits: Float32Array[] | undefined;
   try {
     // Teacher forcing: both sides read the reference's tokens.
-    refLogits = await referenceLogits(r, ref);
-    const candLogits = (await cand.score([[...r.promptIds, ...r.newIds]], [0]))[0]!.slice(0, -1);
-    const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
+    refLogits = await scoredOn(r, pipes.ref);
+    if (pipes.floor) {
+      const f = teacherForced(refLogits, await scoredOn(r, pipes.floor), r.promptIds.length, tableTol);
+      const figures = { unionMaxAbs: f.full.unionMaxAbs, maxKl: f.full.maxKl, top1Agreement: f.agreement.top1Agreement };
+      tol = floorTolerance(tableTol, figures);
+      base.floor = { ...figures, bounds: { atol: tol.atol, maxKl: tol.maxKl, minTop1Agreement: tol.minTop1Agreement } };
+    }
+    const tf = teacherForced(refLogits, await scoredOn(r, pipes.cand), r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
     Object.assign(base, promptVerdict(verdict, tf, tol));
+    if (base.floor) base.reason += `; floor (the plain graph at this dtype): max |error| ${base.floor.unionMaxAbs.toExponential(2)}, max KL ${base.floor.maxKl.toExponential(2)}, top-1 ${(base.floor.top1Agreement * 100).toFixed(1)}%`;
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }
-  return refLogits ? { result: base, refLogits } : { result: base };
+  return refLogits ? { result: base, refLogits, tol } : { result: base, tol };
 }
 
 interface TriageContext {

@@ -34,11 +34,17 @@
  *   is ~3x the worst of the first five, below llama's. int8's atol/rtol and top-1 checks already
  *   fail identical copies at these lengths: every prompt of phi3, llama and bloom (top-10 error
  *   2.0-3.4 against atol 0.5 + 10%, top-1 0.80-0.87), 5 of 8 of gpt2, 4 of gptj, 1 of opt; only
- *   gemma2 and gpt_neox pass all 8. KL adds no failure to a prompt those checks pass; calibrating
- *   int8 to the reference's own error is issue 29 item 2.
+ *   gemma2 and gpt_neox pass all 8. KL adds no failure to a prompt those checks pass. compare
+ *   therefore judges int8 against the reference's own int8 error (FLOOR_POLICY below), not this row.
  * - int4: KL up to 14.8 (llama); not gated, maxKl 16 is reported with the figures.
- * - bfloat16: no fusegen pipeline runs it in compare, so nothing was measured; float16's floor
- *   scaled by bfloat16's 8x coarser mantissa (KL grows with the square of the error: 64 x 2.6e-3).
+ * - bfloat16 (the WGSL engine, reference float32), on lavapipe against transformers.js float32 on
+ *   ORT's WebGPU EP (`node scripts/measure-floors.mjs bloom,llama,phi3,gpt2 bfloat16 8 200,300
+ *   webgpu wgsl`; gpt_neox, gptj, opt, gemma2 on 2 prompts): union top-10 error up to 1.17 (bloom),
+ *   0.57 (llama, phi3), 0.38 (gpt2), 0.06-0.22 for the rest; KL up to 0.061 (phi3), 0.036 (bloom);
+ *   top-1 agreement down to 0.900 (bloom). The first guess (float16's floor scaled by the coarser
+ *   mantissa: atol 0.4 + 4%, top-1 0.9) failed bloom's identical copy at one position of 299 and
+ *   sat on its top-1 edge; now atol 1.5 + 10% (1.3x bloom's worst before the relative term),
+ *   maxKl 0.2 (3x phi3's), top-1 0.85.
  * Not a floor: the ORT-injected candidate on WebGPU (lavapipe) gives teacher-forced errors of
  * 0.7-7 (KL 0.08-5.8) on these 300-token rows, float32 included, from about the fourth decode
  * position on, for every architecture whose attention it fuses (gemma2's stays unfused there and
@@ -67,7 +73,7 @@ export interface Tolerance {
 export const TOLERANCE: Record<DType, Tolerance> = {
   float32: { atol: 1e-4, rtol: 1e-4, maxKl: 1e-6, minTop1Agreement: 1, nearTie: 1e-3, topN: 5, gate: true },
   float16: { atol: 0.25, rtol: 3e-2, maxKl: 1e-2, minTop1Agreement: 0.97, nearTie: 0.5, topN: 5, gate: true },
-  bfloat16: { atol: 0.4, rtol: 4e-2, maxKl: 0.2, minTop1Agreement: 0.9, nearTie: 1, topN: 5, gate: true },
+  bfloat16: { atol: 1.5, rtol: 0.1, maxKl: 0.2, minTop1Agreement: 0.85, nearTie: 1, topN: 5, gate: true },
   int8: { atol: 0.5, rtol: 0.1, maxKl: 0.25, minTop1Agreement: 0.9, nearTie: 2, topN: 5, gate: true },
   int4: { atol: 2, rtol: 0.5, maxKl: 16, minTop1Agreement: 0.5, nearTie: 4, topN: 5, gate: false },
 };
@@ -92,6 +98,51 @@ export const GPU_TOLERANCE: Partial<Record<DType, Partial<Tolerance>>> = {
 /** The policy's row for a dtype on a device: the table, with GPU_TOLERANCE over it off the CPU. */
 export function toleranceFor(dtype: DType, device: Device): Tolerance {
   return device === 'cpu' ? TOLERANCE[dtype] : { ...TOLERANCE[dtype], ...GPU_TOLERANCE[dtype] };
+}
+
+/**
+ * Quantized candidates are judged against the reference's own error at their precision (issue 29
+ * item 2), not against a fixed table: fusegen's plain graph runs the reference checkpoint at the
+ * candidate's dtype (standard ONNX ops, the same block quantization), teacher-forced on the same
+ * tokens against the float32 reference; that is the floor. The candidate's logits must then stay
+ * within `factor` x the floor's worst error over both sides' top-10 plus `absolute`, its KL within
+ * `factor` x the floor's worst plus `klAbsolute`, its top-1 agreement within `top1Slack` of the
+ * floor's. Per prompt, so a long prompt's larger floor does not loosen a short one. The fixed table
+ * (TOLERANCE) flagged identical int8 copies of llama, bloom, phi3 and gpt2 at the seed's lengths:
+ * their own quantization error is 2-4.3 on the top-10, far past its atol.
+ * `factor` from identical copies, 8 prompts at 200-300 tokens, worst prompt: the ORT-injected
+ * candidate on the CPU is within 1.00x of its floor in both figures on all eight fixtures
+ * (`node scripts/floor-detection.mjs all int8 8 4`); the WGSL engine (its own int8 kernels) on
+ * lavapipe, tiny-llama, 3 prompts: 0.94-0.99x in the error, 0.83-1.06x in KL. 1.5 leaves 40% over
+ * the worst. int4 gets its floor in the report but stays ungated: greedy tokens of an identical
+ * int4 copy part from the float32 reference's away from near-ties (top-1 agreement 15-38%).
+ */
+export const FLOOR_POLICY = {
+  /** The dtypes whose reference runs float32 and whose candidate's error is mostly its quantization. */
+  dtypes: ['int8', 'int4'] as readonly DType[],
+  factor: 1.5,
+  absolute: 0.05,
+  klAbsolute: 1e-3,
+  top1Slack: 0.03,
+};
+
+/** What the floor run measured on one prompt (worst position each). */
+export interface FloorFigures {
+  unionMaxAbs: number;
+  maxKl: number;
+  top1Agreement: number;
+}
+
+/** One prompt's tolerance from its floor: the table's token rules, the floor's logit bounds. */
+export function floorTolerance(tol: Tolerance, floor: FloorFigures): Tolerance {
+  const p = FLOOR_POLICY;
+  return {
+    ...tol,
+    atol: p.factor * floor.unionMaxAbs + p.absolute,
+    rtol: 0,
+    maxKl: p.factor * floor.maxKl + p.klAbsolute,
+    minTop1Agreement: Math.max(0, floor.top1Agreement - p.top1Slack),
+  };
 }
 
 export type TokenVerdict =

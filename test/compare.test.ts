@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
 import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
-import { logitAgreement, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
+import { FLOOR_POLICY, logitAgreement, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
 import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
@@ -363,5 +363,41 @@ describe('compare metrics', () => {
     expect(klDivergence([1, 2, 3], [1, 2, 3])).toBeCloseTo(0, 12);
     expect(klDivergence([1, 2, 3], [11, 12, 13])).toBeCloseTo(0, 12);
     expect(klDivergence([3, 0, 0], [0, 3, 0])).toBeGreaterThan(0.5);
+  });
+});
+
+describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)', () => {
+  const seedLengths = { dtype: 'int8' as const, numInputs: 8, minLength: 200, maxLength: 300, speedRepeats: 1 };
+
+  it('passes an identical copy of tiny-llama at the seed\'s lengths, which the fixed int8 table failed on every prompt', async () => {
+    const report = await runCompare(options({ ...seedLengths, model: tinyModelDir('llama') }), { out: () => {}, interrupted: () => false });
+    expect(report.gate.exitCode, report.gate.reasons.join('; ')).toBe(0);
+    expect(report.tolerance.floor).toMatchObject({ pipeline: 'plain' });
+    for (const p of report.prompts) {
+      const floor = p.floor!;
+      // The floor is the quantization's own error, beyond the fixed table's atol.
+      expect(floor.unionMaxAbs).toBeGreaterThan(TOLERANCE.int8.atol);
+      expect(floor.bounds.atol).toBeCloseTo(FLOOR_POLICY.factor * floor.unionMaxAbs + FLOOR_POLICY.absolute, 6);
+      expect(p.reason).toMatch(/; floor \(the plain graph at this dtype\): max \|error\| /);
+    }
+  });
+
+  it('fails a planted defect that the floor does not explain (gpt2, the first query weight x1.02) and says how far it is above the floor', async () => {
+    const cand = scaledAttentionFixture('gpt2', 1.02, 'floor');
+    const report = await runCompare(options({ ...seedLengths, numInputs: 2, model: tinyModelDir('gpt2'), candidateModel: cand }), { out: () => {}, interrupted: () => false });
+    expect(report.gate.exitCode).toBe(1);
+    for (const p of report.prompts) {
+      expect(p.verdict).toBe('mismatch');
+      // Above the floor's bound in the error or in KL (each its worst position).
+      const l = p.logits!;
+      const b = p.floor!.bounds;
+      expect(Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!) > b.atol || Math.max(l.prefill.maxKl!, l.decode.maxKl!) > b.maxKl, p.reason).toBe(true);
+    }
+  });
+
+  it('leaves float32 and float16 to the table: no floor run, no floor in the report', async () => {
+    const report = await runCompare(options(), { out: () => {}, interrupted: () => false });
+    expect(report.tolerance.floor).toBeUndefined();
+    expect(report.prompts.every((p) => p.floor === undefined)).toBe(true);
   });
 });

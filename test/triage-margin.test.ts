@@ -16,17 +16,20 @@ import { validateCompareReport } from '../src/report/compare-validate.js';
 
 const fake = vi.hoisted(() => ({
   /** The error (added to one top-2 logit at every position) of the pipeline a backend and run give. */
-  errorOf: (_b: unknown, _r: unknown): number => 0,
+  errorOf: (_b: unknown, _r: unknown, _onReference: boolean): number => 0,
   calls: [] as Array<{ backend: unknown; run: unknown }>,
+  /** The reference pipeline's checkpoint (the first one created): int8's floor runs on it. */
+  reference: undefined as unknown,
 }));
 
 vi.mock('../src/pipeline/ds-pipeline.js', async (importOriginal) => {
   const orig = await importOriginal<typeof import('../src/pipeline/ds-pipeline.js')>();
   return {
     ...orig,
-    createPipeline: async (_ckpt: unknown, backend: Backend, run: PipelineRun): Promise<TextGenerationPipeline> => {
+    createPipeline: async (ckpt: unknown, backend: Backend, run: PipelineRun): Promise<TextGenerationPipeline> => {
       fake.calls.push({ backend, run });
-      return fakePipeline(backend.kind === 'reference' ? 0 : fake.errorOf(backend, run), run);
+      if (backend.kind === 'reference') fake.reference = ckpt;
+      return fakePipeline(backend.kind === 'reference' ? 0 : fake.errorOf(backend, run, ckpt === fake.reference), run);
     },
   };
 });
@@ -85,7 +88,7 @@ const THRESHOLD = TOLERANCE.float32.atol;
 type Ort = Extract<Backend, { kind: 'ort' }>;
 const offFusions = (b: Backend): string[] => (b.kind === 'ort' && b.fusions ? (Object.keys(b.fusions) as Array<keyof FusionSwitches>).filter((k) => !b.fusions![k]) : []);
 
-async function triaged(o: Partial<CompareOptions>, errorOf: (b: Backend, r: PipelineRun) => number) {
+async function triaged(o: Partial<CompareOptions>, errorOf: (b: Backend, r: PipelineRun, onReference: boolean) => number) {
   fake.errorOf = errorOf as typeof fake.errorOf;
   fake.calls = [];
   const report = await runCompare(options(o), quiet);
@@ -131,12 +134,15 @@ describe('triage blames with margin', () => {
 
   it('quantization is blamed only when the float32 rerun removes most of the error', async () => {
     const unquantized = (b: Backend, r: PipelineRun) => b.kind === 'ort' && r.dtype === 'float32';
-    // int8's tolerance: atol 0.5 at a reference logit of 0.
-    const crossing = await triaged({ dtype: 'int8', candidateModel: tinyModelDir('opt') }, (b, r) => (unquantized(b, r) ? 0.45 : 0.6));
+    // int8 is held to its floor (the reference checkpoint on the plain graph at int8): here 0.2, so
+    // the bound is 1.5 x 0.2 + 0.05 = 0.35 at a reference logit of 0.
+    const floor = (onReference: boolean, error: number) => (onReference ? 0.2 : error);
+    const crossing = await triaged({ dtype: 'int8', candidateModel: tinyModelDir('opt') }, (b, r, ref) => floor(ref, unquantized(b, r) ? 0.34 : 0.6));
+    expect(crossing.report.prompts[0]!.floor!.bounds.atol).toBeCloseTo(0.35, 6);
     expect(crossing.variants).toEqual(['plain', 'unquantized']);
     expect(crossing.triage.runs[1]!.verdict).toBe('match');
     expect(crossing.triage.blame).toMatch(/^the candidate checkpoint/);
-    const real = await triaged({ dtype: 'int8', candidateModel: tinyModelDir('opt') }, (b, r) => (unquantized(b, r) ? 0.1 : 0.6));
+    const real = await triaged({ dtype: 'int8', candidateModel: tinyModelDir('opt') }, (b, r, ref) => floor(ref, unquantized(b, r) ? 0.1 : 0.6));
     expect(real.triage.blame).toBe('int8 quantization');
   });
 });

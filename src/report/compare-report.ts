@@ -59,6 +59,11 @@ export interface PromptResult {
   /** Token-level diff of the generated ids (the `diff` package), as runs of equal/removed/added tokens. */
   diff: Array<{ kind: 'equal' | 'removed' | 'added'; tokens: string[] }>;
   logits: { prefill: LogitStats; decode: LogitStats; perPositionMaxAbs: number[] } | null;
+  /**
+   * int8/int4: the reference's own error at the candidate's dtype (fusegen's plain graph on the
+   * reference checkpoint, teacher-forced, worst position) and the bounds the candidate was held to.
+   */
+  floor?: { unionMaxAbs: number; maxKl: number; top1Agreement: number; bounds: { atol: number; maxKl: number; minTop1Agreement: number } };
   /** Only for mismatches: reruns that say whether the device kernel, a fusion or quantization is to blame. */
   triage?: {
     /** The backend that was compared and whose reruns triage ran (absent in older reports, which reran ORT). */
@@ -143,7 +148,17 @@ export interface CompareReport {
     accuracyLevel?: 0 | 4;
   };
   /** The policy's row for the dtype (compare/tolerance.ts); maxKl is absent in reports written before it was gated. */
-  tolerance: { atol: number; rtol: number; maxKl?: number; minTop1Agreement: number; nearTie: number; topN: number; gate: boolean };
+  tolerance: {
+    atol: number;
+    rtol: number;
+    maxKl?: number;
+    minTop1Agreement: number;
+    nearTie: number;
+    topN: number;
+    gate: boolean;
+    /** int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
+    floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number };
+  };
   environment: Environment & {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */
     executionProviders: Record<string, string[]>;

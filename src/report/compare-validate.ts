@@ -64,7 +64,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       nearTie: { type: 'number', minimum: 0 },
       topN: { type: 'integer', minimum: 1 },
       gate: { type: 'boolean' },
-    }, ['maxKl']),
+      floor: object({ pipeline: { const: 'plain' }, factor: { type: 'number', minimum: 0 }, absolute: { type: 'number', minimum: 0 }, klAbsolute: { type: 'number', minimum: 0 }, top1Slack: { type: 'number', minimum: 0, maximum: 1 } }),
+    }, ['maxKl', 'floor']),
     environment: object({
       node: str,
       platform: str,
@@ -132,6 +133,12 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ...object({ prefill: { $ref: '#/$defs/logitStats' }, decode: { $ref: '#/$defs/logitStats' }, perPositionMaxAbs: { type: 'array', items: nonNegMetric } }),
             type: ['object', 'null'],
           },
+          floor: object({
+            unionMaxAbs: nonNegMetric,
+            maxKl: nonNegMetric,
+            top1Agreement: share,
+            bounds: object({ atol: nonNegMetric, maxKl: nonNegMetric, minTop1Agreement: share }),
+          }),
           triage: object(
             {
               backend: { enum: ['ort', 'wgsl'] },
@@ -147,7 +154,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ['backend'],
           ),
         },
-        ['triage'],
+        ['triage', 'floor'],
       ),
       // Triage reruns exist only for mismatches.
       if: { required: ['triage'] },

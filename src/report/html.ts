@@ -332,9 +332,18 @@ ${banner}
     ['length', `${fixed(r.settings.minLength, 0)} – ${fixed(r.settings.maxLength, 0)} tokens`],
   ])}</section>
 <section class="card"><h2>Tolerance</h2>${kv([
-    ['logits', `|Δ| ≤ ${sig(t.atol)} + ${sig(t.rtol)} · |ref| over ${t.maxKl === undefined ? "the reference's top-10" : "both sides' top-10"}`],
-    ...(t.maxKl === undefined ? [] : ([['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.maxKl)} nats at every position`]] as Array<[string, string]>)),
-    ['top-1 agreement', `≥ ${pct(t.minTop1Agreement)}`],
+    ...((t.floor
+      ? [
+          ['floor', `each prompt's own ${rich(r.settings.dtype)} error: fusegen's plain graph at ${rich(r.settings.dtype)} on the reference checkpoint, teacher-forced against the reference`],
+          ['logits', `|Δ| ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.absolute)} over both sides' top-10`],
+          ['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.klAbsolute)} nats at every position`],
+          ['top-1 agreement', `≥ the floor's − ${pct(t.floor.top1Slack)}`],
+        ]
+      : [
+          ['logits', `|Δ| ≤ ${sig(t.atol)} + ${sig(t.rtol)} · |ref| over ${t.maxKl === undefined ? "the reference's top-10" : "both sides' top-10"}`],
+          ...(t.maxKl === undefined ? [] : [['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.maxKl)} nats at every position`]]),
+          ['top-1 agreement', `≥ ${pct(t.minTop1Agreement)}`],
+        ]) as Array<[string, string]>),
     ['near tie', `top-2 margin ≤ ${sig(t.nearTie)}, both in top-${fixed(t.topN, 0)}`],
     ['gate', t.gate ? 'on: differences fail the run' : 'off: reported, never fails'],
   ])}</section>
@@ -509,7 +518,7 @@ function promptSection(p: PromptResult, r: CompareReport): string {
       series: [{ name: 'max |candidate − reference| over the reference top-10', cls: 'cand', points: l.perPositionMaxAbs.map((v, i) => [i, v as number] as [number, number]) }],
       bands: prefill > 0 ? [{ from: 0, to: prefill - 0.5, label: 'prefill', cls: 'prefill' }] : [],
       markers: divPos === null ? [] : [{ x: divPos, label: `first divergence (generated token ${p.firstDivergence})`, cls: 'divergence-marker' }],
-      hlines: [{ y: r.tolerance.atol, label: `atol ${sig(r.tolerance.atol).replace(/<[^>]*>/g, '')}`, cls: 'atol' }],
+      hlines: [{ y: p.floor?.bounds.atol ?? r.tolerance.atol, label: `${p.floor ? 'bound from the floor' : 'atol'} ${sig(p.floor?.bounds.atol ?? r.tolerance.atol).replace(/<[^>]*>/g, '')}`, cls: 'atol' }],
       integerX: true,
     })}</figure>`;
   } else {

@@ -89,7 +89,11 @@ export function compareSummaryMd(r: CompareReport, files?: { json: string; html:
     ...statusLine(r.status, r.stoppedBy, `The verdicts cover the ${plural(r.prompts.length, 'prompt')} that finished.`),
     ...table(['prompts', 'match', 'tolerated', 'mismatch', 'errored'], ['r', 'r', 'r', 'r', 'r'], [[String(r.prompts.length), String(s.matches), String(s.tolerated), String(s.mismatches), String(s.errored)]]),
     '',
-    r.tolerance.gate ? `Tolerance (${md(r.settings.dtype)}): logits within atol ${r.tolerance.atol} + rtol ${r.tolerance.rtol}${r.tolerance.maxKl !== undefined ? `, KL at most ${r.tolerance.maxKl} per position` : ''}.` : `Not gated at ${md(r.settings.dtype)}: differences are reported, never fail the run.`,
+    !r.tolerance.gate
+      ? `Not gated at ${md(r.settings.dtype)}: differences are reported, never fail the run.`
+      : r.tolerance.floor
+        ? `Tolerance (${md(r.settings.dtype)}): each prompt within ${r.tolerance.floor.factor}× its floor (the reference checkpoint on fusegen's plain graph at ${md(r.settings.dtype)}) + ${r.tolerance.floor.absolute} in the logits, ${r.tolerance.floor.factor}× + ${r.tolerance.floor.klAbsolute} in KL.`
+        : `Tolerance (${md(r.settings.dtype)}): logits within atol ${r.tolerance.atol} + rtol ${r.tolerance.rtol}${r.tolerance.maxKl !== undefined ? `, KL at most ${r.tolerance.maxKl} per position` : ''}.`,
   ];
   if (r.speed) {
     const { reference: a, candidate: b } = r.speed;
