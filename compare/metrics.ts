@@ -197,7 +197,7 @@ export interface PromptVerdict {
  * infinity in either side's logits is a mismatch with its own reason, before anything else:
  * NaN against NaN is never a match, however the tokens came out.
  */
-export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tolerance): PromptVerdict {
+export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tolerance, against = ''): PromptVerdict {
   const a = tf.agreement;
   const { reference, candidate } = a.nonFinite;
   if (reference > 0 || candidate > 0) {
@@ -217,9 +217,9 @@ export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tole
     `teacher-forced logits: max |error| ${e(a.maxAbs)} over both sides' top-${TOLERANCE_TOPK} (${e(f.fullMaxAbs)} over the full row), ` +
     `max KL ${e(f.maxKl)} over the full vocabulary (position ${f.maxKlPosition}), ` +
     `${a.outOfTolerance} of ${a.positions} positions out of tolerance${failed.length ? ` (${failed.join(', ')})` : ''}, top-1 agreement ${(a.top1Agreement * 100).toFixed(1)}%`;
-  if (tokens.status === 'mismatch') return { verdict: 'mismatch', reason: `tokens part at ${tokens.position}: ${tokens.reason}` };
+  if (tokens.status === 'mismatch') return { verdict: 'mismatch', reason: `tokens part${against} at ${tokens.position}: ${tokens.reason}` };
   if (!a.withinTolerance) return { verdict: 'mismatch', reason: logitWhy };
-  if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part at ${tokens.position} on a near-tie (reference margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
+  if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part${against} at ${tokens.position} on a near-tie (reference margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
   return { verdict: 'match', reason: logitWhy };
 }
 

@@ -221,17 +221,19 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       firstBatch ??= { request };
       let refGen: GenerateResult | undefined;
       let candGen: GenerateResult | undefined;
+      let floorGen: GenerateResult | undefined;
       let batchError: string | undefined;
       try {
         refGen = await ref.generate(request);
         candGen = await cand.generate(request);
+        if (floor) floorGen = await floor.generate(request);
       } catch (e) {
         batchError = e instanceof Error ? e.message.split('\n')[0]! : String(e);
       }
       for (const [i, prompt] of batch.entries()) {
         const index = start + i;
         const { result, refLogits, tol: promptTol } = refGen && candGen
-          ? await judge(index, prompt, refGen.sequences[i]!, candGen.sequences[i]!, { ref, cand, floor }, tol, tokenizer)
+          ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer)
           : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt, backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
@@ -290,11 +292,22 @@ async function scoredOn(r: SequenceResult, pipe: TextGenerationPipeline): Promis
  * The verdict for one prompt, with the reference's teacher-forced logits and the tolerance it was
  * judged by (the floor's, where the dtype has one) for triage to reuse.
  */
-async function judge(index: number, prompt: string, r: SequenceResult, c: SequenceResult, pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined }, tableTol: Tolerance, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): Promise<{ result: PromptResult; refLogits?: Float32Array[]; tol: Tolerance }> {
+async function judge(
+  index: number,
+  prompt: string,
+  seqs: { ref: SequenceResult; cand: SequenceResult; floor?: SequenceResult },
+  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined },
+  tableTol: Tolerance,
+  tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
+): Promise<{ result: PromptResult; refLogits?: Float32Array[]; tol: Tolerance }> {
+  const { ref: r, cand: c } = seqs;
   let tol = tableTol;
   const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
-  const verdict = tokenVerdict(r, c, tol);
-  const firstDivergence = verdict.status === 'match' ? null : verdict.position;
+  // With a floor, the candidate's tokens are held to the floor's greedy tokens (the same precision);
+  // the report still shows where they part from the reference's.
+  const verdict = tokenVerdict(seqs.floor ?? r, c, tol);
+  const firstAt = r.newIds.findIndex((id, i) => id !== c.newIds[i]);
+  const firstDivergence = firstAt >= 0 ? firstAt : r.newIds.length !== c.newIds.length ? Math.min(r.newIds.length, c.newIds.length) : null;
   const base: PromptResult = {
     index,
     prompt,
@@ -319,7 +332,7 @@ async function judge(index: number, prompt: string, r: SequenceResult, c: Sequen
     }
     const tf = teacherForced(refLogits, await scoredOn(r, pipes.cand), r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
-    Object.assign(base, promptVerdict(verdict, tf, tol));
+    Object.assign(base, promptVerdict(verdict, tf, tol, seqs.floor ? " from the floor's" : ''));
     if (base.floor) base.reason += `; floor (the plain graph at this dtype): max |error| ${base.floor.unionMaxAbs.toExponential(2)}, max KL ${base.floor.maxKl.toExponential(2)}, top-1 ${(base.floor.top1Agreement * 100).toFixed(1)}%`;
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });

@@ -395,6 +395,17 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
     }
   });
 
+  it('gates int4 against its floor: tiny-bloom\'s identical copy passes (its greedy tokens part from float32\'s on most prompts), a gross defect fails', async () => {
+    const same = await runCompare(options({ ...seedLengths, dtype: 'int4', numInputs: 4, model: tinyModelDir('bloom') }), { out: () => {}, interrupted: () => false });
+    expect(same.tolerance.gate).toBe(true);
+    expect(same.gate.exitCode, same.gate.reasons.join('; ')).toBe(0);
+    // The float32 reference's tokens are not what int4 is held to: they part on these prompts.
+    expect(same.prompts.some((p) => p.firstDivergence !== null)).toBe(true);
+    const broken = await runCompare(options({ ...seedLengths, dtype: 'int4', numInputs: 2, model: tinyModelDir('gpt2'), candidateModel: scaledAttentionFixture('gpt2', 3, 'int4') }), { out: () => {}, interrupted: () => false });
+    expect(broken.gate.exitCode).toBe(1);
+    expect(broken.prompts.every((p) => p.verdict === 'mismatch')).toBe(true);
+  });
+
   it('leaves float32 and float16 to the table: no floor run, no floor in the report', async () => {
     const report = await runCompare(options(), { out: () => {}, interrupted: () => false });
     expect(report.tolerance.floor).toBeUndefined();
