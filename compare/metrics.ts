@@ -219,7 +219,7 @@ export function promptVerdict(tokens: TokenVerdict, tf: TeacherForced, tol: Tole
     `${a.outOfTolerance} of ${a.positions} positions out of tolerance${failed.length ? ` (${failed.join(', ')})` : ''}, top-1 agreement ${(a.top1Agreement * 100).toFixed(1)}%`;
   if (tokens.status === 'mismatch') return { verdict: 'mismatch', reason: `tokens part${against} at ${tokens.position}: ${tokens.reason}` };
   if (!a.withinTolerance) return { verdict: 'mismatch', reason: logitWhy };
-  if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part${against} at ${tokens.position} on a near-tie (reference margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
+  if (tokens.status === 'tolerated') return { verdict: 'tolerated', reason: `tokens part${against} at ${tokens.position} on a near-tie (${against ? 'floor' : 'reference'} margin ${tokens.margin.toFixed(4)}); ${logitWhy}` };
   return { verdict: 'match', reason: logitWhy };
 }
 
