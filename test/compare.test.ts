@@ -17,6 +17,9 @@ import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/check
 import { editedFixture, scaledAttentionFixture } from './helpers.js';
 import { main } from '../src/cli/main.js';
 import type { CompareReport } from '../src/report/compare-report.js';
+import { validateCompareReport } from '../src/report/compare-validate.js';
+import { renderCompareHtml } from '../src/report/html.js';
+import { compareSummaryMd } from '../src/report/summary-md.js';
 
 function options(o: Partial<CompareOptions> = {}): CompareOptions {
   return {
@@ -380,6 +383,13 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
       expect(floor.bounds.atol).toBeCloseTo(FLOOR_POLICY.factor * floor.unionMaxAbs + FLOOR_POLICY.absolute, 6);
       expect(p.reason).toMatch(/; floor \(the plain graph at this dtype\): max \|error\| /);
     }
+    // The floor is part of the report's format, its HTML page and its Markdown summary.
+    expect(() => validateCompareReport(JSON.parse(JSON.stringify(report)))).not.toThrow();
+    const html = renderCompareHtml(report);
+    expect(html).toContain("× the floor's worst + 0.0500 over both sides' top-10");
+    expect(html).toContain("the candidate's greedy tokens follow the floor's");
+    expect(html).toContain('bound from the floor');
+    expect(compareSummaryMd(report)).toMatch(/each prompt within 1\.5× its floor/);
   });
 
   it('fails a planted defect that the floor does not explain (gpt2, the first query weight x1.02) and says how far it is above the floor', async () => {

@@ -338,6 +338,7 @@ ${banner}
           ['logits', `|Δ| ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.absolute)} over both sides' top-10`],
           ['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.klAbsolute)} nats at every position`],
           ['top-1 agreement', `≥ the floor's − ${pct(t.floor.top1Slack)}`],
+          ['tokens', "the candidate's greedy tokens follow the floor's, parting only at a near tie"],
         ]
       : [
           ['logits', `|Δ| ≤ ${sig(t.atol)} + ${sig(t.rtol)} · |ref| over ${t.maxKl === undefined ? "the reference's top-10" : "both sides' top-10"}`],
