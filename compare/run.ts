@@ -160,6 +160,8 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
   const tol: Tolerance = toleranceFor(o.dtype, o.device);
+  const { dtypes: flooredDtypes, ...floorFactors } = FLOOR_POLICY;
+  const floored = flooredDtypes.includes(o.dtype);
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
   let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
   if (o.numInputs > COMPARE_PROMPTS.length) {
@@ -189,7 +191,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     command: o.command,
     model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir, parameters },
     settings: { dtype: o.dtype, device: o.device, reference: referenceKind, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
-    tolerance: { ...tol, ...(FLOOR_POLICY.dtypes.includes(o.dtype) ? { floor: { pipeline: 'plain', factor: FLOOR_POLICY.factor, absolute: FLOOR_POLICY.absolute, klAbsolute: FLOOR_POLICY.klAbsolute, top1Slack: FLOOR_POLICY.top1Slack } } : {}) },
+    tolerance: { ...tol, ...(floored ? { floor: { pipeline: 'plain', ...floorFactors } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -204,7 +206,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
     pipes.push(cand);
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
-    const floor = FLOOR_POLICY.dtypes.includes(o.dtype) ? await createPipeline(refCkpt, { kind: 'ort', fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    const floor = floored ? await createPipeline(refCkpt, { kind: 'ort', fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
@@ -306,8 +308,8 @@ async function judge(
   // With a floor, the candidate's tokens are held to the floor's greedy tokens (the same precision);
   // the report still shows where they part from the reference's.
   const verdict = tokenVerdict(seqs.floor ?? r, c, tol);
-  const firstAt = r.newIds.findIndex((id, i) => id !== c.newIds[i]);
-  const firstDivergence = firstAt >= 0 ? firstAt : r.newIds.length !== c.newIds.length ? Math.min(r.newIds.length, c.newIds.length) : null;
+  const fromReference = seqs.floor ? tokenVerdict(r, c, tol) : verdict;
+  const firstDivergence = fromReference.status === 'match' ? null : fromReference.position;
   const base: PromptResult = {
     index,
     prompt,

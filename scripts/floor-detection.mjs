@@ -5,48 +5,25 @@
 //
 //   npm run -s build && node scripts/floor-detection.mjs [archs|all] [dtypes] [prompts] [defect prompts]
 //   node scripts/floor-detection.mjs all int8,int4 8 4
-import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { runCompare } from '../dist/compare/run.js';
 import { tinyModelDir, TINY_ARCHS } from '../dist/fixtures/checkpoints.js';
-import { openSafetensorsFile, writeSafetensors } from '../dist/src/checkpoint/safetensors.js';
+import { FIRST_MLP_OUT, FIRST_QUERY, scaledFixture } from '../dist/fixtures/defects.js';
 
 const [archArg = 'all', dtypeArg = 'int8,int4', n = '8', nDefect = '4'] = process.argv.slice(2);
 const archs = archArg === 'all' ? TINY_ARCHS : archArg.split(',');
 
-/** The first layer's query (or packed qkv) weight, and its MLP's output projection. */
-const QUERY = /(layers?|h)\.0\..*(q_proj|c_attn|query_key_value|qkv_proj)\.weight$/;
-const MLP_OUT = /(layers?|h)\.0\.(mlp\.(down_proj|c_proj|dense_4h_to_h|fc_out)|fc2)\.weight$/;
 const DEFECTS = [
-  { name: 'query x1.05', match: QUERY, factor: 1.05 },
-  { name: 'query x1.02', match: QUERY, factor: 1.02 },
-  { name: 'mlp out x1.05', match: MLP_OUT, factor: 1.05 },
+  { name: 'query x1.05', match: FIRST_QUERY, factor: 1.05 },
+  { name: 'query x1.02', match: FIRST_QUERY, factor: 1.02 },
+  { name: 'mlp out x1.05', match: FIRST_MLP_OUT, factor: 1.05 },
 ];
-
-function scaledCopy(arch, match, factor) {
-  const src = tinyModelDir(arch);
-  const dir = mkdtempSync(join(tmpdir(), `fusegen-defect-${arch}-`));
-  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
-  const store = openSafetensorsFile(join(src, 'model.safetensors'));
-  let hit;
-  const tensors = store.names().map((name) => ({ name, dtype: 'F32', shape: store.info(name).shape }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
-    const data = store.readFloat32(t.name);
-    if (hit === undefined && match.test(t.name)) hit = t.name;
-    if (t.name === hit) for (let i = 0; i < data.length; i++) data[i] *= factor;
-    return data;
-  });
-  store.close();
-  if (!hit) throw new Error(`${arch}: no tensor matches ${match}`);
-  return { dir, tensor: hit };
-}
 
 const worst = (p, key) => Math.max(p.logits?.prefill[key] ?? 0, p.logits?.decode[key] ?? 0);
 for (const arch of archs) {
   for (const dtype of dtypeArg.split(',')) {
     for (const defect of [undefined, ...DEFECTS]) {
-      const copy = defect ? scaledCopy(arch, defect.match, defect.factor) : undefined;
+      const copy = defect ? scaledFixture(arch, defect.match, defect.factor, 'defect') : undefined;
       const numInputs = Number(defect ? nDefect : n);
       let live;
       const r = await runCompare(

@@ -1,14 +1,12 @@
 /** Shared test helpers: Hugging Face goldens and the fixture models. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { expect } from 'vitest';
-import { tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
-import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safetensors.js';
 import { FusegenError } from '../src/errors.js';
 import type { SequenceResult, TopK } from '../src/pipeline/types.js';
 
@@ -161,33 +159,5 @@ export async function interruptTwice(args: string[], ready: { stream: 'stdout' |
   }
 }
 
-/**
- * A copy of a tiny fixture (as float32) whose tensors `edit` may change in place: the planted
- * defects of the compare and triage tests. `edit` gets each tensor's name, shape and data.
- */
-export function editedFixture(arch: FixtureArch, label: string, edit: (name: string, shape: number[], data: Float32Array) => void): string {
-  const src = tinyModelDir(arch);
-  const dir = mkdtempSync(join(tmpdir(), `fusegen-${label}-${arch}-`));
-  for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
-  const store = openSafetensorsFile(join(src, 'model.safetensors'));
-  const tensors = store.names().map((name) => ({ name, dtype: 'F32' as const, shape: store.info(name).shape }));
-  writeSafetensors(join(dir, 'model.safetensors'), tensors, (t) => {
-    const data = store.readFloat32(t.name);
-    edit(t.name, t.shape, data);
-    return data;
-  });
-  store.close();
-  return dir;
-}
-
-/** The first layer's query weight (or packed qkv) of any tiny fixture. */
-const FIRST_QUERY = /layers?\.0\..*(q_proj|c_attn|query_key_value)\.weight$|h\.0\.(attn\.c_attn|self_attention\.query_key_value)\.weight$/;
-
-/** A copy of a fixture with its first layer's query (or packed qkv) weight scaled by `factor`. */
-export function scaledAttentionFixture(arch: FixtureArch, factor: number, label = 'cand'): string {
-  let target: string | undefined;
-  return editedFixture(arch, label, (name, _shape, data) => {
-    if (target === undefined && FIRST_QUERY.test(name)) target = name;
-    if (name === target) for (let i = 0; i < data.length; i++) data[i] = data[i]! * factor;
-  });
-}
+/** The planted defects of the compare and triage tests live in fixtures/ (scripts use them too). */
+export { editedFixture, scaledAttentionFixture } from '../fixtures/defects.js';
