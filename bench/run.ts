@@ -41,6 +41,8 @@ export interface BenchOptions {
   profile?: boolean;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
   accuracyLevel?: 0 | 4;
+  /** The WGSL engine's layers split across this many devices (--world_size). */
+  worldSize?: number;
   /** An earlier bench report (readBenchBaseline) to gate each row's speed on, and the largest slowdown accepted (percent). */
   baseline?: { file: string; report: BenchReport };
   maxRegression?: number;
@@ -68,14 +70,14 @@ export function promptOfLength(source: number[], length: number, offset: number)
 }
 
 /** A bench pipeline as the one factory takes it: transformers.js, the ORT-injected graph, or the WGSL engine. */
-export function benchBackend(name: BenchPipeline, o: Pick<BenchOptions, 'accuracyLevel'>, profile = false): Backend {
+export function benchBackend(name: BenchPipeline, o: Pick<BenchOptions, 'accuracyLevel' | 'worldSize'>, profile = false): Backend {
   switch (name) {
     case 'reference':
       return { kind: 'reference', reference: 'transformersjs', ...(profile ? { profile } : {}) };
     case 'ort':
       return { kind: 'ort', ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}), ...(profile ? { profile } : {}) };
     case 'wgsl':
-      return { kind: 'wgsl' };
+      return { kind: 'wgsl', ...((o.worldSize ?? 1) > 1 ? { worldSize: o.worldSize } : {}) };
   }
 }
 

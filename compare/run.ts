@@ -53,6 +53,8 @@ export interface CompareOptions {
   candidateAttentionScale?: number;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (default the plan's). */
   accuracyLevel?: 0 | 4;
+  /** The WGSL candidate's layers split across this many devices (--world_size). */
+  worldSize?: number;
   /** NaN/Inf weights are read instead of refused at load (--allow_nonfinite); such logits still never match. */
   allowNonfinite?: boolean;
   /** --checkpoint_path: the reference's weights (and the candidate's, without candidateModel) from the shards this listing names. */
@@ -86,8 +88,8 @@ export function pyRepr(s: string): string {
 }
 
 /** The candidate's backend: the WGSL engine, or fusegen's loop on the ORT graph, injected or plain. */
-export function candidateBackend(o: Pick<CompareOptions, 'useKernel' | 'kernels' | 'accuracyLevel' | 'candidateAttentionScale'>): Backend {
-  if (o.useKernel && o.kernels === 'wgsl') return { kind: 'wgsl' };
+export function candidateBackend(o: Pick<CompareOptions, 'useKernel' | 'kernels' | 'accuracyLevel' | 'candidateAttentionScale' | 'worldSize'>): Backend {
+  if (o.useKernel && o.kernels === 'wgsl') return { kind: 'wgsl', ...((o.worldSize ?? 1) > 1 ? { worldSize: o.worldSize } : {}) };
   return {
     kind: 'ort',
     fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS,

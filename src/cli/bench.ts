@@ -21,7 +21,7 @@ import { modelBasename, prepareOutputDir, prepareOutputFile, reportTimestamp, wr
 import { actionBenchmark } from '../report/action-benchmark.js';
 import { benchSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
+import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
@@ -46,6 +46,8 @@ export interface BenchCliOptions {
   max_regression: number;
   checkpoint_path: string | undefined;
   use_meta_tensor: boolean;
+  world_size: number;
+  local_rank: number;
 }
 
 export const benchOptions: OptionTable<BenchCliOptions> = {
@@ -68,6 +70,8 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: decimalAtLeast(0) },
   checkpoint_path: checkpointPathOption,
   use_meta_tensor: useMetaTensorOption,
+  world_size: worldSizeOption,
+  local_rank: localRankOption,
 };
 
 /**
@@ -89,6 +93,9 @@ export function table(report: BenchReport): string[] {
   }
   for (const r of report.rows) {
     if (r.opProfile) lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} decode ${profileLine(r.opProfile.decode)}`);
+    for (const k of r.stepProfile?.ranks ?? []) {
+      lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} rank ${k.rank} (layers ${k.layers[0]}-${k.layers[1] - 1}): ${k.msPerStep.toFixed(3)} ms a step${k.transferBytesPerStep ? `, hands on ${(k.transferBytesPerStep / 1024).toFixed(1)} KiB in ${k.transferMsPerStep.toFixed(3)} ms` : ''}`);
+    }
   }
   // Each pipeline loads once per sweep: its rows share one load.
   for (const r of report.rows.filter((row, i, all) => row.load && all.findIndex((x) => x.pipeline === row.pipeline) === i)) {
@@ -113,6 +120,8 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
+  otherRankLine(o.local_rank, o.world_size);
+  if (o.world_size > 1 && !o.pipelines.includes('wgsl')) throw new UsageError('--world_size', `${o.world_size} splits the layers across WebGPU devices, which only the WGSL engine does: add wgsl to --pipelines (the other pipelines run on one device)`);
   const dtype = o.dtype ?? defaultDtype(o.device);
   for (const p of o.pipelines) if (p !== 'reference') checkDtype(dtype, engineOfPipeline(p));
   checkAccuracyLevel(o.accuracy_level, dtype, o.pipelines.includes('ort'));
@@ -127,6 +136,7 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   }
   const ckpt = openModel(dir, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
+  checkWorldSize(o.world_size, ckpt);
   // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
   const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;
   if (1 + o.max_new_tokens > ckpt.dims.maxPositions) throw new CapacityError('--max_new_tokens', `${o.max_new_tokens} new tokens after even a 1-token prompt exceed the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
@@ -140,6 +150,11 @@ export async function runBenchCommand(
   o: BenchCliOptions,
   io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
 ): Promise<number> {
+  const other = otherRankLine(o.local_rank, o.world_size);
+  if (other) {
+    io.out(other);
+    return 0;
+  }
   const { ckpt, reportDir, outputs } = await validateBench(o);
   const baseline = o.baseline ? readBenchBaseline(o.baseline) : undefined;
   const dir = ckpt.dir;
@@ -165,6 +180,7 @@ export async function runBenchCommand(
       repeats: o.repeats,
       profile: o.profile,
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
+      ...(o.world_size > 1 ? { worldSize: o.world_size } : {}),
       ...(baseline ? { baseline, maxRegression: o.max_regression } : {}),
     },
     (p) => progress.update(p),

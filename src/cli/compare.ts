@@ -19,7 +19,7 @@ import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
 import { compareSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
+import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
@@ -45,6 +45,7 @@ export interface CompareCliOptions {
   max_regression: number;
   speed_repeats: number;
   local_rank: number;
+  world_size: number;
   allow_nonfinite: boolean;
 }
 
@@ -69,7 +70,8 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   baseline: { flag: 'baseline', arg: 'file', help: 'an earlier compare JSON report of the same model, dtype, device, pipeline and batch size (another is refused): fail when decode speed fell significantly (95% bootstrap interval below 1) by more than --max_regression', parse: text },
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed (median time per output token) against --baseline, percent (decimals allowed: 2.5)', default: 10, parse: decimalAtLeast(0) },
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
-  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
+  local_rank: localRankOption,
+  world_size: worldSizeOption,
   allow_nonfinite: allowNonfiniteOption,
 };
 
@@ -91,7 +93,9 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
  */
 export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined; summary: SummaryTargets }> {
   const dtype = o.dtype ?? defaultDtype(o.device);
+  otherRankLine(o.local_rank, o.world_size);
   const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) }));
+  if (o.world_size > 1 && candidate !== 'wgsl') throw new UsageError('--world_size', `${o.world_size} splits the candidate's layers across WebGPU devices, which only the WGSL engine does (--use_kernel --device webgpu)`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (candidate === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   if (o.min_length > o.max_length) throw new UsageError('--min_length', `${o.min_length} is above --max_length ${o.max_length}`);
@@ -107,6 +111,7 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   const candidateCkpt = o.candidate_model ? openCheckpoint(o.candidate_model, open) : ckpt;
   // Every tensor against the shape its config implies (a config that disagrees with its tensors is bad input, not a failed run).
   checkWeightShapes(ckpt);
+  checkWorldSize(o.world_size, candidateCkpt);
   if (candidateCkpt !== ckpt) checkWeightShapes(candidateCkpt);
   if (baseline) checkBaseline(baseline, { candidateDir: candidateCkpt.dir, modelType: candidateCkpt.modelType, parameters: parameterCount(candidateCkpt), dtype, device: o.device, pipeline: candidatePipeline({ useKernel: o.use_kernel, kernels: candidate }), batchSize: o.batch_size });
   checkKvBudget(o.batch_size, o.max_length, ckpt.dims, undefined, { batch: '--batch_size', tokens: '--max_length' });
@@ -120,6 +125,11 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
 }
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
+  const other = otherRankLine(o.local_rank, o.world_size);
+  if (other) {
+    io.out(other);
+    return 0;
+  }
   const { baseline, summary } = await validateCompare(o);
   // A second Ctrl-C stops at once: the prompts that finished are still written, marked interrupted.
   let live: CompareReport | undefined;
@@ -147,6 +157,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       printOutputs: o.print_outputs,
       speedRepeats: o.speed_repeats,
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
+      ...(o.world_size > 1 ? { worldSize: o.world_size } : {}),
       baseline,
       maxRegression: o.max_regression,
       ...(o.allow_nonfinite ? { allowNonfinite: true } : {}),

@@ -12,7 +12,7 @@ import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Generat
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, openModel, useMetaTensorOption } from './load-options.js';
+import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 import { loadLine, measureLoad } from '../report/load.js';
@@ -55,8 +55,8 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   greedy: { flag: 'greedy', help: 'greedy decoding (default: sampling, as in the seed)', default: false },
   use_meta_tensor: useMetaTensorOption,
   test_performance: { flag: 'test_performance', help: 'run 30 iterations (3 warm-up) and print latency, bandwidth and FLOP/s', default: false },
-  local_rank: { flag: 'local_rank', arg: 'n', help: 'rank of this process', default: 0, env: 'LOCAL_RANK', parse: intAtLeast(0) },
-  world_size: { flag: 'world_size', arg: 'n', help: 'tensor-parallel ranks (> 1 not available yet)', default: 1, env: 'WORLD_SIZE', parse: intAtLeast(1) },
+  local_rank: localRankOption,
+  world_size: worldSizeOption,
   trust_remote_code: { flag: 'trust_remote_code', help: 'accepted for compatibility: fusegen never runs code from a checkpoint', default: false },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort (fused ONNX Runtime ops) or wgsl (fusegen\'s own WGSL kernels on Dawn)', defaultHelp: defaultKernelsHelp(), parse: oneOf<Kernels>(['ort', 'wgsl']) },
@@ -67,20 +67,22 @@ export const generateOptions: OptionTable<GenerateOptions> = {
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
 function refuseUnavailable(o: GenerateOptions): void {
+  otherRankLine(o.local_rank, o.world_size);
   if (o.checkpoint_path !== undefined && o.hf_baseline && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
   if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
-  if (o.world_size > 1) throw new UnsupportedError('--world_size', 'tensor parallelism across ranks is not available yet (use 1)');
-  if (o.local_rank >= o.world_size) throw new UsageError('--local_rank', `${o.local_rank} is not below --world_size ${o.world_size}`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (o.reference && !o.hf_baseline) throw new UsageError('--reference', 'picks the library of the --hf_baseline pipeline: add --hf_baseline');
   if (o.hf_baseline && o.use_kernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
 }
 
-type BackendFlags = Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'> & Partial<Pick<GenerateOptions, 'accuracy_level'>>;
+type BackendFlags = Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'> & Partial<Pick<GenerateOptions, 'accuracy_level' | 'world_size'>>;
 
 /** What runs the prompts, as the one factory takes it: a reference library (--hf_baseline), the WGSL engine, or fusegen's loop on ONNX Runtime. */
 export function backendOf(o: BackendFlags): Backend {
-  return backendFor({ device: o.device, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: o.kernels, ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}) });
+  return backendFor({
+    device: o.device, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: o.kernels,
+    ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}), ...(o.world_size !== undefined ? { worldSize: o.world_size } : {}),
+  });
 }
 
 /** The engine that runs the prompts (the dtype table's column). */
@@ -120,6 +122,7 @@ export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Chec
   checkDevice(o.device, [engine]);
   const ckpt = openModel(o.model, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
+  checkWorldSize(o.world_size, ckpt);
   checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
   const { lengths } = await checkPrompts(ckpt, seedBatch(Math.min(o.batch_size, 8)));
   checkCapacity(ckpt, o.max_tokens, Math.max(...lengths), o.max_new_tokens);
@@ -136,6 +139,11 @@ const DASHES = '-'.repeat(60);
 
 export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const t0 = performance.now();
+  const other = otherRankLine(o.local_rank, o.world_size);
+  if (other) {
+    io.out(other);
+    return 0;
+  }
   const { ckpt, dtype } = await validateGenerate(o);
   const { value: pipe, load } = await measureLoad(() => createPipeline(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens }));
   const initMs = performance.now() - t0;
@@ -156,6 +164,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     if (!last) return 130;
 
     io.out(`initialization time: ${initMs.toFixed(2)}ms`);
+    if (o.world_size > 1) for (const ep of pipe.info.executionProviders) io.out(`world_size ${o.world_size}: ${ep}`);
     io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toFixed(4)} sec`);
     for (const s of last.sequences) io.out(`\nin=${s.prompt}\nout=${s.text}\n${DASHES}`);
     if (o.test_performance) {

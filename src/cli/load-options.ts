@@ -1,11 +1,13 @@
 /**
- * The seed's loading flags, shared by generate and bench: `--use_meta_tensor` (the name of how
- * fusegen always loads) and `--checkpoint_path` (weights from the shards a checkpoint
- * description or a safetensors index lists).
+ * The seed's loading and launch flags, shared by generate, compare and bench:
+ * `--use_meta_tensor` (the name of how fusegen always loads), `--checkpoint_path` (weights
+ * from the shards a checkpoint description or a safetensors index lists), and `--world_size`
+ * and `--local_rank` (the layer split across devices, and the launcher's rank).
  */
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { descriptionDir } from '../checkpoint/description.js';
-import { text, type OptionSpec } from './options.js';
+import { UsageError } from '../errors.js';
+import { intAtLeast, text, type OptionSpec } from './options.js';
 
 export const useMetaTensorOption: OptionSpec<boolean> = {
   flag: 'use_meta_tensor',
@@ -24,4 +26,38 @@ export const checkpointPathOption: OptionSpec<string | undefined> = {
 export function openModel(model: string | undefined, checkpointPath: string | undefined, allowNonfinite: boolean, fallback: () => string): Checkpoint {
   const dir = model ?? (checkpointPath !== undefined ? descriptionDir(checkpointPath) : fallback());
   return openCheckpoint(dir, { allowNonfinite, ...(checkpointPath !== undefined ? { checkpointPath } : {}) });
+}
+
+export const worldSizeOption: OptionSpec<number> = {
+  flag: 'world_size',
+  arg: 'n',
+  help: "ranks: the WGSL engine splits the model's layers across this many WebGPU devices (the first holds the embedding, the last the LM head, the hidden state crosses between them), so a model larger than one GPU runs; one process drives every rank. With one GPU the ranks share it (the output says so)",
+  default: 1,
+  env: 'WORLD_SIZE',
+  parse: intAtLeast(1),
+};
+
+export const localRankOption: OptionSpec<number> = {
+  flag: 'local_rank',
+  arg: 'n',
+  help: 'rank of this process, as a launcher (deepspeed, torchrun) sets it: local rank 0 drives every device; another rank prints one line and exits 0',
+  default: 0,
+  env: 'LOCAL_RANK',
+  parse: intAtLeast(0),
+};
+
+/**
+ * A launcher starts one process per rank, but one fusegen process drives all of them: the
+ * line a rank other than 0 prints before it exits 0, or undefined for rank 0. A rank at or
+ * past the world size is refused.
+ */
+export function otherRankLine(localRank: number, worldSize: number): string | undefined {
+  if (localRank >= worldSize) throw new UsageError('--local_rank', `${localRank} is not below --world_size ${worldSize}`);
+  if (localRank === 0) return undefined;
+  return `local rank ${localRank} of ${worldSize}: nothing to do, local rank 0 drives every device`;
+}
+
+/** Every rank holds at least one layer: refused before anything loads. */
+export function checkWorldSize(worldSize: number, ckpt: Checkpoint): void {
+  if (worldSize > ckpt.dims.numLayers) throw new UsageError('--world_size', `${worldSize} ranks for the ${ckpt.dims.numLayers} layers of ${ckpt.configPath}: each rank holds at least one layer`);
 }

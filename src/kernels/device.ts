@@ -21,6 +21,8 @@ export interface AdapterInfo {
 export interface GpuContext {
   device: GPUDevice;
   adapter: AdapterInfo;
+  /** Devices opened on one adapter share this (several ranks on one GPU). */
+  adapterKey: string;
   /** shader-f16: weights can be stored as f16. */
   f16: boolean;
   timestamps: boolean;
@@ -38,33 +40,54 @@ function dawnToggles(): string[] {
 }
 
 let gpuRoot: GPU | undefined;
-let opened: Promise<GpuContext> | undefined;
+/** Devices opened so far, by rank: every caller of openGpu shares rank 0's. */
+const devices: Array<Promise<GpuContext>> = [];
 
-export function openGpu(): Promise<GpuContext> {
-  opened ??= (async () => {
+/** An adapter for one device (Dawn's adapters each create one device). */
+async function openAdapter(): Promise<GPUAdapter> {
+  if (!gpuRoot) {
     Object.assign(globalThis, globals);
     const toggles = dawnToggles();
     gpuRoot = create([...(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []), 'disable-dawn-features=timestamp_quantization']);
-    const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) throw noWebgpuAdapter();
-    const f16 = adapter.features.has('shader-f16');
-    const timestamps = adapter.features.has('timestamp-query');
-    const requiredFeatures: GPUFeatureName[] = [];
-    if (f16) requiredFeatures.push('shader-f16');
-    if (timestamps) requiredFeatures.push('timestamp-query');
-    const device = await adapter.requestDevice({
-      requiredFeatures,
-      requiredLimits: {
-        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-        maxBufferSize: adapter.limits.maxBufferSize,
-        maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
-        maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
-      },
-    });
-    const i = adapter.info;
-    return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, f16, timestamps };
-  })();
-  return opened;
+  }
+  const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw noWebgpuAdapter();
+  return adapter;
+}
+
+async function openDevice(adapter: GPUAdapter, adapterKey: string): Promise<GpuContext> {
+  const f16 = adapter.features.has('shader-f16');
+  const timestamps = adapter.features.has('timestamp-query');
+  const requiredFeatures: GPUFeatureName[] = [];
+  if (f16) requiredFeatures.push('shader-f16');
+  if (timestamps) requiredFeatures.push('timestamp-query');
+  const device = await adapter.requestDevice({
+    requiredFeatures,
+    requiredLimits: {
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxBufferSize: adapter.limits.maxBufferSize,
+      maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+      maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
+    },
+  });
+  const i = adapter.info;
+  return { device, adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description }, adapterKey, f16, timestamps };
+}
+
+/** The process's GPU device (rank 0's). */
+export async function openGpu(): Promise<GpuContext> {
+  return (await openGpus(1))[0]!;
+}
+
+/**
+ * `n` devices, one per rank of a layer split (--world_size), each opened once per process.
+ * Each rank's device is its own GPUDevice (its own queue and memory); they are opened on the
+ * adapter Dawn picks, which the process's Vulkan environment chooses (see the README on
+ * several GPUs), so with one GPU every rank shares it.
+ */
+export async function openGpus(n: number): Promise<GpuContext[]> {
+  for (let r = devices.length; r < n; r++) devices.push(openAdapter().then((a) => openDevice(a, `${a.info.vendor}/${a.info.device}/${a.info.description}`)));
+  return Promise.all(devices.slice(0, n));
 }
 
 function wgslDir(): string {

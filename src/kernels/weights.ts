@@ -51,13 +51,49 @@ export interface GpuLayer {
   down: GpuLinear;
 }
 
+/**
+ * The part of the model one device holds: layers [from, to), with the embedding where it is the
+ * first part and the final norm and LM head where it is the last (--world_size splits layers).
+ */
+export interface WeightSlice {
+  from: number;
+  to: number;
+  first: boolean;
+  last: boolean;
+}
+
+/** The whole model on one device. */
+export function wholeModel(numLayers: number): WeightSlice {
+  return { from: 0, to: numLayers, first: true, last: true };
+}
+
+/**
+ * `n` contiguous layer ranges, as even as whole layers allow; the extra layers go to the
+ * earlier parts, since the last one also holds the LM head.
+ */
+export function layerSlices(numLayers: number, n: number): WeightSlice[] {
+  const base = Math.floor(numLayers / n);
+  const extra = numLayers % n;
+  let from = 0;
+  return Array.from({ length: n }, (_, r) => {
+    const to = from + base + (r < extra ? 1 : 0);
+    const slice = { from, to, first: r === 0, last: r === n - 1 };
+    from = to;
+    return slice;
+  });
+}
+
 export interface GpuWeights {
-  embed: GpuMatrix;
+  slice: WeightSlice;
+  /** First part only. */
+  embed?: GpuMatrix;
   positions?: GpuMatrix;
   embedNorm?: GpuNorm;
+  /** Layers slice.from .. slice.to - 1. */
   layers: GpuLayer[];
+  /** Last part only. */
   finalNorm?: GpuNorm;
-  lmHead: GpuMatrix;
+  lmHead?: GpuMatrix;
   lmHeadBias?: GPUBuffer;
   /** Bytes held in GPU buffers. */
   bytes: number;
@@ -150,6 +186,8 @@ export interface StreamOptions {
   chunkBytes?: number;
   /** Bytes written between drains of the queue (default FLUSH_BYTES). */
   flushBytes?: number;
+  /** The part of the model to upload (default all of it). */
+  slice?: WeightSlice;
 }
 
 /**
@@ -241,10 +279,15 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
   try {
     const g = spec.globals(dims, config);
     const D = dims.headDim;
-    // Embedding tables are gathered by row, never quantized: the token table as [V, E] is a plain view.
-    const embed = await matrix([{ ...g.embedTokens, transpose: true }], 'embed');
-    const layers: GpuLayer[] = [];
-    for (let i = 0; i < dims.numLayers; i++) {
+    const slice = o.slice ?? wholeModel(dims.numLayers);
+    const weights: GpuWeights = { slice, layers: [], bytes: 0 };
+    if (slice.first) {
+      // Embedding tables are gathered by row, never quantized: the token table as [V, E] is a plain view.
+      weights.embed = await matrix([{ ...g.embedTokens, transpose: true }], 'embed');
+      if (g.embedPositions) weights.positions = await matrix([{ ...g.embedPositions, transpose: true }], 'positions');
+      if (g.embedNorm) weights.embedNorm = await norm(g.embedNorm, 'embed_norm');
+    }
+    for (let i = slice.from; i < slice.to; i++) {
       const lw = spec.layer(i, dims, config);
       const gated = spec.traits.gatedMlp && lw.gate;
       const inputNorm = await norm(lw.inputNorm, `l${i}.ln1`);
@@ -255,21 +298,17 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
       const postAttentionNorm = await norm(lw.postAttentionNorm, `l${i}.ln2`);
       const up = gated ? await stacked([lw.gate!, lw.up], [dims.intermediateSize, dims.intermediateSize], `l${i}.gate_up`) : await linear(lw.up, dims.intermediateSize, `l${i}.up`);
       const down = await linear(lw.down, dims.hiddenSize, `l${i}.down`);
-      layers.push({ inputNorm, attnOutNorm, mlpOutNorm, qkv, o, postAttentionNorm, up, down });
+      weights.layers.push({ inputNorm, attnOutNorm, mlpOutNorm, qkv, o, postAttentionNorm, up, down });
     }
-    const tied = g.lmHead.source === g.embedTokens.source && !!g.lmHead.transpose;
-    const weights: GpuWeights = {
-      embed,
-      layers,
-      finalNorm: await norm(g.finalNorm, 'final_norm'),
-      // int8/int4 quantize the LM head too (its own copy when tied: the gather keeps the float table).
-      lmHead: quant.bits ? await matrix([g.lmHead], 'lm_head', quant) : tied ? embed : await matrix([g.lmHead], 'lm_head'),
-      bytes: 0,
-    };
-    if (g.embedPositions) weights.positions = await matrix([{ ...g.embedPositions, transpose: true }], 'positions');
-    if (g.embedNorm) weights.embedNorm = await norm(g.embedNorm, 'embed_norm');
-    const lmHeadBias = await biasOf([g.lmHeadBias], [dims.vocabSize], 'lm_head.bias');
-    if (lmHeadBias) weights.lmHeadBias = lmHeadBias;
+    if (slice.last) {
+      const tied = g.lmHead.source === g.embedTokens.source && !!g.lmHead.transpose;
+      weights.finalNorm = await norm(g.finalNorm, 'final_norm');
+      // int8/int4 quantize the LM head too (its own copy when tied: the gather keeps the float
+      // table); a tied float head shares the table where this part holds it.
+      weights.lmHead = quant.bits ? await matrix([g.lmHead], 'lm_head', quant) : tied && weights.embed ? weights.embed : await matrix([g.lmHead], 'lm_head');
+      const lmHeadBias = await biasOf([g.lmHeadBias], [dims.vocabSize], 'lm_head.bias');
+      if (lmHeadBias) weights.lmHeadBias = lmHeadBias;
+    }
     await stream.flush();
     weights.bytes = stream.bytes;
     return weights;

@@ -47,6 +47,8 @@ export type Backend =
   | {
       /** fusegen's own WGSL kernels on a Dawn WebGPU device (--device webgpu). */
       kind: 'wgsl';
+      /** Devices the layers are split across (--world_size; default 1). */
+      worldSize?: number;
     };
 
 /** What every backend is asked to run: the device, the dtype and the KV-cache capacity. */
@@ -80,7 +82,7 @@ export async function createPipeline(ckpt: Checkpoint, b: Backend, run: Pipeline
       });
     case 'wgsl':
       if (device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
-      return WgslPipeline.create(ckpt, { dtype, maxTokens });
+      return WgslPipeline.create(ckpt, { dtype, maxTokens, ...(b.worldSize ? { worldSize: b.worldSize } : {}) });
   }
 }
 
@@ -97,14 +99,18 @@ export interface PipelineChoice {
   kernels?: Kernels;
   /** ORT-injected int8/int4: MatMulNBits' accuracy_level (see InjectionPlan). */
   accuracyLevel?: 0 | 4;
+  /** The seed's --world_size: the WGSL engine splits the layers across this many devices. */
+  worldSize?: number;
 }
 
 /** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected (ORT or WGSL) or not. */
 export function backendFor(o: Omit<PipelineChoice, 'dtype' | 'maxTokens'>): Backend {
   if (o.hfBaseline && o.useKernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
+  const wgsl = !o.hfBaseline && o.useKernel && kernelsFor(o.device, o.kernels) === 'wgsl';
+  if ((o.worldSize ?? 1) > 1 && !wgsl) throw new UsageError('--world_size', `${o.worldSize} splits the layers across WebGPU devices, which only the WGSL engine does (--use_kernel --device webgpu); the other pipelines run on one device`);
   if (o.hfBaseline) return { kind: 'reference', reference: o.reference ?? 'transformersjs' };
-  if (o.useKernel && kernelsFor(o.device, o.kernels) === 'wgsl') return { kind: 'wgsl' };
+  if (wgsl) return { kind: 'wgsl', ...((o.worldSize ?? 1) > 1 ? { worldSize: o.worldSize } : {}) };
   return { kind: 'ort', fusions: o.useKernel ? ALL_FUSIONS : NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
 }
 

@@ -5,8 +5,8 @@
  */
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
-import { openGpu, type AdapterInfo } from '../kernels/device.js';
-import { WgslEngine, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
+import { openGpus, type AdapterInfo } from '../kernels/device.js';
+import { WgslEngine, type RankProfile, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
 import type { MatrixType } from '../kernels/weights.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
@@ -21,6 +21,16 @@ export interface StepTimes {
   encodeMsPerStep: number;
   submitMsPerStep: number;
   waitMsPerStep: number;
+  /** Split across devices (--world_size): per rank, its layers, its share of a step and the hidden state it hands on. */
+  ranks?: RankTimes[];
+}
+
+export interface RankTimes {
+  rank: number;
+  layers: [number, number];
+  msPerStep: number;
+  transferBytesPerStep: number;
+  transferMsPerStep: number;
 }
 
 /** The engine's weight matrices for a dtype's float type (the unquantized ones, and the embedding tables of int8 / int4). */
@@ -29,6 +39,8 @@ const MATRIX_TYPE: Readonly<Record<ReturnType<typeof floatOf>, MatrixType>> = { 
 export interface WgslOptions {
   dtype: DType;
   maxTokens: number;
+  /** Devices the layers are split across (default 1). */
+  worldSize?: number;
 }
 
 export class WgslPipeline implements TextGenerationPipeline {
@@ -44,14 +56,15 @@ export class WgslPipeline implements TextGenerationPipeline {
   static async create(ckpt: Checkpoint, o: WgslOptions): Promise<WgslPipeline> {
     const t0 = performance.now();
     refuseDtype(o.dtype, 'wgsl', '--kernels wgsl');
-    const ctx = await openGpu();
+    const ctxs = await openGpus(o.worldSize ?? 1);
     // Activations stay f32; f16 and bf16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
     const weights = MATRIX_TYPE[floatOf(o.dtype, 'webgpu')];
-    const engine = await WgslEngine.create(ctx, ckpt, { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
+    const engine = await WgslEngine.create(ctxs, ckpt, { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
     const tokenizer = await loadTokenizer(ckpt);
     const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
-    info.executionProviders = [`dawn:${ctx.adapter.vendor}/${ctx.adapter.architecture}/${ctx.adapter.device}`];
-    const pipe = new WgslPipeline(info, ctx.adapter, ckpt, engine, tokenizer, o.maxTokens);
+    const adapterName = (a: AdapterInfo) => `dawn:${a.vendor}/${a.architecture}/${a.device}`;
+    info.executionProviders = ctxs.length === 1 ? [adapterName(ctxs[0]!.adapter)] : engine.ranks.map((r) => `${adapterName(r.adapter)} (rank ${r.rank}${r.sharedAdapter ? ', shared adapter' : ''}: layers ${r.layers[0]}-${r.layers[1] - 1}, ${(r.weightBytes / 2 ** 20).toFixed(0)} MiB)`);
+    const pipe = new WgslPipeline(info, ctxs[0]!.adapter, ckpt, engine, tokenizer, o.maxTokens);
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false }); // compiles pipelines
     info.loadMs = performance.now() - t0;
     return pipe;
@@ -65,8 +78,10 @@ export class WgslPipeline implements TextGenerationPipeline {
   takeStepProfile(): StepTimes {
     const p = this.engine.profile;
     const per = (ms: number) => ms / Math.max(1, p.steps);
-    const out = { steps: p.steps, stepsAhead: this.engine.stepsAhead, encodeMsPerStep: per(p.encodeMs), submitMsPerStep: per(p.submitMs), waitMsPerStep: per(p.waitMs) };
+    const out: StepTimes = { steps: p.steps, stepsAhead: this.engine.feedsBack ? this.engine.stepsAhead : 0, encodeMsPerStep: per(p.encodeMs), submitMsPerStep: per(p.submitMs), waitMsPerStep: per(p.waitMs) };
+    if (p.ranks) out.ranks = p.ranks.map((r: RankProfile, rank) => ({ rank, layers: r.layers, msPerStep: per(r.ms), transferBytesPerStep: per(r.transferBytes), transferMsPerStep: per(r.transferMs) }));
     Object.assign(p, { steps: 0, encodeMs: 0, submitMs: 0, waitMs: 0 });
+    for (const r of p.ranks ?? []) Object.assign(r, { ms: 0, transferBytes: 0, transferMs: 0 });
     return out;
   }
 

@@ -5,7 +5,7 @@
  * in order and significant exactly when it excludes 1, a failing baseline row is a significant
  * regression beyond the allowed one.
  *
- * Every field added since the first reports (stepProfile's stepsAhead and submitMsPerStep,
+ * Every field added since the first reports (stepProfile's stepsAhead, submitMsPerStep and ranks,
  * samples, versus, gate, load) is optional: the reports in bench/results stay valid.
  */
 import type { ValidateFunction } from 'ajv/dist/2020.js';
@@ -102,8 +102,15 @@ export const BENCH_REPORT_JSON_SCHEMA = {
         samples: { type: 'array', items: RUN_SAMPLES_SCHEMA, minItems: 1 },
         versus: object({ pipeline, tpotSpeedup: interval }),
         stepProfile: object(
-          { steps: count, stepsAhead: count, encodeMsPerStep: nonNegMetric, submitMsPerStep: nonNegMetric, waitMsPerStep: nonNegMetric },
-          ['stepsAhead', 'submitMsPerStep'],
+          {
+            steps: count, stepsAhead: count, encodeMsPerStep: nonNegMetric, submitMsPerStep: nonNegMetric, waitMsPerStep: nonNegMetric,
+            ranks: {
+              type: 'array',
+              minItems: 2,
+              items: object({ rank: count, layers: { type: 'array', prefixItems: [count, positive], items: false, minItems: 2 }, msPerStep: nonNegMetric, transferBytesPerStep: nonNegMetric, transferMsPerStep: nonNegMetric }),
+            },
+          },
+          ['stepsAhead', 'submitMsPerStep', 'ranks'],
         ),
         stepGpuUs: nonNegMetric,
         kernelProfile: kernelTimes,
