@@ -164,7 +164,6 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     if (!last) return 130;
 
     io.out(`initialization time: ${initMs.toFixed(2)}ms`);
-    if (o.world_size > 1) for (const ep of pipe.info.executionProviders) io.out(`world_size ${o.world_size}: ${ep}`);
     io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toFixed(4)} sec`);
     for (const s of last.sequences) io.out(`\nin=${s.prompt}\nout=${s.text}\n${DASHES}`);
     if (o.test_performance) {
@@ -172,6 +171,8 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
       for (const line of decodeStats(runs, pipe.info, o.batch_size, pipelineLabel(o))) io.out(line);
       io.out(loadLine(load, weightBytes(ckpt)));
     }
+    // Where each rank ran, after the seed's lines (which parsers of its output expect first).
+    if (o.world_size > 1) for (const ep of pipe.info.executionProviders) io.out(`world_size ${o.world_size}: ${ep}`);
     if (io.interrupted()) {
       io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);
       return 130;

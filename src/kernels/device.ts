@@ -9,7 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { create, globals } from 'webgpu';
-import { noWebgpuAdapter } from '../errors.js';
+import { noWebgpuAdapter, UsageError } from '../errors.js';
 
 export interface AdapterInfo {
   vendor: string;
@@ -39,20 +39,47 @@ function dawnToggles(): string[] {
   return (process.env['FUSEGEN_DAWN_TOGGLES'] ?? '').split(',').map((t) => t.trim()).filter(Boolean);
 }
 
-let gpuRoot: GPU | undefined;
+/** Dawn instances: the shared one, and one per rank given its own GPU (FUSEGEN_RANK_DEVICES). */
+const roots = new Map<string, GPU>();
 /** Devices opened so far, by rank: every caller of openGpu shares rank 0's. */
 const devices: Array<Promise<GpuContext>> = [];
 
-/** An adapter for one device (Dawn's adapters each create one device). */
-async function openAdapter(): Promise<GPUAdapter> {
-  if (!gpuRoot) {
-    Object.assign(globalThis, globals);
-    const toggles = dawnToggles();
-    gpuRoot = create([...(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []), 'disable-dawn-features=timestamp_quantization']);
+function dawnInstance(): GPU {
+  Object.assign(globalThis, globals);
+  const toggles = dawnToggles();
+  return create([...(toggles.length ? [`enable-dawn-features=${toggles.join(',')}`] : []), 'disable-dawn-features=timestamp_quantization']);
+}
+
+/**
+ * Per rank, the physical GPU its device opens on (`FUSEGEN_RANK_DEVICES`, comma-separated): Mesa's
+ * Vulkan device-select layer's PCI tags, `pci-DDDD_BB_DD_F` (from `nvidia-smi --query-gpu=pci.bus_id`).
+ * Dawn picks the first adapter that matches a name, and identical GPUs share one; Vulkan reads
+ * DRI_PRIME when an instance is created, so each rank gets its own Dawn instance with
+ * DRI_PRIME=<tag>! (only that GPU visible) set while it opens. Needs the layer
+ * (mesa-vulkan-drivers); without a match it falls back to the first GPU.
+ */
+function rankDevices(): string[] | undefined {
+  const raw = process.env['FUSEGEN_RANK_DEVICES']?.trim();
+  return raw ? raw.split(',').map((t) => t.trim()) : undefined;
+}
+
+/** An adapter for rank r's device (Dawn's adapters each create one device, so a fresh one per rank). */
+async function openAdapter(tag: string | undefined): Promise<GPUAdapter> {
+  const key = tag ?? '';
+  let root = roots.get(key);
+  const saved = process.env['DRI_PRIME'];
+  if (tag) process.env['DRI_PRIME'] = `${tag}!`;
+  try {
+    if (!root) roots.set(key, (root = dawnInstance()));
+    const adapter = await root.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) throw noWebgpuAdapter();
+    return adapter;
+  } finally {
+    if (tag) {
+      if (saved === undefined) delete process.env['DRI_PRIME'];
+      else process.env['DRI_PRIME'] = saved;
+    }
   }
-  const adapter = await gpuRoot.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw noWebgpuAdapter();
-  return adapter;
 }
 
 async function openDevice(adapter: GPUAdapter, adapterKey: string): Promise<GpuContext> {
@@ -80,13 +107,23 @@ export async function openGpu(): Promise<GpuContext> {
 }
 
 /**
- * `n` devices, one per rank of a layer split (--world_size), each opened once per process.
- * Each rank's device is its own GPUDevice (its own queue and memory); they are opened on the
- * adapter Dawn picks, which the process's Vulkan environment chooses (see the README on
- * several GPUs), so with one GPU every rank shares it.
+ * `n` devices, one per rank of a layer split (--world_size), each opened once per process and
+ * in rank order (a rank's Vulkan environment is set while it opens). Each is its own GPUDevice
+ * with its own queue and memory: on the GPU FUSEGEN_RANK_DEVICES names for the rank, else on
+ * the adapter Dawn picks, which every such rank then shares.
  */
 export async function openGpus(n: number): Promise<GpuContext[]> {
-  for (let r = devices.length; r < n; r++) devices.push(openAdapter().then((a) => openDevice(a, `${a.info.vendor}/${a.info.device}/${a.info.description}`)));
+  const tags = rankDevices();
+  if (n > 1 && tags && tags.length < n) throw new UsageError('FUSEGEN_RANK_DEVICES', `names ${tags.length} GPU${tags.length === 1 ? '' : 's'} for --world_size ${n}: give one PCI tag (pci-DDDD_BB_DD_F) per rank`);
+  for (let r = devices.length; r < n; r++) {
+    const tag = tags?.[r];
+    const previous = devices[r - 1];
+    devices.push((async () => {
+      await previous?.catch(() => undefined);
+      const a = await openAdapter(tag);
+      return openDevice(a, tag ?? `${a.info.vendor}/${a.info.device}/${a.info.description}`);
+    })());
+  }
   return Promise.all(devices.slice(0, n));
 }
 
