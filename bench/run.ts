@@ -23,6 +23,7 @@ import { InputError } from '../src/errors.js';
 import { BENCH_SCHEMA, pointName, type BaselineRow, type BenchGate, type BenchPipeline, type BenchReport, type BenchRow, type Stats } from '../src/report/bench-report.js';
 import { validateBenchReport } from '../src/report/bench-validate.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
+import { saveInjected } from '../src/pipeline/saved.js';
 import { summarizeRuns } from './op-profile.js';
 
 // The report's types live in src/report (bench-report.ts), below bench: re-exported for bench's users.
@@ -43,6 +44,8 @@ export interface BenchOptions {
   accuracyLevel?: 0 | 4;
   /** The WGSL engine's layers split across this many devices (--world_size). */
   worldSize?: number;
+  /** Save this injected pipeline's model once loaded (--save_mp_checkpoint_path), then tell `done`. */
+  save?: { pipeline: BenchPipeline; dir: string; done: (s: { bytes: number; ms: number }) => void };
   /** An earlier bench report (readBenchBaseline) to gate each row's speed on, and the largest slowdown accepted (percent). */
   baseline?: { file: string; report: BenchReport };
   maxRegression?: number;
@@ -157,6 +160,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
     const { value: pipe, load } = await measureLoad(() => create(name, o, maxTokens));
     report.model.parameters = pipe.info.parameters;
     try {
+      if (o.save?.pipeline === name) o.save.done(await saveInjected(pipe, o.ckpt, o.save.dir));
       for (const batch of o.batchSizes) {
         for (const promptLength of o.promptLengths) {
           if (interrupted()) break;

@@ -16,6 +16,7 @@ import { DTYPES, referenceDtype } from '../src/pipeline/dtypes.js';
 import { HfPipeline } from '../src/pipeline/hf.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { parameterCount } from '../src/pipeline/common.js';
+import { savedLine, saveInjected } from '../src/pipeline/saved.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { COMPARE_SCHEMA, referenceLine, type BaselineCheck, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
@@ -55,6 +56,8 @@ export interface CompareOptions {
   accuracyLevel?: 0 | 4;
   /** The WGSL candidate's layers split across this many devices (--world_size). */
   worldSize?: number;
+  /** Save the injected candidate here before the prompts run (--save_mp_checkpoint_path). */
+  saveTo?: string;
   /** NaN/Inf weights are read instead of refused at load (--allow_nonfinite); such logits still never match. */
   allowNonfinite?: boolean;
   /** --checkpoint_path: the reference's weights (and the candidate's, without candidateModel) from the shards this listing names. */
@@ -207,6 +210,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   try {
     const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
     pipes.push(cand);
+    if (o.saveTo) io.out(savedLine(o.saveTo, await saveInjected(cand, candCkpt, o.saveTo)));
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
     const floor = floored ? await createPipeline(refCkpt, { kind: 'ort', fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
@@ -239,7 +243,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
         const { result, refLogits, tol: promptTol } = refGen && candGen
           ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer)
           : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
-        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt, backend, tol: promptTol, cache: triagePipes });
+        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: triageCheckpoint(candCkpt, open), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
         if (textsEqual) seedMatches++;
@@ -373,6 +377,11 @@ export function meanKl(l: { prefill: { positions: number; meanKl: number }; deco
 export function explainsError(candidateKl: number, rerunKl: number): { errorShare: number; explains: boolean } {
   const errorShare = candidateKl > 0 ? rerunKl / candidateKl : rerunKl > 0 ? Infinity : 1;
   return { errorShare, explains: errorShare <= TRIAGE_EXPLAINS };
+}
+
+/** What triage reruns: the candidate's checkpoint, or for a saved injected candidate the checkpoint it was saved from. */
+function triageCheckpoint(cand: Checkpoint, open: { allowNonfinite: boolean }): Checkpoint {
+  return cand.saved ? openCheckpoint(cand.saved.source.dir, open) : cand;
 }
 
 /** What triage says when no rerun removed most of the error: `reruns` names them (`no kernel, fusion or precision change`). */

@@ -11,6 +11,7 @@ import { InputError } from '../errors.js';
 import { positiveNumber, readGenerationConfig, readJsonObject, readModelConfig, tokenIds, type RawConfig } from '../checkpoint/config.js';
 import { openWeightFiles, readWeightFiles, type WeightFiles } from '../checkpoint/description.js';
 import { INDEX_NAME, openCheckpointTensors, SINGLE_WEIGHTS_NAME, type OpenOptions, type TensorStore } from '../checkpoint/safetensors.js';
+import { readSavedManifest, SAVED_MANIFEST, type SavedManifest } from '../checkpoint/saved.js';
 
 export interface Checkpoint {
   dir: string;
@@ -28,6 +29,8 @@ export interface Checkpoint {
   allowNonfinite: boolean;
   /** Where the weights are when not in `dir` (--checkpoint_path): the listing and its shards. */
   weights?: WeightFiles;
+  /** A saved injected model (--save_mp_checkpoint_path): only the engine that saved it reads its weights. */
+  saved?: SavedManifest;
 }
 
 export interface OpenCheckpointOptions {
@@ -77,6 +80,8 @@ export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {})
   const generationPath = join(dir, 'generation_config.json');
   checkConfigKeys(generationConfig, generationPath, GENERATION_KEYS, 'generation config key');
   const eos = tokenIds(generationConfig, 'eos_token_id');
+  const saved = readSavedManifest(dir);
+  if (saved && opts.checkpointPath !== undefined) throw new InputError('--checkpoint_path', `${dir} holds a saved injected model (${SAVED_MANIFEST}) with weights of its own; drop --checkpoint_path`);
   const weights = opts.checkpointPath !== undefined ? readWeightFiles(opts.checkpointPath) : undefined;
   if (weights) {
     // Listed shards: every tensor the model reads is in one of them (named with the listing), then as below.
@@ -108,6 +113,7 @@ export function openCheckpoint(dirArg: string, opts: OpenCheckpointOptions = {})
     sampling: readSampling(generationConfig, generationPath),
     allowNonfinite: opts.allowNonfinite ?? false,
     ...(weights ? { weights } : {}),
+    ...(saved ? { saved } : {}),
   };
 }
 
@@ -200,6 +206,7 @@ function misreadForTests(config: RawConfig): void {
 
 /** The weights, held against the config again (headers only: cheap), since the files may have changed since openCheckpoint. */
 export function openWeights(ckpt: Checkpoint): TensorStore {
+  if (ckpt.saved) throw notCheckpointWeights(ckpt);
   const opts: OpenOptions = { allowNonfinite: ckpt.allowNonfinite };
   const store = ckpt.weights ? openWeightFiles(ckpt.weights, opts) : openCheckpointTensors(ckpt.dir, opts);
   try {
@@ -211,8 +218,15 @@ export function openWeights(ckpt: Checkpoint): TensorStore {
   return store;
 }
 
-/** Bytes of tensor data the checkpoint's weights hold on disk (headers only are read). */
+/** What a saved injected model answers to anything that wants the checkpoint's own tensors (a reference pipeline, an export). */
+export function notCheckpointWeights(ckpt: Checkpoint): InputError {
+  const s = ckpt.saved!;
+  return new InputError(ckpt.dir, `holds ${s.engine === 'wgsl' ? "the WGSL engine's" : "the ORT-injected pipeline's"} saved ${s.dtype} model (${SAVED_MANIFEST}), not a checkpoint's tensors: only that pipeline runs it (the reference needs the source checkpoint, ${s.source.dir})`);
+}
+
+/** Bytes of tensor data the checkpoint's weights hold on disk (headers only are read); a saved model's source's. */
 export function weightBytes(ckpt: Checkpoint): number {
+  if (ckpt.saved) return ckpt.saved.sourceWeightBytes;
   const store = openWeights(ckpt);
   try {
     return store.names().reduce((a, n) => a + store.info(n).byteLength, 0);

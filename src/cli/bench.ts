@@ -14,6 +14,8 @@ import { CapacityError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { engineOf } from '../pipeline/ds-pipeline.js';
+import { referenceDtype } from '../pipeline/dtypes.js';
+import { checkSavedRun, checkSaveTarget, savedLine } from '../pipeline/saved.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
@@ -21,7 +23,7 @@ import { modelBasename, prepareOutputDir, prepareOutputFile, reportTimestamp, wr
 import { actionBenchmark } from '../report/action-benchmark.js';
 import { benchSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
+import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
@@ -48,6 +50,7 @@ export interface BenchCliOptions {
   use_meta_tensor: boolean;
   world_size: number;
   local_rank: number;
+  save_mp_checkpoint_path: string | undefined;
 }
 
 export const benchOptions: OptionTable<BenchCliOptions> = {
@@ -72,6 +75,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   use_meta_tensor: useMetaTensorOption,
   world_size: worldSizeOption,
   local_rank: localRankOption,
+  save_mp_checkpoint_path: { ...saveOption, help: `the one injected pipeline of --pipelines (wgsl or ort): ${saveOption.help}` },
 };
 
 /**
@@ -139,6 +143,13 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   checkWorldSize(o.world_size, ckpt);
   // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
   const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;
+  const backends = o.pipelines.map((p) => [p, benchBackend(p, { ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}), ...(o.world_size > 1 ? { worldSize: o.world_size } : {}) })] as const);
+  for (const [p, b] of backends) checkSavedRun(ckpt, b, { device: o.device, dtype: p === 'reference' ? referenceDtype(dtype) : dtype, maxTokens });
+  if (o.save_mp_checkpoint_path !== undefined) {
+    const injected = backends.filter(([p]) => p !== 'reference');
+    if (injected.length !== 1) throw new UsageError('--save_mp_checkpoint_path', `saves one injected model: give exactly one of wgsl, ort in --pipelines (there are ${injected.length})`);
+    checkSaveTarget(o.save_mp_checkpoint_path, injected[0]![1]);
+  }
   if (1 + o.max_new_tokens > ckpt.dims.maxPositions) throw new CapacityError('--max_new_tokens', `${o.max_new_tokens} new tokens after even a 1-token prompt exceed the model's ${ckpt.dims.maxPositions} positions (${ckpt.configPath})`);
   for (const p of o.prompt_lengths) checkCapacity(ckpt, maxTokens, p, o.max_new_tokens, '--prompt_lengths');
   for (const b of o.batch_sizes) checkKvBudget(b, maxTokens, ckpt.dims, totalmem(), { batch: '--batch_sizes', tokens: '--prompt_lengths' });
@@ -181,6 +192,7 @@ export async function runBenchCommand(
       profile: o.profile,
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
       ...(o.world_size > 1 ? { worldSize: o.world_size } : {}),
+      ...(o.save_mp_checkpoint_path !== undefined ? { save: { pipeline: o.pipelines.find((p) => p !== 'reference')!, dir: o.save_mp_checkpoint_path, done: (s) => io.out(savedLine(o.save_mp_checkpoint_path!, s)) } } : {}),
       ...(baseline ? { baseline, maxRegression: o.max_regression } : {}),
     },
     (p) => progress.update(p),

@@ -3,7 +3,8 @@
  * lines, then a summary table; writes JSON and HTML reports; exit 0 when every prompt
  * matches or is tolerated (and throughput holds against --baseline), 1 otherwise.
  */
-import { openCheckpoint } from '../arch/checkpoint.js';
+import { notCheckpointWeights, openCheckpoint } from '../arch/checkpoint.js';
+import { checkSavedRun, checkSaveTarget } from '../pipeline/saved.js';
 import { descriptionDir } from '../checkpoint/description.js';
 import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
@@ -19,7 +20,7 @@ import { validateCompareReport } from '../report/compare-validate.js';
 import { prepareOutputDir, writeCompareReports } from '../report/write.js';
 import { compareSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
+import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
@@ -46,6 +47,7 @@ export interface CompareCliOptions {
   speed_repeats: number;
   local_rank: number;
   world_size: number;
+  save_mp_checkpoint_path: string | undefined;
   allow_nonfinite: boolean;
 }
 
@@ -72,6 +74,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   speed_repeats: { flag: 'speed_repeats', arg: 'n', help: 'timed runs per pipeline after the correctness pass', default: 3, parse: intAtLeast(1) },
   local_rank: localRankOption,
   world_size: worldSizeOption,
+  save_mp_checkpoint_path: { ...saveOption, help: `the candidate: ${saveOption.help}` },
   allow_nonfinite: allowNonfiniteOption,
 };
 
@@ -112,6 +115,10 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   // Every tensor against the shape its config implies (a config that disagrees with its tensors is bad input, not a failed run).
   checkWeightShapes(ckpt);
   checkWorldSize(o.world_size, candidateCkpt);
+  const candidateRun = candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), ...(o.world_size > 1 ? { worldSize: o.world_size } : {}) });
+  if (ckpt.saved) throw notCheckpointWeights(ckpt); // the reference reads the source's tensors
+  checkSavedRun(candidateCkpt, candidateRun, { device: o.device, dtype, maxTokens: o.max_length });
+  if (o.save_mp_checkpoint_path !== undefined) checkSaveTarget(o.save_mp_checkpoint_path, candidateRun);
   if (candidateCkpt !== ckpt) checkWeightShapes(candidateCkpt);
   if (baseline) checkBaseline(baseline, { candidateDir: candidateCkpt.dir, modelType: candidateCkpt.modelType, parameters: parameterCount(candidateCkpt), dtype, device: o.device, pipeline: candidatePipeline({ useKernel: o.use_kernel, kernels: candidate }), batchSize: o.batch_size });
   checkKvBudget(o.batch_size, o.max_length, ckpt.dims, undefined, { batch: '--batch_size', tokens: '--max_length' });
@@ -158,6 +165,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       speedRepeats: o.speed_repeats,
       ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}),
       ...(o.world_size > 1 ? { worldSize: o.world_size } : {}),
+      ...(o.save_mp_checkpoint_path !== undefined ? { saveTo: o.save_mp_checkpoint_path } : {}),
       baseline,
       maxRegression: o.max_regression,
       ...(o.allow_nonfinite ? { allowNonfinite: true } : {}),

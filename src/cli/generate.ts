@@ -12,7 +12,8 @@ import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Generat
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type Engine, type OptionTable } from './options.js';
-import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, useMetaTensorOption, worldSizeOption } from './load-options.js';
+import { checkpointPathOption, checkWorldSize, localRankOption, openModel, otherRankLine, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
+import { checkSavedRun, checkSaveTarget, savedLine, saveInjected } from '../pipeline/saved.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
 import { loadLine, measureLoad } from '../report/load.js';
@@ -44,7 +45,7 @@ export interface GenerateOptions {
 export const generateOptions: OptionTable<GenerateOptions> = {
   model: { flag: 'model', arg: 'dir', help: 'Hugging Face checkpoint directory', defaultHelp: 'the embedded tiny OPT with random weights, generated on first use', parse: text },
   checkpoint_path: checkpointPathOption,
-  save_mp_checkpoint_path: { flag: 'save_mp_checkpoint_path', arg: 'dir', help: 'save the sharded, injected model here (not available yet)', parse: text },
+  save_mp_checkpoint_path: saveOption,
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
   dtype: dtypeOption(['transformersjs', 'hf', 'ort', 'wgsl'], 'default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels'),
   hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph, or Hugging Face transformers with --reference hf (default: fusegen\'s loop on the plain graph)', default: false },
@@ -69,7 +70,6 @@ export const generateOptions: OptionTable<GenerateOptions> = {
 function refuseUnavailable(o: GenerateOptions): void {
   otherRankLine(o.local_rank, o.world_size);
   if (o.checkpoint_path !== undefined && o.hf_baseline && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
-  if (o.save_mp_checkpoint_path !== undefined) throw new UnsupportedError('--save_mp_checkpoint_path', 'saving sharded checkpoints is not available yet');
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (o.reference && !o.hf_baseline) throw new UsageError('--reference', 'picks the library of the --hf_baseline pipeline: add --hf_baseline');
   if (o.hf_baseline && o.use_kernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
@@ -122,6 +122,8 @@ export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Chec
   checkDevice(o.device, [engine]);
   const ckpt = openModel(o.model, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
+  checkSavedRun(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens });
+  if (o.save_mp_checkpoint_path !== undefined) checkSaveTarget(o.save_mp_checkpoint_path, backendOf(o));
   checkWorldSize(o.world_size, ckpt);
   checkKvBudget(o.batch_size, o.max_tokens, ckpt.dims);
   const { lengths } = await checkPrompts(ckpt, seedBatch(Math.min(o.batch_size, 8)));
@@ -148,6 +150,9 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const { value: pipe, load } = await measureLoad(() => createPipeline(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens }));
   const initMs = performance.now() - t0;
   try {
+    // Saved before the runs: an interrupted run keeps it. Its line follows the seed's output.
+    const notes: string[] = [];
+    if (o.save_mp_checkpoint_path !== undefined) notes.push(savedLine(o.save_mp_checkpoint_path, await saveInjected(pipe, ckpt, o.save_mp_checkpoint_path)));
     const prompts = seedBatch(o.batch_size);
     const request = { prompts, maxNewTokens: o.max_new_tokens, doSample: !o.greedy, seed: o.seed };
     pipe.validate(request); // capacity errors before any output
@@ -161,7 +166,10 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
       last = await pipe.generate(request);
       runs.push({ totalMs: performance.now() - t, result: last });
     }
-    if (!last) return 130;
+    if (!last) {
+      for (const line of notes) io.out(line);
+      return 130;
+    }
 
     io.out(`initialization time: ${initMs.toFixed(2)}ms`);
     io.out(`generation time is ${(runs[Math.min(1, runs.length - 1)]!.totalMs / 1000).toFixed(4)} sec`);
@@ -173,6 +181,7 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     }
     // Where each rank ran, after the seed's lines (which parsers of its output expect first).
     if (o.world_size > 1) for (const ep of pipe.info.executionProviders) io.out(`world_size ${o.world_size}: ${ep}`);
+    for (const line of notes) io.out(line);
     if (io.interrupted()) {
       io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);
       return 130;

@@ -61,3 +61,10 @@ export function otherRankLine(localRank: number, worldSize: number): string | un
 export function checkWorldSize(worldSize: number, ckpt: Checkpoint): void {
   if (worldSize > ckpt.dims.numLayers) throw new UsageError('--world_size', `${worldSize} ranks for the ${ckpt.dims.numLayers} layers of ${ckpt.configPath}: each rank holds at least one layer`);
 }
+
+export const saveOption: OptionSpec<string | undefined> = {
+  flag: 'save_mp_checkpoint_path',
+  arg: 'dir',
+  help: "save the kernel-injected model here in the form that loads fastest (the WGSL engine's GPU buffers as uploaded, one file per rank; or the ORT-injected graph and its external data), with config, tokenizer and a manifest; --model DIR runs it. An earlier save there is replaced, any other non-empty directory refused",
+  parse: text,
+};

@@ -5,11 +5,12 @@
  * under a temporary name and renamed when complete, so an interrupted export is never used.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openWeights } from '../arch/checkpoint.js';
+import { fileSha256 } from '../checkpoint/saved.js';
 import type { FloatType } from './blocks.js';
 import { buildReferenceDecoder } from './decoder.js';
 import type { Graph } from './ir.js';
@@ -17,7 +18,7 @@ import { writeModel, type Opset } from './onnx-writer.js';
 import { WeightSource } from './weights.js';
 
 
-const COPIED_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+export const COPIED_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 export interface ExportOptions {
   dtype: FloatType;
@@ -96,6 +97,7 @@ export function exportGraph(ckpt: Checkpoint, spec: GraphExport, cacheDir = defa
  * naming config.json and the tensor (exit 2), not found halfway through an export (exit 1).
  */
 export function checkWeightShapes(ckpt: Checkpoint): void {
+  if (ckpt.saved) return; // held against the config when it was saved; its files against their sha256 when loaded
   const store = openWeights(ckpt);
   try {
     buildReferenceDecoder({ spec: ckpt.spec, dims: ckpt.dims, config: ckpt.config, weights: new WeightSource(store, ckpt.spec.weightPrefixes, ckpt.configPath), dtype: 'float32' });
@@ -146,7 +148,7 @@ function contentKey(ckpt: Checkpoint, options: string[], cacheDir: string): stri
     const memoKey = `${path}\0${st.size}\0${st.mtimeMs}`;
     let digest = memo[memoKey];
     if (!digest) {
-      digest = fileDigest(path);
+      digest = fileSha256(path);
       if (st.size > 16 << 20) {
         memo[memoKey] = digest;
         memoChanged = true;
@@ -162,17 +164,9 @@ function contentKey(ckpt: Checkpoint, options: string[], cacheDir: string): stri
   return `${ckpt.modelType}-${h.digest('hex').slice(0, 20)}`;
 }
 
-function fileDigest(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  const buf = Buffer.allocUnsafe(8 << 20);
-  try {
-    let n: number;
-    while ((n = readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
+/** The checkpoint's content key alone (config, tokenizer and weight files; digests memoized as for exports): what a saved injected model records of its source. */
+export function checkpointKey(ckpt: Checkpoint, cacheDir = defaultCacheDir()): string {
+  return contentKey(ckpt, [], cacheDir);
 }
 
 function safeJson(path: string): Record<string, string> {

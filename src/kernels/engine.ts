@@ -25,7 +25,15 @@ import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type AdapterInfo, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
 import { LinearKernels, linearTuningFromEnv, type LinearActivation, type LinearWeight } from './linear.js';
+import { join } from 'node:path';
+import { savedFile, type SavedFile } from '../checkpoint/saved.js';
+import { loadGpuWeights, saveGpuWeights, type SavedWeightsLayout } from './saved-weights.js';
 import { layerSlices, uploadWeights, type GpuLinear, type GpuMatrix, type GpuNorm, type GpuWeights, type MatrixType } from './weights.js';
+
+/** A saved WGSL model's per-rank files and structures (the manifest's detail). */
+export interface SavedWgsl {
+  ranks: Array<{ file: string; layout: SavedWeightsLayout }>;
+}
 
 export interface EngineOptions {
   weights: MatrixType;
@@ -441,9 +449,30 @@ export class WgslEngine implements Stepper {
     const devices = Array.isArray(ctxs) ? ctxs : [ctxs];
     if (devices.length > ckpt.dims.numLayers) throw new UnsupportedError('--world_size', `${devices.length} exceeds the ${ckpt.dims.numLayers} layers of ${ckpt.configPath}: each rank holds at least one layer`);
     const slices = layerSlices(ckpt.dims.numLayers, devices.length);
+    const saved = ckpt.saved && (ckpt.saved.detail as SavedWgsl);
+    if (saved && JSON.stringify(ckpt.saved!.plan) !== JSON.stringify(o)) throw new UnsupportedError('--model', `${ckpt.dir} holds weights saved as ${JSON.stringify(ckpt.saved!.plan)}, not this run's ${JSON.stringify(o)}: run it with the dtype it was saved with, or save it again`);
+    if (saved && saved.ranks.length !== devices.length) throw new UnsupportedError('--world_size', `${ckpt.dir} holds weights saved for ${saved.ranks.length} ranks, not ${devices.length}`);
     const stages: Stage[] = [];
-    for (const [r, ctx] of devices.entries()) stages.push(new Stage(ctx, ckpt, await uploadWeights(ctx, ckpt, o.weights, o.quant, { slice: slices[r]! })));
+    for (const [r, ctx] of devices.entries()) {
+      // A saved model (--save_mp_checkpoint_path) streams its buffers as they were uploaded; the caller checked its plan and rank count.
+      const rank = saved?.ranks[r];
+      const weights = rank ? await loadGpuWeights(ctx, rank.layout, join(ckpt.dir, rank.file), savedFile(ckpt.saved!, rank.file).sha256) : await uploadWeights(ctx, ckpt, o.weights, o.quant, { slice: slices[r]! });
+      stages.push(new Stage(ctx, ckpt, weights));
+    }
     return new WgslEngine(ckpt, stages);
+  }
+
+  /** Each rank's weights into `dir`, one file per rank, as uploaded (saved-weights.ts): the files and what a reload needs. */
+  async saveWeights(dir: string): Promise<{ files: SavedFile[]; detail: SavedWgsl }> {
+    const files: SavedFile[] = [];
+    const detail: SavedWgsl = { ranks: [] };
+    for (const [r, st] of this.stages.entries()) {
+      const file = `rank-${r}.bin`;
+      const { layout, bytes, sha256 } = await saveGpuWeights(st.ctx, st.weights, join(dir, file));
+      files.push({ name: file, bytes, sha256 });
+      detail.ranks.push({ file, layout });
+    }
+    return { files, detail };
   }
 
   /** Each device's part: its adapter, whether another rank shares that adapter, its layers and weight bytes. */

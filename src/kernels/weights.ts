@@ -115,7 +115,7 @@ export const FLUSH_BYTES = 64 << 20;
  * and drained, so the staging memory is released too. Host memory stays at a few chunks
  * however large the model.
  */
-class GpuStream {
+export class GpuStream {
   private pending = 0;
   /** Bytes of weights written (unpadded). */
   bytes = 0;

@@ -84,6 +84,7 @@ export function topK(row: ArrayLike<number>, k: number): TopK {
 
 /** Parameters as stored in the checkpoint (float tensors only). */
 export function parameterCount(ckpt: Checkpoint): number {
+  if (ckpt.saved) return ckpt.saved.parameters;
   const store = openWeights(ckpt);
   try {
     let n = 0;

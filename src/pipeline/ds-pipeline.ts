@@ -14,6 +14,7 @@ import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
 import { ReferencePipeline } from './reference.js';
 import { defaultDtype, kernelsFor, type DType, type Device, type Kernels, type TextGenerationPipeline } from './types.js';
+import { checkSavedRun } from './saved.js';
 import { WgslPipeline } from './wgsl.js';
 
 /** Which library runs the reference: transformers.js on fusegen's plain export, or Hugging Face transformers (PyTorch) in Python. */
@@ -66,6 +67,7 @@ export function engineOf(b: Backend): Engine {
 /** The one constructor of pipelines: reference, ORT (injected or plain), WGSL. */
 export async function createPipeline(ckpt: Checkpoint, b: Backend, run: PipelineRun): Promise<TextGenerationPipeline> {
   const { device, dtype, maxTokens } = run;
+  checkSavedRun(ckpt, b, run);
   switch (b.kind) {
     case 'reference':
       if (b.reference === 'hf') return HfPipeline.create(ckpt, { dtype, maxTokens });

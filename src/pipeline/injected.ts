@@ -5,8 +5,11 @@
  * on the device between steps (WebGPU/CUDA outputs are kept as GPU buffers and fed back).
  * With every fusion switched off the same loop runs the plain graph.
  */
+import { join } from 'node:path';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
+import { checkSavedFiles } from '../checkpoint/saved.js';
+import { UsageError } from '../errors.js';
 import type { FloatType } from '../graph/blocks.js';
 import { kvNames } from '../graph/decoder.js';
 import { exportGraph, type ExportedModel } from '../graph/export.js';
@@ -63,9 +66,32 @@ function planForDtype(dtype: DType, device: Device, fusions: FusionSwitches): In
   return { fusions, dtype: float, quant: { bits: 0, blockSize: 32 }, accuracyLevel: 0, splitMlp: device === 'webgpu' };
 }
 
+/** The plan as the export applies it: the fusions the architecture's policy allows of those asked. */
+export function effectivePlan(ckpt: Checkpoint, asked: InjectionPlan): InjectionPlan {
+  return { ...asked, fusions: fusionsFor(asked, ckpt.dims, policyFor(ckpt.spec.traits)) };
+}
+
+/** A saved ORT-injected model's graph file and fusion report (the manifest's detail). */
+export interface SavedOrt {
+  file: string;
+  fused: FusionCounts;
+}
+
+/**
+ * The injected graph: exported from the checkpoint (or an identical earlier export reused), or
+ * a saved model's own (--save_mp_checkpoint_path), whose plan must be this one.
+ */
+function injectedGraph(ckpt: Checkpoint, plan: InjectionPlan, cacheDir?: string): { path: string; fused: FusionCounts } {
+  if (!ckpt.saved) return exportInjectedModel(ckpt, plan, cacheDir);
+  const applied = effectivePlan(ckpt, plan);
+  if (JSON.stringify(applied) !== JSON.stringify(ckpt.saved.plan)) throw new UsageError('--model', `${ckpt.dir} was saved with another injection plan (${JSON.stringify(ckpt.saved.plan)}) than this run's (${JSON.stringify(applied)}): run it with the flags it was saved with, or save it again`);
+  checkSavedFiles(ckpt.dir, ckpt.saved);
+  const detail = ckpt.saved.detail as SavedOrt;
+  return { path: join(ckpt.dir, detail.file), fused: detail.fused };
+}
+
 export function exportInjectedModel(ckpt: Checkpoint, asked: InjectionPlan, cacheDir?: string): ExportedModel & { fused: FusionCounts } {
-  const policy = policyFor(ckpt.spec.traits);
-  const plan = { ...asked, fusions: fusionsFor(asked, ckpt.dims, policy) };
+  const plan = effectivePlan(ckpt, asked);
   const on = Object.entries(plan.fusions).filter(([, v]) => v).map(([k]) => k);
   const exported = exportGraph(
     ckpt,
@@ -89,7 +115,9 @@ export class InjectedPipeline implements TextGenerationPipeline {
     readonly info: PipelineInfo,
     readonly fused: FusionCounts,
     private readonly ckpt: Checkpoint,
-    private readonly plan: InjectionPlan,
+    readonly plan: InjectionPlan,
+    /** The ONNX graph the session runs (its external data beside it). */
+    readonly graphPath: string,
     private readonly maxTokens: number,
     private readonly tokenizer: PreTrainedTokenizer,
     private readonly session: Session,
@@ -101,13 +129,13 @@ export class InjectedPipeline implements TextGenerationPipeline {
     if (o.fusedAttentionScale && fusionsFor(plan, ckpt.dims, policyFor(ckpt.spec.traits)).attention) plan.attentionScale = o.fusedAttentionScale;
     if (o.accuracyLevel !== undefined && plan.quant.bits) plan.accuracyLevel = o.accuracyLevel;
     if (o.splitMlp !== undefined) plan.splitMlp = o.splitMlp;
-    const exported = exportInjectedModel(ckpt, plan, o.cacheDir);
+    const exported = injectedGraph(ckpt, plan, o.cacheDir);
     const tokenizer = await loadTokenizer(ckpt);
     const presents = Array.from({ length: ckpt.dims.numLayers }, (_, i) => [kvNames(i).presentKey, kvNames(i).presentValue]).flat();
     const session = await Session.create(exported.path, o.device, { deviceOutputs: presents, profile: o.profile === true });
     const info = pipelineInfo('injected', ckpt, o.device, o.dtype, 0);
     if (plan.quant.bits) info.accuracyLevel = plan.accuracyLevel;
-    const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, o.maxTokens, tokenizer, session);
+    const pipe = new InjectedPipeline(info, exported.fused, ckpt, plan, exported.path, o.maxTokens, tokenizer, session);
     // One tiny run proves where the nodes ran (a silent CPU fallback fails here), and warms up.
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false });
     if (!o.profile) info.executionProviders = Object.keys(session.verifyPlacement().byProvider);

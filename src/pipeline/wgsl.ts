@@ -6,7 +6,7 @@
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { openGpus, type AdapterInfo } from '../kernels/device.js';
-import { WgslEngine, type RankProfile, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
+import { WgslEngine, type EngineOptions, type RankProfile, type StepGpuProfile, type StepKind } from '../kernels/engine.js';
 import type { MatrixType } from '../kernels/weights.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
@@ -48,7 +48,9 @@ export class WgslPipeline implements TextGenerationPipeline {
     readonly info: PipelineInfo,
     readonly adapter: AdapterInfo,
     private readonly ckpt: Checkpoint,
-    private readonly engine: WgslEngine,
+    readonly engine: WgslEngine,
+    /** The weights' matrix type and quantization (what a saved model records). */
+    readonly plan: EngineOptions,
     private readonly tokenizer: PreTrainedTokenizer,
     private readonly maxTokens: number,
   ) {}
@@ -59,12 +61,13 @@ export class WgslPipeline implements TextGenerationPipeline {
     const ctxs = await openGpus(o.worldSize ?? 1);
     // Activations stay f32; f16 and bf16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
     const weights = MATRIX_TYPE[floatOf(o.dtype, 'webgpu')];
-    const engine = await WgslEngine.create(ctxs, ckpt, { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } });
+    const plan: EngineOptions = { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } };
+    const engine = await WgslEngine.create(ctxs, ckpt, plan);
     const tokenizer = await loadTokenizer(ckpt);
     const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
     const adapterName = (a: AdapterInfo) => `dawn:${a.vendor}/${a.architecture}/${a.device}`;
-    info.executionProviders = ctxs.length === 1 ? [adapterName(ctxs[0]!.adapter)] : engine.ranks.map((r) => `${adapterName(r.adapter)} (rank ${r.rank}${r.sharedAdapter ? ', shared adapter' : ''}: layers ${r.layers[0]}-${r.layers[1] - 1}, ${(r.weightBytes / 2 ** 20).toFixed(0)} MiB)`);
-    const pipe = new WgslPipeline(info, ctxs[0]!.adapter, ckpt, engine, tokenizer, o.maxTokens);
+    info.executionProviders = ctxs.length === 1 ? [adapterName(ctxs[0]!.adapter)] : engine.ranks.map((r) => `${adapterName(r.adapter)} (rank ${r.rank}${r.sharedAdapter ? ', shared adapter' : ''}: layers ${r.layers[0]}-${r.layers[1] - 1}, ${r.weightBytes >= 2 ** 20 ? `${(r.weightBytes / 2 ** 20).toFixed(0)} MiB` : `${(r.weightBytes / 1024).toFixed(0)} KiB`})`);
+    const pipe = new WgslPipeline(info, ctxs[0]!.adapter, ckpt, engine, plan, tokenizer, o.maxTokens);
     await pipe.generate({ prompts: ['a'], maxNewTokens: 1, doSample: false }); // compiles pipelines
     info.loadMs = performance.now() - t0;
     return pipe;
