@@ -103,7 +103,8 @@ export function table(report: BenchReport): string[] {
   }
   // Each pipeline loads once per sweep: its rows share one load.
   for (const r of report.rows.filter((row, i, all) => row.load && all.findIndex((x) => x.pipeline === row.pipeline) === i)) {
-    lines.push(`${r.pipeline} load: ${(r.load!.ms / 1000).toFixed(2)} s, peak RSS during load ${r.load!.peakRssMB.toFixed(0)} MB${r.load!.peakSource === 'process-maxrss' ? " (the process's lifetime peak)" : ''}`);
+    const weights = r.load!.weightsMs !== undefined ? ` (weights on the device in ${(r.load!.weightsMs / 1000).toFixed(2)} s)` : '';
+    lines.push(`${r.pipeline} load: ${(r.load!.ms / 1000).toFixed(2)} s${weights}, peak RSS during load ${r.load!.peakRssMB.toFixed(0)} MB${r.load!.peakSource === 'process-maxrss' ? " (the process's lifetime peak)" : ''}`);
   }
   return lines;
 }

@@ -95,6 +95,8 @@ export interface PipelineInfo {
   parameterBytes: number;
   parameters: number;
   loadMs: number;
+  /** Of the load, the time the weights took to reach the device (WGSL engine: the upload, or a saved model's stream; the rest is tokenizer and warm-up compile). */
+  weightsMs?: number;
   /** MatMulNBits' accuracy_level, where an ORT-injected graph is quantized. */
   accuracyLevel?: 0 | 4;
 }

@@ -62,9 +62,12 @@ export class WgslPipeline implements TextGenerationPipeline {
     // Activations stay f32; f16 and bf16 weights are read as u32 pairs and widened in the kernels (no shader-f16 feature needed).
     const weights = MATRIX_TYPE[floatOf(o.dtype, 'webgpu')];
     const plan: EngineOptions = { weights, quant: { bits: DTYPES[o.dtype].bits, blockSize: 32 } };
+    const tWeights = performance.now();
     const engine = await WgslEngine.create(ctxs, ckpt, plan);
+    const weightsMs = performance.now() - tWeights;
     const tokenizer = await loadTokenizer(ckpt);
     const info = pipelineInfo('wgsl', ckpt, 'webgpu', o.dtype, 0);
+    info.weightsMs = weightsMs;
     const adapterName = (a: AdapterInfo) => `dawn:${a.vendor}/${a.architecture}/${a.device}`;
     info.executionProviders = ctxs.length === 1 ? [adapterName(ctxs[0]!.adapter)] : engine.ranks.map((r) => `${adapterName(r.adapter)} (rank ${r.rank}${r.sharedAdapter ? ', shared adapter' : ''}: layers ${r.layers[0]}-${r.layers[1] - 1}, ${r.weightBytes >= 2 ** 20 ? `${(r.weightBytes / 2 ** 20).toFixed(0)} MiB` : `${(r.weightBytes / 1024).toFixed(0)} KiB`})`);
     const pipe = new WgslPipeline(info, ctxs[0]!.adapter, ckpt, engine, plan, tokenizer, o.maxTokens);

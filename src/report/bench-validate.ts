@@ -86,7 +86,7 @@ export const BENCH_REPORT_JSON_SCHEMA = {
         promptLength: positive,
         maxNewTokens: positive,
         loadMs: nonNegMetric,
-        load: object({ ms: nonNegMetric, peakRssMB: nonNegMetric, startRssMB: nonNegMetric, endRssMB: nonNegMetric, peakSource: { enum: ['vmhwm-reset', 'process-maxrss'] } }),
+        load: object({ ms: nonNegMetric, peakRssMB: nonNegMetric, startRssMB: nonNegMetric, endRssMB: nonNegMetric, peakSource: { enum: ['vmhwm-reset', 'process-maxrss'] }, weightsMs: nonNegMetric }, ['weightsMs']),
         executionProviders: strings,
         accuracyLevel: { enum: [0, 4] },
         ttftMs: stats,

@@ -20,6 +20,8 @@ export interface LoadStats {
   startRssMB: number;
   /** Resident set size when the load finished, MiB. */
   endRssMB: number;
+  /** Of `ms`, the weights' way to the device, where the pipeline measures it (the WGSL engine). */
+  weightsMs?: number;
   /** How the peak was taken: the high-water mark reset before the load, or the process's lifetime peak (an upper bound). */
   peakSource: 'vmhwm-reset' | 'process-maxrss';
 }
@@ -46,8 +48,8 @@ function resetHighWaterMark(): boolean {
   }
 }
 
-/** Runs `load` and measures it. */
-export async function measureLoad<T>(load: () => Promise<T>): Promise<{ value: T; load: LoadStats }> {
+/** Runs `load` and measures it; a pipeline's own measure of its weights' upload comes along. */
+export async function measureLoad<T extends { info?: { weightsMs?: number } }>(load: () => Promise<T>): Promise<{ value: T; load: LoadStats }> {
   const startRss = process.memoryUsage.rss();
   const reset = resetHighWaterMark();
   const t0 = performance.now();
@@ -58,12 +60,16 @@ export async function measureLoad<T>(load: () => Promise<T>): Promise<{ value: T
   const peak = Math.max(hwm ?? process.resourceUsage().maxRSS * 1024, endRss);
   return {
     value,
-    load: { ms, peakRssMB: peak / MiB, startRssMB: startRss / MiB, endRssMB: endRss / MiB, peakSource: hwm !== undefined ? 'vmhwm-reset' : 'process-maxrss' },
+    load: {
+      ms, peakRssMB: peak / MiB, startRssMB: startRss / MiB, endRssMB: endRss / MiB, peakSource: hwm !== undefined ? 'vmhwm-reset' : 'process-maxrss',
+      ...(value.info?.weightsMs !== undefined ? { weightsMs: value.info.weightsMs } : {}),
+    },
   };
 }
 
 /** generate --test_performance's line, under fusegen's figures: the load's time and peak RSS, against the weights' bytes on disk. */
 export function loadLine(s: LoadStats, weightBytes: number): string {
   const peak = s.peakSource === 'vmhwm-reset' ? 'peak RSS during load' : "peak RSS (the process's lifetime peak)";
-  return `  Load:                  ${(s.ms / 1000).toFixed(2)} s, ${peak} ${s.peakRssMB.toFixed(0)} MiB (${s.startRssMB.toFixed(0)} MiB before, ${s.endRssMB.toFixed(0)} MiB after; weights ${(weightBytes / MiB).toFixed(0)} MiB on disk)`;
+  const streamed = s.weightsMs !== undefined ? `; weights on the device in ${(s.weightsMs / 1000).toFixed(2)} s` : '';
+  return `  Load:                  ${(s.ms / 1000).toFixed(2)} s, ${peak} ${s.peakRssMB.toFixed(0)} MiB (${s.startRssMB.toFixed(0)} MiB before, ${s.endRssMB.toFixed(0)} MiB after; weights ${(weightBytes / MiB).toFixed(0)} MiB on disk${streamed})`;
 }
