@@ -698,3 +698,25 @@ describe('malformed checkpoint directories', () => {
     expectInputError(() => openCheckpointTensors(dir), dir, 'not found');
   });
 });
+
+describe('the non-finite scan of half-precision data, two halves per word', () => {
+  // Nine values: an odd count, so views start and end mid-word; the largest finite values must pass.
+  it.each(['F16', 'BF16'] as const)('%s: a NaN/Inf at any position of any range is found, the largest finite values are not', (dtype) => {
+    const biggest = dtype === 'F16' ? 65504 : 3.3895313892515355e38;
+    for (const [poison, shown] of [[Infinity, 'Infinity'], [-Infinity, '-Infinity'], [NaN, 'NaN']] as const) {
+      for (let p = 0; p < 9; p++) {
+        const file = path.join(tmpDir(), 'x.safetensors');
+        writeSafetensors(file, [{ name: 'x', dtype, shape: [9] }], () => Float32Array.from({ length: 9 }, (_, i) => (i === p ? poison : i % 2 ? biggest : -biggest)));
+        const s = track(openSafetensorsFile(file));
+        for (let start = 0; start < 4; start++) {
+          for (const count of [1, 2, 5, 9 - start]) {
+            if (start + count > 9) continue;
+            const read = () => s.readRawRange!('x', start, count);
+            if (p >= start && p < start + count) expect(read, `${dtype} ${shown} at ${p}, range [${start}, ${start + count})`).toThrow(new RegExp(`flat index ${p}: ${shown.replace('-', '\\-')}`));
+            else expect(read).not.toThrow();
+          }
+        }
+      }
+    }
+  });
+});
