@@ -19,7 +19,7 @@ import { openSafetensorsFile, writeSafetensors } from '../src/checkpoint/safeten
 import { transpose, WeightSource } from '../src/graph/weights.js';
 import { quantizeBlockwise, quantizeRows } from '../src/inject/quantize.js';
 import { openGpu, readback, type GpuContext } from '../src/kernels/device.js';
-import { uploadWeights, type GpuLinear, type GpuMatrix, type MatrixType } from '../src/kernels/weights.js';
+import { GpuStream, uploadWeights, type GpuLinear, type GpuMatrix, type MatrixType } from '../src/kernels/weights.js';
 import type { Quantization } from '../src/inject/plan.js';
 import { main } from '../src/cli/main.js';
 import { validateBenchReport } from '../src/report/bench-validate.js';
@@ -157,18 +157,18 @@ function expected(ckpt: ReturnType<typeof openCheckpoint>, type: MatrixType, qua
 
 /** The same buffers in the same order, read back from the GPU. */
 async function uploaded(ctx: GpuContext, ckpt: ReturnType<typeof openCheckpoint>, type: MatrixType, quant: Quantization, chunkBytes: number) {
+  // Every write the stream is given (it stages them and the GPU copies them into place).
   const writes: Array<{ label: string; bytes: number }> = [];
-  const queue = ctx.device.queue;
-  const write = queue.writeBuffer.bind(queue);
-  queue.writeBuffer = ((buffer: GPUBuffer, offset: number, data: ArrayBuffer, dataOffset?: number, size?: number) => {
-    writes.push({ label: buffer.label, bytes: size ?? data.byteLength });
-    return write(buffer, offset, data, dataOffset, size);
-  }) as typeof queue.writeBuffer;
+  const write = GpuStream.prototype.write;
+  GpuStream.prototype.write = function (this: GpuStream, buffer: GPUBuffer, offset: number, bytes: Uint8Array) {
+    writes.push({ label: buffer.label, bytes: bytes.byteLength });
+    return write.call(this, buffer, offset, bytes);
+  };
   let gw;
   try {
-    gw = await uploadWeights(ctx, ckpt, type, quant, { chunkBytes, flushBytes: 4 * chunkBytes });
+    gw = await uploadWeights(ctx, ckpt, type, quant, { chunkBytes, stagingBytes: 4 * chunkBytes });
   } finally {
-    queue.writeBuffer = write;
+    GpuStream.prototype.write = write;
   }
   const m = (x: GpuMatrix) => [x.buffer, ...(x.quant ? [x.quant.scales] : [])];
   const lin = (l: GpuLinear) => [...m(l.w), ...(l.bias ? [l.bias] : [])];

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { InputError } from '../errors.js';
 import { storageBuffer, type GpuContext } from './device.js';
-import { CHUNK_BYTES, FLUSH_BYTES, GpuStream, type GpuWeights } from './weights.js';
+import { CHUNK_BYTES, GpuStream, type GpuWeights } from './weights.js';
 
 /** The structure of a rank's weights with each buffer replaced by its index, and where each buffer's bytes are in the file. */
 export interface SavedWeightsLayout {
@@ -77,7 +77,7 @@ export async function saveGpuWeights(ctx: GpuContext, weights: GpuWeights, path:
 
 /** Streams a saved rank's weights into new GPU buffers; the file's sha256 must be the manifest's. */
 export async function loadGpuWeights(ctx: GpuContext, layout: SavedWeightsLayout, path: string, sha256: string): Promise<GpuWeights> {
-  const stream = new GpuStream(ctx, FLUSH_BYTES);
+  const stream = new GpuStream(ctx);
   const h = createHash('sha256');
   const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
   const made: GPUBuffer[] = [];
@@ -99,6 +99,7 @@ export async function loadGpuWeights(ctx: GpuContext, layout: SavedWeightsLayout
     for (const b of made) b.destroy();
     throw e;
   } finally {
+    stream.destroy();
     closeSync(fd);
   }
   return JSON.parse(JSON.stringify(layout.tree), (_k, v: unknown) => (typeof v === 'object' && v !== null && '$buffer' in v ? made[(v as { $buffer: number }).$buffer]! : v)) as GpuWeights;
