@@ -14,6 +14,14 @@ mkdir -p "$RESULTS"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader > "$RESULTS/gpu.txt"
 log() { echo "+ $*" >> "$RESULTS/commands.txt"; }
 
+# A call under a deadline (DEADLINE seconds from sourcing; the device's limit is 600): `left` says
+# what is left, `step` marks progress in commands.txt and copies it to $OUT, so a call cut short
+# still tells where it got to.
+START=$(date +%s); DEADLINE=${DEADLINE:-560}
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+sync_out() { [ -n "$OUT" ] && cp "$RESULTS/commands.txt" "$OUT/commands.txt" 2>/dev/null; }
+step() { echo "== $* at $(( $(date +%s) - START )) s" >> "$RESULTS/commands.txt"; sync_out; }
+
 presets() {
   for p in "$@"; do
     [ -d "/tmp/$p" ] || { log "node dist/fixtures/cli.js preset $p /tmp/$p"; node dist/fixtures/cli.js preset "$p" "/tmp/$p" & }

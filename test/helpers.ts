@@ -161,3 +161,25 @@ export async function interruptTwice(args: string[], ready: { stream: 'stdout' |
 
 /** The planted defects of the compare and triage tests live in fixtures/ (scripts use them too). */
 export { editedFixture, scaledAttentionFixture } from '../fixtures/defects.js';
+
+/** The variables a launcher sets, which the CLI reads as defaults: cleared for every inProcessCli run unless the run sets them. */
+export const LAUNCHER_ENV = ['LOCAL_RANK', 'WORLD_SIZE', 'FUSEGEN_RANK_DEVICES'];
+
+/** Runs the CLI in this process with `env` over a cleared launcher environment (restored after): its exit code and lines. */
+export async function inProcessCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string[]; err: string[] }> {
+  const saved = new Map([...LAUNCHER_ENV, ...Object.keys(env)].map((k) => [k, process.env[k]]));
+  for (const k of saved.keys()) delete process.env[k];
+  Object.assign(process.env, env);
+  const out: string[] = [];
+  const err: string[] = [];
+  const { main } = await import('../src/cli/main.js'); // loaded only by the tests that run the CLI
+  try {
+    const code = await main(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
+    return { code, out, err };
+  } finally {
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}

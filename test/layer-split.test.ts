@@ -11,7 +11,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { TINY_ARCHS, writeTinyCheckpoint } from '../fixtures/checkpoints.js';
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
-import { main } from '../src/cli/main.js';
 import { layerSlices } from '../src/kernels/weights.js';
 import type { DType } from '../src/pipeline/types.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
@@ -19,6 +18,8 @@ import type { BenchReport } from '../src/report/bench-report.js';
 import { validateBenchReport } from '../src/report/bench-validate.js';
 import type { CompareReport } from '../src/report/compare-report.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
+
+import { inProcessCli } from './helpers.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
@@ -92,23 +93,7 @@ describe.each(TINY_ARCHS)('%s, 5 layers, split across devices', (arch) => {
 });
 
 describe('--world_size on the command line', () => {
-  const CLEARED = ['LOCAL_RANK', 'WORLD_SIZE', 'FUSEGEN_RANK_DEVICES'];
-  async function cli(args: string[], env: Record<string, string> = {}) {
-    const saved = new Map(CLEARED.concat(Object.keys(env)).map((k) => [k, process.env[k]]));
-    for (const k of saved.keys()) delete process.env[k];
-    Object.assign(process.env, env);
-    const out: string[] = [];
-    const err: string[] = [];
-    try {
-      const code = await main(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
-      return { code, out, err };
-    } finally {
-      for (const [k, v] of saved) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  }
+
   const llama = () => {
     const dir = join(root, 'cli-llama');
     writeTinyCheckpoint(dir, 'llama', { layers: LAYERS });
@@ -120,9 +105,9 @@ describe('--world_size on the command line', () => {
 
   it('generate: the seed\'s output of one device, then where each rank ran', async () => {
     const dir = llama();
-    const one = await cli(gen(dir));
+    const one = await inProcessCli(gen(dir));
     expect(one.code, one.err.join('\n')).toBe(0);
-    const two = await cli([...gen(dir), '--world_size', '2']);
+    const two = await inProcessCli([...gen(dir), '--world_size', '2']);
     expect(two.code, two.err.join('\n')).toBe(0);
     expect(texts(two.out)).toEqual(texts(one.out));
     const ranks = two.out.filter((l) => l.startsWith('world_size 2: '));
@@ -130,7 +115,7 @@ describe('--world_size on the command line', () => {
     expect(ranks[0]).toContain('rank 0, shared adapter: layers 0-2');
     expect(ranks[1]).toContain('rank 1, shared adapter: layers 3-4');
     // WORLD_SIZE from a launcher's environment does the same.
-    const env = await cli(gen(dir), { WORLD_SIZE: '2' });
+    const env = await inProcessCli(gen(dir), { WORLD_SIZE: '2' });
     expect(texts(env.out)).toEqual(texts(one.out));
     expect(env.out.filter((l) => l.startsWith('world_size 2: '))).toHaveLength(2);
   });
@@ -138,10 +123,10 @@ describe('--world_size on the command line', () => {
   it('another local rank prints one line and exits 0; a rank past the world is refused', async () => {
     const dir = llama();
     for (const cmd of [gen(dir), ['compare', '--model', dir], ['bench', '--model', dir]]) {
-      const other = await cli(cmd, { WORLD_SIZE: '2', LOCAL_RANK: '1' });
+      const other = await inProcessCli(cmd, { WORLD_SIZE: '2', LOCAL_RANK: '1' });
       expect(other).toEqual({ code: 0, out: ['local rank 1 of 2: nothing to do, local rank 0 drives every device'], err: [] });
     }
-    const past = await cli([...gen(dir), '--world_size', '2', '--local_rank', '2']);
+    const past = await inProcessCli([...gen(dir), '--world_size', '2', '--local_rank', '2']);
     expect(past.code).toBe(2);
     expect(past.err).toHaveLength(1);
     expect(past.err[0]).toMatch(/^error: --local_rank: 2 is not below --world_size 2/);
@@ -158,7 +143,7 @@ describe('--world_size on the command line', () => {
       [[...gen(dir), '--world_size', '3'], { FUSEGEN_RANK_DEVICES: 'pci-0000_18_00_0,pci-0000_2a_00_0' }, 'error: FUSEGEN_RANK_DEVICES: names 2 GPUs for --world_size 3'],
     ];
     for (const [args, env, line] of refusals) {
-      const r = await cli(args, env);
+      const r = await inProcessCli(args, env);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.out, args.join(' ')).toEqual([]);
       expect(r.err).toHaveLength(1);
@@ -169,14 +154,14 @@ describe('--world_size on the command line', () => {
   it('compare gates the split candidate against the reference, and bench reports each rank', async () => {
     const dir = llama();
     const reports = mkdtempSync(join(tmpdir(), 'fusegen-split-reports-'));
-    const c = await cli(['compare', '--model', dir, '--device', 'webgpu', '--use_kernel', '--dtype', 'float32', '--world_size', '2', '--min_length', '16', '--max_length', '24', '--speed_repeats', '1', '--report_dir', reports]);
+    const c = await inProcessCli(['compare', '--model', dir, '--device', 'webgpu', '--use_kernel', '--dtype', 'float32', '--world_size', '2', '--min_length', '16', '--max_length', '24', '--speed_repeats', '1', '--report_dir', reports]);
     expect(c.code, c.err.join('\n')).toBe(0);
     expect(c.out).toContain('gate: pass');
     const report = JSON.parse(readFileSync(join(reports, readdirSync(reports).find((f) => f.endsWith('-compare.json'))!), 'utf8')) as CompareReport;
     expect(() => validateCompareReport(report)).not.toThrow();
     expect(Object.values(report.environment.executionProviders).flat().filter((e) => / \(rank \d, shared adapter: layers /.test(e))).toHaveLength(2);
 
-    const b = await cli(['bench', '--model', dir, '--device', 'webgpu', '--pipelines', 'wgsl', '--dtype', 'float32', '--world_size', '3', '--repeats', '1', '--max_new_tokens', '4', '--report_dir', reports]);
+    const b = await inProcessCli(['bench', '--model', dir, '--device', 'webgpu', '--pipelines', 'wgsl', '--dtype', 'float32', '--world_size', '3', '--repeats', '1', '--max_new_tokens', '4', '--report_dir', reports]);
     expect(b.code, b.err.join('\n')).toBe(0);
     const bench = JSON.parse(readFileSync(join(reports, readdirSync(reports).find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
     expect(() => validateBenchReport(bench)).not.toThrow();

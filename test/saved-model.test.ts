@@ -12,10 +12,11 @@ import { tinyModelDir, writeTinyCheckpoint, type TinyArch } from '../fixtures/ch
 import { SEED_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { SAVED_MANIFEST, type SavedManifest } from '../src/checkpoint/saved.js';
-import { main } from '../src/cli/main.js';
 import { createPipeline, type Backend } from '../src/pipeline/ds-pipeline.js';
 import { saveInjected } from '../src/pipeline/saved.js';
 import type { DType, Device } from '../src/pipeline/types.js';
+
+import { inProcessCli } from './helpers.js';
 
 const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
@@ -69,19 +70,7 @@ describe('a saved model answers as a fresh injection', () => {
 });
 
 describe('saving and running saved models from the command line', () => {
-  const CLEARED = ['LOCAL_RANK', 'WORLD_SIZE', 'FUSEGEN_RANK_DEVICES'];
-  async function cli(args: string[]) {
-    const saved = new Map(CLEARED.map((k) => [k, process.env[k]]));
-    for (const k of CLEARED) delete process.env[k];
-    const out: string[] = [];
-    const err: string[] = [];
-    try {
-      const code = await main(args, { out: (l) => out.push(l), err: (l) => err.push(l) });
-      return { code, out, err };
-    } finally {
-      for (const [k, v] of saved) if (v !== undefined) process.env[k] = v;
-    }
-  }
+
   const gen = (model: string, ...extra: string[]) => ['generate', '--model', model, '--device', 'webgpu', '--use_kernel', '--dtype', 'int4', '--greedy', '--max_new_tokens', '6', ...extra];
   const texts = (out: string[]) => out.filter((l) => !/time|^saved the injected model/.test(l));
   function refused(r: { code: number; out: string[]; err: string[] }, start: string) {
@@ -96,7 +85,7 @@ describe('saving and running saved models from the command line', () => {
     const source = fresh('src');
     cpSync(tinyModelDir('llama'), source, { recursive: true });
     const dir = fresh('saved');
-    const first = await cli(gen(source, '--save_mp_checkpoint_path', dir));
+    const first = await inProcessCli(gen(source, '--save_mp_checkpoint_path', dir));
     expect(first.code, first.err.join('\n')).toBe(0);
     expect(first.out.at(-2)).toMatch(new RegExp(`^saved the injected model to ${dir}: [\\d.]+ MiB in [\\d.]+ s \\(run it with --model ${dir}\\)$`));
     expect(first.out.at(-1)).toBe('Done !');
@@ -105,65 +94,65 @@ describe('saving and running saved models from the command line', () => {
 
   it('generate saves, --model runs the save with the same output, and a second save replaces the first', async () => {
     const { source, dir, first } = await savedCopy();
-    const again = await cli(gen(dir));
+    const again = await inProcessCli(gen(dir));
     expect(again.code, again.err.join('\n')).toBe(0);
     expect(texts(again.out)).toEqual(texts(first.out));
-    const replaced = await cli(gen(source, '--save_mp_checkpoint_path', dir));
+    const replaced = await inProcessCli(gen(source, '--save_mp_checkpoint_path', dir));
     expect(replaced.code).toBe(0);
     expect(readdirSync(join(dir, '..')).filter((f) => f.startsWith('.') && f.includes('.tmp-'))).toEqual([]);
   });
 
   it('refuses a saved directory that does not match the run, the code or its source, in one line', async () => {
     const { source, dir } = await savedCopy();
-    refused(await cli(gen(dir, '--dtype', 'int8')), `--dtype: ${dir} holds the WGSL engine's int4 model; this run asks for int8`);
-    refused(await cli(gen(dir, '--world_size', '2')), `--world_size: ${dir} holds the WGSL engine's int4 model; this run has 2 ranks`);
-    refused(await cli(['generate', '--model', dir, '--dtype', 'int4']), `--model: ${dir} holds the WGSL engine's int4 model: run it with --use_kernel --device webgpu`);
-    refused(await cli(['compare', '--model', dir]), `${dir}: holds the WGSL engine's saved int4 model`);
+    refused(await inProcessCli(gen(dir, '--dtype', 'int8')), `--dtype: ${dir} holds the WGSL engine's int4 model; this run asks for int8`);
+    refused(await inProcessCli(gen(dir, '--world_size', '2')), `--world_size: ${dir} holds the WGSL engine's int4 model; this run has 2 ranks`);
+    refused(await inProcessCli(['generate', '--model', dir, '--dtype', 'int4']), `--model: ${dir} holds the WGSL engine's int4 model: run it with --use_kernel --device webgpu`);
+    refused(await inProcessCli(['compare', '--model', dir]), `${dir}: holds the WGSL engine's saved int4 model`);
 
     const manifestPath = join(dir, SAVED_MANIFEST);
     const manifest = readFileSync(manifestPath, 'utf8');
     const m = JSON.parse(manifest) as SavedManifest;
     writeFileSync(manifestPath, JSON.stringify({ ...m, fusegen: { ...m.fusegen, layout: '0000000000000000' } }));
-    refused(await cli(gen(dir)), `${manifestPath}: written by fusegen ${m.fusegen.version} (layout 0000000000000000)`);
+    refused(await inProcessCli(gen(dir)), `${manifestPath}: written by fusegen ${m.fusegen.version} (layout 0000000000000000)`);
     writeFileSync(manifestPath, manifest);
 
     const bin = join(dir, 'rank-0.bin');
     const bytes = readFileSync(bin);
     bytes[bytes.length >> 1] ^= 0x40;
     writeFileSync(bin, bytes);
-    refused(await cli(gen(dir)), `${bin}: content differs from the sha256 its manifest records`);
+    refused(await inProcessCli(gen(dir)), `${bin}: content differs from the sha256 its manifest records`);
     writeFileSync(bin, bytes.subarray(0, bytes.length - 16));
-    refused(await cli(gen(dir)), `${bin}: ${bytes.length - 16} bytes, ${SAVED_MANIFEST} lists ${bytes.length}`);
+    refused(await inProcessCli(gen(dir)), `${bin}: ${bytes.length - 16} bytes, ${SAVED_MANIFEST} lists ${bytes.length}`);
     bytes[bytes.length >> 1] ^= 0x40;
     writeFileSync(bin, bytes);
-    expect((await cli(gen(dir))).code).toBe(0);
+    expect((await inProcessCli(gen(dir))).code).toBe(0);
 
     // The source's weights change (another seed): the save no longer stands for it.
     writeTinyCheckpoint(source, 'llama', { force: true, seed: 1 });
-    refused(await cli(gen(dir)), `${manifestPath}: its source ${source} changed since it was saved`);
+    refused(await inProcessCli(gen(dir)), `${manifestPath}: its source ${source} changed since it was saved`);
     // Gone altogether, the save runs on its own (its files still hold their sha256).
     rmSync(source, { recursive: true });
-    expect((await cli(gen(dir))).code).toBe(0);
+    expect((await inProcessCli(gen(dir))).code).toBe(0);
   });
 
   it('refuses a save it cannot make, before any work', async () => {
     const full = fresh('full');
     cpSync(tinyModelDir('opt'), full, { recursive: true });
     const llama = tinyModelDir('llama');
-    refused(await cli(gen(llama, '--save_mp_checkpoint_path', full)), `--save_mp_checkpoint_path: ${full} is not empty and holds no saved model`);
-    refused(await cli(['generate', '--model', llama, '--save_mp_checkpoint_path', fresh('x')]), '--save_mp_checkpoint_path: saves the kernel-injected model: add --use_kernel');
-    refused(await cli(['bench', '--model', llama, '--device', 'webgpu', '--pipelines', 'ort,wgsl', '--save_mp_checkpoint_path', fresh('x')]), '--save_mp_checkpoint_path: saves one injected model: give exactly one of wgsl, ort in --pipelines (there are 2)');
+    refused(await inProcessCli(gen(llama, '--save_mp_checkpoint_path', full)), `--save_mp_checkpoint_path: ${full} is not empty and holds no saved model`);
+    refused(await inProcessCli(['generate', '--model', llama, '--save_mp_checkpoint_path', fresh('x')]), '--save_mp_checkpoint_path: saves the kernel-injected model: add --use_kernel');
+    refused(await inProcessCli(['bench', '--model', llama, '--device', 'webgpu', '--pipelines', 'ort,wgsl', '--save_mp_checkpoint_path', fresh('x')]), '--save_mp_checkpoint_path: saves one injected model: give exactly one of wgsl, ort in --pipelines (there are 2)');
   });
 
   it('compare gates a saved candidate against its source and saves its own; bench saves and runs saves', async () => {
     const { source, dir } = await savedCopy();
     const reports = fresh('reports');
     const cmp = ['compare', '--model', source, '--device', 'webgpu', '--use_kernel', '--dtype', 'int4', '--min_length', '16', '--max_length', '24', '--speed_repeats', '1', '--report_dir', reports];
-    const c = await cli([...cmp, '--candidate_model', dir]);
+    const c = await inProcessCli([...cmp, '--candidate_model', dir]);
     expect(c.code, c.err.join('\n')).toBe(0);
     expect(c.out).toContain('gate: pass');
     const second = fresh('saved');
-    const c2 = await cli([...cmp, '--save_mp_checkpoint_path', second]);
+    const c2 = await inProcessCli([...cmp, '--save_mp_checkpoint_path', second]);
     expect(c2.code, c2.err.join('\n')).toBe(0);
     expect(c2.out.some((l) => l.startsWith(`saved the injected model to ${second}: `))).toBe(true);
     // Both saves hold the same bytes: the same injection of the same source.
@@ -171,11 +160,11 @@ describe('saving and running saved models from the command line', () => {
 
     const third = fresh('saved');
     const bench = ['bench', '--device', 'webgpu', '--pipelines', 'wgsl', '--dtype', 'int4', '--repeats', '1', '--max_new_tokens', '4', '--report_dir', reports];
-    const b = await cli([...bench, '--model', source, '--save_mp_checkpoint_path', third]);
+    const b = await inProcessCli([...bench, '--model', source, '--save_mp_checkpoint_path', third]);
     expect(b.code, b.err.join('\n')).toBe(0);
     expect(readFileSync(join(third, 'rank-0.bin')).equals(readFileSync(join(dir, 'rank-0.bin')))).toBe(true);
-    const fromSave = await cli([...bench, '--model', third]);
+    const fromSave = await inProcessCli([...bench, '--model', third]);
     expect(fromSave.code, fromSave.err.join('\n')).toBe(0);
-    refused(await cli([...bench, '--model', third, '--pipelines', 'reference,wgsl']), `--model: ${third} holds the WGSL engine's int4 model: run it with --use_kernel --device webgpu`);
+    refused(await inProcessCli([...bench, '--model', third, '--pipelines', 'reference,wgsl']), `--model: ${third} holds the WGSL engine's int4 model: run it with --use_kernel --device webgpu`);
   });
 });

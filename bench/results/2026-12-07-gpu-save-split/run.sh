@@ -4,12 +4,8 @@
 # load time and peak RSS of the 3B-class presets; and issue 21's tiny-gemma2 against HF with
 # the eager attention fix. Deadline-driven: each step runs only if time is left.
 #   bash bench/results/2026-12-07-gpu-save-split/run.sh     (on the device, carrying .gpu and dist)
-START=$(date +%s); DEADLINE=${DEADLINE:-560}
-left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 source bench/h200.sh
 R=$RESULTS
-sync_out() { cp $R/commands.txt $OUT/commands.txt 2>/dev/null; }
-step() { echo "== $* at $(( $(date +%s) - START )) s" >> $R/commands.txt; sync_out; }
 # run <label> <cmd...>: one command, its output to $R/<label>.txt, its rc logged
 run() { local label=$1; shift; log "$*"; "$@" > "$R/$label.txt" 2>&1; echo "rc=$? [$label]" >> $R/commands.txt; grep -v '^Warning\|artificially' "$R/$label.txt" | tail -4 >> $R/commands.txt; sync_out; }
 

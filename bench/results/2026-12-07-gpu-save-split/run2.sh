@@ -2,12 +2,8 @@
 # Second call, after the upload went through a mapped staging ring: where the load goes
 # (bench/probes/upload.ts), llama-1.1b and bloom-3b fp16 loads (the 3B-class target), opt-1.3b
 # int4 quantize-on-load against reload, and bloom-3b int4 (issue 22's missing row) if time is left.
-START=$(date +%s); DEADLINE=${DEADLINE:-560}
-left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 source bench/h200.sh
 R=$RESULTS
-sync_out() { cp $R/commands.txt $OUT/commands.txt 2>/dev/null; }
-step() { echo "== $* at $(( $(date +%s) - START )) s" >> $R/commands.txt; sync_out; }
 presets bloom-3b &
 BLOOM=$!
 presets llama-1.1b opt-1.3b
