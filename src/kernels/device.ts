@@ -1,10 +1,10 @@
 /**
- * The only module that imports `webgpu` (Dawn's Node binding). Opens one GPU device per
- * process, loads WGSL kernels from src/kernels/wgsl, and offers the small buffer helpers
- * the engine and the kernel tests share.
+ * The only module that imports `webgpu` (Dawn's Node binding). Opens the process's GPU
+ * devices (one, or one per rank of --world_size), loads WGSL kernels from src/kernels/wgsl,
+ * and offers the small buffer helpers the engine and the kernel tests share.
  *
- * The object `create()` returns must stay referenced for as long as the device lives
- * (losing it crashes the process), so it is kept in a module-level variable.
+ * The objects `create()` returns must stay referenced for as long as their devices live
+ * (losing one crashes the process), so they are kept in a module-level map.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -15,8 +15,10 @@
  * the LM head, and the residual stream crosses to the next device through the host between
  * them (WebGPU has no device-to-device copy). Its point is capacity, not speed.
  */
+import { join } from 'node:path';
 import type { Checkpoint } from '../arch/checkpoint.js';
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
+import { savedFile, type SavedFile } from '../checkpoint/saved.js';
 import { layerAttentionScale, type ArchTraits } from '../arch/spec.js';
 import { UnsupportedError } from '../errors.js';
 import type { Quantization } from '../inject/plan.js';
@@ -25,8 +27,6 @@ import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type AdapterInfo, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
 import { LinearKernels, linearTuningFromEnv, type LinearActivation, type LinearWeight } from './linear.js';
-import { join } from 'node:path';
-import { savedFile, type SavedFile } from '../checkpoint/saved.js';
 import { loadGpuWeights, saveGpuWeights, type SavedWeightsLayout } from './saved-weights.js';
 import { layerSlices, uploadWeights, type GpuLinear, type GpuMatrix, type GpuNorm, type GpuWeights, type MatrixType } from './weights.js';
 
@@ -160,8 +160,8 @@ class Stage {
   private readonly slopes: GPUBuffer | undefined;
   /** Rotary inverse frequencies from the spec's rope settings (positions.ts), when rotary. */
   private readonly invFreq: GPUBuffer | undefined;
-  readonly linearK: LinearKernels;
-  readonly attentionK: AttentionKernels;
+  private readonly linearK: LinearKernels;
+  private readonly attentionK: AttentionKernels;
   private readonly elementwise: ElementwiseKernels;
   /** The dispatch lists of the last decode step (one new token a row) and the last prompt step. */
   readonly lastSteps = new Map<StepKind, Dispatch[]>();
