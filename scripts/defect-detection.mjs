@@ -1,0 +1,61 @@
+// Issue 29 item 2: what compare catches among planted defects of many kinds
+// (fixtures/defects.ts plantedDefects: its own seeds and kinds), per dtype, counted among the
+// defects that matter: those that move the float32 logits by more than 0.05 anywhere in the
+// vocabulary (the float32 candidate's fullMaxAbs). Identical copies in every dtype are the false
+// alarms. ORT-injected candidates on the CPU at the seed's lengths (200-300 tokens). One JSON line
+// per run, then a summary line per dtype.
+//
+//   npm run -s build && node scripts/defect-detection.mjs [archs|all] [dtypes] [defects per arch] [prompts] [seed]
+//   node scripts/defect-detection.mjs all float32,int8 16 1 1
+import { rmSync } from 'node:fs';
+import { runCompare } from '../dist/compare/run.js';
+import { tinyModelDir, TINY_ARCHS } from '../dist/fixtures/checkpoints.js';
+import { editedFixture, plantedDefects } from '../dist/fixtures/defects.js';
+
+const [archArg = 'all', dtypeArg = 'float32,int8', nArg = '16', promptsArg = '1', seedArg = '1'] = process.argv.slice(2);
+const archs = archArg === 'all' ? TINY_ARCHS : archArg.split(',');
+const dtypes = dtypeArg.split(',');
+const MATERIAL = 0.05;
+
+async function compare(arch, candidate, dtype, numInputs) {
+  let live;
+  const r = await runCompare(
+    { model: tinyModelDir(arch), candidateModel: candidate, dtype, device: 'cpu', useKernel: true, kernels: 'ort', numInputs, minLength: 200, maxLength: 300, batchSize: 1, printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
+    { out: () => {}, interrupted: () => (live ? live.prompts.length >= numInputs : false), live: (x) => (live = x) },
+  );
+  const worst = (key) => Math.max(...r.prompts.map((p) => Math.max(p.logits?.prefill[key] ?? 0, p.logits?.decode[key] ?? 0)));
+  return { flagged: r.summary.mismatches + r.summary.errored > 0, summary: r.summary, fullMaxAbs: worst('fullMaxAbs'), maxKl: worst('maxKl') };
+}
+
+const totals = Object.fromEntries(dtypes.map((d) => [d, { falseAlarms: 0, identical: 0, material: 0, flagged: 0, byKind: {} }]));
+for (const arch of archs) {
+  const copy = editedFixture(arch, 'identical', () => {});
+  for (const dtype of dtypes) {
+    const r = await compare(arch, copy, dtype, 2);
+    totals[dtype].identical++;
+    if (r.flagged) totals[dtype].falseAlarms++;
+    console.log(JSON.stringify({ arch, dtype, defect: 'identical copy', ...r }));
+  }
+  rmSync(copy, { recursive: true, force: true });
+  for (const d of plantedDefects(arch, Number(seedArg), Number(nArg))) {
+    const f32 = await compare(arch, d.dir, 'float32', Number(promptsArg));
+    const material = f32.fullMaxAbs > MATERIAL;
+    const line = { arch, kind: d.kind, what: d.what, effect: f32.fullMaxAbs, material, verdicts: {} };
+    for (const dtype of dtypes) {
+      const r = dtype === 'float32' ? f32 : material ? await compare(arch, d.dir, dtype, Number(promptsArg)) : undefined;
+      if (!r) continue;
+      line.verdicts[dtype] = { flagged: r.flagged, fullMaxAbs: r.fullMaxAbs, maxKl: r.maxKl };
+      if (material) {
+        const t = totals[dtype];
+        t.material++;
+        if (r.flagged) t.flagged++;
+        const k = (t.byKind[d.kind] ??= { material: 0, flagged: 0 });
+        k.material++;
+        if (r.flagged) k.flagged++;
+      }
+    }
+    console.log(JSON.stringify(line));
+    rmSync(d.dir, { recursive: true, force: true });
+  }
+}
+for (const [dtype, t] of Object.entries(totals)) console.log(JSON.stringify({ summary: dtype, seed: Number(seedArg), ...t, detection: t.material ? t.flagged / t.material : null }));
