@@ -3,7 +3,7 @@
 # quantize-on-load, llama-1.1b fp16), --world_size on one GPU (llama-1.1b, ranks sharing it),
 # load time and peak RSS of the 3B-class presets; and issue 21's tiny-gemma2 against HF with
 # the eager attention fix. Deadline-driven: each step runs only if time is left.
-#   bash bench/results/2026-12-07-gpu-save-split/run.sh     (on the device, carrying .gpu and dist)
+#   bash bench/results/2026-12-07-gpu-save-split/call1/run.sh     (on the device, carrying .gpu and dist)
 source bench/h200.sh
 R=$RESULTS
 # run <label> <cmd...>: one command, its output to $R/<label>.txt, its rc logged
