@@ -212,7 +212,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     pipes.push(cand);
     if (o.saveTo) io.out(savedLine(o.saveTo, await saveInjected(cand, candCkpt, o.saveTo)));
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
-    const floor = floored ? await createPipeline(refCkpt, { kind: 'ort', fusions: NO_FUSIONS }, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    // The floor quantizes as the candidate does (its accuracy_level too: int8 activations round differently from float ones).
+    const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
+    const floor = floored ? await createPipeline(refCkpt, floorBackend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
@@ -332,16 +334,28 @@ async function judge(
   try {
     // Teacher forcing: both sides read the reference's tokens.
     refLogits = await scoredOn(r, pipes.ref);
+    const candLogits = await scoredOn(r, pipes.cand);
     if (pipes.floor) {
-      const f = teacherForced(refLogits, await scoredOn(r, pipes.floor), r.promptIds.length, tableTol);
-      const figures = { unionMaxAbs: f.full.unionMaxAbs, maxKl: f.full.maxKl, top1Agreement: f.agreement.top1Agreement };
-      tol = floorTolerance(tableTol, figures);
-      base.floor = { ...figures, bounds: { atol: tol.atol, maxKl: tol.maxKl, minTop1Agreement: tol.minTop1Agreement } };
+      const floorLogits = await scoredOn(r, pipes.floor);
+      const figures = (x: ReturnType<typeof teacherForced>) => ({ unionMaxAbs: x.full.unionMaxAbs, maxKl: x.full.maxKl, top1Agreement: x.agreement.top1Agreement });
+      const f = figures(teacherForced(refLogits, floorLogits, r.promptIds.length, tableTol));
+      tol = floorTolerance(tableTol, f);
+      base.floor = { ...f, bounds: { atol: tol.atol, maxKl: tol.maxKl, minTop1Agreement: tol.minTop1Agreement }, paired: figures(teacherForced(floorLogits, candLogits, r.promptIds.length, tableTol)) };
     }
-    const tf = teacherForced(refLogits, await scoredOn(r, pipes.cand), r.promptIds.length, tol);
+    const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
     Object.assign(base, promptVerdict(verdict, tf, tol, seqs.floor ? " from the floor's" : ''));
-    if (base.floor) base.reason += `; floor (the plain graph at this dtype): max |error| ${base.floor.unionMaxAbs.toExponential(2)}, max KL ${base.floor.maxKl.toExponential(2)}, top-1 ${(base.floor.top1Agreement * 100).toFixed(1)}%`;
+    const paired = base.floor?.paired;
+    if (base.floor && paired) {
+      const e = (x: number) => x.toExponential(2);
+      const bound = FLOOR_POLICY.paired;
+      // Within the floor's error of the reference, yet apart from the floor itself: what the candidate's checkpoint or kernels added.
+      if (base.verdict !== 'mismatch' && !(paired.unionMaxAbs <= bound.atol && paired.maxKl <= bound.maxKl)) {
+        base.verdict = 'mismatch';
+        base.reason = `apart from the floor (the reference at this dtype): max |error| ${e(paired.unionMaxAbs)} (bound ${bound.atol}) over both sides' top-10, max KL ${e(paired.maxKl)} (bound ${bound.maxKl}); ${base.reason}`;
+      }
+      base.reason += `; floor (the plain graph at this dtype): max |error| ${e(base.floor.unionMaxAbs)}, max KL ${e(base.floor.maxKl)}, top-1 ${(base.floor.top1Agreement * 100).toFixed(1)}% against the reference; the candidate against it: max |error| ${e(paired.unionMaxAbs)}, max KL ${e(paired.maxKl)}`;
+    }
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }

@@ -129,6 +129,18 @@ export const FLOOR_POLICY = {
   absolute: 0.05,
   klAbsolute: 1e-3,
   top1Slack: 0.03,
+  /**
+   * The candidate against the floor itself, on the reference's tokens: both quantize the same
+   * weights the same way, so what is left is the pipelines' difference (fusions; at accuracy_level
+   * 4 amplified by the int8 activations' rounding) plus whatever the candidate's checkpoint
+   * changed. Identical copies of the eight fixtures, 8 prompts at 200-300 tokens on the CPU
+   * (scripts/paired-noise.mjs): worst union top-10 error 0.307 (llama int8), 0.293 (bloom int8),
+   * 0.20 (int4); worst KL 6.7e-3 (bloom int8), 5.5e-3 (int4). Bounds about 1.6x those. Planted
+   * defects that move float32 logits by more than 0.05 (scripts/defect-detection.mjs): int8
+   * flagged 23% of them against the float32 reference alone, the share with this check is in
+   * bench/results/2026-12-07-cpu-defect-detection.
+   */
+  paired: { atol: 0.5, maxKl: 1e-2 },
 };
 
 /** What the floor run measured on one prompt (worst position each). */

@@ -5,14 +5,14 @@
 // alarms. ORT-injected candidates on the CPU at the seed's lengths (200-300 tokens). One JSON line
 // per run, then a summary line per dtype.
 //
-//   npm run -s build && node scripts/defect-detection.mjs [archs|all] [dtypes] [defects per arch] [prompts] [seed]
+//   npm run -s build && node scripts/defect-detection.mjs [archs|all] [dtypes] [defects per arch] [prompts] [seed] [accuracy_level]
 //   node scripts/defect-detection.mjs all float32,int8 16 1 1
 import { rmSync } from 'node:fs';
 import { runCompare } from '../dist/compare/run.js';
 import { tinyModelDir, TINY_ARCHS } from '../dist/fixtures/checkpoints.js';
 import { editedFixture, plantedDefects } from '../dist/fixtures/defects.js';
 
-const [archArg = 'all', dtypeArg = 'float32,int8', nArg = '16', promptsArg = '1', seedArg = '1'] = process.argv.slice(2);
+const [archArg = 'all', dtypeArg = 'float32,int8', nArg = '16', promptsArg = '1', seedArg = '1', levelArg] = process.argv.slice(2);
 const archs = archArg === 'all' ? TINY_ARCHS : archArg.split(',');
 const dtypes = dtypeArg.split(',');
 const MATERIAL = 0.05;
@@ -20,11 +20,12 @@ const MATERIAL = 0.05;
 async function compare(arch, candidate, dtype, numInputs) {
   let live;
   const r = await runCompare(
-    { model: tinyModelDir(arch), candidateModel: candidate, dtype, device: 'cpu', useKernel: true, kernels: 'ort', numInputs, minLength: 200, maxLength: 300, batchSize: 1, printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
+    { model: tinyModelDir(arch), candidateModel: candidate, dtype, device: 'cpu', useKernel: true, kernels: 'ort', numInputs, minLength: 200, maxLength: 300, batchSize: 1, ...(levelArg !== undefined && dtype !== 'float32' ? { accuracyLevel: Number(levelArg) } : {}), printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
     { out: () => {}, interrupted: () => (live ? live.prompts.length >= numInputs : false), live: (x) => (live = x) },
   );
   const worst = (key) => Math.max(...r.prompts.map((p) => Math.max(p.logits?.prefill[key] ?? 0, p.logits?.decode[key] ?? 0)));
-  return { flagged: r.summary.mismatches + r.summary.errored > 0, summary: r.summary, fullMaxAbs: worst('fullMaxAbs'), maxKl: worst('maxKl') };
+  const paired = r.prompts.some((p) => p.floor?.paired) ? { unionMaxAbs: Math.max(...r.prompts.map((p) => p.floor?.paired?.unionMaxAbs ?? 0)), maxKl: Math.max(...r.prompts.map((p) => p.floor?.paired?.maxKl ?? 0)), top1: Math.min(...r.prompts.map((p) => p.floor?.paired?.top1Agreement ?? 1)) } : undefined;
+  return { flagged: r.summary.mismatches + r.summary.errored > 0, summary: r.summary, fullMaxAbs: worst('fullMaxAbs'), maxKl: worst('maxKl'), ...(paired ? { paired } : {}) };
 }
 
 const totals = Object.fromEntries(dtypes.map((d) => [d, { falseAlarms: 0, identical: 0, material: 0, flagged: 0, byKind: {} }]));
@@ -44,7 +45,7 @@ for (const arch of archs) {
     for (const dtype of dtypes) {
       const r = dtype === 'float32' ? f32 : material ? await compare(arch, d.dir, dtype, Number(promptsArg)) : undefined;
       if (!r) continue;
-      line.verdicts[dtype] = { flagged: r.flagged, fullMaxAbs: r.fullMaxAbs, maxKl: r.maxKl };
+      line.verdicts[dtype] = { flagged: r.flagged, fullMaxAbs: r.fullMaxAbs, maxKl: r.maxKl, ...(r.paired ? { paired: r.paired } : {}) };
       if (material) {
         const t = totals[dtype];
         t.material++;

@@ -14,7 +14,7 @@ import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { FIXTURE_ARCHS, tinyModelDir, type FixtureArch } from '../fixtures/checkpoints.js';
-import { editedFixture, scaledAttentionFixture } from './helpers.js';
+import { editedFixture, scaledAttentionFixture, scaledFixture } from './helpers.js';
 import { main } from '../src/cli/main.js';
 import type { CompareReport } from '../src/report/compare-report.js';
 import { validateCompareReport } from '../src/report/compare-validate.js';
@@ -403,6 +403,26 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
       const b = p.floor!.bounds;
       expect(Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!) > b.atol || Math.max(l.prefill.maxKl!, l.decode.maxKl!) > b.maxKl, p.reason).toBe(true);
     }
+  });
+
+  it('fails a defect hidden in the floor\'s own error of the reference but apart from the floor itself (llama, the first query weight x1.01)', async () => {
+    const cand = scaledFixture('llama', /layers\.0\.self_attn\.q_proj\.weight$/, 1.01, 'paired').dir;
+    const report = await runCompare(options({ ...seedLengths, numInputs: 1, model: tinyModelDir('llama'), candidateModel: cand }), { out: () => {}, interrupted: () => false });
+    expect(report.tolerance.floor?.paired).toEqual(FLOOR_POLICY.paired);
+    const p = report.prompts[0]!;
+    const l = p.logits!;
+    const b = p.floor!.bounds;
+    // Against the float32 reference it is within the floor's bounds: that check alone passed it.
+    expect(Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!)).toBeLessThanOrEqual(b.atol);
+    expect(Math.max(l.prefill.maxKl!, l.decode.maxKl!)).toBeLessThanOrEqual(b.maxKl);
+    // Against the floor (same weights, same quantization) the scaled query stands out.
+    const paired = p.floor!.paired!;
+    expect(paired.unionMaxAbs > FLOOR_POLICY.paired.atol || paired.maxKl > FLOOR_POLICY.paired.maxKl, p.reason).toBe(true);
+    expect(p.verdict).toBe('mismatch');
+    expect(p.reason).toMatch(/^apart from the floor \(the reference at this dtype\): max \|error\| /);
+    expect(report.gate.exitCode).toBe(1);
+    expect(() => validateCompareReport(JSON.parse(JSON.stringify(report)))).not.toThrow();
+    expect(renderCompareHtml(report)).toContain('the candidate against the floor itself');
   });
 
   it('gates int4 against its floor: tiny-bloom\'s identical copy passes (its greedy tokens part from float32\'s on most prompts), a gross defect fails', async () => {

@@ -160,7 +160,7 @@ export async function interruptTwice(args: string[], ready: { stream: 'stdout' |
 }
 
 /** The planted defects of the compare and triage tests live in fixtures/ (scripts use them too). */
-export { editedFixture, scaledAttentionFixture } from '../fixtures/defects.js';
+export { editedFixture, scaledAttentionFixture, scaledFixture } from '../fixtures/defects.js';
 
 /** The variables a launcher sets, which the CLI reads as defaults: cleared for every inProcessCli run unless the run sets them. */
 export const LAUNCHER_ENV = ['LOCAL_RANK', 'WORLD_SIZE', 'FUSEGEN_RANK_DEVICES'];

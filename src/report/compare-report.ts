@@ -63,7 +63,14 @@ export interface PromptResult {
    * int8/int4: the reference's own error at the candidate's dtype (fusegen's plain graph on the
    * reference checkpoint, teacher-forced, worst position) and the bounds the candidate was held to.
    */
-  floor?: { unionMaxAbs: number; maxKl: number; top1Agreement: number; bounds: { atol: number; maxKl: number; minTop1Agreement: number } };
+  floor?: {
+    unionMaxAbs: number;
+    maxKl: number;
+    top1Agreement: number;
+    bounds: { atol: number; maxKl: number; minTop1Agreement: number };
+    /** The candidate against the floor itself (both at this dtype, on the reference's tokens): what a defect adds beyond the shared quantization error. Absent in reports written before it was measured. */
+    paired?: { unionMaxAbs: number; maxKl: number; top1Agreement: number };
+  };
   /** Only for mismatches: reruns that say whether the device kernel, a fusion or quantization is to blame. */
   triage?: {
     /** The backend that was compared and whose reruns triage ran (absent in older reports, which reran ORT). */
@@ -157,7 +164,8 @@ export interface CompareReport {
     topN: number;
     gate: boolean;
     /** int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
-    floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number };
+    /** The candidate held to the floor's error of the reference (factor, absolute, ...), and to the floor itself (paired; absent in older reports). */
+    floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
   };
   environment: Environment & {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */

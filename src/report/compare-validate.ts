@@ -64,7 +64,13 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       nearTie: { type: 'number', minimum: 0 },
       topN: { type: 'integer', minimum: 1 },
       gate: { type: 'boolean' },
-      floor: object({ pipeline: { const: 'plain' }, factor: { type: 'number', minimum: 0 }, absolute: { type: 'number', minimum: 0 }, klAbsolute: { type: 'number', minimum: 0 }, top1Slack: { type: 'number', minimum: 0, maximum: 1 } }),
+      floor: object(
+        {
+          pipeline: { const: 'plain' }, factor: { type: 'number', minimum: 0 }, absolute: { type: 'number', minimum: 0 }, klAbsolute: { type: 'number', minimum: 0 }, top1Slack: { type: 'number', minimum: 0, maximum: 1 },
+          paired: object({ atol: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 } }),
+        },
+        ['paired'],
+      ),
     }, ['maxKl', 'floor']),
     environment: object({
       node: str,
@@ -138,7 +144,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             maxKl: nonNegMetric,
             top1Agreement: share,
             bounds: object({ atol: nonNegMetric, maxKl: nonNegMetric, minTop1Agreement: share }),
-          }),
+            paired: object({ unionMaxAbs: nonNegMetric, maxKl: nonNegMetric, top1Agreement: share }),
+          }, ['paired']),
           triage: object(
             {
               backend: { enum: ['ort', 'wgsl'] },

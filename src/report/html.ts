@@ -338,6 +338,7 @@ ${banner}
           ['logits', `|Δ| ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.absolute)} over both sides' top-10`],
           ['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.klAbsolute)} nats at every position`],
           ['top-1 agreement', `≥ the floor's − ${pct(t.floor.top1Slack)}`],
+          ...(t.floor.paired ? [['against the floor', `the candidate against the floor itself (same weights, same quantization): |Δ| ≤ ${sig(t.floor.paired.atol)} over both sides' top-10, KL ≤ ${sig(t.floor.paired.maxKl)} nats`] as [string, string]] : []),
           ['tokens', "the candidate's greedy tokens follow the floor's, parting only at a near tie"],
         ]
       : [
