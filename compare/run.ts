@@ -24,7 +24,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { FLOOR_POLICY, floorTolerance, tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
+import { FLOOR_POLICY, floorTolerance, pairedBounds, tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -216,6 +216,8 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
     const floor = floored ? await createPipeline(refCkpt, floorBackend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
+    const paired = floor ? pairedBounds(backend.kind, o.device, floor.info.accuracyLevel) : undefined;
+    if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
     if (cand instanceof WgslPipeline) report.environment.adapter = cand.adapter.description;
@@ -243,7 +245,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       for (const [i, prompt] of batch.entries()) {
         const index = start + i;
         const { result, refLogits, tol: promptTol } = refGen && candGen
-          ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer)
+          ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer, paired)
           : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: triageCheckpoint(candCkpt, open), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
@@ -309,6 +311,8 @@ async function judge(
   pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined },
   tableTol: Tolerance,
   tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
+  /** The bounds of the candidate against the floor itself, where they are gated (tolerance.ts pairedBounds). */
+  pairedBound?: { atol: number; maxKl: number },
 ): Promise<{ result: PromptResult; refLogits?: Float32Array[]; tol: Tolerance }> {
   const { ref: r, cand: c } = seqs;
   let tol = tableTol;
@@ -348,9 +352,9 @@ async function judge(
     const paired = base.floor?.paired;
     if (base.floor && paired) {
       const e = (x: number) => x.toExponential(2);
-      const bound = FLOOR_POLICY.paired;
+      const bound = pairedBound;
       // Within the floor's error of the reference, yet apart from the floor itself: what the candidate's checkpoint or kernels added.
-      if (base.verdict !== 'mismatch' && !(paired.unionMaxAbs <= bound.atol && paired.maxKl <= bound.maxKl)) {
+      if (bound && base.verdict !== 'mismatch' && !(paired.unionMaxAbs <= bound.atol && paired.maxKl <= bound.maxKl)) {
         base.verdict = 'mismatch';
         base.reason = `apart from the floor (the reference at this dtype): max |error| ${e(paired.unionMaxAbs)} (bound ${bound.atol}) over both sides' top-10, max KL ${e(paired.maxKl)} (bound ${bound.maxKl}); ${base.reason}`;
       }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
 import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
-import { FLOOR_POLICY, logitAgreement, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
+import { FLOOR_POLICY, logitAgreement, PAIRED_POLICY, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
 import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
@@ -408,7 +408,7 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
   it('fails a defect hidden in the floor\'s own error of the reference but apart from the floor itself (llama, the first query weight x1.01)', async () => {
     const cand = scaledFixture('llama', /layers\.0\.self_attn\.q_proj\.weight$/, 1.01, 'paired').dir;
     const report = await runCompare(options({ ...seedLengths, numInputs: 1, model: tinyModelDir('llama'), candidateModel: cand }), { out: () => {}, interrupted: () => false });
-    expect(report.tolerance.floor?.paired).toEqual(FLOOR_POLICY.paired);
+    expect(report.tolerance.floor?.paired).toEqual(PAIRED_POLICY.int8Activations); // the CPU's accuracy_level 4
     const p = report.prompts[0]!;
     const l = p.logits!;
     const b = p.floor!.bounds;
@@ -417,12 +417,19 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
     expect(Math.max(l.prefill.maxKl!, l.decode.maxKl!)).toBeLessThanOrEqual(b.maxKl);
     // Against the floor (same weights, same quantization) the scaled query stands out.
     const paired = p.floor!.paired!;
-    expect(paired.unionMaxAbs > FLOOR_POLICY.paired.atol || paired.maxKl > FLOOR_POLICY.paired.maxKl, p.reason).toBe(true);
+    expect(paired.unionMaxAbs > PAIRED_POLICY.int8Activations.atol || paired.maxKl > PAIRED_POLICY.int8Activations.maxKl, p.reason).toBe(true);
     expect(p.verdict).toBe('mismatch');
     expect(p.reason).toMatch(/^apart from the floor \(the reference at this dtype\): max \|error\| /);
     expect(report.gate.exitCode).toBe(1);
     expect(() => validateCompareReport(JSON.parse(JSON.stringify(report)))).not.toThrow();
     expect(renderCompareHtml(report)).toContain('the candidate against the floor itself');
+    // With float activations (accuracy_level 0) the two graphs agree to float32's noise: the bounds are float32's, an identical copy passes.
+    const level0 = await runCompare(options({ ...seedLengths, numInputs: 1, accuracyLevel: 0, model: tinyModelDir('llama'), candidateModel: cand }), { out: () => {}, interrupted: () => false });
+    expect(level0.tolerance.floor?.paired).toEqual(PAIRED_POLICY.floatActivations);
+    expect(level0.prompts[0]!.verdict).toBe('mismatch');
+    const same = await runCompare(options({ ...seedLengths, numInputs: 1, accuracyLevel: 0, model: tinyModelDir('llama') }), { out: () => {}, interrupted: () => false });
+    expect(same.prompts[0]!.floor!.paired!.unionMaxAbs).toBeLessThan(PAIRED_POLICY.floatActivations.atol / 10);
+    expect(same.gate.exitCode, same.gate.reasons.join('; ')).toBe(0);
   });
 
   it('gates int4 against its floor: tiny-bloom\'s identical copy passes (its greedy tokens part from float32\'s on most prompts), a gross defect fails', async () => {
