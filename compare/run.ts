@@ -207,6 +207,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   if (o.allowNonfinite) report.settings.allowNonfinite = true;
   io.live?.(report);
   const triagePipes = new Map<string, TextGenerationPipeline>();
+  let triageCkpt: Checkpoint | undefined; // opened at the first mismatch
   try {
     const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
     pipes.push(cand);
@@ -247,7 +248,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
         const { result, refLogits, tol: promptTol } = refGen && candGen
           ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer, paired)
           : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
-        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: triageCheckpoint(candCkpt, open), backend, tol: promptTol, cache: triagePipes });
+        if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: (triageCkpt ??= triageCheckpoint(candCkpt, open)), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
         if (textsEqual) seedMatches++;
@@ -349,16 +350,16 @@ async function judge(
     const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);
     base.logits = { prefill: tf.prefill, decode: tf.decode, perPositionMaxAbs: tf.perPositionMaxAbs };
     Object.assign(base, promptVerdict(verdict, tf, tol, seqs.floor ? " from the floor's" : ''));
-    const paired = base.floor?.paired;
-    if (base.floor && paired) {
+    const floor = base.floor;
+    if (floor?.paired) {
+      const { paired } = floor;
       const e = (x: number) => x.toExponential(2);
-      const bound = pairedBound;
       // Within the floor's error of the reference, yet apart from the floor itself: what the candidate's checkpoint or kernels added.
-      if (bound && base.verdict !== 'mismatch' && !(paired.unionMaxAbs <= bound.atol && paired.maxKl <= bound.maxKl)) {
+      if (pairedBound && base.verdict !== 'mismatch' && !(paired.unionMaxAbs <= pairedBound.atol && paired.maxKl <= pairedBound.maxKl)) {
         base.verdict = 'mismatch';
-        base.reason = `apart from the floor (the reference at this dtype): max |error| ${e(paired.unionMaxAbs)} (bound ${bound.atol}) over both sides' top-10, max KL ${e(paired.maxKl)} (bound ${bound.maxKl}); ${base.reason}`;
+        base.reason = `apart from the floor (the reference at this dtype): max |error| ${e(paired.unionMaxAbs)} (bound ${pairedBound.atol}) over both sides' top-10, max KL ${e(paired.maxKl)} (bound ${pairedBound.maxKl}); ${base.reason}`;
       }
-      base.reason += `; floor (the plain graph at this dtype): max |error| ${e(base.floor.unionMaxAbs)}, max KL ${e(base.floor.maxKl)}, top-1 ${(base.floor.top1Agreement * 100).toFixed(1)}% against the reference; the candidate against it: max |error| ${e(paired.unionMaxAbs)}, max KL ${e(paired.maxKl)}`;
+      base.reason += `; floor (the plain graph at this dtype): max |error| ${e(floor.unionMaxAbs)}, max KL ${e(floor.maxKl)}, top-1 ${(floor.top1Agreement * 100).toFixed(1)}% against the reference; the candidate against it: max |error| ${e(paired.unionMaxAbs)}, max KL ${e(paired.maxKl)}`;
     }
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });

@@ -454,7 +454,7 @@ export class WgslEngine implements Stepper {
     if (saved && saved.ranks.length !== devices.length) throw new UnsupportedError('--world_size', `${ckpt.dir} holds weights saved for ${saved.ranks.length} ranks, not ${devices.length}`);
     const stages: Stage[] = [];
     for (const [r, ctx] of devices.entries()) {
-      // A saved model (--save_mp_checkpoint_path) streams its buffers as they were uploaded; the caller checked its plan and rank count.
+      // A saved model (--save_mp_checkpoint_path) streams its buffers as they were uploaded (its plan and rank count checked above).
       const rank = saved?.ranks[r];
       const weights = rank ? await loadGpuWeights(ctx, rank.layout, join(ckpt.dir, rank.file), savedFile(ckpt.saved!, rank.file).sha256) : await uploadWeights(ctx, ckpt, o.weights, o.quant, { slice: slices[r]! });
       stages.push(new Stage(ctx, ckpt, weights));

@@ -62,11 +62,6 @@ export interface WeightSlice {
   last: boolean;
 }
 
-/** The whole model on one device. */
-export function wholeModel(numLayers: number): WeightSlice {
-  return { from: 0, to: numLayers, first: true, last: true };
-}
-
 /**
  * `n` contiguous layer ranges, as even as whole layers allow; the extra layers go to the
  * earlier parts, since the last one also holds the LM head.
@@ -187,12 +182,11 @@ export class GpuStream {
     this.current = (this.current + 1) % this.slots.length;
   }
 
-  /** Sends what is staged and waits until every copy is done. */
+  /** Sends what is staged and waits until every copy is done (each slot maps again only once its copies ran). */
   async flush(): Promise<void> {
     const slot = this.slots[this.current]!;
     if (slot.fill > 0) this.submit(slot);
     await Promise.all(this.slots.map((s) => s.ready));
-    await this.ctx.device.queue.onSubmittedWorkDone();
   }
 
   /** Releases the staging ring (after flush). */
@@ -342,7 +336,7 @@ export async function uploadWeights(ctx: GpuContext, ckpt: Checkpoint, type: Mat
   try {
     const g = spec.globals(dims, config);
     const D = dims.headDim;
-    const slice = o.slice ?? wholeModel(dims.numLayers);
+    const slice = o.slice ?? layerSlices(dims.numLayers, 1)[0]!;
     const weights: GpuWeights = { slice, layers: [], bytes: 0 };
     if (slice.first) {
       // Embedding tables are gathered by row, never quantized: the token table as [V, E] is a plain view.

@@ -87,6 +87,9 @@ export async function saveInjected(pipe: TextGenerationPipeline, ckpt: Checkpoin
   }
 }
 
+/** Saved checkpoints whose code and source were already checked (the CLI checks before any work, createPipeline again). */
+const unchanged = new WeakSet<Checkpoint>();
+
 /**
  * A saved model runs only as it was saved: by its engine, at its dtype and rank count, read by
  * the code that wrote its layout, and from a source that has not changed since (where the
@@ -101,6 +104,7 @@ export function checkSavedRun(ckpt: Checkpoint, backend: Backend, run: PipelineR
   if (s.dtype !== run.dtype) throw new UsageError('--dtype', `${saved}; this run asks for ${run.dtype}`);
   const worldSize = backend.kind === 'wgsl' ? (backend.worldSize ?? 1) : 1;
   if (s.worldSize !== worldSize) throw new UsageError('--world_size', `${saved}; this run has ${worldSize} rank${worldSize === 1 ? '' : 's'}`);
+  if (unchanged.has(ckpt)) return;
   const version = fusegenVersion();
   const layout = s.engine === 'wgsl' ? weightsLayoutDigest() : ORT_LAYOUT;
   if (s.fusegen.version !== version || s.fusegen.layout !== layout) {
@@ -115,6 +119,7 @@ export function checkSavedRun(ckpt: Checkpoint, backend: Backend, run: PipelineR
     }
     if (key !== s.source.key) throw new InputError(join(ckpt.dir, SAVED_MANIFEST), `its source ${s.source.dir} changed since it was saved (content key ${key}, saved from ${s.source.key}): save the model again`);
   }
+  unchanged.add(ckpt);
 }
 
 /** The line a run prints once it saved the injected model. */

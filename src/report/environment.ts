@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { fusegenVersion } from '../checkpoint/saved.js';
 
 /** A dependency's version, found by walking up from its entry point (exports maps hide package.json). */
 export function packageVersion(name: string): string {
@@ -52,7 +53,7 @@ export function environment(): Environment {
   return {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
-    fusegen: (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version,
+    fusegen: fusegenVersion(),
     onnxruntimeNode: packageVersion('onnxruntime-node'),
     transformersJs: packageVersion('@huggingface/transformers'),
     gitCommit,
