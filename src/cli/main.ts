@@ -11,6 +11,7 @@ import { benchOptions, runBenchCommand, type BenchCliOptions } from './bench.js'
 import { dashboardOptions, runDashboardCommand, type DashboardCliOptions } from './dashboard.js';
 import { compareOptions, runCompareCommand, type CompareCliOptions } from './compare.js';
 import { generateOptions, runGenerate, type GenerateOptions } from './generate.js';
+import { runServe, serveOptions, type ServeCliOptions } from './serve.js';
 import { defaultNote, type AbortWriter, type OptionTable } from './options.js';
 
 function addOptions<O>(cmd: Command, table: OptionTable<O>): void {
@@ -74,6 +75,8 @@ const consoleIo: CliIo = { out: (l) => console.log(l), err: (l) => console.error
 
 export async function main(argv: string[], io: CliIo = consoleIo): Promise<number> {
   let interrupted = false;
+  let stop!: () => void;
+  const stopped = new Promise<void>((resolve) => (stop = resolve));
   let abortWriter: AbortWriter;
   const onAbort = (w: AbortWriter) => {
     abortWriter = w;
@@ -90,6 +93,7 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
       process.exit(130);
     }
     interrupted = true;
+    stop();
     io.err('interrupt: finishing the current step; press Ctrl-C again to stop now (what finished is still reported)');
   };
   const program = new Command('fusegen')
@@ -124,9 +128,17 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
     code = runDashboardCommand(resolve<DashboardCliOptions>(dashboardOptions, parsed), { out: io.out });
   });
 
+  const serve = program.command('serve').description('an OpenAI-compatible server over a pipeline, continuously batched: /v1/completions, /v1/chat/completions, /metrics').exitOverride();
+  addOptions(serve, serveOptions);
+  serve.action(async (parsed: Record<string, unknown>) => {
+    refuseStray(serve, serveOptions, argv);
+    process.once('SIGTERM', stop);
+    code = await runServe(resolve<ServeCliOptions>(serveOptions, parsed), { out: io.out, stopped });
+  });
+
   process.on('SIGINT', onSigint);
   try {
-    if (argv.length === 0) throw new UsageError('command', 'missing: fusegen generate | compare | bench | dashboard (fusegen --help describes them)');
+    if (argv.length === 0) throw new UsageError('command', 'missing: fusegen generate | compare | bench | serve | dashboard (fusegen --help describes them)');
     await program.parseAsync(argv, { from: 'user' });
     return code;
   } catch (e) {

@@ -49,6 +49,8 @@ interface Run {
   buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'qkv' | 'q' | 'attn' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
+  /** Rows the KV caches hold (at least B). */
+  cacheRows: number;
   /** Readback buffers, one per step in flight (STAGING_RING). */
   staging: GPUBuffer[];
   /** Steps submitted so far (picks the staging buffer). */
@@ -199,7 +201,12 @@ class Stage {
   ensure(B: number, S: number, capacity: number, R: number): Run {
     const r = this.run;
     if (r && r.B === B && r.S >= S && r.capacity >= capacity && r.R >= R) return r;
-    this.release();
+    // The KV caches outlive a new step shape (a prompt step between decode steps, a server's batch
+    // gaining or losing rows): row b's cache sits at the same offset whatever B a step has, so they
+    // are kept while they hold B rows of `capacity` positions.
+    const kept = r && r.cacheRows >= B && r.capacity >= capacity ? { kCache: r.kCache, vCache: r.vCache, rows: r.cacheRows, capacity: r.capacity } : undefined;
+    this.release(kept !== undefined);
+    capacity = kept?.capacity ?? capacity;
     const { dims } = this.ckpt;
     const T = B * S;
     const E = dims.hiddenSize;
@@ -229,8 +236,9 @@ class Stage {
         next: f(R, 'next'),
         suppress: f(16, 'suppress'),
       },
-      kCache: layers.map((i) => cache(i, 'k')),
-      vCache: layers.map((i) => cache(i, 'v')),
+      kCache: kept?.kCache ?? layers.map((i) => cache(i, 'k')),
+      vCache: kept?.vCache ?? layers.map((i) => cache(i, 'v')),
+      cacheRows: kept?.rows ?? B,
       staging: Array.from({ length: STAGING_RING }, () => this.ctx.device.createBuffer({ size: Math.max(16, Math.max(this.outputBytes(T, R, true), this.outputBytes(T, R, false))), usage: 0x1 | 0x8 })),
       submitted: 0,
       feedback: false,
@@ -239,9 +247,10 @@ class Stage {
     return this.run;
   }
 
-  release(): void {
+  /** Destroys the step's buffers, and the KV caches unless a new run keeps them. */
+  release(keepCaches = false): void {
     if (!this.run) return;
-    for (const b of [...Object.values(this.run.buf), ...this.run.kCache, ...this.run.vCache, ...this.run.staging]) b.destroy();
+    for (const b of [...Object.values(this.run.buf), ...(keepCaches ? [] : [...this.run.kCache, ...this.run.vCache]), ...this.run.staging]) b.destroy();
     this.run = undefined;
     this.lastSteps.clear();
     this.linearK.clearCache();

@@ -19,9 +19,9 @@ import { ALL_FUSIONS, fusionsFor, NO_FUSIONS, type FusionCounts, type FusionSwit
 import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
-import { generateLoop } from './loop.js';
+import { generateLoop, type Stepper } from './loop.js';
 import { loadTokenizer, padId, promptIds } from './tokenizer.js';
-import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
+import type { DType, Device, GenerateRequest, GenerateResult, PipelineInfo, StepAccess, TextGenerationPipeline } from './types.js';
 
 export interface InjectedOptions {
   device: Device;
@@ -217,28 +217,32 @@ export class InjectedPipeline implements TextGenerationPipeline {
     return { logits: await readFloat32(out[IO.logits]!), cache: next };
   }
 
-  async generate(request: GenerateRequest): Promise<GenerateResult> {
+  generate(request: GenerateRequest): Promise<GenerateResult> {
+    return generateLoop(this.stepper(), request, this.ckpt, this.tokenizer, this.maxTokens);
+  }
+
+  /** fusegen's step over the graph: the KV cache lives between begin and end. */
+  private stepper(): Stepper {
     let cache: Feeds = {};
     const release = () => {
       for (const t of Object.values(cache)) if (t.location === 'gpu-buffer') t.dispose();
     };
-    return generateLoop(
-      {
-        begin: (batch, capacity) => {
-          cache = this.emptyCache(batch, capacity);
-        },
-        step: async (input) => {
-          const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]));
-          cache = r.cache;
-          return { logits: r.logits };
-        },
-        end: release,
+    return {
+      begin: (batch, capacity) => {
+        release();
+        cache = this.emptyCache(batch, capacity);
       },
-      request,
-      this.ckpt,
-      this.tokenizer,
-      this.maxTokens,
-    );
+      step: async (input) => {
+        const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]));
+        cache = r.cache;
+        return { logits: r.logits };
+      },
+      end: release,
+    };
+  }
+
+  steps(): StepAccess {
+    return { stepper: this.stepper(), ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: false };
   }
 
   /**

@@ -1,3 +1,7 @@
+import type { PreTrainedTokenizer } from '@huggingface/transformers';
+import type { Checkpoint } from '../arch/checkpoint.js';
+import type { Stepper } from '../step.js';
+
 /**
  * What every pipeline (reference, injected) takes and returns: plain data, so that compare
  * and bench never need to know which pipeline produced a trace.
@@ -111,5 +115,22 @@ export interface TextGenerationPipeline {
    */
   score(rows: number[][], from: number[]): Promise<Float32Array[][]>;
   generate(request: GenerateRequest): Promise<GenerateResult>;
+  /** The pipeline's own steps, where it runs them (fusegen's loop): for a caller that schedules rows itself. */
+  steps?(): StepAccess;
   dispose(): Promise<void>;
+}
+
+/**
+ * A pipeline's engine step by step, for a caller that schedules rows itself (fusegen serve's
+ * continuous batching): it begins a batch of slots once and gives each step any mix of prompt
+ * and decode rows, each at its own position.
+ */
+export interface StepAccess {
+  stepper: Stepper;
+  ckpt: Checkpoint;
+  tokenizer: PreTrainedTokenizer;
+  /** Positions a row may hold, prompt and generated together (the KV cache's capacity a row). */
+  maxTokens: number;
+  /** A step may carry only the first rows of the batch begun, the others' caches kept (the WGSL engine); otherwise every step carries them all. */
+  leadingRows: boolean;
 }

@@ -12,7 +12,7 @@ import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
 import { generateLoop } from './loop.js';
 import { loadTokenizer, promptIds } from './tokenizer.js';
-import type { DType, GenerateRequest, GenerateResult, PipelineInfo, TextGenerationPipeline } from './types.js';
+import type { DType, GenerateRequest, GenerateResult, PipelineInfo, StepAccess, TextGenerationPipeline } from './types.js';
 
 /** Where a decode step's wall time goes, per step (see takeStepProfile). */
 export interface StepTimes {
@@ -102,6 +102,10 @@ export class WgslPipeline implements TextGenerationPipeline {
 
   generate(request: GenerateRequest): Promise<GenerateResult> {
     return generateLoop(this.engine, request, this.ckpt, this.tokenizer, this.maxTokens);
+  }
+
+  steps(): StepAccess {
+    return { stepper: this.engine, ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: true };
   }
 
   async score(rows: number[][], from: number[]): Promise<Float32Array[][]> {
