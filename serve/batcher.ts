@@ -64,11 +64,11 @@ interface Slot {
   position: number;
   ids: number[];
   sampler: Sampler;
-  /** The prompt is not in the cache yet. */
-  fresh: boolean;
+  /** Prompt tokens in the cache so far. */
+  fed: number;
 }
 
-type Waiting = Omit<Slot, 'started' | 'position' | 'ids' | 'sampler' | 'fresh'>;
+type Waiting = Omit<Slot, 'started' | 'position' | 'ids' | 'sampler' | 'fed'>;
 
 export interface BatcherStats {
   running: number;
@@ -143,12 +143,15 @@ export class ContinuousBatcher {
           this.begun = true;
         }
         const rows = this.access.leadingRows ? active[active.length - 1]! + 1 : this.size;
+        // Where an engine cannot mix, a prompt joining running rows goes in a token a step.
+        const whole = this.access.mixedSteps || active.every((b) => this.slots[b]!.position === 0);
         const input: StepInput = { tokens: [], start: [], last: [], suppress: [] };
         let needLogits = false;
         for (let b = 0; b < rows; b++) {
           const s = this.slots[b];
+          const prompt = s?.job.promptIds;
           // An idle row below the last active one computes a throwaway token at position 0 of its own cache.
-          const tokens = !s ? [0] : s.fresh ? s.job.promptIds : [s.ids[s.ids.length - 1]!];
+          const tokens = !s ? [0] : s.fed < prompt!.length ? prompt!.slice(s.fed, whole ? undefined : s.fed + 1) : [s.ids[s.ids.length - 1]!];
           input.tokens.push(tokens);
           input.start.push(s ? s.position : 0);
           input.last.push(tokens.length - 1);
@@ -161,7 +164,10 @@ export class ContinuousBatcher {
         for (const b of active) {
           const s = this.slots[b]!;
           s.position += input.tokens[b]!.length;
-          s.fresh = false;
+          if (s.fed < s.job.promptIds.length) {
+            s.fed += input.tokens[b]!.length;
+            if (s.fed < s.job.promptIds.length) continue; // still reading its prompt
+          }
           let chosen: GeneratedToken;
           if (out.logits) {
             const row = out.logits.subarray(b * V, (b + 1) * V);
@@ -207,7 +213,7 @@ export class ContinuousBatcher {
       if (this.slots[b]) continue;
       const w = this.queue.shift()!;
       const p = w.job.sampling;
-      this.slots[b] = { ...w, started: performance.now(), position: 0, ids: [], fresh: true, sampler: makeSampler(p.temperature > 0, p.seed, { temperature: p.temperature || 1, topK: p.topK, topP: p.topP }) };
+      this.slots[b] = { ...w, started: performance.now(), position: 0, ids: [], fed: 0, sampler: makeSampler(p.temperature > 0, p.seed, { temperature: p.temperature || 1, topK: p.topK, topP: p.topP }) };
     }
   }
 

@@ -242,7 +242,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
   }
 
   steps(): StepAccess {
-    return { stepper: this.stepper(), ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: false };
+    return { stepper: this.stepper(), ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: false, mixedSteps: false };
   }
 
   /**

@@ -133,4 +133,11 @@ export interface StepAccess {
   maxTokens: number;
   /** A step may carry only the first rows of the batch begun, the others' caches kept (the WGSL engine); otherwise every step carries them all. */
   leadingRows: boolean;
+  /**
+   * A step may give several tokens to a row while other rows continue from their caches (the WGSL
+   * engine). Otherwise only a step where every row starts at position 0 may (ORT's
+   * GroupQueryAttention takes batched prompts only without past context), and a prompt that
+   * joins running rows goes in one token a step.
+   */
+  mixedSteps: boolean;
 }

@@ -105,7 +105,7 @@ export class WgslPipeline implements TextGenerationPipeline {
   }
 
   steps(): StepAccess {
-    return { stepper: this.engine, ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: true };
+    return { stepper: this.engine, ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: true, mixedSteps: true };
   }
 
   async score(rows: number[][], from: number[]): Promise<Float32Array[][]> {
