@@ -277,12 +277,19 @@ function requestCommon(body: Body, o: ServeOptions, access: StepAccess): Common 
 }
 
 /**
- * The text of a growing list of ids, released only where it is final: not while the last
- * token leaves an incomplete character (U+FFFD), and not a tail that may still become a stop
- * string. A stop string ends the text before it.
+ * The text of a growing list of ids, released only where it is final: not while bytes of an
+ * unfinished character are pending (U+FFFD), and not a tail that may still become a stop
+ * string. A stop string ends the text before it. Incremental as vLLM's detokenizer is: each
+ * token decodes a short window (from a few tokens back) against the same window without it,
+ * so a step costs the same at token 1000 as at token 1.
  */
 class TextStream {
   private ids: number[] = [];
+  /** Window start, and where the text already released ends within the ids. */
+  private prefixOffset = 0;
+  private readOffset = 0;
+  /** Everything decoded so far (released or held back). */
+  private decoded = '';
   private sent = 0;
   text = '';
   stopped = false;
@@ -295,13 +302,21 @@ class TextStream {
   /** The id's new final text ('' while held back). */
   push(id: number): string {
     this.ids.push(id);
-    const full = decodeText(this.tokenizer, this.ids);
+    const before = decodeText(this.tokenizer, this.ids.slice(this.prefixOffset, this.readOffset));
+    const after = decodeText(this.tokenizer, this.ids.slice(this.prefixOffset));
+    // A window is cut only where it decodes to whole characters: bytes that may still form one
+    // (or never will, as random weights emit) stay in it, so the text equals the ids decoded at once.
+    if (after.length > before.length && !after.includes('\uFFFD')) {
+      this.decoded += after.slice(before.length);
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+    }
+    const full = this.decoded;
     const hit = this.stops.map((s) => full.indexOf(s, Math.max(0, this.sent - s.length + 1))).filter((i) => i >= 0);
     if (hit.length) {
       this.stopped = true;
       return this.take(full.slice(0, Math.min(...hit)));
     }
-    if (full.endsWith('\uFFFD')) return '';
     let safe = full.length;
     for (const s of this.stops) for (let n = Math.min(s.length - 1, full.length); n > 0; n--) if (full.endsWith(s.slice(0, n))) safe = Math.min(safe, full.length - n);
     return this.take(full.slice(0, safe));
@@ -309,7 +324,12 @@ class TextStream {
 
   /** Whatever was held back, at the end (no stop string came). */
   flush(): string {
-    return this.stopped ? '' : this.take(decodeText(this.tokenizer, this.ids));
+    if (this.stopped) return '';
+    const window = this.ids.slice(this.prefixOffset);
+    this.decoded += decodeText(this.tokenizer, window).slice(decodeText(this.tokenizer, window.slice(0, this.readOffset - this.prefixOffset)).length);
+    this.readOffset = this.ids.length;
+    this.prefixOffset = this.ids.length;
+    return this.take(this.decoded);
   }
 
   private take(upTo: string): string {

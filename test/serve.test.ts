@@ -11,7 +11,7 @@ import { openCheckpoint } from '../src/arch/checkpoint.js';
 import { main } from '../src/cli/main.js';
 import { createPipeline } from '../src/pipeline/ds-pipeline.js';
 import { ALL_FUSIONS } from '../src/pipeline/injected.js';
-import { encode } from '../src/pipeline/tokenizer.js';
+import { decodeText, encode } from '../src/pipeline/tokenizer.js';
 import type { TextGenerationPipeline } from '../src/pipeline/types.js';
 import type { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
@@ -122,6 +122,14 @@ describe('fusegen serve (ORT-injected tiny-llama on the CPU)', () => {
     expect(chunks.map((c) => c.choices[0]!.text).join('')).toBe(whole.choices[0]!.text);
     expect(chunks.length).toBeGreaterThan(3); // token by token, not at the end
     expect(chunks[chunks.length - 1]!.choices[0]!.finish_reason).toBe('length');
+  });
+
+  it('streams text that decodes, token by token, to the whole ids decoded at once', async () => {
+    const { tokenizer } = pipe.steps!();
+    for (const prompt of PROMPTS) {
+      const c = await complete(url, { prompt, max_tokens: 40, temperature: 0, ignore_eos: true, logprobs: 0, return_tokens_as_token_ids: true });
+      expect(c.choices[0]!.text).toBe(decodeText(tokenizer, idsOf(c)));
+    }
   });
 
   it('returns logprobs of the model itself: the teacher-forced log-softmax at each generated token', async () => {
