@@ -2,11 +2,20 @@
  * `fusegen bench`: pipelines side by side over batch sizes and prompt lengths; writes the
  * JSON report, github-action-benchmark files (customSmallerIsBetter / customBiggerIsBetter)
  * and a Bencher BMF file, and prints a table.
+ *
+ * `fusegen bench --url URL`: a load test of an OpenAI-compatible server instead (bench/serve-load.ts,
+ * vllm bench serve's modes and metrics), with a report of its own kind (`-bench-serve.json`).
+ * The flags of one side are refused on the other. So that a flag given is told apart from one left
+ * out, the table gives the in-process flags no default (IN_PROCESS_SPECS holds them, applied when
+ * --url is absent); bench --url's own numeric flags keep theirs (SERVE_DEFAULTS) and count as given
+ * without --url only at another value.
  */
+import { existsSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
 import { benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { comparePromptSet, fixedLengthPromptSet, loadServeTokenizer, probe, readPromptsFile, runServeBench, summaryLines, type ServeBenchOptions, type ServeBenchReport, type ServeLoad, type ServePromptSet, type ServeSlo } from '../../bench/serve-load.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
 import type { Checkpoint } from '../arch/checkpoint.js';
@@ -17,18 +26,22 @@ import { engineOf } from '../pipeline/ds-pipeline.js';
 import { referenceDtype } from '../pipeline/dtypes.js';
 import { checkSavedRun, checkSaveTarget, savedLine } from '../pipeline/saved.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
+import { listModels, normalizeServerUrl, errorKey } from '../remote/stream.js';
 import { renderBenchHtml } from '../report/bench-html.js';
+import { renderServeBenchHtml } from '../report/serve-bench-html.js';
+import { validateServeBenchReport } from '../report/serve-bench-validate.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, prepareOutputFile, reportTimestamp, writeReportFiles, writeTextAtomic } from '../report/write.js';
 import { actionBenchmark } from '../report/action-benchmark.js';
 import { benchSummaryMd } from '../report/summary-md.js';
-import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
+import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionSpec, type OptionTable } from './options.js';
 import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { progressSink } from './progress.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
-export interface BenchCliOptions {
+/** The in-process bench's options, every default applied. */
+export interface InProcessBenchOptions {
   model: string | undefined;
   preset: PresetName | undefined;
   device: Device;
@@ -53,19 +66,42 @@ export interface BenchCliOptions {
   save_mp_checkpoint_path: string | undefined;
 }
 
-export const benchOptions: OptionTable<BenchCliOptions> = {
+/** `bench --url`'s own flags, as parsed. */
+export interface ServeFlags {
+  url: string | undefined;
+  served_model: string | undefined;
+  api_key: string | undefined;
+  concurrency: number[] | undefined;
+  request_rate: Array<number | 'inf'> | undefined;
+  burstiness: number;
+  num_prompts: number;
+  max_seconds: number;
+  timeout_s: number;
+  slo: ServeSlo | undefined;
+  tokenizer: string | undefined;
+  prompts_file: string | undefined;
+  seed: number;
+  ignore_eos: boolean | undefined;
+}
+
+/** Flags that only the in-process bench takes: parsed without their defaults (IN_PROCESS_SPECS has them). */
+type InProcessOnly = Exclude<keyof InProcessBenchOptions, 'max_new_tokens' | 'report_dir' | 'world_size' | 'local_rank'>;
+
+/** The flags as parsed: shared ones with their defaults, one side's own without. */
+export type BenchCliOptions = { [K in InProcessOnly]: InProcessBenchOptions[K] | undefined } & Pick<InProcessBenchOptions, 'max_new_tokens' | 'report_dir' | 'world_size' | 'local_rank'> & ServeFlags;
+
+/** The specs of the in-process-only flags, with their defaults; the table lists them without (undefaulted). */
+const IN_PROCESS_SPECS: OptionTable<Pick<InProcessBenchOptions, InProcessOnly>> = {
   model: { flag: 'model', arg: 'dir', help: 'checkpoint directory', defaultHelp: 'the embedded tiny OPT with random weights', parse: text },
   preset: { flag: 'preset', arg: 'name', help: `a random-weight checkpoint of real shape, generated under fixtures/models on first use: ${PRESETS.join(', ')}`, parse: oneOf<PresetName>(PRESETS) },
   device: { flag: 'device', arg: 'name', help: 'cpu | webgpu | cuda', default: 'cpu', parse: oneOf<Device>(['cpu', 'webgpu', 'cuda']) },
   dtype: dtypeOption(['ort', 'wgsl'], 'the reference runs float16 for float16, else float32; default: float32 on cpu, float16 on gpu'),
   batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: listOf(intAtLeast(1)) },
-  prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: 'prompt lengths in tokens to sweep', default: [16], parse: listOf(intAtLeast(1)) },
-  max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens generated per run (end-of-sequence ignored)', default: 32, parse: intAtLeast(2) },
+  prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: "prompt lengths in tokens to sweep (with --url: prompts of these lengths built with --tokenizer, each length a sweep of its own; without, the seed's compare prompts)", default: [16], parse: listOf(intAtLeast(1)) },
   pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
-  report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
   summary_md: summaryMdOption,
   benchmark_json: { flag: 'benchmark_json', arg: 'file', help: "github-action-benchmark's customSmallerIsBetter JSON at this fixed path (its output-file-path), replaced each run: time per output token and time to first token per point, ms, with the 95% interval of the median as range (the same entries as the report's -smaller-is-better.json)", parse: text },
   allow_nonfinite: allowNonfiniteOption,
@@ -73,9 +109,87 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   max_regression: { flag: 'max_regression', arg: 'pct', help: 'largest accepted drop in decode speed against --baseline, percent', default: 10, parse: decimalAtLeast(0) },
   checkpoint_path: checkpointPathOption,
   use_meta_tensor: useMetaTensorOption,
+  save_mp_checkpoint_path: { ...saveOption, help: `the one injected pipeline of --pipelines (wgsl or ort): ${saveOption.help}` },
+};
+
+/**
+ * bench --url's own flags that have a default in the table (--help shows it): one given without
+ * --url is told apart only by a value other than this default.
+ */
+const SERVE_DEFAULTS = { num_prompts: 100, max_seconds: 30, timeout_s: 30, burstiness: 1, seed: 0 } as const;
+
+/** A spec without its default (shown in --help as before), so that a flag left out parses as undefined. */
+function undefaulted<T>(spec: OptionSpec<T>): OptionSpec<T | undefined> {
+  const { default: d, ...rest } = spec;
+  const shown = d === undefined || !spec.arg || spec.defaultHelp !== undefined ? {} : { defaultHelp: Array.isArray(d) ? d.join(',') : String(d) };
+  return { ...rest, ...shown };
+}
+
+/** A decimal number above 0 (2, 0.5; no sign, no exponent). */
+function positiveDecimal(raw: string, flag: string): number {
+  const n = decimalAtLeast(0)(raw, flag);
+  if (n <= 0) throw new UsageError(`--${flag}`, `must be above 0, got ${raw}`);
+  return n;
+}
+
+/** A request rate: requests per second above 0, or inf (all at once). */
+function requestRate(raw: string, flag: string): number | 'inf' {
+  return raw.trim() === 'inf' ? 'inf' : positiveDecimal(raw, flag);
+}
+
+const SLO_KEYS: Record<string, keyof ServeSlo> = { ttft: 'ttftMs', tpot: 'tpotMs', e2e: 'e2eMs', e2el: 'e2eMs' };
+
+/** `--slo ttft=500,tpot=50,e2e=2000` (ms each; any of the three; vLLM's e2el accepted for e2e). */
+export function parseSlo(raw: string, flag: string): ServeSlo {
+  const slo: ServeSlo = {};
+  for (const item of raw.split(',').map((s) => s.trim())) {
+    const m = /^(\w+)=(.*)$/.exec(item);
+    if (!m) throw new UsageError(`--${flag}`, `"${item}" is not NAME=MS (expected e.g. ttft=500,tpot=50,e2e=2000)`);
+    const key = SLO_KEYS[m[1]!.toLowerCase()];
+    if (!key) throw new UsageError(`--${flag}`, `unknown objective "${m[1]}" (expected ttft, tpot or e2e)`);
+    if (slo[key] !== undefined) throw new UsageError(`--${flag}`, `${m[1]} is given twice in "${raw}"`);
+    slo[key] = positiveDecimal(m[2]!, flag);
+  }
+  return slo;
+}
+
+export const benchOptions: OptionTable<BenchCliOptions> = {
+  model: undefaulted(IN_PROCESS_SPECS.model),
+  preset: undefaulted(IN_PROCESS_SPECS.preset),
+  device: undefaulted(IN_PROCESS_SPECS.device),
+  dtype: undefaulted(IN_PROCESS_SPECS.dtype),
+  batch_sizes: undefaulted(IN_PROCESS_SPECS.batch_sizes),
+  prompt_lengths: undefaulted(IN_PROCESS_SPECS.prompt_lengths),
+  max_new_tokens: { flag: 'max_new_tokens', arg: 'n', help: 'tokens generated per run (end-of-sequence ignored); with --url, max_tokens of each request', default: 32, parse: intAtLeast(2) },
+  pipelines: undefaulted(IN_PROCESS_SPECS.pipelines),
+  repeats: undefaulted(IN_PROCESS_SPECS.repeats),
+  profile: undefaulted(IN_PROCESS_SPECS.profile),
+  accuracy_level: undefaulted(IN_PROCESS_SPECS.accuracy_level),
+  report_dir: { flag: 'report_dir', arg: 'dir', help: 'where reports go', default: 'reports', parse: text },
+  summary_md: undefaulted(IN_PROCESS_SPECS.summary_md),
+  benchmark_json: undefaulted(IN_PROCESS_SPECS.benchmark_json),
+  allow_nonfinite: undefaulted(IN_PROCESS_SPECS.allow_nonfinite),
+  baseline: undefaulted(IN_PROCESS_SPECS.baseline),
+  max_regression: undefaulted(IN_PROCESS_SPECS.max_regression),
+  checkpoint_path: undefaulted(IN_PROCESS_SPECS.checkpoint_path),
+  use_meta_tensor: undefaulted(IN_PROCESS_SPECS.use_meta_tensor),
   world_size: worldSizeOption,
   local_rank: localRankOption,
-  save_mp_checkpoint_path: { ...saveOption, help: `the one injected pipeline of --pipelines (wgsl or ort): ${saveOption.help}` },
+  save_mp_checkpoint_path: undefaulted(IN_PROCESS_SPECS.save_mp_checkpoint_path),
+  url: { flag: 'url', arg: 'url', help: "load-test the OpenAI-compatible server at this base URL (streamed POST /v1/completions; vLLM, TGI, SGLang, llama.cpp's server...) instead of running pipelines here: vllm bench serve's modes and metrics, a -bench-serve.json report", parse: normalizeServerUrl },
+  served_model: { flag: 'served_model', arg: 'name', help: 'with --url: the model field sent', defaultHelp: 'the one model GET /v1/models lists', parse: text },
+  api_key: { flag: 'api_key', arg: 'key', help: 'with --url: sent as Authorization: Bearer KEY (never written to a report)', parse: text },
+  concurrency: { flag: 'concurrency', arg: 'list', help: 'with --url: a concurrency sweep, e.g. 1,8,32,64: that many requests in flight, each client sending its next as soon as one finishes (neither this nor --request_rate: synchronous, one at a time)', parse: listOf(intAtLeast(1)) },
+  request_rate: { flag: 'request_rate', arg: 'list', help: 'with --url: a request-rate sweep in requests/s, e.g. 2,8,inf: gamma-distributed arrivals of shape --burstiness (inf: all at once)', parse: listOf(requestRate) },
+  burstiness: { flag: 'burstiness', arg: 'x', help: "with --request_rate: the arrivals' gamma shape, as vLLM defines it: 1 is Poisson, below 1 burstier, above 1 steadier", default: SERVE_DEFAULTS.burstiness, parse: positiveDecimal },
+  num_prompts: { flag: 'num_prompts', arg: 'n', help: 'with --url: requests per point (at most)', default: SERVE_DEFAULTS.num_prompts, parse: intAtLeast(1) },
+  max_seconds: { flag: 'max_seconds', arg: 's', help: 'with --url: seconds a point sends for (at most); its requests in flight then finish', default: SERVE_DEFAULTS.max_seconds, parse: positiveDecimal },
+  timeout_s: { flag: 'timeout_s', arg: 's', help: 'with --url: the most a request may take, its whole answer streamed; then it fails as a timeout', default: SERVE_DEFAULTS.timeout_s, parse: positiveDecimal },
+  slo: { flag: 'slo', arg: 'list', help: 'with --url: goodput objectives in ms, e.g. ttft=500,tpot=50,e2e=2000: goodput counts the requests per second that meet every one given', parse: parseSlo },
+  tokenizer: { flag: 'tokenizer', arg: 'dir', help: "with --url: a checkpoint directory whose tokenizer.json counts output tokens on the returned text (the server's usage reported beside it) and builds --prompt_lengths prompts", defaultHelp: "the server's usage", parse: text },
+  prompts_file: { flag: 'prompts_file', arg: 'file', help: 'with --url: JSON Lines, one {"prompt": "...", "max_tokens"?: n} a line, sent in turn', parse: text },
+  seed: { flag: 'seed', arg: 'n', help: "with --url: the seed of --request_rate's arrival times", default: SERVE_DEFAULTS.seed, parse: intAtLeast(0) },
+  ignore_eos: { flag: 'ignore_eos', help: 'with --url: send ignore_eos (vLLM, SGLang) so every request generates its max_tokens' },
 };
 
 /**
@@ -121,7 +235,7 @@ function engineOfPipeline(p: BenchPipeline): Engine {
  * the model, every batch size's KV cache against memory, and the tokenizer. Nothing is exported
  * or run until all of it passed, so a sweep never stops halfway on a point it could not run.
  */
-export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpoint; reportDir: string; outputs: BenchOutputs }> {
+export async function validateBench(o: InProcessBenchOptions): Promise<{ ckpt: Checkpoint; reportDir: string; outputs: BenchOutputs }> {
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
@@ -158,10 +272,49 @@ export async function validateBench(o: BenchCliOptions): Promise<{ ckpt: Checkpo
   return { ckpt, reportDir, outputs };
 }
 
-export async function runBenchCommand(
-  o: BenchCliOptions,
-  io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; terminal?: NodeJS.WritableStream; onAbort?: (write: AbortWriter) => void },
-): Promise<number> {
+export interface BenchIo {
+  out: (l: string) => void;
+  err: (l: string) => void;
+  interrupted: () => boolean;
+  terminal?: NodeJS.WritableStream;
+  onAbort?: (write: AbortWriter) => void;
+}
+
+/** The flags of `bench --url` that the in-process bench refuses: given exactly when not undefined, or (those with a table default) when not at it. */
+function givenServeFlags(o: BenchCliOptions): string[] {
+  const given = (Object.keys(o) as Array<keyof BenchCliOptions>).filter((k) => {
+    if (!(k in SERVE_FLAG_NAMES)) return false;
+    const d = (SERVE_DEFAULTS as Record<string, unknown>)[k];
+    return d === undefined ? o[k] !== undefined : o[k] !== d;
+  });
+  return given.map((k) => `--${k}`);
+}
+
+/** bench --url's own flags (the keys of ServeFlags), for the refusals. */
+const SERVE_FLAG_NAMES: Record<keyof ServeFlags, true> = { url: true, served_model: true, api_key: true, concurrency: true, request_rate: true, burstiness: true, num_prompts: true, max_seconds: true, timeout_s: true, slo: true, tokenizer: true, prompts_file: true, seed: true, ignore_eos: true };
+
+/** Every in-process flag given with --url, refused (--prompt_lengths is shared: it sweeps prompt lengths either way). */
+function refuseInProcessFlags(o: BenchCliOptions): void {
+  for (const k of Object.keys(IN_PROCESS_SPECS) as InProcessOnly[]) {
+    if (k === 'prompt_lengths' || o[k] === undefined) continue;
+    throw new UsageError(`--${k}`, 'applies to the pipelines bench runs in this process, not to --url (the server there runs the model)');
+  }
+  if (o.world_size !== 1) throw new UsageError('--world_size', 'applies to the pipelines bench runs in this process, not to --url (the server there runs the model)');
+  if (o.local_rank !== 0) throw new UsageError('--local_rank', 'applies to the pipelines bench runs in this process, not to --url (run one bench --url, not one per rank)');
+}
+
+/** The in-process options: each in-process flag left out takes its default (IN_PROCESS_SPECS). */
+function inProcessOptions(o: BenchCliOptions): InProcessBenchOptions {
+  const serve = givenServeFlags(o);
+  if (serve.length) throw new UsageError(serve[0]!, 'applies to a load test of a server: give --url URL (without it, bench runs pipelines in this process)');
+  const resolved: Record<string, unknown> = { max_new_tokens: o.max_new_tokens, report_dir: o.report_dir, world_size: o.world_size, local_rank: o.local_rank };
+  for (const [k, spec] of Object.entries(IN_PROCESS_SPECS) as Array<[InProcessOnly, OptionSpec<unknown>]>) resolved[k] = o[k] ?? spec.default;
+  return resolved as unknown as InProcessBenchOptions;
+}
+
+export async function runBenchCommand(raw: BenchCliOptions, io: BenchIo): Promise<number> {
+  if (raw.url !== undefined) return runServeBenchCommand({ ...raw, url: raw.url }, io);
+  const o = inProcessOptions(raw);
   const other = otherRankLine(o.local_rank, o.world_size);
   if (other) {
     io.out(other);
@@ -244,6 +397,116 @@ export function writeBenchReports(report: BenchReport, dir: string, modelDir: st
     { suffix: '-bigger-is-better.json', text: json(gab.bigger) },
     { suffix: '-bencher.json', text: json(bencherBmf(report)) },
     { suffix: '.html', text: renderBenchHtml(report) },
+  ]);
+  return { json: out['.json']!, html: out['.html']! };
+}
+
+/** The one model `GET {url}/v1/models` lists; several are refused naming --served_model. */
+async function onlyModel(url: string, apiKey: string | undefined, timeoutS: number): Promise<string> {
+  const ids = await listModels(url, apiKey, timeoutS * 1000);
+  if (ids.length === 1) return ids[0]!;
+  if (ids.length === 0) throw new UsageError('--served_model', `GET ${url}/v1/models lists no model; name the model with --served_model`);
+  const shown = ids.slice(0, 5).join(', ');
+  throw new UsageError('--served_model', `${url} serves ${ids.length} models (${shown}${ids.length > 5 ? ', ...' : ''}): name one with --served_model`);
+}
+
+/**
+ * `bench --url`: a load test of an OpenAI-compatible server (bench/serve-load.ts). Checked before
+ * any request: the flags, the report directory, the tokenizer and the prompts; then the model's
+ * name (GET /v1/models, unless --served_model) and one request that is not measured (vLLM's
+ * initial test run), which must answer with text, and with usage unless --tokenizer counts the
+ * tokens. Only then the sweep: every prompt set at every load, a summary per point, one report.
+ */
+async function runServeBenchCommand(o: BenchCliOptions & { url: string }, io: BenchIo): Promise<number> {
+  refuseInProcessFlags(o);
+  if (o.prompts_file !== undefined && o.prompt_lengths !== undefined) throw new UsageError('--prompt_lengths', 'give --prompt_lengths or --prompts_file, not both');
+  if (o.prompt_lengths !== undefined && o.tokenizer === undefined) throw new UsageError('--prompt_lengths', "with --url, prompts of these lengths are built with the model's tokenizer: give --tokenizer DIR");
+  if (o.burstiness !== SERVE_DEFAULTS.burstiness && o.request_rate === undefined) throw new UsageError('--burstiness', 'shapes the arrivals of --request_rate: give --request_rate too');
+  const reportDir = prepareOutputDir('--report_dir', o.report_dir);
+  if (o.tokenizer !== undefined && !(existsSync(o.tokenizer) && statSync(o.tokenizer).isDirectory())) throw new UsageError('--tokenizer', `${o.tokenizer}: no such directory (expected a checkpoint directory holding tokenizer.json)`);
+  const tokenizer = o.tokenizer !== undefined ? await loadServeTokenizer(o.tokenizer) : undefined;
+  const sets: ServePromptSet[] =
+    o.prompts_file !== undefined
+      ? [readPromptsFile(o.prompts_file, o.max_new_tokens, tokenizer)]
+      : o.prompt_lengths !== undefined
+        ? o.prompt_lengths.map((n) => fixedLengthPromptSet(tokenizer!, n, o.num_prompts, o.max_new_tokens))
+        : [comparePromptSet(o.max_new_tokens, tokenizer)];
+  const loads: ServeLoad[] = [
+    ...(o.concurrency ?? []).map((concurrency): ServeLoad => ({ mode: 'concurrency', concurrency })),
+    ...(o.request_rate ?? []).map((requestRate): ServeLoad => ({ mode: 'rate', requestRate, burstiness: o.burstiness })),
+  ];
+  if (loads.length === 0) loads.push({ mode: 'synchronous' });
+  const model = o.served_model ?? (await onlyModel(o.url, o.api_key, o.timeout_s));
+  const options: ServeBenchOptions = {
+    url: o.url,
+    model,
+    ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}),
+    sets,
+    loads,
+    numPrompts: o.num_prompts,
+    maxSeconds: o.max_seconds,
+    timeoutS: o.timeout_s,
+    seed: o.seed,
+    ignoreEos: o.ignore_eos ?? false,
+    maxTokens: o.max_new_tokens,
+    ...(o.slo ? { slo: o.slo } : {}),
+    ...(tokenizer ? { tokenizer } : {}),
+    prompts: o.prompts_file !== undefined ? 'file' : o.prompt_lengths !== undefined ? 'fixed-length' : 'compare-prompts',
+    ...(o.prompts_file !== undefined ? { promptsFile: o.prompts_file } : {}),
+  };
+  const test = await probe(options);
+  if (test.error) {
+    const culprit = test.error.status === 404 && o.served_model !== undefined ? '--served_model' : '--url';
+    throw new UsageError(culprit, `the first request (a test, not measured) to ${o.url}/v1/completions for model "${model}" failed: ${errorKey(test.error)}: ${test.error.message}`);
+  }
+  if (!tokenizer && test.usage?.completionTokens === undefined) {
+    throw new UsageError('--tokenizer', `${o.url} sent no usage with its stream (asked for with stream_options.include_usage), so output tokens cannot be counted: give --tokenizer DIR, the model's checkpoint directory`);
+  }
+
+  const progress = progressSink(io.err, io.terminal);
+  // A second Ctrl-C stops at once: the points that finished are still written, marked interrupted.
+  let live: ServeBenchReport | undefined;
+  io.onAbort?.(() => {
+    if (!live) return;
+    progress.stop();
+    const partial: ServeBenchReport = { ...live, status: 'interrupted', points: [...live.points] };
+    const written = writeServeBenchReports(partial, reportDir);
+    io.err(`interrupted: ${partial.points.length} finished point${partial.points.length === 1 ? '' : 's'} written to ${written.json}`);
+  });
+  const runs = options.sets.length * options.loads.length * options.numPrompts;
+  let before = 0;
+  let lastPoint = 0;
+  const report = await runServeBench(
+    options,
+    (p) => {
+      if (p.point !== lastPoint) {
+        // Requests a point planned but did not send (--max_seconds, Ctrl-C) leave the count.
+        before = (p.point - 1) * options.numPrompts;
+        lastPoint = p.point;
+      }
+      progress.update({ run: Math.min(runs, before + p.answered), runs, point: p.point, points: p.points, what: p.what, step: p.answered === 0 ? 'warm-up' : `run ${p.answered}/${p.planned}` });
+    },
+    io.interrupted,
+    (r) => (live = r),
+  ).finally(() => {
+    io.onAbort?.(undefined);
+    progress.stop();
+  });
+  for (const p of report.points) for (const line of summaryLines(p, report)) io.out(line);
+  const written = writeServeBenchReports(report, reportDir);
+  io.out(`reports: ${written.json}, ${written.html}`);
+  return report.status === 'interrupted' ? 130 : 0;
+}
+
+/** Writes `<timestamp>-<random>-<served model>-bench-serve.json` and its `.html` into `dir` (which exists), both new files. */
+export function writeServeBenchReports(report: ServeBenchReport, dir: string): { json: string; html: string } {
+  validateServeBenchReport(report);
+  // Render before touching the disk: a rendering error leaves nothing behind.
+  const json = `${JSON.stringify(report, null, 2)}\n`;
+  const html = renderServeBenchHtml(report);
+  const out = writeReportFiles(dir, reportTimestamp(report.createdAt), `${modelBasename(report.target.model)}-bench-serve`, [
+    { suffix: '.json', text: json },
+    { suffix: '.html', text: html },
   ]);
   return { json: out['.json']!, html: out['.html']! };
 }

@@ -2,7 +2,9 @@
  * The dashboard: every bench and compare report under a directory on one self-contained
  * page: trends over time per (model type, device, dtype, pipeline) as inline SVG line
  * charts, and a table of all runs linking to each report's HTML page. Unreadable or
- * wrong-schema files are skipped and listed, never fatal.
+ * wrong-schema files are skipped and listed, never fatal. `bench --url` reports
+ * (`-bench-serve.json`, a load test of a server) are runs too, with trends per served model
+ * and URL.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
@@ -10,18 +12,20 @@ import type { BenchReport, BenchRow } from './bench-report.js';
 import { validateBenchReport } from './bench-validate.js';
 import { EXTRA_CSS, seriesClass } from './bench-html.js';
 import { COMPARE_SCHEMA, type CompareReport } from './compare-report.js';
+import type { ServeBenchReport } from './serve-bench-report.js';
+import { validateServeBenchReport } from './serve-bench-validate.js';
 import { CSS, esc, finite, fixed, lineChart, NA, rich, type Series, pageHead } from './html.js';
 import { ratioText } from './speed-stats.js';
 
 export interface DashboardRun {
-  kind: 'bench' | 'compare';
+  kind: 'bench' | 'compare' | 'serve';
   /** Path of the JSON file. */
   file: string;
   /** Path of the HTML page beside it, when it exists. */
   html: string | null;
   createdAt: string;
   time: number;
-  report: BenchReport | CompareReport;
+  report: BenchReport | CompareReport | ServeBenchReport;
 }
 
 export interface DashboardData {
@@ -37,6 +41,15 @@ function isObj(x: unknown): x is Record<string, unknown> {
 function benchProblem(x: unknown): string | null {
   try {
     validateBenchReport(x);
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+function serveProblem(x: unknown): string | null {
+  try {
+    validateServeBenchReport(x);
     return null;
   } catch (e) {
     return (e as Error).message;
@@ -72,18 +85,18 @@ function walk(dir: string, out: string[], depth = 0): void {
       continue;
     }
     if (st.isDirectory()) walk(p, out, depth + 1);
-    else if (st.isFile() && (n.endsWith('-compare.json') || n.endsWith('-bench.json'))) out.push(p);
+    else if (st.isFile() && (n.endsWith('-compare.json') || n.endsWith('-bench.json') || n.endsWith('-bench-serve.json'))) out.push(p);
   }
 }
 
-/** Reads every `*-compare.json` and `*-bench.json` under `dir`, oldest first. */
+/** Reads every `*-compare.json`, `*-bench.json` and `*-bench-serve.json` under `dir`, oldest first. */
 export function loadReports(dir: string): DashboardData {
   const files: string[] = [];
   walk(dir, files);
   const runs: DashboardRun[] = [];
   const skipped: DashboardData['skipped'] = [];
   for (const file of files) {
-    const kind = file.endsWith('-bench.json') ? 'bench' : 'compare';
+    const kind = file.endsWith('-bench-serve.json') ? 'serve' : file.endsWith('-bench.json') ? 'bench' : 'compare';
     let parsed: unknown;
     try {
       parsed = JSON.parse(readFileSync(file, 'utf8'));
@@ -91,12 +104,12 @@ export function loadReports(dir: string): DashboardData {
       skipped.push({ file, reason: `unreadable: ${(e as Error).message}` });
       continue;
     }
-    const problem = kind === 'bench' ? benchProblem(parsed) : compareProblem(parsed);
+    const problem = kind === 'bench' ? benchProblem(parsed) : kind === 'serve' ? serveProblem(parsed) : compareProblem(parsed);
     if (problem) {
       skipped.push({ file, reason: problem });
       continue;
     }
-    const report = parsed as BenchReport | CompareReport;
+    const report = parsed as BenchReport | CompareReport | ServeBenchReport;
     const htmlPath = file.replace(/\.json$/, '.html');
     runs.push({ kind, file, html: existsSync(htmlPath) ? htmlPath : null, createdAt: report.createdAt, time: Date.parse(report.createdAt), report });
   }
@@ -145,6 +158,13 @@ function compareSpeedup(r: CompareReport): string {
   return finite(r.speed?.decodeSpeedup) ? `${r.speed!.decodeSpeedup.toFixed(2)}×` : NA;
 }
 
+/** A `bench --url` run in a cell: its points, the best output throughput among them, failures. */
+function serveSummary(r: ServeBenchReport): string {
+  const best = Math.max(...r.points.map((p) => p.outputThroughput).filter(finite));
+  const failed = r.points.reduce((a, p) => a + p.failed, 0);
+  return `${r.points.length} point${r.points.length === 1 ? '' : 's'} · ${rich(r.target.url)} · best ${finite(best) ? `${best.toFixed(1)} output tok/s` : NA}${failed ? ` · ${failed} failed request${failed === 1 ? '' : 's'}` : ''}`;
+}
+
 function compareSummary(r: CompareReport): string {
   const s = r.summary;
   return `<span class="badge v-match">${fixed(s.matches, 0)}</span> <span class="badge v-tolerated">${fixed(s.tolerated, 0)}</span> <span class="badge v-mismatch">${fixed(s.mismatches, 0)}</span> <span class="badge v-errored">${fixed(s.errored, 0)}</span> · speedup ${compareSpeedup(r)} · gate ${r.gate.exitCode === 0 ? 'pass' : 'fail'}`;
@@ -168,6 +188,8 @@ export function buildDashboard(dir: string, options: { outDir?: string } = {}): 
   const tpotMax = new Map<string, Trend>();
   const speedup = new Map<string, Trend>();
   const verdicts = new Map<string, Map<string, Trend>>();
+  const serveOut = new Map<string, Trend>();
+  const serveTtft = new Map<string, Trend>();
   const keys = new Set<string>();
   for (const run of runs) {
     const x = xOf(run.time);
@@ -192,6 +214,15 @@ export function buildDashboard(dir: string, options: { outDir?: string } = {}): 
           addPoint(tpotMax, key, x, big.tpotMs.median);
         }
       }
+    } else if (run.kind === 'serve') {
+      const r = run.report as ServeBenchReport;
+      const key = `${r.target.model} · ${r.target.url}`;
+      keys.add(key);
+      // The best output throughput of the run's points, and the median TTFT of its first (lightest) point.
+      const best = Math.max(...r.points.map((p) => p.outputThroughput).filter(finite));
+      if (finite(best)) addPoint(serveOut, key, x, best);
+      const ttft = r.points[0]?.ttftMs.median;
+      if (finite(ttft)) addPoint(serveTtft, key, x, ttft);
     } else {
       const r = run.report as CompareReport;
       // A speedup over Hugging Face transformers is another series than one over transformers.js.
@@ -229,17 +260,30 @@ ${[...verdicts].map(([key, v]) => chart('verdicts', `Compare verdicts: ${key}`, 
 </div>`
     : '<p class="muted">No compare runs.</p>';
 
+  const serveCharts = serveOut.size + serveTtft.size
+    ? `<div class="charts-grid">
+${chart('serve-output', 'bench --url: output tokens/s, best point of each run', 'output tokens/s', xLabel, toSeries(serveOut, classes))}
+${chart('serve-ttft', 'bench --url: median time to first token, first point of each run', 'ms', xLabel, toSeries(serveTtft, classes))}
+</div>`
+    : '';
+
   const rows = [...runs]
     .reverse()
     .map((run) => {
-      const r = run.report;
+      const link = run.html ? `<a class="report-link" href="${esc(href(outDir, run.html))}">HTML</a>` : '<span class="muted">no HTML</span>';
+      const json = `<a class="json-link" href="${esc(href(outDir, run.file))}">JSON</a>`;
+      const status = run.report.status === 'complete' ? 'complete' : `<b>${rich(run.report.status)}</b>`;
+      if (run.kind === 'serve') {
+        // A server: its served model and URL; it has no model type, device or dtype of ours.
+        const r = run.report as ServeBenchReport;
+        return `<tr class="run serve"><td>${esc(run.createdAt)}</td><td>bench --url</td><td class="model"><span title="${esc(r.target.url)}">${rich(r.target.model)}</span></td><td>–</td><td>–</td><td>–</td><td>${status}</td><td>${serveSummary(r)}</td><td>${link} · ${json}</td></tr>`;
+      }
+      const r = run.report as BenchReport | CompareReport;
       const bench = run.kind === 'bench' ? (r as BenchReport) : null;
       const cmp = run.kind === 'compare' ? (r as CompareReport) : null;
       const device = bench ? bench.device : cmp!.settings.device;
       const dtype = bench ? bench.dtype : cmp!.settings.dtype;
-      const link = run.html ? `<a class="report-link" href="${esc(href(outDir, run.html))}">HTML</a>` : '<span class="muted">no HTML</span>';
-      const json = `<a class="json-link" href="${esc(href(outDir, run.file))}">JSON</a>`;
-      return `<tr class="run ${run.kind}"><td>${esc(run.createdAt)}</td><td>${run.kind}</td><td class="model"><span title="${esc(r.model.dir)}">${rich(modelName(r.model.dir))}</span></td><td>${rich(r.model.modelType)}</td><td>${rich(device)}</td><td>${rich(dtype)}</td><td>${r.status === 'complete' ? 'complete' : `<b>${rich(r.status)}</b>`}</td><td>${bench ? benchSummary(bench) : compareSummary(cmp!)}</td><td>${link} · ${json}</td></tr>`;
+      return `<tr class="run ${run.kind}"><td>${esc(run.createdAt)}</td><td>${run.kind}</td><td class="model"><span title="${esc(r.model.dir)}">${rich(modelName(r.model.dir))}</span></td><td>${rich(r.model.modelType)}</td><td>${rich(device)}</td><td>${rich(dtype)}</td><td>${status}</td><td>${bench ? benchSummary(bench) : compareSummary(cmp!)}</td><td>${link} · ${json}</td></tr>`;
     })
     .join('\n');
   const table = runs.length
@@ -253,9 +297,10 @@ ${[...verdicts].map(([key, v]) => chart('verdicts', `Compare verdicts: ${key}`, 
 <body>
 <main>
 <header class="page-head"><div class="title-row"><h1>fusegen dashboard</h1></div>
-<p class="subtitle">${runs.length} run${runs.length === 1 ? '' : 's'} (${runs.filter((r) => r.kind === 'bench').length} bench, ${runs.filter((r) => r.kind === 'compare').length} compare)${skipped.length ? ` · ${skipped.length} file${skipped.length === 1 ? '' : 's'} skipped` : ''}</p></header>
+<p class="subtitle">${runs.length} run${runs.length === 1 ? '' : 's'} (${runs.filter((r) => r.kind === 'bench').length} bench, ${runs.filter((r) => r.kind === 'compare').length} compare${runs.some((r) => r.kind === 'serve') ? `, ${runs.filter((r) => r.kind === 'serve').length} bench --url` : ''})${skipped.length ? ` · ${skipped.length} file${skipped.length === 1 ? '' : 's'} skipped` : ''}</p></header>
 <section class="card" id="bench-trends"><h2>Bench trends</h2>${benchCharts}</section>
 <section class="card" id="compare-trends"><h2>Compare trends</h2>${compareCharts}</section>
+${serveCharts ? `<section class="card" id="serve-trends"><h2>Server load tests (bench --url)</h2>${serveCharts}</section>` : ''}
 <section class="card" id="runs"><h2>Runs</h2>${table}</section>
 ${skippedList}
 <footer>fusegen dashboard · ${runs.length ? `${esc(runs[0]!.createdAt)} – ${esc(runs[runs.length - 1]!.createdAt)}` : 'no runs'}</footer>
