@@ -3,7 +3,7 @@
  * the same (vllm:time_to_first_token_seconds and the like), under fusegen_. One registry per
  * server, so that servers in one process (tests) do not share counters.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BatcherStats } from './batcher.js';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
@@ -21,6 +21,8 @@ export class ServeMetrics {
   readonly batchRows = new Histogram({ name: 'fusegen_step_batch_rows', help: 'Requests one engine step carried', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [this.registry] });
 
   constructor(stats: () => BatcherStats) {
+    // The process's own (resident memory, heap, event-loop lag): a soak's flat memory is read from these.
+    collectDefaultMetrics({ register: this.registry, prefix: 'fusegen_' });
     new Gauge({ name: 'fusegen_num_requests_running', help: 'Requests in the running batch', registers: [this.registry], collect() { this.set(stats().running); } });
     new Gauge({ name: 'fusegen_num_requests_waiting', help: 'Requests queued for a slot', registers: [this.registry], collect() { this.set(stats().waiting); } });
   }
