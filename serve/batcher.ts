@@ -142,7 +142,9 @@ export class ContinuousBatcher {
           await stepper.begin(this.size, this.access.maxTokens);
           this.begun = true;
         }
-        const rows = this.access.leadingRows ? active[active.length - 1]! + 1 : this.size;
+        // Leading rows up to the last busy slot, rounded up to a power of two: few step shapes, so
+        // few buffer sets and recorded dispatch lists, at the cost of a few idle rows.
+        const rows = this.access.leadingRows ? Math.min(this.size, 2 ** Math.ceil(Math.log2(active[active.length - 1]! + 1))) : this.size;
         // Where an engine cannot mix, a prompt joining running rows goes in a token a step.
         const whole = this.access.mixedSteps || active.every((b) => this.slots[b]!.position === 0);
         const input: StepInput = { tokens: [], start: [], last: [], suppress: [] };
