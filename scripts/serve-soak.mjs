@@ -8,13 +8,15 @@
 //
 //   npm run -s build && node scripts/serve-soak.mjs [minutes=10] [model dir=fixtures/models/tiny-llama] [out dir=/tmp/soak] [serve flags...]
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [minutes = '10', model = 'fixtures/models/tiny-llama', out = '/tmp/soak', ...serveFlags] = process.argv.slice(2);
 const cli = 'dist/src/cli/main.js';
 mkdirSync(out, { recursive: true });
 const server = spawn('node', [cli, 'serve', '--model', model, '--port', '0', '--max_batch_size', '8', '--max_model_len', '256', ...(serveFlags.length ? serveFlags : ['--use_kernel'])], { stdio: ['ignore', 'pipe', 'inherit'] });
+// Whatever fails here, the server does not outlive the script.
+process.on('exit', () => server.exitCode === null && server.kill('SIGKILL'));
 const url = await new Promise((resolve, reject) => {
   let seen = '';
   server.stdout.on('data', (d) => {
@@ -38,8 +40,9 @@ function bench(args) {
   const dir = join(out, 'bench');
   const r = spawnSync('node', [cli, 'bench', '--url', url, '--tokenizer', model, '--max_new_tokens', '48', '--ignore_eos', '--max_seconds', '20', '--timeout_s', '30', '--report_dir', dir, ...args], { encoding: 'utf8' });
   if (r.status !== 0) failures.push(`bench ${args.join(' ')}: exit ${r.status}: ${r.stderr.trim().split('\n').pop()}`);
+  if (!existsSync(dir)) return;
   for (const f of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
-    const report = JSON.parse(spawnSync('cat', [join(dir, f)], { encoding: 'utf8' }).stdout);
+    const report = JSON.parse(readFileSync(join(dir, f), 'utf8'));
     for (const p of report.points ?? []) {
       counts.benchRequests += p.completed ?? 0;
       counts.benchFailed += p.failed ?? 0;
