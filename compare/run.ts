@@ -14,17 +14,18 @@ import { InjectedPipeline } from '../src/pipeline/injected.js';
 import { createPipeline, type Backend, type PipelineRun, type ReferenceKind } from '../src/pipeline/ds-pipeline.js';
 import { DTYPES, referenceDtype } from '../src/pipeline/dtypes.js';
 import { HfPipeline } from '../src/pipeline/hf.js';
+import { RemotePipeline } from '../src/pipeline/remote.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { parameterCount } from '../src/pipeline/common.js';
 import { savedLine, saveInjected } from '../src/pipeline/saved.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, GenerateResult, SequenceResult, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { COMPARE_SCHEMA, referenceLine, type BaselineCheck, type CompareReport, type PipelineSpeed, type PromptResult, type TriageRun } from '../src/report/compare-report.js';
+import { COMPARE_SCHEMA, referenceLine, type BaselineCheck, type CompareReport, type LogprobStats, type PipelineSpeed, type PromptResult, type RemoteSide, type TriageRun } from '../src/report/compare-report.js';
 import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { FLOOR_POLICY, floorTolerance, pairedBounds, tokenVerdict, toleranceFor, type Tolerance } from './tolerance.js';
+import { FLOOR_POLICY, floorTolerance, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -62,6 +63,13 @@ export interface CompareOptions {
   allowNonfinite?: boolean;
   /** --checkpoint_path: the reference's weights (and the candidate's, without candidateModel) from the shards this listing names. */
   checkpointPath?: string;
+  /** A side served by an engine speaking the OpenAI completions API (normalized base URLs); --model still gives tokenizer and config. */
+  referenceUrl?: string;
+  candidateUrl?: string;
+  /** The served model's name (default: the only one GET /v1/models lists). */
+  servedModel?: string;
+  /** Sent as Authorization: Bearer to the served side(s). */
+  apiKey?: string;
 }
 
 export interface CompareIo {
@@ -187,7 +195,17 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
 
   const backend = candidateBackend(o);
   const referenceKind = o.reference ?? 'transformersjs';
-  const ref = await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength });
+  // Served sides first: a server that cannot be reached, or whose tokenizer differs, is refused before any work.
+  const lpTol = o.referenceUrl !== undefined || o.candidateUrl !== undefined ? logprobToleranceFor(o.dtype) : undefined;
+  if (o.candidateUrl !== undefined && o.candidateModel) throw new UsageError('--candidate_url', 'the candidate is the served model: drop --candidate_model');
+  const serve = (url: string, flag: string) =>
+    RemotePipeline.create(refCkpt, { url, flag, dtype: o.dtype, maxTokens: o.maxLength, topK: lpTol!.topK, ...(o.servedModel !== undefined ? { model: o.servedModel } : {}), ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}) });
+  const served = {
+    reference: o.referenceUrl !== undefined ? await serve(o.referenceUrl, '--reference_url') : undefined,
+    candidate: o.candidateUrl !== undefined ? await serve(o.candidateUrl, '--candidate_url') : undefined,
+  };
+  const mode = comparedOn(served);
+  const ref = served.reference ?? (await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength }));
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
     schema: COMPARE_SCHEMA,
@@ -195,8 +213,20 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     createdAt: new Date().toISOString(),
     command: o.command,
     model: { dir: refCkpt.dir, modelType: refCkpt.modelType, candidateDir: candCkpt.dir, parameters },
-    settings: { dtype: o.dtype, device: o.device, reference: referenceKind, useKernel: o.useKernel, kernels: o.useKernel ? o.kernels : 'none', batchSize: o.batchSize, numInputs: prompts.length, minLength: o.minLength, maxLength: o.maxLength },
-    tolerance: { ...tol, ...(floored ? { floor: { pipeline: 'plain', ...floorFactors } } : {}) },
+    settings: {
+      dtype: o.dtype,
+      device: o.device,
+      ...(served.reference ? {} : { reference: referenceKind }),
+      useKernel: !served.candidate && o.useKernel,
+      kernels: !served.candidate && o.useKernel ? o.kernels : 'none',
+      batchSize: o.batchSize,
+      numInputs: prompts.length,
+      minLength: o.minLength,
+      maxLength: o.maxLength,
+      compared: mode.compared,
+      ...(served.reference || served.candidate ? { remote: { ...(served.reference ? { reference: remoteSide(served.reference) } : {}), ...(served.candidate ? { candidate: remoteSide(served.candidate) } : {}) } } : {}),
+    },
+    tolerance: { ...tol, ...(floored && !lpTol ? { floor: { pipeline: 'plain', ...floorFactors } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -209,13 +239,13 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   const triagePipes = new Map<string, TextGenerationPipeline>();
   let triageCkpt: Checkpoint | undefined; // opened at the first mismatch
   try {
-    const cand = await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength });
+    const cand = served.candidate ?? (await createPipeline(candCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }));
     pipes.push(cand);
     if (o.saveTo) io.out(savedLine(o.saveTo, await saveInjected(cand, candCkpt, o.saveTo)));
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
     // The floor quantizes as the candidate does (its accuracy_level too: int8 activations round differently from float ones).
     const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
-    const floor = floored ? await createPipeline(refCkpt, floorBackend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    const floor = floored && !lpTol ? await createPipeline(refCkpt, floorBackend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
     const paired = floor ? pairedBounds(backend.kind, o.device, floor.info.accuracyLevel) : undefined;
     if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;
@@ -245,9 +275,12 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       }
       for (const [i, prompt] of batch.entries()) {
         const index = start + i;
-        const { result, refLogits, tol: promptTol } = refGen && candGen
-          ? await judge(index, prompt, { ref: refGen.sequences[i]!, cand: candGen.sequences[i]!, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer, paired)
-          : { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol };
+        const seqs = refGen && candGen ? { ref: refGen.sequences[i]!, cand: candGen.sequences[i]! } : undefined;
+        const { result, refLogits, tol: promptTol } = !seqs
+          ? { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol }
+          : lpTol
+            ? { result: await judgeServed(index, prompt, seqs, { ref, cand }, mode, tol, lpTol, tokenizer), refLogits: undefined, tol }
+            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer, paired);
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: (triageCkpt ??= triageCheckpoint(candCkpt, open)), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
@@ -265,7 +298,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     if (io.interrupted()) {
       report.status = 'interrupted';
       report.stoppedBy = `interrupted after ${report.prompts.length} of ${prompts.length} prompts`;
-    } else if (firstBatch) {
+    } else if (firstBatch && !lpTol) {
       // Both pipelines timed on the same prompts; the correctness pass above was their warm-up.
       const timed = async (p: TextGenerationPipeline): Promise<RunTiming[]> => {
         const runs: RunTiming[] = [];
@@ -365,6 +398,130 @@ async function judge(
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }
   return refLogits ? { result: base, refLogits, tol } : { result: base, tol };
+}
+
+/** What a run with served sides compares: log-probabilities where every served side returns them (teacher-forced where every one echoes the prompt's), else tokens. */
+interface ServedMode {
+  compared: 'logits' | 'logprobs' | 'tokens';
+  from: 'teacher-forced' | 'generation';
+}
+
+function comparedOn(served: { reference?: RemotePipeline | undefined; candidate?: RemotePipeline | undefined }): ServedMode {
+  const sides = [served.reference, served.candidate].filter((s): s is RemotePipeline => s !== undefined);
+  if (sides.length === 0) return { compared: 'logits', from: 'teacher-forced' };
+  return { compared: sides.every((s) => s.caps.topLogprobs > 0) ? 'logprobs' : 'tokens', from: sides.every((s) => s.caps.promptLogprobs) ? 'teacher-forced' : 'generation' };
+}
+
+function remoteSide(p: RemotePipeline): RemoteSide {
+  const c = p.caps;
+  return { url: p.url, model: p.model, api: c.dialect, prompt: c.prompt, topLogprobs: c.topLogprobs, promptLogprobs: c.promptLogprobs, tokens: c.tokens, notes: [...c.notes] };
+}
+
+/** A side's log-probabilities at every position of `row` but the last (position p predicts token p + 1): a server's top-k, or an in-process side's logits rows. */
+async function logprobRowsOn(pipe: TextGenerationPipeline, row: number[], k: number): Promise<LogprobRow[]> {
+  if (pipe instanceof RemotePipeline) return (await pipe.scoreLogprobs([row], [0]))[0]!.slice(0, -1).map((top) => ({ top }));
+  return (await pipe.score([row], [0]))[0]!.slice(0, -1).map((l) => logprobRow(l, k));
+}
+
+/** A side's log-probabilities of its own generated steps 0 .. n - 1: a server's as it generated, an in-process side's scored on its tokens. */
+async function stepRowsOn(pipe: TextGenerationPipeline, seq: SequenceResult, n: number, k: number): Promise<LogprobRow[]> {
+  if (pipe instanceof RemotePipeline) return (seq.topK ?? []).slice(0, n).map((top) => ({ top }));
+  return (await logprobRowsOn(pipe, [...seq.promptIds, ...seq.newIds], k)).slice(seq.promptIds.length - 1, seq.promptIds.length - 1 + n);
+}
+
+function logprobStats(a: LogprobAgreement): LogprobStats {
+  return { positions: a.positions, maxAbs: a.maxAbs, maxKl: a.maxKl, meanKl: a.meanKl, top1Agreement: a.top1Agreement };
+}
+
+/**
+ * The verdict for one prompt where a side is served: its tokens, then top-k log-probabilities
+ * (LOGPROB_TOLERANCE) teacher-forced on the reference's tokens where every served side echoes the
+ * prompt's, else of the generated steps up to the sides' first divergence (after it they follow
+ * different tokens); a server without log-probabilities is held to identical tokens, or identical
+ * texts where it returns no token ids (its text re-tokenized may differ where its tokens did not).
+ */
+async function judgeServed(
+  index: number,
+  prompt: string,
+  seqs: { ref: SequenceResult; cand: SequenceResult },
+  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline },
+  mode: ServedMode,
+  tol: Tolerance,
+  lpTol: LogprobTolerance,
+  tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
+): Promise<PromptResult> {
+  const { ref: r, cand: c } = seqs;
+  const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
+  const verdict = tokenVerdict(r, c, tol);
+  const base: PromptResult = {
+    index,
+    prompt,
+    verdict: 'match',
+    reason: '',
+    reference: { ids: r.newIds, tokens: tokens(r.newIds), text: r.text },
+    candidate: { ids: c.newIds, tokens: tokens(c.newIds), text: c.text },
+    firstDivergence: verdict.status === 'match' ? null : verdict.position,
+    similarity: similarity(r.text, c.text),
+    diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
+    logits: null,
+  };
+  const servers = [pipes.ref, pipes.cand].filter((p): p is RemotePipeline => p instanceof RemotePipeline);
+  try {
+    if (mode.compared === 'tokens') {
+      const silent = servers.filter((p) => p.caps.topLogprobs === 0).map((p) => p.url).join(' and ');
+      if (servers.some((p) => p.caps.tokens === 'text')) {
+        const same = r.text === c.text;
+        let at = 0;
+        while (at < r.text.length && r.text[at] === c.text[at]) at++;
+        return { ...base, verdict: same ? 'match' : 'mismatch', reason: `texts only (${silent} returns no log-probabilities and no token ids): ${same ? 'identical' : `they part at character ${at}`}` };
+      }
+      if (verdict.status === 'match') return { ...base, reason: `tokens only (${silent} returns no log-probabilities): identical` };
+      return { ...base, verdict: 'mismatch', reason: `tokens only (${silent} returns no log-probabilities): they part at ${verdict.position}, which without log-probabilities cannot be told from a near-tie` };
+    }
+    let refRows: LogprobRow[];
+    let candRows: LogprobRow[];
+    let promptPositions = 0;
+    if (mode.from === 'teacher-forced') {
+      // Teacher forcing: both sides read the reference's tokens.
+      const row = [...r.promptIds, ...r.newIds];
+      [refRows, candRows] = [await logprobRowsOn(pipes.ref, row, lpTol.topK), await logprobRowsOn(pipes.cand, row, lpTol.topK)];
+      promptPositions = r.promptIds.length;
+    } else {
+      // The generated steps up to the first divergence, which both sides reach on the same tokens.
+      const n = Math.min(r.newIds.length, c.newIds.length, base.firstDivergence === null ? Infinity : base.firstDivergence + 1);
+      [refRows, candRows] = [await stepRowsOn(pipes.ref, r, n, lpTol.topK), await stepRowsOn(pipes.cand, c, n, lpTol.topK)];
+      const have = Math.min(refRows.length, candRows.length);
+      [refRows, candRows] = [refRows.slice(0, have), candRows.slice(0, have)];
+    }
+    const all = logprobAgreement(refRows, candRows, lpTol);
+    const part = (from: number, to: number) => logprobStats(logprobAgreement(refRows.slice(from, to), candRows.slice(from, to), lpTol));
+    base.logprobs = {
+      from: mode.from,
+      prefill: mode.from === 'teacher-forced' ? part(0, promptPositions) : null,
+      decode: part(promptPositions, refRows.length),
+      perPositionMaxAbs: all.perPositionMaxAbs,
+      perPositionKl: all.perPositionKl,
+    };
+    const e = (x: number) => (Number.isFinite(x) ? x.toExponential(2) : String(x));
+    const where = mode.from === 'teacher-forced' ? 'teacher-forced log-probabilities' : 'log-probabilities of the generated steps';
+    if (all.nonFinite.reference || all.nonFinite.candidate) {
+      return { ...base, verdict: 'mismatch', reason: `non-finite log-probabilities (NaN/Inf): reference at ${all.nonFinite.reference}, candidate at ${all.nonFinite.candidate} of ${all.positions} positions; they never match` };
+    }
+    const failed = [
+      ...(all.maxAbs > lpTol.maxAbs ? [`|Δ| above ${lpTol.maxAbs}`] : []),
+      ...(all.maxKl > lpTol.maxKl ? [`KL above ${lpTol.maxKl}`] : []),
+      ...(all.top1Agreement < lpTol.minTop1Agreement ? [`top-1 agreement below ${(lpTol.minTop1Agreement * 100).toFixed(1)}%`] : []),
+    ];
+    const why =
+      `${where}: max |Δ| ${e(all.maxAbs)} over both sides' top-${lpTol.topK} (position ${all.maxAbsPosition}), max KL ${e(all.maxKl)} over their renormalized mass (position ${all.maxKlPosition}), ` +
+      `${all.outOfTolerance} of ${all.positions} positions out of tolerance${failed.length ? ` (${failed.join(', ')})` : ''}, top-1 agreement ${(all.top1Agreement * 100).toFixed(1)}%`;
+    if (verdict.status === 'mismatch') return { ...base, verdict: 'mismatch', reason: `tokens part at ${verdict.position}: ${verdict.reason}; ${why}` };
+    if (!all.withinTolerance) return { ...base, verdict: 'mismatch', reason: why };
+    if (verdict.status === 'tolerated') return { ...base, verdict: 'tolerated', reason: `tokens part at ${verdict.position} on a near-tie (reference margin ${verdict.margin.toFixed(4)}); ${why}` };
+    return { ...base, reason: why };
+  } catch (e) {
+    return { ...base, verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+  }
 }
 
 interface TriageContext {
@@ -526,17 +683,38 @@ export function seedLine(identical: number, prompts: readonly Pick<PromptResult,
 export function summaryTable(report: CompareReport): string[] {
   // Logit columns: the largest |error| over both sides' top-10 (the reference's alone in reports
   // written before the union was kept) and the largest per-position KL over the full vocabulary.
-  const lines = ['', `reference: ${referenceLine(report)}`, 'prompt  verdict     first-diff  similarity  max|dlogit|     max KL  mean KL (decode)'];
+  // A served side: its URL and model, what its server gave, and what the verdicts rest on.
+  const remote = report.settings.remote;
+  const served = (side: RemoteSide) => `${side.url} (served model "${side.model}", ${side.api === 'llama.cpp' ? "llama.cpp's /completion" : '/v1/completions'})`;
+  const lines = ['', `reference: ${remote?.reference ? served(remote.reference) : referenceLine(report)}`];
+  if (remote?.candidate) lines.push(`candidate: ${served(remote.candidate)}`);
+  const compared = report.settings.compared ?? 'logits';
+  const lpt = report.tolerance.logprobs;
+  if (compared !== 'logits') {
+    const from = report.prompts.find((p) => p.logprobs)?.logprobs?.from;
+    lines.push(`compared: ${compared === 'logprobs' ? `top-${lpt?.topK ?? '?'} log-probabilities${from ? (from === 'teacher-forced' ? ', teacher-forced on the reference\'s tokens' : ', of the generated steps up to the first divergence') : ''}` : 'tokens only'}`);
+    for (const [name, side] of Object.entries(remote ?? {})) for (const note of side.notes) lines.push(`  ${name} server: ${note}`);
+  }
+  lines.push(`prompt  verdict     first-diff  similarity  ${compared === 'logprobs' ? 'max|dlogp| ' : 'max|dlogit|'}     max KL  mean KL (decode)`);
   const e = (x: number | undefined, w: number) => (x !== undefined && Number.isFinite(x) ? x.toExponential(2) : 'n/a').padStart(w);
   for (const p of report.prompts) {
     const l = p.logits;
-    const maxAbs = l ? Math.max(l.prefill.unionMaxAbs ?? l.prefill.maxAbs, l.decode.unionMaxAbs ?? l.decode.maxAbs) : NaN;
-    const maxKl = l?.prefill.maxKl !== undefined && l.decode.maxKl !== undefined ? Math.max(l.prefill.maxKl, l.decode.maxKl) : undefined;
-    lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${e(maxAbs, 11)}  ${e(maxKl, 9)}  ${l ? e(l.decode.meanKl, 0) : 'n/a'}`);
+    const lp = p.logprobs;
+    const maxAbs = l ? Math.max(l.prefill.unionMaxAbs ?? l.prefill.maxAbs, l.decode.unionMaxAbs ?? l.decode.maxAbs) : lp ? Math.max(lp.prefill?.maxAbs ?? 0, lp.decode.maxAbs) : NaN;
+    const maxKl = l?.prefill.maxKl !== undefined && l.decode.maxKl !== undefined ? Math.max(l.prefill.maxKl, l.decode.maxKl) : lp ? Math.max(lp.prefill?.maxKl ?? 0, lp.decode.maxKl) : undefined;
+    const meanKl = l ? l.decode.meanKl : lp?.decode.meanKl;
+    lines.push(`${String(p.index).padStart(6)}  ${p.verdict.padEnd(10)}  ${String(p.firstDivergence ?? '-').padStart(10)}  ${(p.similarity * 100).toFixed(1).padStart(9)}%  ${e(maxAbs, 11)}  ${e(maxKl, 9)}  ${meanKl !== undefined ? e(meanKl, 0) : 'n/a'}`);
   }
   const s = report.summary;
   const t = report.tolerance;
-  lines.push(`summary: ${s.matches} match, ${s.tolerated} tolerated, ${s.mismatches} mismatch, ${s.errored} errored (${report.settings.dtype}, ${report.settings.device}, tolerance atol ${t.atol} rtol ${t.rtol} over both sides' top-10${t.maxKl !== undefined ? `, KL ${t.maxKl} over the full vocabulary` : ''})`);
+  const bounds =
+    compared === 'tokens'
+      ? 'tokens only'
+      : lpt
+        ? `tolerance |dlogprob| ${lpt.maxAbs} over both sides' top-${lpt.topK}, KL ${lpt.maxKl} over their mass, top-1 agreement ${lpt.minTop1Agreement}`
+        : `tolerance atol ${t.atol} rtol ${t.rtol} over both sides' top-10${t.maxKl !== undefined ? `, KL ${t.maxKl} over the full vocabulary` : ''}`;
+  lines.push(`summary: ${s.matches} match, ${s.tolerated} tolerated, ${s.mismatches} mismatch, ${s.errored} errored (${report.settings.dtype}, ${report.settings.device}, ${bounds})`);
+  if (remote && !report.speed) lines.push('speed: not measured: a served side answers each request whole, without per-token timings');
   if (report.speed) {
     const { reference: r, candidate: c } = report.speed;
     const row = (x: PipelineSpeed) => `${x.pipeline.padEnd(10)} TTFT ${x.ttftMs.toFixed(2)} ms | per token ${x.tpotMedianMs.toFixed(3)} ms (p90 ${x.tpotP90Ms.toFixed(3)}) | decode ${x.decodeTokensPerSec.toFixed(1)} tok/s | prefill ${x.prefillTokensPerSec.toFixed(1)} tok/s`;

@@ -52,6 +52,8 @@
  * agrees to 3e-6); on gpt2 the plain graph and the WGSL engine on the same device agree to 1e-5. Its
  * GroupQueryAttention path is the suspect, to be fixed rather than tolerated.
  */
+import { UnsupportedError } from '../src/errors.js';
+import { topK } from '../src/pipeline/common.js';
 import type { DType, Device, TopK } from '../src/pipeline/types.js';
 
 export interface Tolerance {
@@ -248,4 +250,182 @@ export function logitAgreement(ref: TopK[], cand: ArrayLike<number>[], tol: Tole
   const top1Agreement = ref.length ? agree / ref.length : 1;
   const finite = nonFinite.reference === 0 && nonFinite.candidate === 0;
   return { positions: ref.length, maxAbs, maxRel, top1Agreement, outOfTolerance: out, nonFinite, withinTolerance: finite && out === 0 && top1Agreement >= tol.minTop1Agreement };
+}
+
+/**
+ * Log-probabilities (compare --reference_url / --candidate_url): a server gives each position's
+ * top-k log-probabilities, not its logits, so a served side is judged on those. Per position,
+ * over the union of both sides' top-k ids:
+ * - |Δ logprob|: where an id is in one side's top-k only, the other's value is known only to be at
+ *   most its own k-th (every unlisted token ranks below it), so the difference counted is how far
+ *   the listed value lies above that k-th: a lower bound, which never flags a near-tie at the edge.
+ *   An in-process side has its whole row and gives every id exactly.
+ * - KL(reference || candidate) of the two distributions restricted to the union and renormalized
+ *   (an id a side does not list taken at its k-th, the most it can be): what the union's mass
+ *   says, without the tail neither side gives.
+ * - top-1 agreement: the share of positions whose most likely token is the same on both sides.
+ */
+export interface LogprobTolerance {
+  /** Top log-probabilities asked of each side per position. */
+  topK: number;
+  /** Largest |Δ logprob| over the union of both sides' top-k, at any position. */
+  maxAbs: number;
+  /** Largest KL over the union's renormalized mass, at any position, in nats. */
+  maxKl: number;
+  minTop1Agreement: number;
+}
+
+/** The OpenAI completions API documents `logprobs` up to 5; every engine takes that many. */
+export const LOGPROB_TOPK = 5;
+
+/**
+ * From identical copies: each of the eight tiny fixtures served by fusegen's ORT-injected pipeline
+ * on the CPU through the tests' completions server (fixtures/completions-server.ts: vLLM's dialect,
+ * log-probabilities the logits' log-softmax in float64, sent as JSON numbers), against the
+ * in-process transformers.js reference at the same dtype, 8 prompts at the seed's lengths 200-300,
+ * worst position of all (`node scripts/remote-noise.mjs all <dtype> 8 0`, about 19,000 positions):
+ * - float32: |Δ| at most 5.1e-5 (bloom; 5.7e-6 to 3.4e-5 for the others), KL at most 2.1e-10,
+ *   top-1 agreement 1 everywhere; without echo (the generated steps, `... 8 0 1 no-echo`) the
+ *   same worst figures. maxAbs 5e-4 is 10x the worst (a server's float32 logprobs round at 1e-7
+ *   relative), maxKl 1e-6 the logits' float32 row. Planted defects (`... all float32 0 16 1`:
+ *   fixtures/defects.ts plantedDefects, seed 1, 16 per fixture): the 116 of 128 that move the
+ *   float32 logits by more than 0.05 are all flagged, as the logits check flags them; of all 128
+ *   both flag the same 127. The smallest flagged: an LM-head row x1.5 of a token at the edge of
+ *   bloom's top-5, |Δ| 1.8e-3 (KL 2e-11: the |Δ| bound catches it).
+ * - float16 (the server and the reference both float16): |Δ| at most 0.141 (llama; 0.131 phi3,
+ *   0.037 or less for the other six), KL at most 2.2e-3 (llama, phi3), top-1 agreement down to
+ *   0.952 (llama, phi3); 24 of 64 prompts part on a near-tie (tolerated). maxAbs 0.3 is about 2x
+ *   the worst, maxKl 1e-2 about 4.6x (the logits' float16 row on the CPU), top-1 0.92 three points
+ *   below the worst. A server on a GPU (its own kernels, bfloat16) is not measured.
+ * Other dtypes have no bounds: a served int8/int4 model would need its own floor (FLOOR_POLICY).
+ */
+export const LOGPROB_TOLERANCE: Partial<Record<DType, LogprobTolerance>> = {
+  float32: { topK: LOGPROB_TOPK, maxAbs: 5e-4, maxKl: 1e-6, minTop1Agreement: 1 },
+  float16: { topK: LOGPROB_TOPK, maxAbs: 0.3, maxKl: 1e-2, minTop1Agreement: 0.92 },
+};
+
+/** One position's log-probabilities as a side gives them: its top-k, and for an in-process side its whole logits row and their log-normalizer. */
+export interface LogprobRow {
+  top: TopK;
+  logits?: ArrayLike<number>;
+  logZ?: number;
+}
+
+/** A logits row as log-probabilities: its top-k, with the row kept so that any id can be read. */
+export function logprobRow(logits: ArrayLike<number>, k: number): LogprobRow {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - max);
+  const logZ = max + Math.log(z);
+  // The top-k of the logits are the top-k of the log-probabilities, largest first.
+  const top = topK(logits, k);
+  return { top: { ids: top.ids, values: top.values.map((v) => v - logZ) }, logits, logZ };
+}
+
+/** A side's log-probability of `id`, and whether it is known or only bounded above (by the top-k's last). */
+function readLogprob(r: LogprobRow, id: number, k: number): { value: number; exact: boolean } {
+  if (r.logits && r.logZ !== undefined) return { value: r.logits[id]! - r.logZ, exact: true };
+  const at = r.top.ids.slice(0, k).indexOf(id);
+  if (at >= 0) return { value: r.top.values[at]!, exact: true };
+  return { value: r.top.values[Math.min(k, r.top.values.length) - 1] ?? -Infinity, exact: false };
+}
+
+function rowFinite(r: LogprobRow): boolean {
+  if (!r.top.values.every(Number.isFinite) || r.top.ids.length === 0) return false;
+  if (r.logits) for (let i = 0; i < r.logits.length; i++) if (!Number.isFinite(r.logits[i]!)) return false;
+  return true;
+}
+
+/** One position's figures. */
+export interface LogprobPosition {
+  /** Largest |Δ logprob| over the union (a lower bound where one side does not list an id). */
+  unionMaxAbs: number;
+  /** KL(reference || candidate) of the union's renormalized mass. */
+  kl: number;
+  top1: boolean;
+  /** Both sides' values are finite numbers. */
+  finite: { reference: boolean; candidate: boolean };
+}
+
+export function logprobPosition(ref: LogprobRow, cand: LogprobRow, k: number): LogprobPosition {
+  const finite = { reference: rowFinite(ref), candidate: rowFinite(cand) };
+  if (!finite.reference || !finite.candidate) return { unionMaxAbs: NaN, kl: NaN, top1: false, finite };
+  const union = [...new Set([...ref.top.ids.slice(0, k), ...cand.top.ids.slice(0, k)])];
+  let unionMaxAbs = 0;
+  const p: number[] = [];
+  const q: number[] = [];
+  for (const id of union) {
+    const a = readLogprob(ref, id, k);
+    const b = readLogprob(cand, id, k);
+    const err = a.exact && b.exact ? Math.abs(a.value - b.value) : a.exact ? Math.max(0, a.value - b.value) : Math.max(0, b.value - a.value);
+    unionMaxAbs = Math.max(unionMaxAbs, err);
+    p.push(a.value);
+    q.push(b.value);
+  }
+  const lse = (x: number[]) => {
+    const m = Math.max(...x);
+    return m + Math.log(x.reduce((s, v) => s + Math.exp(v - m), 0));
+  };
+  const [zp, zq] = [lse(p), lse(q)];
+  let kl = 0;
+  p.forEach((v, i) => {
+    const lp = v - zp;
+    kl += Math.exp(lp) * (lp - (q[i]! - zq));
+  });
+  return { unionMaxAbs, kl: Math.max(0, kl), top1: ref.top.ids[0] === cand.top.ids[0], finite };
+}
+
+export interface LogprobAgreement {
+  positions: number;
+  maxAbs: number;
+  maxAbsPosition: number;
+  maxKl: number;
+  maxKlPosition: number;
+  meanKl: number;
+  top1Agreement: number;
+  /** Positions beyond maxAbs or maxKl, or with a value that is not finite. */
+  outOfTolerance: number;
+  nonFinite: { reference: number; candidate: number };
+  perPositionMaxAbs: number[];
+  perPositionKl: number[];
+  withinTolerance: boolean;
+}
+
+/** Both sides' log-probabilities at the same positions, judged by `tol`. */
+export function logprobAgreement(ref: LogprobRow[], cand: LogprobRow[], tol: LogprobTolerance): LogprobAgreement {
+  const at = ref.map((r, i) => logprobPosition(r, cand[i]!, tol.topK));
+  const worstAt = (xs: number[]) => xs.reduce((best, x, i) => (!(x <= xs[best]!) ? i : best), 0);
+  const abs = at.map((f) => f.unionMaxAbs);
+  const kl = at.map((f) => f.kl);
+  const nonFinite = { reference: at.filter((f) => !f.finite.reference).length, candidate: at.filter((f) => !f.finite.candidate).length };
+  // NaN compares false: a position that is not finite is out.
+  const out = at.filter((f) => !(f.unionMaxAbs <= tol.maxAbs && f.kl <= tol.maxKl)).length;
+  const top1Agreement = at.length ? at.filter((f) => f.top1).length / at.length : 1;
+  const maxAbsPosition = worstAt(abs);
+  const maxKlPosition = worstAt(kl);
+  return {
+    positions: at.length,
+    maxAbs: at.length ? abs[maxAbsPosition]! : 0,
+    maxAbsPosition,
+    maxKl: at.length ? kl[maxKlPosition]! : 0,
+    maxKlPosition,
+    meanKl: at.length ? kl.reduce((s, x) => s + x, 0) / at.length : 0,
+    top1Agreement,
+    outOfTolerance: out,
+    nonFinite,
+    perPositionMaxAbs: abs,
+    perPositionKl: kl,
+    withinTolerance: out === 0 && top1Agreement >= tol.minTop1Agreement,
+  };
+}
+
+/** The log-probability bounds for a served side said to run `dtype`; a dtype without measured bounds is refused. */
+export function logprobToleranceFor(dtype: DType): LogprobTolerance {
+  const row = LOGPROB_TOLERANCE[dtype];
+  if (!row) {
+    const measured = (Object.keys(LOGPROB_TOLERANCE) as DType[]).join(', ');
+    throw new UnsupportedError('--dtype', `${dtype}: no log-probability bounds are measured for a served ${dtype} model (measured: ${measured}); compare it locally with --candidate_model, or as one of those`);
+  }
+  return row;
 }

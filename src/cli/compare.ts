@@ -22,6 +22,8 @@ import { compareSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, kernelsFor, oneOf, text, type AbortWriter, type Engine, type OptionTable } from './options.js';
 import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
+import { normalizeServerUrl } from '../remote/completions.js';
+import { logprobToleranceFor } from '../../compare/tolerance.js';
 import { prepareSummaryTargets, summaryMdOption, writeSummary, type SummaryTargets } from './summary.js';
 
 export interface CompareCliOptions {
@@ -49,6 +51,10 @@ export interface CompareCliOptions {
   world_size: number;
   save_mp_checkpoint_path: string | undefined;
   allow_nonfinite: boolean;
+  reference_url: string | undefined;
+  candidate_url: string | undefined;
+  served_model: string | undefined;
+  api_key: string | undefined;
 }
 
 export const compareOptions: OptionTable<CompareCliOptions> = {
@@ -76,7 +82,45 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   world_size: worldSizeOption,
   save_mp_checkpoint_path: { ...saveOption, help: `the candidate: ${saveOption.help}` },
   allow_nonfinite: allowNonfiniteOption,
+  reference_url: { flag: 'reference_url', arg: 'url', help: "the reference is a model served over the OpenAI completions API at this base URL (vLLM, TGI, DeepSpeed-MII, llama.cpp's server, fusegen serve); --model still gives the tokenizer and the config, and the server's tokenizer must agree with it", parse: (raw, flag) => normalizeServerUrl(raw, `--${flag}`) },
+  candidate_url: { flag: 'candidate_url', arg: 'url', help: 'the candidate is a model served over the OpenAI completions API at this base URL: compared on top-5 log-probabilities (teacher-forced where the server echoes the prompt\'s), or on tokens alone where it returns none', parse: (raw, flag) => normalizeServerUrl(raw, `--${flag}`) },
+  served_model: { flag: 'served_model', arg: 'name', help: 'the model name requests to the server(s) carry', defaultHelp: 'the only model GET /v1/models lists', parse: text },
+  api_key: { flag: 'api_key', arg: 'key', help: 'sent to the server(s) as Authorization: Bearer; never written to a report', parse: text },
 };
+
+/**
+ * A served side replaces a pipeline fusegen would build: the flags that build it are refused
+ * with it, as is --baseline (no speed is measured), and --model must be named (tokenizer and
+ * config). A dtype without measured log-probability bounds is refused (logprobToleranceFor).
+ */
+function checkServedFlags(o: CompareCliOptions, dtype: DType): void {
+  const urls = [o.reference_url !== undefined ? '--reference_url' : '', o.candidate_url !== undefined ? '--candidate_url' : ''].filter(Boolean);
+  if (urls.length === 0) {
+    if (o.served_model !== undefined) throw new UsageError('--served_model', 'names the model a server serves: add --reference_url or --candidate_url');
+    if (o.api_key !== undefined) throw new UsageError('--api_key', 'is sent to a server: add --reference_url or --candidate_url');
+    return;
+  }
+  const by = urls.join(' and ');
+  if (o.model === undefined) throw new UsageError('--model', `is required with ${by}: the tokenizer and the config come from the checkpoint directory`);
+  if (o.baseline !== undefined) throw new UsageError('--baseline', `compares decode speed, which is not measured with ${by} (a server answers each request whole)`);
+  if (o.candidate_url !== undefined) {
+    const local: Array<[string, boolean]> = [
+      ['--candidate_model', o.candidate_model !== undefined],
+      ['--use_kernel', o.use_kernel],
+      ['--kernels', o.kernels !== undefined],
+      ['--accuracy_level', o.accuracy_level !== undefined],
+      ['--world_size', o.world_size > 1],
+      ['--save_mp_checkpoint_path', o.save_mp_checkpoint_path !== undefined],
+    ];
+    const given = local.find(([, on]) => on);
+    if (given) throw new UsageError(given[0], "builds fusegen's candidate pipeline; with --candidate_url the candidate is the served model");
+  }
+  if (o.reference_url !== undefined) {
+    if (o.reference !== 'transformersjs') throw new UsageError('--reference', `picks the library of the in-process reference; with --reference_url the reference is the served model`);
+    if (o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', "gives the in-process reference's weights; with --reference_url the reference is the served model");
+  }
+  logprobToleranceFor(dtype);
+}
 
 function loadBaseline(file: string): { file: string; report: CompareReport } {
   const raw: unknown = readJsonObject(file);
@@ -97,14 +141,16 @@ function loadBaseline(file: string): { file: string; report: CompareReport } {
 export async function validateCompare(o: CompareCliOptions): Promise<{ baseline: { file: string; report: CompareReport } | undefined; summary: SummaryTargets }> {
   const dtype = o.dtype ?? defaultDtype(o.device);
   otherRankLine(o.local_rank, o.world_size);
+  checkServedFlags(o, dtype);
   const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) }));
   if (o.world_size > 1 && candidate !== 'wgsl') throw new UsageError('--world_size', `${o.world_size} splits the candidate's layers across WebGPU devices, which only the WGSL engine does (--use_kernel --device webgpu)`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (candidate === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   if (o.min_length > o.max_length) throw new UsageError('--min_length', `${o.min_length} is above --max_length ${o.max_length}`);
-  checkDtype(dtype, candidate);
+  // A served side runs elsewhere: only the in-process side's engine is held to the dtype and the device.
+  if (o.candidate_url === undefined) checkDtype(dtype, candidate);
   checkAccuracyLevel(o.accuracy_level, dtype, candidate === 'ort');
-  checkDevice(o.device, [candidate, o.reference]);
+  checkDevice(o.device, [...(o.candidate_url === undefined ? [candidate] : []), ...(o.reference_url === undefined ? [o.reference] : [])]);
   prepareOutputDir('--report_dir', o.report_dir); // the reports' directory takes files
   const summary = prepareSummaryTargets(o.summary_md);
   const baseline = o.baseline ? loadBaseline(o.baseline) : undefined;
@@ -129,6 +175,11 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   const window = ckpt.dims.slidingWindow;
   if (window !== undefined && o.max_length > window) throw new CapacityError('--max_length', `${o.max_length} tokens exceed the attention window of ${window} tokens (${ckpt.configPath}: sliding_window), which fusegen does not implement (runs must fit the window)`);
   return { baseline, summary };
+}
+
+/** The command line as the report records it: --api_key's value is never written. */
+function redactKey(argv: string[]): string[] {
+  return argv.map((a, i) => (argv[i - 1] === '--api_key' ? '***' : a.startsWith('--api_key=') ? '--api_key=***' : a));
 }
 
 export async function runCompareCommand(o: CompareCliOptions, argv: string[], io: { out: (l: string) => void; err: (l: string) => void; interrupted: () => boolean; onAbort?: (write: AbortWriter) => void }): Promise<number> {
@@ -169,7 +220,11 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       baseline,
       maxRegression: o.max_regression,
       ...(o.allow_nonfinite ? { allowNonfinite: true } : {}),
-      command: ['fusegen', 'compare', ...argv],
+      ...(o.reference_url !== undefined ? { referenceUrl: o.reference_url } : {}),
+      ...(o.candidate_url !== undefined ? { candidateUrl: o.candidate_url } : {}),
+      ...(o.served_model !== undefined ? { servedModel: o.served_model } : {}),
+      ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}),
+      command: ['fusegen', 'compare', ...redactKey(argv)],
     },
     { ...io, live: (r) => (live = r) },
   ).finally(() => io.onAbort?.(undefined));

@@ -87,8 +87,8 @@ export interface GenerateResult {
 }
 
 export interface PipelineInfo {
-  /** reference: transformers.js on the plain export; hf: Hugging Face transformers (PyTorch) in a Python child; injected: fusegen on ORT; wgsl: fusegen's WGSL engine. */
-  name: 'reference' | 'hf' | 'injected' | 'wgsl';
+  /** reference: transformers.js on the plain export; hf: Hugging Face transformers (PyTorch) in a Python child; injected: fusegen on ORT; wgsl: fusegen's WGSL engine; remote: a server speaking the OpenAI completions API (pipeline/remote.ts). */
+  name: 'reference' | 'hf' | 'injected' | 'wgsl' | 'remote';
   device: Device;
   dtype: DType;
   modelDir: string;

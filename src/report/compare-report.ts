@@ -28,6 +28,36 @@ export interface LogitStats {
   maxKl?: number;
 }
 
+/** Log-probabilities of a served side against the other side's, over positions (compare/tolerance.ts logprobAgreement). */
+export interface LogprobStats {
+  positions: number;
+  /** Largest |Δ logprob| over the union of both sides' top-k (a lower bound where one side does not list an id). */
+  maxAbs: number;
+  /** Largest and mean KL(reference || candidate) of the union's renormalized mass, in nats. */
+  maxKl: number;
+  meanKl: number;
+  top1Agreement: number;
+}
+
+/** A side served over HTTP (compare --reference_url / --candidate_url) and what its server gave. */
+export interface RemoteSide {
+  url: string;
+  /** The model name requests carry: the only one GET /v1/models lists, or --served_model. */
+  model: string;
+  /** The OpenAI completions API, or llama.cpp's native /completion (token ids where the other gives text). */
+  api: 'openai' | 'llama.cpp';
+  /** Prompts went as token ids, or as text where the server takes no ids (its token counts checked). */
+  prompt: 'ids' | 'text';
+  /** Top log-probabilities it returns per position; 0: none. */
+  topLogprobs: number;
+  /** It returns the prompt's log-probabilities (echo): teacher-forced comparison. */
+  promptLogprobs: boolean;
+  /** Its generated tokens: ids, token texts mapped through the tokenizer, or only the whole text. */
+  tokens: 'ids' | 'text-tokens' | 'text';
+  /** What was given up, in words. */
+  notes: string[];
+}
+
 export interface TriageRun {
   /**
    * What was changed. ORT: `cpu` (same graph on the CPU), `plain` (all fusions off), `no-<fusion>`,
@@ -59,6 +89,12 @@ export interface PromptResult {
   /** Token-level diff of the generated ids (the `diff` package), as runs of equal/removed/added tokens. */
   diff: Array<{ kind: 'equal' | 'removed' | 'added'; tokens: string[] }>;
   logits: { prefill: LogitStats; decode: LogitStats; perPositionMaxAbs: number[] } | null;
+  /**
+   * Where a side is served (settings.compared is logprobs): top-k log-probabilities instead of
+   * logits, teacher-forced on the reference's tokens (prefill and decode positions), or where the
+   * server echoes no prompt, of the generated steps up to the sides' first divergence (decode only).
+   */
+  logprobs?: { from: 'teacher-forced' | 'generation'; prefill: LogprobStats | null; decode: LogprobStats; perPositionMaxAbs: number[]; perPositionKl: number[] };
   /**
    * int8/int4: the reference's own error at the candidate's dtype (fusegen's plain graph on the
    * reference checkpoint, teacher-forced, worst position) and the bounds the candidate was held to.
@@ -153,6 +189,14 @@ export interface CompareReport {
     maxLength: number;
     /** MatMulNBits' accuracy_level of a quantized ORT-injected candidate. */
     accuracyLevel?: 0 | 4;
+    /**
+     * What the verdicts rest on: full logits rows (both sides in-process), top-k log-probabilities
+     * (a side is served), or the generated tokens alone (a server that returns no log-probabilities).
+     * Absent in reports written before sides could be served, which compared logits.
+     */
+    compared?: 'logits' | 'logprobs' | 'tokens';
+    /** The served side(s) (--reference_url, --candidate_url). */
+    remote?: { reference?: RemoteSide; candidate?: RemoteSide };
   };
   /** The policy's row for the dtype (compare/tolerance.ts); maxKl is absent in reports written before it was gated. */
   tolerance: {
@@ -166,6 +210,8 @@ export interface CompareReport {
     /** int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
     /** The candidate held to the floor's error of the reference (factor, absolute, ...), and to the floor itself (paired; absent in older reports). */
     floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
+    /** With a served side: the log-probability bounds (compare/tolerance.ts LOGPROB_TOLERANCE) that replace atol/rtol/maxKl. */
+    logprobs?: { topK: number; maxAbs: number; maxKl: number; minTop1Agreement: number };
   };
   environment: Environment & {
     /** Execution providers that really ran each pipeline's nodes (from profiling). */

@@ -55,7 +55,9 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       maxLength: count,
       accuracyLevel: { enum: [0, 4] },
       allowNonfinite: { type: 'boolean' },
-    }, ['accuracyLevel', 'reference', 'allowNonfinite']),
+      compared: { enum: ['logits', 'logprobs', 'tokens'] },
+      remote: object({ reference: { $ref: '#/$defs/remoteSide' }, candidate: { $ref: '#/$defs/remoteSide' } }, ['reference', 'candidate']),
+    }, ['accuracyLevel', 'reference', 'allowNonfinite', 'compared', 'remote']),
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
@@ -71,7 +73,8 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
         },
         ['paired'],
       ),
-    }, ['maxKl', 'floor']),
+      logprobs: object({ topK: { type: 'integer', minimum: 1 }, maxAbs: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 }, minTop1Agreement: { type: 'number', minimum: 0, maximum: 1 } }),
+    }, ['maxKl', 'floor', 'logprobs']),
     environment: object({
       node: str,
       platform: str,
@@ -122,6 +125,17 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       { positions: count, maxAbs: nonNegMetric, maxRel: nonNegMetric, top1Agreement: share, meanKl: nonNegMetric, unionMaxAbs: nonNegMetric, fullMaxAbs: nonNegMetric, maxKl: nonNegMetric },
       ['unionMaxAbs', 'fullMaxAbs', 'maxKl'],
     ),
+    logprobStats: object({ positions: count, maxAbs: nonNegMetric, maxKl: nonNegMetric, meanKl: nonNegMetric, top1Agreement: share }),
+    remoteSide: object({
+      url: nonEmpty,
+      model: nonEmpty,
+      api: { enum: ['openai', 'llama.cpp'] },
+      prompt: { enum: ['ids', 'text'] },
+      topLogprobs: count,
+      promptLogprobs: { type: 'boolean' },
+      tokens: { enum: ['ids', 'text-tokens', 'text'] },
+      notes: strings,
+    }),
     generation: object({ ids: { type: 'array', items: count }, tokens: strings, text: str }),
     promptResult: {
       ...object(
@@ -139,6 +153,13 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ...object({ prefill: { $ref: '#/$defs/logitStats' }, decode: { $ref: '#/$defs/logitStats' }, perPositionMaxAbs: { type: 'array', items: nonNegMetric } }),
             type: ['object', 'null'],
           },
+          logprobs: object({
+            from: { enum: ['teacher-forced', 'generation'] },
+            prefill: { anyOf: [{ $ref: '#/$defs/logprobStats' }, { type: 'null' }] },
+            decode: { $ref: '#/$defs/logprobStats' },
+            perPositionMaxAbs: { type: 'array', items: nonNegMetric },
+            perPositionKl: { type: 'array', items: nonNegMetric },
+          }),
           floor: object({
             unionMaxAbs: nonNegMetric,
             maxKl: nonNegMetric,
@@ -161,7 +182,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ['backend'],
           ),
         },
-        ['triage', 'floor'],
+        ['triage', 'floor', 'logprobs'],
       ),
       // Triage reruns exist only for mismatches.
       if: { required: ['triage'] },
@@ -197,6 +218,14 @@ function semanticErrors(r: CompareReport): string[] {
     for (const side of ['reference', 'candidate'] as const) {
       if (p[side].ids.length !== p[side].tokens.length) out.push(`prompts[${i}].${side}: ${p[side].ids.length} ids but ${p[side].tokens.length} tokens`);
     }
+  });
+  // Logits are compared exactly when no side is served; log-probabilities only where one is.
+  const remote = r.settings.remote;
+  const served = remote !== undefined && (remote.reference !== undefined || remote.candidate !== undefined);
+  if (r.settings.compared !== undefined && (r.settings.compared === 'logits') === served) out.push(`settings.compared: is "${r.settings.compared}" ${served ? 'but a side is served' : 'with no served side'}`);
+  if (remote !== undefined && !served) out.push('settings.remote: names no side');
+  r.prompts.forEach((p, i) => {
+    if (p.logprobs && r.settings.compared !== 'logprobs') out.push(`prompts[${i}].logprobs: only where settings.compared is "logprobs"`);
   });
   // The Python side's versions belong to, and only to, a run whose reference was Hugging Face transformers.
   if (r.settings.reference === 'hf' && !r.environment.hf) out.push('environment.hf: is required when settings.reference is "hf"');
