@@ -7,7 +7,11 @@
 //
 //   npm run -s build && node scripts/defect-detection.mjs [archs|all] [dtypes] [defects per arch] [prompts] [seed] [accuracy_level]
 //   node scripts/defect-detection.mjs all float32,int8 16 1 1
-import { rmSync } from 'node:fs';
+// On a GPU: DEVICE=webgpu KERNELS=wgsl (the candidate's engine), and MATERIAL_FROM=an earlier run's
+// JSONL on the CPU with float32 (same seed and count: the same defects), whose float32 effects
+// decide which defects matter instead of a float32 compare here:
+//   DEVICE=webgpu KERNELS=wgsl MATERIAL_FROM=bench/results/2026-12-07-cpu-defect-detection/detection.jsonl node scripts/defect-detection.mjs all float16 16 1 1
+import { readFileSync, rmSync } from 'node:fs';
 import { runCompare } from '../dist/compare/run.js';
 import { tinyModelDir, TINY_ARCHS } from '../dist/fixtures/checkpoints.js';
 import { editedFixture, plantedDefects } from '../dist/fixtures/defects.js';
@@ -16,11 +20,17 @@ const [archArg = 'all', dtypeArg = 'float32,int8', nArg = '16', promptsArg = '1'
 const archs = archArg === 'all' ? TINY_ARCHS : archArg.split(',');
 const dtypes = dtypeArg.split(',');
 const MATERIAL = 0.05;
+const DEVICE = process.env.DEVICE ?? 'cpu';
+const KERNELS = process.env.KERNELS ?? 'ort';
+/** arch|kind|what -> float32 effect, from an earlier run's lines. */
+const known = process.env.MATERIAL_FROM
+  ? new Map(readFileSync(process.env.MATERIAL_FROM, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((l) => l.kind && typeof l.effect === 'number').map((l) => [`${l.arch}|${l.kind}|${l.what}`, l.effect]))
+  : undefined;
 
 async function compare(arch, candidate, dtype, numInputs) {
   let live;
   const r = await runCompare(
-    { model: tinyModelDir(arch), candidateModel: candidate, dtype, device: 'cpu', useKernel: true, kernels: 'ort', numInputs, minLength: 200, maxLength: 300, batchSize: 1, ...(levelArg !== undefined && dtype !== 'float32' ? { accuracyLevel: Number(levelArg) } : {}), printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
+    { model: tinyModelDir(arch), candidateModel: candidate, dtype, device: dtype === 'float32' ? 'cpu' : DEVICE, useKernel: true, kernels: dtype === 'float32' ? 'ort' : KERNELS, numInputs, minLength: 200, maxLength: 300, batchSize: 1, ...(levelArg !== undefined && dtype !== 'float32' ? { accuracyLevel: Number(levelArg) } : {}), printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
     { out: () => {}, interrupted: () => (live ? live.prompts.length >= numInputs : false), live: (x) => (live = x) },
   );
   const worst = (key) => Math.max(...r.prompts.map((p) => Math.max(p.logits?.prefill[key] ?? 0, p.logits?.decode[key] ?? 0)));
@@ -39,9 +49,11 @@ for (const arch of archs) {
   }
   rmSync(copy, { recursive: true, force: true });
   for (const d of plantedDefects(arch, Number(seedArg), Number(nArg))) {
-    const f32 = await compare(arch, d.dir, 'float32', Number(promptsArg));
-    const material = f32.fullMaxAbs > MATERIAL;
-    const line = { arch, kind: d.kind, what: d.what, effect: f32.fullMaxAbs, material, verdicts: {} };
+    const effect = known?.get(`${arch}|${d.kind}|${d.what}`);
+    if (known && effect === undefined) throw new Error(`MATERIAL_FROM has no line for ${arch} ${d.kind} ${d.what}: run it with the same seed and count`);
+    const f32 = known && !dtypes.includes('float32') ? undefined : await compare(arch, d.dir, 'float32', Number(promptsArg));
+    const material = (effect ?? f32.fullMaxAbs) > MATERIAL;
+    const line = { arch, kind: d.kind, what: d.what, effect: effect ?? f32.fullMaxAbs, material, verdicts: {} };
     for (const dtype of dtypes) {
       const r = dtype === 'float32' ? f32 : material ? await compare(arch, d.dir, dtype, Number(promptsArg)) : undefined;
       if (!r) continue;
@@ -59,4 +71,4 @@ for (const arch of archs) {
     rmSync(d.dir, { recursive: true, force: true });
   }
 }
-for (const [dtype, t] of Object.entries(totals)) console.log(JSON.stringify({ summary: dtype, seed: Number(seedArg), ...t, detection: t.material ? t.flagged / t.material : null }));
+for (const [dtype, t] of Object.entries(totals)) console.log(JSON.stringify({ summary: dtype, device: dtype === 'float32' ? 'cpu' : DEVICE, kernels: dtype === 'float32' ? 'ort' : KERNELS, seed: Number(seedArg), ...t, detection: t.material ? t.flagged / t.material : null }));
