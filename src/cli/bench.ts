@@ -26,7 +26,8 @@ import { engineOf } from '../pipeline/ds-pipeline.js';
 import { referenceDtype } from '../pipeline/dtypes.js';
 import { checkSavedRun, checkSaveTarget, savedLine } from '../pipeline/saved.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
-import { listModels, normalizeServerUrl, errorKey } from '../remote/stream.js';
+import { listModels, errorKey } from '../remote/stream.js';
+import { normalizeServerUrl } from '../remote/completions.js';
 import { renderBenchHtml } from '../report/bench-html.js';
 import { renderServeBenchHtml } from '../report/serve-bench-html.js';
 import { validateServeBenchReport } from '../report/serve-bench-validate.js';
@@ -176,7 +177,7 @@ export const benchOptions: OptionTable<BenchCliOptions> = {
   world_size: worldSizeOption,
   local_rank: localRankOption,
   save_mp_checkpoint_path: undefaulted(IN_PROCESS_SPECS.save_mp_checkpoint_path),
-  url: { flag: 'url', arg: 'url', help: "load-test the OpenAI-compatible server at this base URL (streamed POST /v1/completions; vLLM, TGI, SGLang, llama.cpp's server...) instead of running pipelines here: vllm bench serve's modes and metrics, a -bench-serve.json report", parse: normalizeServerUrl },
+  url: { flag: 'url', arg: 'url', help: "load-test the OpenAI-compatible server at this base URL (streamed POST /v1/completions; vLLM, TGI, SGLang, llama.cpp's server...) instead of running pipelines here: vllm bench serve's modes and metrics, a -bench-serve.json report", parse: (raw) => normalizeServerUrl(raw, '--url') },
   served_model: { flag: 'served_model', arg: 'name', help: 'with --url: the model field sent', defaultHelp: 'the one model GET /v1/models lists', parse: text },
   api_key: { flag: 'api_key', arg: 'key', help: 'with --url: sent as Authorization: Bearer KEY (never written to a report)', parse: text },
   concurrency: { flag: 'concurrency', arg: 'list', help: 'with --url: a concurrency sweep, e.g. 1,8,32,64: that many requests in flight, each client sending its next as soon as one finishes (neither this nor --request_rate: synchronous, one at a time)', parse: listOf(intAtLeast(1)) },

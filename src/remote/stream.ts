@@ -71,24 +71,6 @@ export function errorKey(e: StreamError): string {
   return e.kind === 'http' ? `http_${e.status ?? 0}` : e.kind;
 }
 
-/**
- * `--url` as a base URL: http(s) only, no query, no trailing slash; a trailing `/v1` is dropped
- * (the client adds `/v1/...`). Credentials in the URL are refused: they would end up in reports.
- */
-export function normalizeServerUrl(raw: string): string {
-  let u: URL;
-  try {
-    u = new URL(raw);
-  } catch {
-    throw new UsageError('--url', `"${raw}" is not a URL (expected e.g. http://127.0.0.1:8000)`);
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError('--url', `"${raw}": expected an http:// or https:// URL`);
-  if (u.username || u.password) throw new UsageError('--url', 'holds credentials; give the key with --api_key (it is sent as Authorization: Bearer and never written to a report)');
-  if (u.search || u.hash) throw new UsageError('--url', `"${raw}": give the server's base URL, without a query or fragment`);
-  const path = u.pathname.replace(/\/+$/, '').replace(/\/v1$/, '');
-  return `${u.origin}${path}`;
-}
-
 function headers(apiKey: string | undefined, json: boolean): Record<string, string> {
   return { ...(json ? { 'Content-Type': 'application/json' } : {}), Accept: json ? 'text/event-stream' : 'application/json', ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}) };
 }
