@@ -44,6 +44,8 @@ export interface Job {
 export interface GeneratedToken {
   id: number;
   logprob?: number;
+  /** 1-based rank of `id` in the distribution (prompt logprobs, as vLLM gives it). */
+  rank?: number;
   top?: Array<{ id: number; logprob: number }>;
 }
 
@@ -83,6 +85,7 @@ export class ContinuousBatcher {
   private begun = false;
   private closed = false;
   steps = 0;
+  readonly tokenizer: StepAccess['tokenizer'];
   /** Called after every step with the rows it carried (metrics). */
   onStep?: (rows: number, ms: number) => void;
 
@@ -90,6 +93,7 @@ export class ContinuousBatcher {
     private readonly access: StepAccess,
     readonly size: number,
   ) {
+    this.tokenizer = access.tokenizer;
     this.slots = new Array<Slot | undefined>(size).fill(undefined);
   }
 
@@ -227,7 +231,7 @@ export class ContinuousBatcher {
 }
 
 /** log-softmax of one logits row, lazily: the chosen id's value, and the top k. */
-export function logSoftmaxOf(row: Float32Array): { of: (id: number) => number; top: (k: number) => Array<{ id: number; logprob: number }> } {
+export function logSoftmaxOf(row: Float32Array): { of: (id: number) => number; rank: (id: number) => number; top: (k: number) => Array<{ id: number; logprob: number }> } {
   let max = -Infinity;
   for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
   let sum = 0;
@@ -236,6 +240,11 @@ export function logSoftmaxOf(row: Float32Array): { of: (id: number) => number; t
   const copy = Float32Array.from(row); // the sampler may mask the row afterwards
   return {
     of: (id) => copy[id]! - lse,
+    rank: (id) => {
+      let above = 0;
+      for (let i = 0; i < copy.length; i++) if (copy[i]! > copy[id]!) above++;
+      return above + 1;
+    },
     top: (k) => {
       const t = topK(copy, k);
       return t.ids.map((id, i) => ({ id, logprob: t.values[i]! - lse }));

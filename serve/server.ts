@@ -81,6 +81,8 @@ const completionSchema = {
     logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
     echo: { type: 'boolean' },
     return_tokens_as_token_ids: { type: 'boolean' },
+    return_token_ids: { type: 'boolean' },
+    prompt_logprobs: { anyOf: [{ type: 'integer', minimum: 0, maximum: 20 }, { type: 'null' }] },
   },
 } as const;
 
@@ -110,7 +112,7 @@ type Body = Record<string, unknown> & {
   min_tokens?: number;
   ignore_eos?: boolean;
 };
-type CompletionBody = Body & { prompt: string | string[] | number[] | number[][]; logprobs?: number | null; echo?: boolean; return_tokens_as_token_ids?: boolean };
+type CompletionBody = Body & { prompt: string | string[] | number[] | number[][]; logprobs?: number | null; echo?: boolean; return_tokens_as_token_ids?: boolean; return_token_ids?: boolean; prompt_logprobs?: number | null };
 type ChatBody = Body & { messages: Array<{ role: string; content: string }>; logprobs?: boolean; top_logprobs?: number };
 
 export async function buildServer(o: ServeOptions): Promise<Server> {
@@ -149,7 +151,7 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
   app.post('/v1/completions', { schema: { body: completionSchema } }, async (req, reply) => {
     const body = req.body as CompletionBody;
     checkModel(body.model, o.modelName);
-    const prompts = promptsOf(body.prompt, tokenizer);
+    const prompts = promptsOf(body.prompt, tokenizer, access.ckpt.dims.vocabSize);
     const k = body.logprobs ?? undefined;
     const common = requestCommon(body, o, access);
     const echo = body.echo === true;
@@ -161,23 +163,28 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
     const tokenText = (t: number) => (asIds ? `token_id:${t}` : decodeText(tokenizer, [t], false));
     if (body.stream) {
       const p = prompts[0]!;
-      return streamJob(req, reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, tokenizer, common.stops, (delta, tokens, finish) => ({
+      return streamJob(req, reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, tokenizer, common.stops, (delta, tokens, finish, offset) => ({
         id, object: 'text_completion', created: now(), model: o.modelName,
-        choices: [{ index: 0, text: delta, logprobs: k === undefined ? null : legacyLogprobs(tokens, tokenText, 0), finish_reason: finish }],
+        choices: [{ index: 0, text: delta, logprobs: k === undefined ? null : legacyLogprobs(tokens, tokenText, offset), finish_reason: finish }],
       }), echo ? p.text ?? decodeText(tokenizer, p.ids) : '');
     }
     const finished = await Promise.all(prompts.map((p) => common.maxTokens === 0 ? { text: '', tokens: [], finishReason: 'length' as const } : runJob(req, reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, tokenizer, common.stops)));
     const choices = [];
+    const promptK = body.prompt_logprobs ?? undefined;
     for (const [i, p] of prompts.entries()) {
       const f = finished[i]!;
       let text = f.text;
       let tokens = f.tokens;
+      const scored = (echo && k !== undefined) || promptK !== undefined ? await promptLogprobs(batcher, o.pipeline, p.ids, Math.max(k ?? 0, promptK ?? 0)) : undefined;
       if (echo) {
-        const promptText = p.text ?? decodeText(tokenizer, p.ids);
-        text = promptText + text;
-        if (k !== undefined) tokens = [...(await promptLogprobs(batcher, o.pipeline, p.ids, k)), ...tokens];
+        text = (p.text ?? decodeText(tokenizer, p.ids)) + text;
+        if (k !== undefined) tokens = [...scored!.map(({ t, text }) => ({ t: { ...t, top: t.top?.slice(0, k) }, text })), ...tokens];
       }
-      choices.push({ index: i, text, logprobs: k === undefined ? null : legacyLogprobs(tokens, tokenText, 0), finish_reason: f.finishReason });
+      const choice: Record<string, unknown> = { index: i, text, logprobs: k === undefined ? null : legacyLogprobs(tokens, tokenText, 0), finish_reason: f.finishReason };
+      // vLLM's extras: the ids themselves, and the prompt's logprobs by id ({id: {logprob, rank, decoded_token}}, the prompt's own token among them).
+      if (body.return_token_ids) Object.assign(choice, { prompt_token_ids: p.ids, token_ids: f.tokens.map(({ t }) => t.id) });
+      if (promptK !== undefined) choice['prompt_logprobs'] = scored!.map(({ t }, j) => (j === 0 ? null : vllmLogprobs(t, promptK, tokenizer)));
+      choices.push(choice);
     }
     const promptTokens = prompts.reduce((a, p) => a + p.ids.length, 0);
     const completionTokens = finished.reduce((a, f) => a + f.tokens.length, 0);
@@ -251,10 +258,12 @@ function checkModel(model: string | undefined, served: string): void {
 }
 
 /** The prompt forms the completions API takes, as token ids (and the text, where given as text). */
-function promptsOf(prompt: CompletionBody['prompt'], tokenizer: PreTrainedTokenizer): Array<{ ids: number[]; text?: string }> {
+function promptsOf(prompt: CompletionBody['prompt'], tokenizer: PreTrainedTokenizer, vocab: number): Array<{ ids: number[]; text?: string }> {
   if (typeof prompt === 'string') return [{ ids: encode(tokenizer, prompt), text: prompt }];
-  if (prompt.every((p) => typeof p === 'number')) return [{ ids: prompt as number[] }];
-  return (prompt as Array<string | number[]>).map((p) => (typeof p === 'string' ? { ids: encode(tokenizer, p), text: p } : { ids: p }));
+  const out = prompt.every((p) => typeof p === 'number') ? [{ ids: prompt as number[] }] : (prompt as Array<string | number[]>).map((p) => (typeof p === 'string' ? { ids: encode(tokenizer, p), text: p } : { ids: p }));
+  const beyond = out.flatMap((p) => p.ids).find((id) => id >= vocab);
+  if (beyond !== undefined) throw new RequestError(400, `token id ${beyond} is beyond the model's vocabulary of ${vocab}`, 'prompt');
+  return out;
 }
 
 interface Common extends Omit<Job, 'promptIds' | 'logprobs' | 'topLogprobs'> {
@@ -284,10 +293,10 @@ function requestCommon(body: Body, o: ServeOptions, access: StepAccess): Common 
  * so a step costs the same at token 1000 as at token 1.
  */
 class TextStream {
-  private ids: number[] = [];
+  private readonly ids: number[];
   /** Window start, and where the text already released ends within the ids. */
   private prefixOffset = 0;
-  private readOffset = 0;
+  private readOffset: number;
   /** Everything decoded so far (released or held back). */
   private decoded = '';
   private sent = 0;
@@ -297,7 +306,13 @@ class TextStream {
   constructor(
     private readonly tokenizer: PreTrainedTokenizer,
     private readonly stops: string[],
-  ) {}
+    prompt: number[],
+  ) {
+    // The text continues the prompt: the first token's text is read in the context of the prompt's
+    // last few tokens (a word-initial token keeps its space, as the whole sequence decoded gives it).
+    this.ids = prompt.slice(-PROMPT_CONTEXT);
+    this.readOffset = this.ids.length;
+  }
 
   /** The id's new final text ('' while held back). */
   push(id: number): string {
@@ -341,6 +356,9 @@ class TextStream {
   }
 }
 
+/** Prompt tokens a completion's text is decoded against (vLLM's detokenizer starts 5 back too). */
+const PROMPT_CONTEXT = 5;
+
 interface Finished {
   text: string;
   tokens: Array<{ t: GeneratedToken; text: string }>;
@@ -357,7 +375,7 @@ function requestSignal(reply: FastifyReply, o: ServeOptions): AbortSignal {
 }
 
 async function runJob(req: FastifyRequest, reply: FastifyReply, o: ServeOptions, batcher: ContinuousBatcher, metrics: ServeMetrics, job: Omit<Job, 'signal' | 'onToken'> & { stops: string[] }, tokenizer: PreTrainedTokenizer, stops: string[]): Promise<Finished> {
-  const text = new TextStream(tokenizer, stops);
+  const text = new TextStream(tokenizer, stops, job.promptIds);
   const tokens: Finished['tokens'] = [];
   const timing = tokenTimer(metrics);
   const signal = requestSignal(reply, o);
@@ -385,16 +403,22 @@ async function streamJob(
   job: Omit<Job, 'signal' | 'onToken'> & { stops: string[]; includeUsage: boolean },
   tokenizer: PreTrainedTokenizer,
   stops: string[],
-  chunk: (delta: string, tokens: Array<{ t: GeneratedToken; text: string }>, finish: string | null) => unknown,
+  chunk: (delta: string, tokens: Array<{ t: GeneratedToken; text: string }>, finish: string | null, offset: number) => unknown,
   head: string,
 ): Promise<void> {
-  const text = new TextStream(tokenizer, stops);
+  const text = new TextStream(tokenizer, stops, job.promptIds);
   const timing = tokenTimer(metrics);
   const signal = requestSignal(reply, o);
   const send = (data: unknown) => reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+  let offset = 0; // characters of the answer sent so far
+  const piece = (delta: string, tokens: Array<{ t: GeneratedToken; text: string }>, finish: string | null) => {
+    const c = chunk(delta, tokens, finish, offset);
+    offset += delta.length;
+    return c;
+  };
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  if (head) send(chunk(head, [], null));
+  if (head) send(piece(head, [], null));
   let count = 0;
   try {
     const r = await submit(batcher, {
@@ -404,7 +428,7 @@ async function streamJob(
         timing.token();
         count++;
         const delta = text.push(t.id);
-        if (delta || job.logprobs) send(chunk(delta, [{ t, text: delta }], null));
+        if (delta || job.logprobs) send(piece(delta, [{ t, text: delta }], null));
         return text.stopped;
       },
     });
@@ -412,7 +436,7 @@ async function streamJob(
       if (!reply.raw.destroyed) send(errorBody(abortError(signal, req).message, 'timeout', null));
     } else {
       const rest = text.flush();
-      send(chunk(rest, [], r.finishReason));
+      send(piece(rest, [], r.finishReason));
       timing.done(r, job.promptIds.length, count);
       if (job.includeUsage) send({ id: 'usage', object: 'text_completion', created: now(), model: o.modelName, choices: [], usage: { prompt_tokens: job.promptIds.length, completion_tokens: count, total_tokens: job.promptIds.length + count } });
     }
@@ -460,20 +484,41 @@ function tokenTimer(metrics: ServeMetrics) {
 /** Prompt logprobs (echo): the teacher-forced pass over the prompt, alone on the engine; the first token has none. */
 async function promptLogprobs(batcher: ContinuousBatcher, pipeline: TextGenerationPipeline, ids: number[], k: number): Promise<Array<{ t: GeneratedToken; text: string }>> {
   const rows = await batcher.exclusive(() => pipeline.score([ids], [0]));
-  const out: Array<{ t: GeneratedToken; text: string }> = [{ t: { id: ids[0]! }, text: '' }];
+  const tokenizer = batcher.tokenizer;
+  // Each prompt token's text: what it adds to the prompt decoded (so text_offset indexes the echoed text).
+  // Token i's text starts where the prompt decoded up to it ends, taken as the least such length
+  // from i on: bytes of one character decode to several U+FFFD before they complete it.
+  const whole = decodeText(tokenizer, ids);
+  const starts = ids.map((_, i) => decodeText(tokenizer, ids.slice(0, i)).length);
+  for (let i = ids.length - 1, least = whole.length; i >= 0; i--) starts[i] = least = Math.min(least, starts[i]!);
+  const text = (i: number) => whole.slice(starts[i], i + 1 < ids.length ? starts[i + 1] : whole.length);
+  const out: Array<{ t: GeneratedToken; text: string }> = [{ t: { id: ids[0]! }, text: text(0) }];
   for (let i = 1; i < ids.length; i++) {
     const lp = logSoftmaxOf(rows[0]![i - 1]!);
-    out.push({ t: { id: ids[i]!, logprob: lp.of(ids[i]!), top: k > 0 ? lp.top(k) : [] }, text: '' });
+    out.push({ t: { id: ids[i]!, logprob: lp.of(ids[i]!), rank: lp.rank(ids[i]!), top: k > 0 ? lp.top(k) : [] }, text: text(i) });
   }
   return out;
 }
 
-/** The completions API's logprobs object (tokens, token_logprobs, top_logprobs, text_offset). */
-function legacyLogprobs(tokens: Array<{ t: GeneratedToken; text: string }>, tokenText: (id: number) => string, offset: number) {
-  let at = offset;
-  const textOffset = tokens.map(({ t }) => {
+/** One position in vLLM's prompt_logprobs form: the top k and the token itself, by id, with rank and text. */
+function vllmLogprobs(t: GeneratedToken, k: number, tokenizer: PreTrainedTokenizer): Record<string, { logprob: number; rank: number; decoded_token: string }> {
+  const top = (t.top ?? []).slice(0, k);
+  const entry = (id: number, logprob: number, rank: number) => [String(id), { logprob, rank, decoded_token: decodeText(tokenizer, [id], false) }] as const;
+  const out = Object.fromEntries(top.map((a, r) => entry(a.id, a.logprob, r + 1)));
+  if (!(String(t.id) in out)) Object.assign(out, Object.fromEntries([entry(t.id, t.logprob!, t.rank!)]));
+  return out;
+}
+
+/**
+ * The completions API's logprobs object (tokens, token_logprobs, top_logprobs, text_offset).
+ * text_offset indexes the answer's own text (a client splits an echoed prompt off there): each
+ * token's offset is `start` plus the text released before it.
+ */
+function legacyLogprobs(tokens: Array<{ t: GeneratedToken; text: string }>, tokenText: (id: number) => string, start: number) {
+  let at = start;
+  const textOffset = tokens.map(({ text }) => {
     const here = at;
-    at += tokenText(t.id).length;
+    at += text.length;
     return here;
   });
   return {

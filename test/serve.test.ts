@@ -3,7 +3,7 @@
  * malformed requests, and continuous batching: concurrent requests that join a running batch
  * at different steps get exactly the tokens each gets alone.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +15,8 @@ import { decodeText, encode } from '../src/pipeline/tokenizer.js';
 import type { TextGenerationPipeline } from '../src/pipeline/types.js';
 import type { WgslPipeline } from '../src/pipeline/wgsl.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
+import { FIRST_QUERY, scaledFixture } from '../fixtures/defects.js';
+import type { CompareReport } from '../src/report/compare-report.js';
 import { buildServer, type Server } from '../serve/server.js';
 
 const KEY = 'test-key';
@@ -124,11 +126,12 @@ describe('fusegen serve (ORT-injected tiny-llama on the CPU)', () => {
     expect(chunks[chunks.length - 1]!.choices[0]!.finish_reason).toBe('length');
   });
 
-  it('streams text that decodes, token by token, to the whole ids decoded at once', async () => {
+  it('streams text that continues the prompt as the whole sequence decoded at once gives it, token by token', async () => {
     const { tokenizer } = pipe.steps!();
     for (const prompt of PROMPTS) {
       const c = await complete(url, { prompt, max_tokens: 40, temperature: 0, ignore_eos: true, logprobs: 0, return_tokens_as_token_ids: true });
-      expect(c.choices[0]!.text).toBe(decodeText(tokenizer, idsOf(c)));
+      const ids = encode(tokenizer, prompt);
+      expect(c.choices[0]!.text).toBe(decodeText(tokenizer, [...ids, ...idsOf(c)]).slice(decodeText(tokenizer, ids).length));
     }
   });
 
@@ -197,6 +200,7 @@ describe('fusegen serve (ORT-injected tiny-llama on the CPU)', () => {
       [{ prompt: 'a', max_tokens: -1 }, 400, /max_tokens/],
       [{ prompt: 'a', temperature: 'hot' }, 400, /temperature/],
       [{ prompt: [1, -2] }, 400, /prompt/],
+      [{ prompt: [1, 99999] }, 400, /token id 99999 is beyond the model's vocabulary/],
       [{ prompt: 'x '.repeat(60), max_tokens: 30 }, 400, /over the 64 positions/],
       [{ prompt: 'a', model: 'gpt-4' }, 404, /'gpt-4' does not exist/],
       [{ prompt: 'a'.repeat(70 * 1024) }, 413, /body|large/i],
@@ -314,5 +318,59 @@ describe('fusegen serve on the WGSL engine (lavapipe): rows join mid-batch, prom
       await server.close();
       await pipe.dispose();
     }
+  });
+});
+
+describe('compare --candidate_url against fusegen serve (issue 28: the served engine proven like an in-process one)', () => {
+  const pipes: TextGenerationPipeline[] = [];
+  const servers: Server[] = [];
+  const scratch: string[] = [];
+  let identical: string;
+  let defect: string;
+
+  async function serving(dir: string, kind: 'ort' | 'wgsl'): Promise<string> {
+    const pipe = await createPipeline(openCheckpoint(dir), kind === 'wgsl' ? { kind: 'wgsl' } : { kind: 'ort', fusions: ALL_FUSIONS }, { device: kind === 'wgsl' ? 'webgpu' : 'cpu', dtype: 'float32', maxTokens: 64 });
+    pipes.push(pipe);
+    const { server, url } = await serveOn(pipe, { apiKey: undefined });
+    servers.push(server);
+    return url;
+  }
+
+  beforeAll(async () => {
+    identical = await serving(tinyModelDir('llama'), 'wgsl');
+    // A second instance serving a copy whose first query weight is scaled by 1.05.
+    const copy = scaledFixture('llama', FIRST_QUERY, 1.05, 'served').dir;
+    scratch.push(copy);
+    defect = await serving(copy, 'ort');
+  });
+  afterAll(async () => {
+    for (const s of servers) await s.close();
+    for (const p of pipes) await p.dispose();
+    for (const d of scratch) rmSync(d, { recursive: true, force: true });
+  });
+
+  async function compare(url: string): Promise<{ code: number; out: string[]; report: CompareReport }> {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-serve-compare-'));
+    scratch.push(dir);
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['compare', '--model', tinyModelDir('llama'), '--num_inputs', '2', '--min_length', '20', '--max_length', '30', '--report_dir', dir, '--candidate_url', url], { out: (l) => out.push(l), err: (l) => err.push(l) });
+    const file = readdirSync(dir).find((f) => f.endsWith('.json'));
+    expect(file, [...out, ...err].join('\n')).toBeDefined();
+    return { code, out: [...out, ...err], report: JSON.parse(readFileSync(join(dir, file!), 'utf8')) as CompareReport };
+  }
+
+  it('passes for the WGSL engine served from the reference checkpoint, on teacher-forced log-probabilities with ids', async () => {
+    const r = await compare(identical);
+    expect(r.code, r.out.join('\n')).toBe(0);
+    expect(r.report.settings.compared).toBe('logprobs');
+    expect(r.report.settings.remote?.candidate).toMatchObject({ prompt: 'ids', tokens: 'ids', promptLogprobs: true });
+    expect(r.report.summary.mismatches).toBe(0);
+  });
+
+  it('fails for a second instance serving a planted defect (first query x1.05)', async () => {
+    const r = await compare(defect);
+    expect(r.code, r.out.join('\n')).toBe(1);
+    expect(r.report.summary.mismatches).toBe(2);
   });
 });
