@@ -239,7 +239,22 @@ export interface CompareReport {
 }
 
 /** What ran the reference, in words. */
+/** A served side in words: its URL and the model it serves. */
+export function servedLine(side: RemoteSide): string {
+  return `the model "${side.model}" served at ${side.url}`;
+}
+
+/** What the verdicts rest on with a served side, in words (undefined: logits, both sides in process). */
+export function comparedLine(r: CompareReport): string | undefined {
+  const t = r.tolerance.logprobs;
+  if (r.settings.compared === 'logprobs' && t) return `top-${t.topK} log-probabilities: |Δ| ≤ ${t.maxAbs} over both sides' ids, KL ≤ ${t.maxKl} over their mass, top-1 agreement ≥ ${t.minTop1Agreement}`;
+  if (r.settings.compared === 'tokens') return 'the generated tokens only (the server returns no log-probabilities)';
+  return undefined;
+}
+
 export function referenceLine(r: CompareReport): string {
+  const served = r.settings.remote?.reference;
+  if (served) return servedLine(served);
   if ((r.settings.reference ?? 'transformersjs') === 'transformersjs') return `transformers.js ${r.environment.transformersJs} on fusegen's plain ONNX export`;
   const hf = r.environment.hf;
   return hf ? `Hugging Face transformers ${hf.transformers} (torch ${hf.torch}, Python ${hf.python}, ${hf.device}${hf.deviceName ? `: ${hf.deviceName}` : ''})` : 'Hugging Face transformers';

@@ -9,7 +9,7 @@
  * so the page is always well-formed UTF-8. Numbers that are not finite (or null, in a
  * report read back from JSON) show as "n/a".
  */
-import { referenceLine, type CompareReport, type LogitStats, type PipelineSpeed, type PromptResult, type Verdict } from './compare-report.js';
+import { comparedLine, referenceLine, servedLine, type CompareReport, type LogitStats, type PipelineSpeed, type PromptResult, type Verdict } from './compare-report.js';
 import { ratioText, type RatioInterval } from './speed-stats.js';
 
 // ---------------------------------------------------------------------------------------
@@ -326,12 +326,14 @@ ${banner}
     ['dtype', rich(r.settings.dtype)],
     ['device', rich(r.settings.device)],
     ['reference pipeline', `<span class="reference-lib">${rich(referenceLine(r))}</span>`],
+    ...(r.settings.remote?.candidate ? [['candidate pipeline', rich(servedLine(r.settings.remote.candidate))] as [string, string]] : []),
     ['kernel injection', r.settings.useKernel ? 'on' : 'off'],
     ['batch size', fixed(r.settings.batchSize, 0)],
     ['inputs', fixed(r.settings.numInputs, 0)],
     ['length', `${fixed(r.settings.minLength, 0)} – ${fixed(r.settings.maxLength, 0)} tokens`],
   ])}</section>
 <section class="card"><h2>Tolerance</h2>${kv([
+    ...(comparedLine(r) ? [['compared (a side served)', rich(comparedLine(r)!)] as [string, string]] : []),
     ...((t.floor
       ? [
           ['floor', `each prompt's own ${rich(r.settings.dtype)} error: fusegen's plain graph at ${rich(r.settings.dtype)} on the reference checkpoint, teacher-forced against the reference`],

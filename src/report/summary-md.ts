@@ -12,7 +12,7 @@
  * into a code span, where those escapes would show. Numbers that are not finite show as "n/a".
  */
 import { pointName, type BenchReport, type BenchRow } from './bench-report.js';
-import { referenceLine, type CompareReport, type PipelineSpeed, type PromptResult } from './compare-report.js';
+import { comparedLine, referenceLine, servedLine, type CompareReport, type PipelineSpeed, type PromptResult } from './compare-report.js';
 import { clip, esc } from './html.js';
 import { ratioText, type RatioInterval } from './speed-stats.js';
 
@@ -69,6 +69,7 @@ function reportsLine(files: { json: string; html: string } | undefined): string[
 }
 
 function candidateName(s: CompareReport['settings']): string {
+  if (s.remote?.candidate) return servedLine(s.remote.candidate);
   if (!s.useKernel) return "fusegen's loop on the plain graph";
   return s.kernels === 'wgsl' ? 'the WGSL engine' : 'the ORT-injected graph';
 }
@@ -89,7 +90,9 @@ export function compareSummaryMd(r: CompareReport, files?: { json: string; html:
     ...statusLine(r.status, r.stoppedBy, `The verdicts cover the ${plural(r.prompts.length, 'prompt')} that finished.`),
     ...table(['prompts', 'match', 'tolerated', 'mismatch', 'errored'], ['r', 'r', 'r', 'r', 'r'], [[String(r.prompts.length), String(s.matches), String(s.tolerated), String(s.mismatches), String(s.errored)]]),
     '',
-    !r.tolerance.gate
+    comparedLine(r)
+      ? `Compared (${md(r.settings.dtype)}, a side served): ${md(comparedLine(r)!)}.`
+      : !r.tolerance.gate
       ? `Not gated at ${md(r.settings.dtype)}: differences are reported, never fail the run.`
       : r.tolerance.floor
         ? `Tolerance (${md(r.settings.dtype)}): each prompt within ${r.tolerance.floor.factor}× its floor (the reference checkpoint on fusegen's plain graph at ${md(r.settings.dtype)}) + ${r.tolerance.floor.absolute} in the logits, ${r.tolerance.floor.factor}× + ${r.tolerance.floor.klAbsolute} in KL.`
