@@ -5,8 +5,8 @@
  * cache at the engine's capacity a row (not a paged pool: a slot is reserved for a request's
  * whole life, as the first continuous-batching servers did).
  *
- * A step carries a new request's whole prompt and one token of every running one, each row at
- * its own position. Greedy rows take the engine's argmax when no row of the step needs logits;
+ * A step carries a new request's prompt (whole, or a chunk of it beside running rows) and one
+ * token of every running one, each row at its own position. Greedy rows take the engine's argmax when no row of the step needs logits;
  * a step where any row samples, wants logprobs or must not end yet (min_tokens) brings logits
  * back and each row is decided on the host.
  */
@@ -92,6 +92,8 @@ export class ContinuousBatcher {
   constructor(
     private readonly access: StepAccess,
     readonly size: number,
+    /** Tokens (rows x padded length) a step may carry while prompts join running rows (vLLM's max_num_batched_tokens). */
+    private readonly stepTokens = 512,
   ) {
     this.tokenizer = access.tokenizer;
     this.slots = new Array<Slot | undefined>(size).fill(undefined);
@@ -149,15 +151,17 @@ export class ContinuousBatcher {
         // Leading rows up to the last busy slot, rounded up to a power of two: few step shapes, so
         // few buffer sets and recorded dispatch lists, at the cost of a few idle rows.
         const rows = this.access.leadingRows ? Math.min(this.size, 2 ** Math.ceil(Math.log2(active[active.length - 1]! + 1))) : this.size;
-        // Where an engine cannot mix, a prompt joining running rows goes in a token a step.
-        const whole = this.access.mixedSteps || active.every((b) => this.slots[b]!.position === 0);
+        // A step pads every row to its longest, so a prompt joining running rows goes in by chunks
+        // that keep the step within `stepTokens` (rows x padded length: chunked prefill), a token a step where the
+        // engine cannot mix; prompts alone in a step go in whole.
+        const chunk = active.every((b) => this.slots[b]!.position === 0) ? Infinity : this.access.mixedSteps ? Math.max(1, Math.floor(this.stepTokens / rows)) : 1;
         const input: StepInput = { tokens: [], start: [], last: [], suppress: [] };
         let needLogits = false;
         for (let b = 0; b < rows; b++) {
           const s = this.slots[b];
           const prompt = s?.job.promptIds;
           // An idle row below the last active one computes a throwaway token at position 0 of its own cache.
-          const tokens = !s ? [0] : s.fed < prompt!.length ? prompt!.slice(s.fed, whole ? undefined : s.fed + 1) : [s.ids[s.ids.length - 1]!];
+          const tokens = !s ? [0] : s.fed < prompt!.length ? prompt!.slice(s.fed, s.fed + chunk) : [s.ids[s.ids.length - 1]!];
           input.tokens.push(tokens);
           input.start.push(s ? s.position : 0);
           input.last.push(tokens.length - 1);

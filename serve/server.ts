@@ -22,6 +22,8 @@ export interface ServeOptions {
   modelName: string;
   /** Requests in the running batch at once (KV slots). */
   maxBatch: number;
+  /** Tokens a step may carry while prompts join running rows (chunked prefill); default 512. */
+  maxBatchedTokens?: number;
   /** Checked on every route but /health when set. */
   apiKey?: string;
   /** Largest max_tokens a request may ask. */
@@ -119,7 +121,7 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
   const access: StepAccess | undefined = o.pipeline.steps?.();
   if (!access) throw new UsageError('--hf_baseline', "the reference libraries run its own generate loop; fusegen serve batches fusegen's own steps: serve the plain, ORT-injected or WGSL pipeline");
   const { tokenizer } = access;
-  const batcher = new ContinuousBatcher(access, o.maxBatch);
+  const batcher = new ContinuousBatcher(access, o.maxBatch, o.maxBatchedTokens);
   const metrics = new ServeMetrics(() => batcher.stats);
   batcher.onStep = (rows) => metrics.batchRows.observe(rows);
   const app = Fastify({ bodyLimit: o.bodyLimit, logger: false, ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } } });

@@ -297,7 +297,8 @@ describe('fusegen serve on the command line', () => {
 describe('fusegen serve on the WGSL engine (lavapipe): rows join mid-batch, prompts beside decode rows', () => {
   it('gives each staggered request exactly its tokens alone, stepping only the leading rows', async () => {
     const pipe = await createPipeline(openCheckpoint(tinyModelDir('llama')), { kind: 'wgsl' }, { device: 'webgpu', dtype: 'float32', maxTokens: 64 });
-    const { server, url } = await serveOn(pipe);
+    // A step budget of 8 tokens: prompts joining running rows go in by chunks of 2-8 tokens.
+    const { server, url } = await serveOn(pipe, { maxBatchedTokens: 8 });
     try {
       const alone = [];
       for (const p of PROMPTS) alone.push((await pipe.generate({ prompts: [p], maxNewTokens: 10, doSample: false, ignoreEos: true })).sequences[0]!.newIds);
@@ -316,8 +317,11 @@ describe('fusegen serve on the WGSL engine (lavapipe): rows join mid-batch, prom
         }),
       );
       results.forEach((r, i) => expect(idsOf(r)).toEqual(alone[i]));
-      // A prompt went in beside rows decoding from their caches, and a step carried fewer rows than the slots.
-      expect(steps.some((rows) => rows.some(([n]) => n > 1) && rows.some(([n, start]) => n === 1 && start > 0))).toBe(true);
+      // A prompt's chunk went in beside rows decoding from their caches, within the step budget, and a step carried fewer rows than the slots.
+      const mixed = steps.filter((rows) => rows.some(([n]) => n > 1) && rows.some(([n, start]) => n === 1 && start > 0));
+      expect(mixed.length).toBeGreaterThan(0);
+      for (const rows of mixed) expect(rows.length * Math.max(...rows.map(([n]) => n))).toBeLessThanOrEqual(8);
+      expect(steps.some((rows) => rows.some(([n, start]) => n > 1 && start > 0))).toBe(true); // a prompt continued from its own earlier chunk
       expect(steps.some((rows) => rows.length < 4)).toBe(true);
     } finally {
       await server.close();

@@ -27,6 +27,7 @@ export interface ServeCliOptions {
   world_size: number;
   max_model_len: number;
   max_batch_size: number;
+  max_num_batched_tokens: number;
   max_tokens_limit: number | undefined;
   host: string;
   port: number;
@@ -48,6 +49,7 @@ export const serveOptions: OptionTable<ServeCliOptions> = {
   world_size: worldSizeOption,
   max_model_len: { flag: 'max_model_len', arg: 'n', help: 'positions a request may hold, prompt and generated together (each batch slot\'s KV cache)', default: 1024, parse: intAtLeast(2) },
   max_batch_size: { flag: 'max_batch_size', arg: 'n', help: 'requests in the running batch at once (KV slots); more wait in a queue', default: 16, parse: intAtLeast(1) },
+  max_num_batched_tokens: { flag: 'max_num_batched_tokens', arg: 'n', help: "tokens a step may carry while prompts join running requests (rows x padded length): a joining prompt goes in by chunks that fit (chunked prefill), as vLLM's flag of that name bounds a step", default: 512, parse: intAtLeast(1) },
   max_tokens_limit: { flag: 'max_tokens_limit', arg: 'n', help: 'largest max_tokens a request may ask', defaultHelp: '--max_model_len', parse: intAtLeast(1) },
   host: { flag: 'host', arg: 'address', help: 'address to listen on (0.0.0.0 exposes the server to the network)', default: '127.0.0.1', parse: text },
   port: { flag: 'port', arg: 'n', help: 'port to listen on (0: any free port, printed)', default: 8000, parse: intAtLeast(0) },
@@ -82,7 +84,7 @@ export async function runServe(o: ServeCliOptions, io: ServeIo): Promise<number>
   const modelName = o.served_model_name ?? basename(ckpt.dir);
   let server;
   try {
-    server = await buildServer({ pipeline, modelName, maxBatch: o.max_batch_size, maxTokensLimit: o.max_tokens_limit ?? o.max_model_len, bodyLimit: o.max_body_bytes, requestTimeoutMs: o.request_timeout_s * 1000, ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}) });
+    server = await buildServer({ pipeline, modelName, maxBatch: o.max_batch_size, maxBatchedTokens: o.max_num_batched_tokens, maxTokensLimit: o.max_tokens_limit ?? o.max_model_len, bodyLimit: o.max_body_bytes, requestTimeoutMs: o.request_timeout_s * 1000, ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}) });
     const address = await server.app.listen({ host: o.host, port: o.port });
     io.out(`serving ${modelName} (${pipeline.info.name} pipeline, ${dtype} on ${o.device}, ${o.max_batch_size} slots of ${o.max_model_len} positions) at ${address}/v1`);
     if (o.host !== '127.0.0.1' && o.host !== 'localhost' && o.host !== '::1') io.out(`note: listening on ${o.host}, reachable beyond this machine${o.api_key ? '' : ' and without --api_key'}`);
