@@ -677,7 +677,7 @@ describe('the CLI says what is true (issue 23 item 7)', () => {
   });
 
   it('no command file of src/cli imports another (issue 22 item 3)', () => {
-    const commands = ['generate', 'compare', 'bench', 'dashboard'];
+    const commands = ['generate', 'compare', 'bench', 'dashboard', 'serve'];
     for (const c of commands) {
       const source = fs.readFileSync(join(ROOT, 'src', 'cli', `${c}.ts`), 'utf8');
       const imports = [...source.matchAll(/from '(\.\/[\w-]+)\.js'/g)].map((m) => m[1]!.slice(2));
@@ -687,7 +687,7 @@ describe('the CLI says what is true (issue 23 item 7)', () => {
 
   it('npx fusegen works in a clone that was never built: the bin builds dist/ first', () => {
     const clone = tmpDir('clone');
-    for (const d of ['src', 'bench', 'compare', 'bin']) fs.cpSync(join(ROOT, d), join(clone, d), { recursive: true });
+    for (const d of ['src', 'bench', 'compare', 'serve', 'bin']) fs.cpSync(join(ROOT, d), join(clone, d), { recursive: true });
     fs.mkdirSync(join(clone, 'fixtures'));
     for (const f of fs.readdirSync(join(ROOT, 'fixtures')).filter((f) => f.endsWith('.ts'))) fs.copyFileSync(join(ROOT, 'fixtures', f), join(clone, 'fixtures', f));
     for (const f of ['package.json', 'tsconfig.json']) fs.copyFileSync(join(ROOT, f), join(clone, f));
