@@ -25,7 +25,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { FLOOR_POLICY, floorTolerance, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance } from './tolerance.js';
+import { FLOOR_POLICY, floorTolerance, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -70,6 +70,8 @@ export interface CompareOptions {
   servedModel?: string;
   /** Sent as Authorization: Bearer to the served side(s). */
   apiKey?: string;
+  /** `llamacpp`: the candidate is llama.cpp (node-llama-cpp) on fusegen's GGUF export, a second opinion fusegen did not write (--candidate). */
+  candidate?: 'llamacpp';
 }
 
 export interface CompareIo {
@@ -99,7 +101,8 @@ export function pyRepr(s: string): string {
 }
 
 /** The candidate's backend: the WGSL engine, or fusegen's loop on the ORT graph, injected or plain. */
-export function candidateBackend(o: Pick<CompareOptions, 'useKernel' | 'kernels' | 'accuracyLevel' | 'candidateAttentionScale' | 'worldSize'>): Backend {
+export function candidateBackend(o: Pick<CompareOptions, 'useKernel' | 'kernels' | 'accuracyLevel' | 'candidateAttentionScale' | 'worldSize' | 'candidate'>): Backend {
+  if (o.candidate === 'llamacpp') return { kind: 'llamacpp' };
   if (o.useKernel && o.kernels === 'wgsl') return { kind: 'wgsl', ...((o.worldSize ?? 1) > 1 ? { worldSize: o.worldSize } : {}) };
   return {
     kind: 'ort',
@@ -172,7 +175,7 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 }
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
-  const tol: Tolerance = toleranceFor(o.dtype, o.device);
+  const tol: Tolerance = toleranceFor(o.dtype, o.device, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
   const { dtypes: flooredDtypes, ...floorFactors } = FLOOR_POLICY;
   const floored = flooredDtypes.includes(o.dtype);
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
@@ -311,7 +314,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       };
       const batchSize = firstBatch.request.prompts.length;
       const refSpeed = speedOf(referenceKind === 'hf' ? 'hf-pytorch' : 'reference', await timed(ref), ref, batchSize);
-      const candSpeed = speedOf(o.useKernel ? (o.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain', await timed(cand), cand, batchSize);
+      const candSpeed = speedOf(backend.kind === 'llamacpp' ? 'llamacpp' : o.useKernel ? (o.kernels === 'wgsl' ? 'wgsl' : 'injected') : 'plain', await timed(cand), cand, batchSize);
       report.speed = { reference: refSpeed, candidate: candSpeed, decodeSpeedup: refSpeed.tpotMedianMs / candSpeed.tpotMedianMs, intervals: speedIntervals(refSpeed.samples!, candSpeed.samples!) };
     }
   } catch (e) {
@@ -350,24 +353,11 @@ async function judge(
 ): Promise<{ result: PromptResult; refLogits?: Float32Array[]; tol: Tolerance }> {
   const { ref: r, cand: c } = seqs;
   let tol = tableTol;
-  const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
   // With a floor, the candidate's tokens are held to the floor's greedy tokens (the same precision);
   // the report still shows where they part from the reference's.
   const verdict = tokenVerdict(seqs.floor ?? r, c, tol);
   const fromReference = seqs.floor ? tokenVerdict(r, c, tol) : verdict;
-  const firstDivergence = fromReference.status === 'match' ? null : fromReference.position;
-  const base: PromptResult = {
-    index,
-    prompt,
-    verdict: 'match',
-    reason: '',
-    reference: { ids: r.newIds, tokens: tokens(r.newIds), text: r.text },
-    candidate: { ids: c.newIds, tokens: tokens(c.newIds), text: c.text },
-    firstDivergence,
-    similarity: similarity(r.text, c.text),
-    diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
-    logits: null,
-  };
+  const base = promptBase(index, prompt, r, c, fromReference, tokenizer);
   let refLogits: Float32Array[] | undefined;
   try {
     // Teacher forcing: both sides read the reference's tokens.
@@ -451,20 +441,8 @@ async function judgeServed(
   tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
 ): Promise<PromptResult> {
   const { ref: r, cand: c } = seqs;
-  const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
   const verdict = tokenVerdict(r, c, tol);
-  const base: PromptResult = {
-    index,
-    prompt,
-    verdict: 'match',
-    reason: '',
-    reference: { ids: r.newIds, tokens: tokens(r.newIds), text: r.text },
-    candidate: { ids: c.newIds, tokens: tokens(c.newIds), text: c.text },
-    firstDivergence: verdict.status === 'match' ? null : verdict.position,
-    similarity: similarity(r.text, c.text),
-    diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
-    logits: null,
-  };
+  const base = promptBase(index, prompt, r, c, verdict, tokenizer);
   const servers = [pipes.ref, pipes.cand].filter((p): p is RemotePipeline => p instanceof RemotePipeline);
   try {
     if (mode.compared === 'tokens') {
@@ -579,7 +557,7 @@ async function triage(r: SequenceResult, refLogits: Float32Array[], candidateKl:
   const { o } = t;
   const row = [...r.promptIds, ...r.newIds];
   const runs: TriageRun[] = [];
-  const attempt = async (variant: string, backend: Exclude<Backend, { kind: 'reference' }>, run: Omit<PipelineRun, 'maxTokens'>) => {
+  const attempt = async (variant: string, backend: Exclude<Backend, { kind: 'reference' | 'llamacpp' }>, run: Omit<PipelineRun, 'maxTokens'>) => {
     let pipe = t.cache.get(variant);
     if (!pipe) {
       pipe = await createPipeline(t.candCkpt, backend, { ...run, maxTokens: o.maxLength });
@@ -605,6 +583,7 @@ async function triage(r: SequenceResult, refLogits: Float32Array[], candidateKl:
     } else blame = unexplained(o, `no rerun (${o.dtype === 'float32' ? '' : 'float32 weights on the WGSL engine; '}fusegen's plain ONNX graph on the CPU, an ORT rerun)`);
     return { backend: 'wgsl', runs, blame };
   }
+  if (b.kind === 'llamacpp') return { runs, blame: 'llama.cpp: triage has no reruns for it; which side is right is told against the Hugging Face goldens (test/llamacpp.test.ts)' };
   if (b.kind !== 'ort') throw new Error(`triage: no reruns for a ${b.kind} candidate`);
   const fusions = b.fusions ?? ALL_FUSIONS;
   const on = (Object.keys(fusions) as Array<keyof FusionSwitches>).filter((k) => fusions[k]);
@@ -725,4 +704,21 @@ export function summaryTable(report: CompareReport): string[] {
   for (const t of report.prompts.filter((p) => p.triage)) lines.push(`triage prompt ${t.index}${t.triage!.backend ? ` (reran on ${t.triage!.backend === 'wgsl' ? 'the WGSL engine' : 'ONNX Runtime'})` : ''}: ${t.triage!.blame}`);
   lines.push(report.gate.exitCode === 0 ? 'gate: pass' : `gate: FAIL (${report.gate.reasons.join('; ')})`);
   return lines;
+}
+
+/** A prompt's result before its verdict: both sides' tokens and texts, where they part, their diff. */
+function promptBase(index: number, prompt: string, r: SequenceResult, c: SequenceResult, parting: TokenVerdict, tokenizer: Awaited<ReturnType<typeof loadTokenizer>>): PromptResult {
+  const tokens = (ids: number[]) => ids.map((id) => tokenizer.decode([id], { skip_special_tokens: false }));
+  return {
+    index,
+    prompt,
+    verdict: 'match',
+    reason: '',
+    reference: { ids: r.newIds, tokens: tokens(r.newIds), text: r.text },
+    candidate: { ids: c.newIds, tokens: tokens(c.newIds), text: c.text },
+    firstDivergence: parting.status === 'match' ? null : parting.position,
+    similarity: similarity(r.text, c.text),
+    diff: tokenDiff(tokens(r.newIds), tokens(c.newIds)),
+    logits: null,
+  };
 }

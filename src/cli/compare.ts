@@ -10,9 +10,10 @@ import { readJsonObject } from '../checkpoint/config.js';
 import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
 import { candidateBackend, candidatePipeline, checkBaseline, interruptedReport, runCompare, summaryTable } from '../../compare/run.js';
-import { CapacityError, InputError, UsageError } from '../errors.js';
+import { CapacityError, InputError, UnsupportedError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { parameterCount } from '../pipeline/common.js';
+import { checkLlamaCpp } from '../pipeline/llamacpp.js';
 import { engineOf, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Kernels } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
@@ -55,6 +56,7 @@ export interface CompareCliOptions {
   candidate_url: string | undefined;
   served_model: string | undefined;
   api_key: string | undefined;
+  candidate: 'llamacpp' | undefined;
 }
 
 export const compareOptions: OptionTable<CompareCliOptions> = {
@@ -86,6 +88,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   candidate_url: { flag: 'candidate_url', arg: 'url', help: 'the candidate is a model served over the OpenAI completions API at this base URL: compared on top-5 log-probabilities (teacher-forced where the server echoes the prompt\'s), or on tokens alone where it returns none', parse: (raw, flag) => normalizeServerUrl(raw, `--${flag}`) },
   served_model: { flag: 'served_model', arg: 'name', help: 'the model name requests to the server(s) carry', defaultHelp: 'the only model GET /v1/models lists', parse: text },
   api_key: { flag: 'api_key', arg: 'key', help: 'sent to the server(s) as Authorization: Bearer; never written to a report', parse: text },
+  candidate: { flag: 'candidate', arg: 'engine', help: "llamacpp: the candidate is llama.cpp (node-llama-cpp's prebuilt CPU binary, --device cpu) on fusegen's GGUF export of --candidate_model or --model (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0): a second opinion fusegen did not write", parse: oneOf(['llamacpp'] as const) },
 };
 
 /**
@@ -142,7 +145,13 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   const dtype = o.dtype ?? defaultDtype(o.device);
   otherRankLine(o.local_rank, o.world_size);
   checkServedFlags(o, dtype);
-  const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels) }));
+  if (o.candidate !== undefined) {
+    // llama.cpp replaces fusegen's candidate pipeline: the flags that build or time that one do not apply.
+    const other = ([['--use_kernel', o.use_kernel], ['--kernels', o.kernels !== undefined], ['--accuracy_level', o.accuracy_level !== undefined], ['--world_size', o.world_size > 1], ['--save_mp_checkpoint_path', o.save_mp_checkpoint_path !== undefined], ['--candidate_url', o.candidate_url !== undefined], ['--baseline', o.baseline !== undefined], ['--device', o.device !== 'cpu']] as const).find(([, on]) => on);
+    if (other) throw new UsageError(other[0], `${other[0] === '--device' ? `${o.device}: ` : ''}does not apply to --candidate llamacpp (llama.cpp on the CPU through node-llama-cpp)`);
+    if (dtype === 'int4') throw new UnsupportedError('--dtype', "int4: llama.cpp's Q4_0 is not fusegen's int4, so the floor compare judges int4 against does not bound it (compare/tolerance.ts LLAMACPP_TOLERANCE); --candidate llamacpp compares float32, float16 and int8 (Q8_0)");
+  }
+  const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), candidate: o.candidate }));
   if (o.world_size > 1 && candidate !== 'wgsl') throw new UsageError('--world_size', `${o.world_size} splits the candidate's layers across WebGPU devices, which only the WGSL engine does (--use_kernel --device webgpu)`);
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
   if (candidate === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
@@ -161,11 +170,12 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   // Every tensor against the shape its config implies (a config that disagrees with its tensors is bad input, not a failed run).
   checkWeightShapes(ckpt);
   checkWorldSize(o.world_size, candidateCkpt);
-  const candidateRun = candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), ...(o.world_size > 1 ? { worldSize: o.world_size } : {}) });
+  const candidateRun = candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), candidate: o.candidate, ...(o.world_size > 1 ? { worldSize: o.world_size } : {}) });
   if (ckpt.saved) throw notCheckpointWeights(ckpt); // the reference reads the source's tensors
   checkSavedRun(candidateCkpt, candidateRun, { device: o.device, dtype, maxTokens: o.max_length });
   if (o.save_mp_checkpoint_path !== undefined) checkSaveTarget(o.save_mp_checkpoint_path, candidateRun);
   if (candidateCkpt !== ckpt) checkWeightShapes(candidateCkpt);
+  if (o.candidate !== undefined) checkLlamaCpp(candidateCkpt, dtype, o.device);
   if (baseline) checkBaseline(baseline, { candidateDir: candidateCkpt.dir, modelType: candidateCkpt.modelType, parameters: parameterCount(candidateCkpt), dtype, device: o.device, pipeline: candidatePipeline({ useKernel: o.use_kernel, kernels: candidate }), batchSize: o.batch_size });
   checkKvBudget(o.batch_size, o.max_length, ckpt.dims, undefined, { batch: '--batch_size', tokens: '--max_length' });
   const { lengths } = await checkPrompts(ckpt, COMPARE_PROMPTS.slice(0, o.num_inputs));
@@ -224,6 +234,7 @@ export async function runCompareCommand(o: CompareCliOptions, argv: string[], io
       ...(o.candidate_url !== undefined ? { candidateUrl: o.candidate_url } : {}),
       ...(o.served_model !== undefined ? { servedModel: o.served_model } : {}),
       ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}),
+      ...(o.candidate !== undefined ? { candidate: o.candidate } : {}),
       command: ['fusegen', 'compare', ...redactKey(argv)],
     },
     { ...io, live: (r) => (live = r) },

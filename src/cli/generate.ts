@@ -101,6 +101,8 @@ export function pipelineLabel(o: BackendFlags): string {
       return 'WGSL engine';
     case 'ort':
       return o.use_kernel ? 'ORT-injected pipeline' : "plain pipeline (fusegen's loop, no kernel injection)";
+    case 'llamacpp':
+      return 'llamacpp pipeline (llama.cpp through node-llama-cpp)';
   }
 }
 

@@ -101,6 +101,7 @@ export const ENGINE_NAMES: Record<Engine, string> = {
   hf: 'the Hugging Face transformers reference of generate (--hf_baseline --reference hf)',
   ort: "fusegen's ONNX Runtime graphs",
   wgsl: 'the WGSL engine',
+  llamacpp: 'the llamacpp pipeline (llama.cpp through node-llama-cpp)',
 };
 
 /**

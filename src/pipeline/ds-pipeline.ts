@@ -12,6 +12,7 @@ import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../inject/plan.js'
 import type { Engine } from './dtypes.js';
 import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
+import { LlamaCppPipeline } from './llamacpp.js';
 import { ReferencePipeline } from './reference.js';
 import { defaultDtype, kernelsFor, type DType, type Device, type Kernels, type TextGenerationPipeline } from './types.js';
 import { checkSavedRun } from './saved.js';
@@ -50,6 +51,10 @@ export type Backend =
       kind: 'wgsl';
       /** Devices the layers are split across (--world_size; default 1). */
       worldSize?: number;
+    }
+  | {
+      /** llama.cpp through node-llama-cpp on fusegen's GGUF export of the checkpoint (CPU; compare --candidate llamacpp). */
+      kind: 'llamacpp';
     };
 
 /** What every backend is asked to run: the device, the dtype and the KV-cache capacity. */
@@ -64,7 +69,7 @@ export function engineOf(b: Backend): Engine {
   return b.kind === 'reference' ? (b.reference ?? 'transformersjs') : b.kind;
 }
 
-/** The one constructor of pipelines: reference, ORT (injected or plain), WGSL. */
+/** The one constructor of pipelines: reference, ORT (injected or plain), WGSL, llama.cpp. */
 export async function createPipeline(ckpt: Checkpoint, b: Backend, run: PipelineRun): Promise<TextGenerationPipeline> {
   const { device, dtype, maxTokens } = run;
   checkSavedRun(ckpt, b, run);
@@ -85,6 +90,8 @@ export async function createPipeline(ckpt: Checkpoint, b: Backend, run: Pipeline
     case 'wgsl':
       if (device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
       return WgslPipeline.create(ckpt, { dtype, maxTokens, ...(b.worldSize ? { worldSize: b.worldSize } : {}) });
+    case 'llamacpp':
+      return LlamaCppPipeline.create(ckpt, { device, dtype, maxTokens });
   }
 }
 

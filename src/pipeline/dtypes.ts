@@ -12,9 +12,9 @@ import type { DType, Device } from './types.js';
 /**
  * What runs a model: the two reference libraries (transformers.js on fusegen's plain export,
  * Hugging Face transformers in Python), fusegen's loop on ONNX Runtime graphs (plain or
- * kernel-injected), and the WGSL engine.
+ * kernel-injected), the WGSL engine, and llama.cpp on fusegen's GGUF export (node-llama-cpp).
  */
-export type Engine = 'transformersjs' | 'hf' | 'ort' | 'wgsl';
+export type Engine = 'transformersjs' | 'hf' | 'ort' | 'wgsl' | 'llamacpp';
 
 export interface DTypeSpec {
   /**
@@ -33,6 +33,8 @@ export interface DTypeSpec {
   engines: readonly Engine[];
   /** Why each engine that does not run it refuses it (one clause). */
   refused: Partial<Record<Engine, string>>;
+  /** The GGUF type of the projections and the LM head where llama.cpp runs it (fusegen's own F16 conversion and Q8_0 / Q4_0 quantization, graph/gguf.ts). */
+  gguf?: 'F32' | 'F16' | 'Q8_0' | 'Q4_0';
 }
 
 const EVERY_ENGINE: readonly Engine[] = ['transformersjs', 'hf', 'ort', 'wgsl'];
@@ -43,10 +45,11 @@ const QUANTIZED_REFUSED = {
 
 /** Every --dtype, in the order --help lists them. */
 export const DTYPES: Record<DType, DTypeSpec> = {
-  float32: { float: 'float32', bits: 0, bytesPerWeight: 4, reference: 'float32', engines: EVERY_ENGINE, refused: {} },
-  float16: { float: 'float16', bits: 0, bytesPerWeight: 2, reference: 'float16', engines: EVERY_ENGINE, refused: {} },
-  int8: { float: 'device', bits: 8, bytesPerWeight: 1, reference: 'float32', engines: ['ort', 'wgsl'], refused: QUANTIZED_REFUSED },
-  int4: { float: 'device', bits: 4, bytesPerWeight: 0.5, reference: 'float32', engines: ['ort', 'wgsl'], refused: QUANTIZED_REFUSED },
+  float32: { float: 'float32', bits: 0, bytesPerWeight: 4, reference: 'float32', engines: [...EVERY_ENGINE, 'llamacpp'], refused: {}, gguf: 'F32' },
+  float16: { float: 'float16', bits: 0, bytesPerWeight: 2, reference: 'float16', engines: [...EVERY_ENGINE, 'llamacpp'], refused: {}, gguf: 'F16' },
+  // llama.cpp's own block formats, written by fusegen's quantizer: Q8_0 and Q4_0 (blocks of 32, one f16 scale each); embeddings stay float32.
+  int8: { float: 'device', bits: 8, bytesPerWeight: 1, reference: 'float32', engines: ['ort', 'wgsl', 'llamacpp'], refused: QUANTIZED_REFUSED, gguf: 'Q8_0' },
+  int4: { float: 'device', bits: 4, bytesPerWeight: 0.5, reference: 'float32', engines: ['ort', 'wgsl', 'llamacpp'], refused: QUANTIZED_REFUSED, gguf: 'Q4_0' },
   // The WGSL engine stores the weights bfloat16 (the top half of a float32: a shift widens them) and
   // keeps activations, the KV cache and accumulation float32, as it does for float16. No reference
   // library runs fusegen's bfloat16 (transformers.js takes fp32 and fp16 exports; the hf reference
@@ -60,6 +63,7 @@ export const DTYPES: Record<DType, DTypeSpec> = {
     refused: {
       transformersjs: 'transformers.js runs fp32 and fp16 exports',
       ort: 'ONNX Runtime has no bfloat16 kernels for these ops',
+      llamacpp: "fusegen's GGUF export writes F32, F16, Q8_0 and Q4_0",
     },
   },
 };

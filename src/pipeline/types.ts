@@ -87,8 +87,8 @@ export interface GenerateResult {
 }
 
 export interface PipelineInfo {
-  /** reference: transformers.js on the plain export; hf: Hugging Face transformers (PyTorch) in a Python child; injected: fusegen on ORT; wgsl: fusegen's WGSL engine; remote: a server speaking the OpenAI completions API (pipeline/remote.ts). */
-  name: 'reference' | 'hf' | 'injected' | 'wgsl' | 'remote';
+  /** reference: transformers.js on the plain export; hf: Hugging Face transformers (PyTorch) in a Python child; injected: fusegen on ORT; wgsl: fusegen's WGSL engine; remote: a server speaking the OpenAI completions API (pipeline/remote.ts); llamacpp: llama.cpp on fusegen's GGUF export (pipeline/llamacpp.ts). */
+  name: 'reference' | 'hf' | 'injected' | 'wgsl' | 'remote' | 'llamacpp';
   device: Device;
   dtype: DType;
   modelDir: string;
