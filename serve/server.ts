@@ -8,7 +8,7 @@
  * Errors are OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with a 4xx for
  * the client's mistakes; nothing a request sends takes the server down.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { FusegenError, UsageError } from '../src/errors.js';
 import { decodeText, encode } from '../src/pipeline/tokenizer.js';
@@ -165,12 +165,12 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
     const tokenText = (t: number) => (asIds ? `token_id:${t}` : decodeText(tokenizer, [t], false));
     if (body.stream) {
       const p = prompts[0]!;
-      return streamJob(req, reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, tokenizer, common.stops, (delta, tokens, finish, offset) => ({
+      return streamJob(reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, (delta, tokens, finish, offset) => ({
         id, object: 'text_completion', created: now(), model: o.modelName,
         choices: [{ index: 0, text: delta, logprobs: k === undefined ? null : legacyLogprobs(tokens, tokenText, offset), finish_reason: finish }],
       }), echo ? p.text ?? decodeText(tokenizer, p.ids) : '');
     }
-    const finished = await Promise.all(prompts.map((p) => common.maxTokens === 0 ? { text: '', tokens: [], finishReason: 'length' as const } : runJob(req, reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 }, tokenizer, common.stops)));
+    const finished = await Promise.all(prompts.map((p) => common.maxTokens === 0 ? { text: '', tokens: [], finishReason: 'length' as const } : runJob(reply, o, batcher, metrics, { ...common, promptIds: p.ids, logprobs: k !== undefined, topLogprobs: k ?? 0 })));
     const choices = [];
     const promptK = body.prompt_logprobs ?? undefined;
     for (const [i, p] of prompts.entries()) {
@@ -207,13 +207,13 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
     const content = (tokens: Array<{ t: GeneratedToken }>) => (k === undefined ? null : { content: tokens.map(({ t }) => ({ token: decodeText(tokenizer, [t.id], false), logprob: t.logprob, top_logprobs: (t.top ?? []).map((a) => ({ token: decodeText(tokenizer, [a.id], false), logprob: a.logprob })) })) });
     if (body.stream) {
       let first = true;
-      return streamJob(req, reply, o, batcher, metrics, job, tokenizer, common.stops, (delta, tokens, finish) => {
+      return streamJob(reply, o, batcher, metrics, job, (delta, tokens, finish) => {
         const d = first ? { role: 'assistant', content: delta } : delta ? { content: delta } : {};
         first = false;
         return { id, object: 'chat.completion.chunk', created: now(), model: o.modelName, choices: [{ index: 0, delta: d, logprobs: content(tokens), finish_reason: finish }] };
       }, '');
     }
-    const f = await runJob(req, reply, o, batcher, metrics, job, tokenizer, common.stops);
+    const f = await runJob(reply, o, batcher, metrics, job);
     return {
       id, object: 'chat.completion', created: now(), model: o.modelName,
       choices: [{ index: 0, message: { role: 'assistant', content: f.text }, logprobs: content(f.tokens), finish_reason: f.finishReason }],
@@ -376,8 +376,8 @@ function requestSignal(reply: FastifyReply, o: ServeOptions): AbortSignal {
   return AbortSignal.any([gone.signal, AbortSignal.timeout(o.requestTimeoutMs)]);
 }
 
-async function runJob(req: FastifyRequest, reply: FastifyReply, o: ServeOptions, batcher: ContinuousBatcher, metrics: ServeMetrics, job: Omit<Job, 'signal' | 'onToken'> & { stops: string[] }, tokenizer: PreTrainedTokenizer, stops: string[]): Promise<Finished> {
-  const text = new TextStream(tokenizer, stops, job.promptIds);
+async function runJob(reply: FastifyReply, o: ServeOptions, batcher: ContinuousBatcher, metrics: ServeMetrics, job: Omit<Job, 'signal' | 'onToken'> & { stops: string[] }): Promise<Finished> {
+  const text = new TextStream(batcher.tokenizer, job.stops, job.promptIds);
   const tokens: Finished['tokens'] = [];
   const timing = tokenTimer(metrics);
   const signal = requestSignal(reply, o);
@@ -390,25 +390,22 @@ async function runJob(req: FastifyRequest, reply: FastifyReply, o: ServeOptions,
       return text.stopped;
     },
   });
-  if (r.finishReason === 'abort') throw abortError(signal, req);
+  if (r.finishReason === 'abort') throw abortError(signal);
   text.flush();
   timing.done(r, job.promptIds.length, tokens.length);
   return { text: text.text, tokens, finishReason: r.finishReason };
 }
 
 async function streamJob(
-  req: FastifyRequest,
   reply: FastifyReply,
   o: ServeOptions,
   batcher: ContinuousBatcher,
   metrics: ServeMetrics,
   job: Omit<Job, 'signal' | 'onToken'> & { stops: string[]; includeUsage: boolean },
-  tokenizer: PreTrainedTokenizer,
-  stops: string[],
   chunk: (delta: string, tokens: Array<{ t: GeneratedToken; text: string }>, finish: string | null, offset: number) => unknown,
   head: string,
 ): Promise<void> {
-  const text = new TextStream(tokenizer, stops, job.promptIds);
+  const text = new TextStream(batcher.tokenizer, job.stops, job.promptIds);
   const timing = tokenTimer(metrics);
   const signal = requestSignal(reply, o);
   const send = (data: unknown) => reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
@@ -435,7 +432,7 @@ async function streamJob(
       },
     });
     if (r.finishReason === 'abort') {
-      if (!reply.raw.destroyed) send(errorBody(abortError(signal, req).message, 'timeout', null));
+      if (!reply.raw.destroyed) send(errorBody(abortError(signal).message, 'timeout', null));
     } else {
       const rest = text.flush();
       send(piece(rest, [], r.finishReason));
@@ -458,7 +455,7 @@ async function submit(batcher: ContinuousBatcher, job: Job): Promise<JobResult> 
   }
 }
 
-function abortError(signal: AbortSignal, _req: FastifyRequest): RequestError {
+function abortError(signal: AbortSignal): RequestError {
   const timedOut = signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError';
   return timedOut ? new RequestError(504, 'the request timed out before it finished (--request_timeout_s)', null, 'timeout') : new RequestError(499, 'the client closed the connection', null, 'cancelled');
 }
