@@ -81,6 +81,8 @@ export function benchBackend(name: BenchPipeline, o: Pick<BenchOptions, 'accurac
       return { kind: 'ort', ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}), ...(profile ? { profile } : {}) };
     case 'wgsl':
       return { kind: 'wgsl', ...((o.worldSize ?? 1) > 1 ? { worldSize: o.worldSize } : {}) };
+    case 'llamacpp':
+      return { kind: 'llamacpp' };
   }
 }
 
@@ -210,7 +212,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
     } finally {
       await pipe.dispose();
     }
-    if (o.profile && name !== 'wgsl' && !interrupted()) {
+    if (o.profile && (name === 'ort' || name === 'reference') && !interrupted()) {
       await profileRows(name, o, maxTokens, report.rows.slice(first), requestFor, (p, what, step) => tick(first + p, what, step));
     }
   }

@@ -4,7 +4,7 @@
  * pipeline (src/pipeline/llamacpp.ts, node-llama-cpp's prebuilt CPU binary) against Hugging Face's
  * goldens, and `compare --candidate llamacpp` through the CLI.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
@@ -21,6 +21,8 @@ import { exportGguf, type GgufExport } from '../src/graph/gguf.js';
 import { GGUF_ALIGNMENT, quantizeQ4_0, quantizeQ8_0, readGguf, readGgufTensor, writeGguf, type GgmlTypeName, type GgufFile } from '../src/graph/gguf-format.js';
 import { LlamaCppPipeline } from '../src/pipeline/llamacpp.js';
 import { loadTokenizer } from '../src/pipeline/tokenizer.js';
+import type { BenchReport } from '../src/report/bench-report.js';
+import { validateBenchReport } from '../src/report/bench-validate.js';
 import { loadGolden, maxLogitError } from './helpers.js';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'fusegen-gguf-test-'));
@@ -455,5 +457,38 @@ describe('compare --candidate llamacpp through the CLI', () => {
       expect(r.err[0], args.join(' ')).toMatch(want);
       expect(r.report, args.join(' ')).toBeUndefined();
     }
+  });
+});
+
+describe('bench --pipelines llamacpp: llama.cpp beside fusegen on the CPU', () => {
+  it('writes rows for llama.cpp and the ORT-injected graph side by side, valid under the schema', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-llamacpp-'));
+    try {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await main(['bench', '--model', tinyModelDir('llama'), '--pipelines', 'ort,llamacpp', '--batch_sizes', '1,2', '--prompt_lengths', '8', '--max_new_tokens', '8', '--repeats', '1', '--report_dir', dir], { out: (l) => out.push(l), err: (l) => err.push(l) });
+      expect(code, err.join('\n')).toBe(0);
+      const file = readdirSync(dir).find((f) => f.endsWith('-bench.json'))!;
+      const report = JSON.parse(readFileSync(join(dir, file), 'utf8')) as BenchReport;
+      validateBenchReport(report);
+      const rows = report.rows.filter((r) => r.pipeline === 'llamacpp');
+      expect(rows.map((r) => r.batch)).toEqual([1, 2]);
+      for (const r of rows) expect(r.decodeTokensPerSec).toBeGreaterThan(0);
+      // Its speedup is stated against the first pipeline, as for any pair.
+      expect(rows.every((r) => r.versus?.pipeline === 'ort')).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    [['--model', tinyModelDir('llama'), '--pipelines', 'llamacpp', '--device', 'webgpu'], /--pipelines: llamacpp runs on --device cpu/],
+    [['--model', tinyModelDir('opt'), '--pipelines', 'ort,llamacpp'], /llama\.cpp has no opt architecture/],
+  ])('refuses %j in one line before any run', async (args, message) => {
+    const err: string[] = [];
+    const code = await main(['bench', ...args, '--report_dir', mkdtempSync(join(tmpdir(), 'fusegen-bench-llamacpp-'))], { out: () => {}, err: (l) => err.push(l) });
+    expect(code).toBe(2);
+    expect(err).toHaveLength(1);
+    expect(err[0]).toMatch(message);
   });
 });

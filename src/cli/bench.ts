@@ -23,6 +23,7 @@ import { CapacityError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { engineOf } from '../pipeline/ds-pipeline.js';
+import { checkLlamaCpp } from '../pipeline/llamacpp.js';
 import { referenceDtype } from '../pipeline/dtypes.js';
 import { checkSavedRun, checkSaveTarget, savedLine } from '../pipeline/saved.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
@@ -99,7 +100,7 @@ const IN_PROCESS_SPECS: OptionTable<Pick<InProcessBenchOptions, InProcessOnly>> 
   dtype: dtypeOption(['ort', 'wgsl'], 'the reference runs float16 for float16, else float32; default: float32 on cpu, float16 on gpu'),
   batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: listOf(intAtLeast(1)) },
   prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: "prompt lengths in tokens to sweep (with --url: prompts of these lengths built with --tokenizer, each length a sweep of its own; without, the seed's compare prompts)", default: [16], parse: listOf(intAtLeast(1)) },
-  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl'])) },
+  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu), llamacpp (llama.cpp through node-llama-cpp on fusegen\'s GGUF export, cpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl', 'llamacpp'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
@@ -240,6 +241,7 @@ export async function validateBench(o: InProcessBenchOptions): Promise<{ ckpt: C
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
+  if (o.pipelines.includes('llamacpp') && o.device !== 'cpu') throw new UsageError('--pipelines', 'llamacpp runs on --device cpu here (llama.cpp\'s GPU builds are not wired yet)');
   otherRankLine(o.local_rank, o.world_size);
   if (o.world_size > 1 && !o.pipelines.includes('wgsl')) throw new UsageError('--world_size', `${o.world_size} splits the layers across WebGPU devices, which only the WGSL engine does: add wgsl to --pipelines (the other pipelines run on one device)`);
   const dtype = o.dtype ?? defaultDtype(o.device);
@@ -257,12 +259,13 @@ export async function validateBench(o: InProcessBenchOptions): Promise<{ ckpt: C
   const ckpt = openModel(dir, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
   checkWorldSize(o.world_size, ckpt);
+  if (o.pipelines.includes('llamacpp')) checkLlamaCpp(ckpt, dtype, o.device);
   // Every point's length, as runBench sizes the KV cache: the longest prompt plus the new tokens.
   const maxTokens = Math.max(...o.prompt_lengths) + o.max_new_tokens;
   const backends = o.pipelines.map((p) => [p, benchBackend(p, { ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}), ...(o.world_size > 1 ? { worldSize: o.world_size } : {}) })] as const);
   for (const [p, b] of backends) checkSavedRun(ckpt, b, { device: o.device, dtype: p === 'reference' ? referenceDtype(dtype) : dtype, maxTokens });
   if (o.save_mp_checkpoint_path !== undefined) {
-    const injected = backends.filter(([p]) => p !== 'reference');
+    const injected = backends.filter(([p]) => p === 'ort' || p === 'wgsl');
     if (injected.length !== 1) throw new UsageError('--save_mp_checkpoint_path', `saves one injected model: give exactly one of wgsl, ort in --pipelines (there are ${injected.length})`);
     checkSaveTarget(o.save_mp_checkpoint_path, injected[0]![1]);
   }

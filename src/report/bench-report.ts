@@ -15,7 +15,7 @@ import type { RatioInterval, RunSamples } from './speed-stats.js';
 
 export const BENCH_SCHEMA = 'fusegen.bench/1';
 
-export type BenchPipeline = 'reference' | 'ort' | 'wgsl';
+export type BenchPipeline = 'reference' | 'ort' | 'wgsl' | 'llamacpp';
 
 export interface Stats {
   mean: number;

@@ -15,7 +15,7 @@ import { checkReport, compileSchema, count, intervalErrors, nonEmpty, object, RA
 const metric = { $ref: '#/$defs/metric' } as const;
 const nonNegMetric = { $ref: '#/$defs/nonNegMetric' } as const;
 const interval = { $ref: '#/$defs/ratioInterval' } as const;
-const pipeline = { enum: ['reference', 'ort', 'wgsl'] } as const;
+const pipeline = { enum: ['reference', 'ort', 'wgsl', 'llamacpp'] } as const;
 const positive = { type: 'integer', minimum: 1 } as const;
 const stats = { $ref: '#/$defs/stats' } as const;
 const opProfile = { $ref: '#/$defs/opProfile' } as const;
