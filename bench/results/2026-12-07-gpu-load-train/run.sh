@@ -20,7 +20,7 @@ presets llama-1.1b
 # The 3B-class presets are written meanwhile, for the loads further down.
 (presets phi-3-mini bloom-3b > /dev/null 2>&1) &
 step "llama-1.1b written"
-log "node dist/bench/probes/upload.js --model /tmp/llama-1.1b --mib 2048 --chunks 2,8 --flushes 64"
+[ $(left) -gt 400 ] && log "node dist/bench/probes/upload.js --model /tmp/llama-1.1b --mib 2048 --chunks 2,8 --flushes 64" &&
 timeout 60 node dist/bench/probes/upload.js --model /tmp/llama-1.1b --mib 2048 --chunks 2,8 --flushes 64 2>&1 | grep -v '^Warning\|artificially' > $R/upload-probe.jsonl
 cat $R/upload-probe.jsonl >> $R/commands.txt
 run load-llama-1.1b-f16 timeout 90 $M generate --model /tmp/llama-1.1b --device webgpu --use_kernel --kernels wgsl --dtype float16 --use_meta_tensor --max_new_tokens 8 --test_performance
@@ -46,7 +46,7 @@ serve_sweep() {
 step "issue 28: serve, 64 slots: concurrency 1, 8, 32, 64"
 [ $(left) -gt 120 ] && serve_sweep 64 8011 1,8,32,64 128
 step "issue 28: serve, 1 slot (one request at a time): concurrency 1, 16"
-[ $(left) -gt 70 ] && serve_sweep 1 8012 1,16 16
+[ $(left) -gt 60 ] && serve_sweep 1 8012 1,16 16
 
 step "llama-1.1b fp16 saved, then reloaded twice"
 [ $(left) -gt 60 ] && run save-llama-f16 timeout 50 $M generate --model /tmp/llama-1.1b --device webgpu --use_kernel --kernels wgsl --dtype float16 --max_new_tokens 8 --test_performance --save_mp_checkpoint_path /tmp/llama-1.1b-f16-saved
