@@ -8,7 +8,8 @@
  */
 import { openCheckpoint, type Checkpoint } from '../arch/checkpoint.js';
 import { UsageError } from '../errors.js';
-import { ALL_FUSIONS, NO_FUSIONS, type FusionSwitches } from '../inject/plan.js';
+import { ALL_FUSIONS, NO_FUSIONS } from '../inject/plan.js';
+import type { Backend, PipelineRun, ReferenceKind } from './backend.js';
 import type { Engine } from './dtypes.js';
 import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
@@ -18,51 +19,7 @@ import { defaultDtype, kernelsFor, type DType, type Device, type Kernels, type T
 import { checkSavedRun } from './saved.js';
 import { WgslPipeline } from './wgsl.js';
 
-/** Which library runs the reference: transformers.js on fusegen's plain export, or Hugging Face transformers (PyTorch) in Python. */
-export type ReferenceKind = 'transformersjs' | 'hf';
-
-/**
- * What runs a model, as data: every pipeline generate, compare (its candidate and its triage
- * reruns) and bench build comes from one of these through createPipeline. A later backend is
- * one more kind here and one more case there.
- */
-export type Backend =
-  | {
-      kind: 'reference';
-      /** Default transformersjs. */
-      reference?: ReferenceKind;
-      /** transformers.js: profile every run (bench --profile). */
-      profile?: boolean;
-    }
-  | {
-      /** fusegen's loop on an ONNX Runtime graph: kernel-injected, or plain with every fusion off. */
-      kind: 'ort';
-      /** Default every fusion on (kernel injection); NO_FUSIONS gives the plain graph. */
-      fusions?: FusionSwitches;
-      /** int8/int4: MatMulNBits' accuracy_level (default the plan's). */
-      accuracyLevel?: 0 | 4;
-      /** Profile every run (bench --profile). */
-      profile?: boolean;
-      /** A deliberate defect for the tests of the gate and of triage: the fused attention op's softmax scale. */
-      fusedAttentionScale?: number;
-    }
-  | {
-      /** fusegen's own WGSL kernels on a Dawn WebGPU device (--device webgpu). */
-      kind: 'wgsl';
-      /** Devices the layers are split across (--world_size; default 1). */
-      worldSize?: number;
-    }
-  | {
-      /** llama.cpp through node-llama-cpp on fusegen's GGUF export of the checkpoint (CPU; compare --candidate llamacpp). */
-      kind: 'llamacpp';
-    };
-
-/** What every backend is asked to run: the device, the dtype and the KV-cache capacity. */
-export interface PipelineRun {
-  device: Device;
-  dtype: DType;
-  maxTokens: number;
-}
+export type { Backend, PipelineRun, ReferenceKind } from './backend.js';
 
 /** The engine a backend runs on (the dtype table's column). */
 export function engineOf(b: Backend): Engine {

@@ -13,7 +13,7 @@ import { checkpointKey, COPIED_FILES } from '../graph/export.js';
 import { ALL_FUSIONS } from '../inject/plan.js';
 import { weightsLayoutDigest } from '../kernels/saved-weights.js';
 import { parameterCount } from './common.js';
-import type { Backend, PipelineRun } from './ds-pipeline.js';
+import type { Backend, PipelineRun } from './backend.js';
 import { InjectedPipeline, type SavedOrt } from './injected.js';
 import type { TextGenerationPipeline } from './types.js';
 import { WgslPipeline } from './wgsl.js';
