@@ -82,6 +82,8 @@ export class ContinuousBatcher {
   private readonly slots: Array<Slot | undefined>;
   private readonly queue: Waiting[] = [];
   private loop: Promise<void> | undefined;
+  /** An exclusive run on the engine (a teacher-forced pass): the batch waits for it. */
+  private held: Promise<void> | undefined;
   private begun = false;
   private closed = false;
   steps = 0;
@@ -117,10 +119,20 @@ export class ContinuousBatcher {
 
   /** Runs `fn` alone on the engine (no request in flight), then lets the batch go on (it begins anew). */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.loop) await this.loop;
+    for (;;) {
+      if (this.loop) await this.loop;
+      else if (this.held) await this.held;
+      else break;
+    }
+    const done = fn();
+    this.held = done.then(
+      () => undefined,
+      () => undefined,
+    );
     try {
-      return await fn();
+      return await done;
     } finally {
+      this.held = undefined;
       this.begun = false;
     }
   }
@@ -139,6 +151,7 @@ export class ContinuousBatcher {
     const { stepper, ckpt } = this.access;
     const V = ckpt.dims.vocabSize;
     const eos = ckpt.eosTokenIds;
+    while (this.held) await this.held;
     try {
       for (;;) {
         this.admit();

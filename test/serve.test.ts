@@ -323,6 +323,16 @@ describe('fusegen serve on the WGSL engine (lavapipe): rows join mid-batch, prom
       for (const rows of mixed) expect(rows.length * Math.max(...rows.map(([n]) => n))).toBeLessThanOrEqual(8);
       expect(steps.some((rows) => rows.some(([n, start]) => n > 1 && start > 0))).toBe(true); // a prompt continued from its own earlier chunk
       expect(steps.some((rows) => rows.length < 4)).toBe(true);
+
+      // Prompt logprobs (echo) need the engine alone: requests that arrive meanwhile wait for them, and get their tokens alone.
+      const echo = { prompt: `${PROMPTS[1]} ${PROMPTS[3]} ${PROMPTS[1]}`, max_tokens: 0, echo: true, logprobs: 2 };
+      const quiet = await complete(url, echo);
+      const [echoed, during] = await Promise.all([
+        complete(url, echo),
+        Promise.all(PROMPTS.map(async (prompt) => (await sleep(2), complete(url, { prompt, max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 0, return_tokens_as_token_ids: true })))),
+      ]);
+      during.forEach((r, i) => expect(idsOf(r)).toEqual(alone[i]));
+      expect(echoed.choices[0]!.logprobs).toEqual(quiet.choices[0]!.logprobs);
     } finally {
       await server.close();
       await pipe.dispose();
