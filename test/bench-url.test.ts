@@ -296,12 +296,18 @@ describe('bench --url', () => {
     // The test request is arrival 0; then odd arrivals answer after 10 ms, even ones after 120 ms.
     const fake = await fakeServer({ ttftMs: (i) => (i % 2 ? 10 : 120), itlMs: 2 });
     const dir = tmp('goodput');
-    const r = await cli(['--url', fake.url, '--num_prompts', '6', '--max_new_tokens', '3', '--slo', 'ttft=60', '--report_dir', dir]);
+    const summary = join(dir, 'summary.md');
+    const r = await cli(['--url', fake.url, '--num_prompts', '6', '--max_new_tokens', '3', '--slo', 'ttft=60', '--report_dir', dir, '--summary_md', summary]);
     expect(r.code, r.err.join('\n')).toBe(0);
     const p = reportIn(dir).points[0]!;
     expect(p.goodRequests).toBe(3);
     expect(p.goodput).toBeCloseTo(3 / p.durationS, 6);
     expect(r.out.find((l) => l.startsWith('Request goodput (req/s):'))).toMatch(/\(3 good\)$/);
+    // The Markdown summary (--summary_md, and $GITHUB_STEP_SUMMARY): the point's row with its goodput under the SLO.
+    const text = readFileSync(summary, 'utf8');
+    expect(text).toContain('SLO: ttft ≤ 60 ms');
+    expect(text).toMatch(new RegExp(`\\| synchronous \\| 6 \\| 0 \\| [0-9.]+ \\| [0-9.]+ \\| [0-9.]+ \\| [0-9.]+ \\| [0-9]+ \\| ${p.goodput!.toFixed(2)} \\|`));
+    expect(r.out).toContain(`summary: ${summary}`);
   });
 
   it('counts failures by kind (500, reset, stalled past --timeout_s) and measures only the answers that completed', async () => {
@@ -309,7 +315,7 @@ describe('bench --url', () => {
     const fake = await fakeServer({ behave: (i) => (i === 0 ? 'ok' : kinds[(i - 1) % 4]!) });
     const dir = tmp('errors');
     const t = performance.now();
-    const r = await cli(['--url', fake.url, '--concurrency', '8', '--num_prompts', '8', '--max_new_tokens', '6', '--timeout_s', '0.5', '--report_dir', dir]);
+    const r = await cli(['--url', fake.url, '--concurrency', '8', '--num_prompts', '8', '--max_new_tokens', '6', '--timeout_s', '0.5', '--report_dir', dir, '--summary_md', join(dir, 'summary.md')]);
     expect(r.code, r.err.join('\n')).toBe(0);
     expect(performance.now() - t).toBeLessThan(5000);
     const p = reportIn(dir).points[0]!;
@@ -318,6 +324,7 @@ describe('bench --url', () => {
     expect(p.outputTokens).toBe(12);
     expect(p.errorExamples['http_500']).toContain('500');
     expect(r.out).toContain(`${'Errors by kind:'.padEnd(40)} http_500 2, reset 2, timeout 2`);
+    expect(readFileSync(join(dir, 'summary.md'), 'utf8')).toContain('**6 failed requests**:\n- concurrency 8: http\\_500 2, reset 2, timeout 2'); // Markdown-escaped
   });
 
   it('stops a point at --max_seconds: its requests in flight finish, the rest are not sent', async () => {

@@ -35,7 +35,7 @@ import { validateServeBenchReport } from '../report/serve-bench-validate.js';
 import { defaultDtype, type DType, type Device } from '../pipeline/types.js';
 import { modelBasename, prepareOutputDir, prepareOutputFile, reportTimestamp, writeReportFiles, writeTextAtomic } from '../report/write.js';
 import { actionBenchmark } from '../report/action-benchmark.js';
-import { benchSummaryMd } from '../report/summary-md.js';
+import { benchSummaryMd, serveBenchSummaryMd } from '../report/summary-md.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, decimalAtLeast, dtypeOption, intAtLeast, listOf, oneOf, text, type AbortWriter, type Engine, type OptionSpec, type OptionTable } from './options.js';
 import { checkpointPathOption, localRankOption, openModel, otherRankLine, checkWorldSize, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
 import { checkDevice, checkPrompts } from './validate.js';
@@ -300,7 +300,7 @@ const SERVE_FLAG_NAMES: Record<keyof ServeFlags, true> = { url: true, served_mod
 /** Every in-process flag given with --url, refused (--prompt_lengths is shared: it sweeps prompt lengths either way). */
 function refuseInProcessFlags(o: BenchCliOptions): void {
   for (const k of Object.keys(IN_PROCESS_SPECS) as InProcessOnly[]) {
-    if (k === 'prompt_lengths' || o[k] === undefined) continue;
+    if (k === 'prompt_lengths' || k === 'summary_md' || o[k] === undefined) continue;
     throw new UsageError(`--${k}`, 'applies to the pipelines bench runs in this process, not to --url (the server there runs the model)');
   }
   if (o.world_size !== 1) throw new UsageError('--world_size', 'applies to the pipelines bench runs in this process, not to --url (the server there runs the model)');
@@ -427,6 +427,7 @@ async function runServeBenchCommand(o: BenchCliOptions & { url: string }, io: Be
   if (o.prompt_lengths !== undefined && o.tokenizer === undefined) throw new UsageError('--prompt_lengths', "with --url, prompts of these lengths are built with the model's tokenizer: give --tokenizer DIR");
   if (o.burstiness !== SERVE_DEFAULTS.burstiness && o.request_rate === undefined) throw new UsageError('--burstiness', 'shapes the arrivals of --request_rate: give --request_rate too');
   const reportDir = prepareOutputDir('--report_dir', o.report_dir);
+  const summaryTargets = prepareSummaryTargets(o.summary_md);
   if (o.tokenizer !== undefined && !(existsSync(o.tokenizer) && statSync(o.tokenizer).isDirectory())) throw new UsageError('--tokenizer', `${o.tokenizer}: no such directory (expected a checkpoint directory holding tokenizer.json)`);
   const tokenizer = o.tokenizer !== undefined ? await loadServeTokenizer(o.tokenizer) : undefined;
   const sets: ServePromptSet[] =
@@ -475,6 +476,7 @@ async function runServeBenchCommand(o: BenchCliOptions & { url: string }, io: Be
     progress.stop();
     const partial: ServeBenchReport = { ...live, status: 'interrupted', points: [...live.points] };
     const written = writeServeBenchReports(partial, reportDir);
+    writeSummary(summaryTargets, serveBenchSummaryMd(partial, written));
     io.err(`interrupted: ${partial.points.length} finished point${partial.points.length === 1 ? '' : 's'} written to ${written.json}`);
   });
   const runs = options.sets.length * options.loads.length * options.numPrompts;
@@ -499,6 +501,8 @@ async function runServeBenchCommand(o: BenchCliOptions & { url: string }, io: Be
   for (const p of report.points) for (const line of summaryLines(p, report)) io.out(line);
   const written = writeServeBenchReports(report, reportDir);
   io.out(`reports: ${written.json}, ${written.html}`);
+  const summary = writeSummary(summaryTargets, serveBenchSummaryMd(report, written));
+  if (summary) io.out(`summary: ${summary}`);
   return report.status === 'interrupted' ? 130 : 0;
 }
 

@@ -14,6 +14,7 @@
 import { pointName, type BenchReport, type BenchRow } from './bench-report.js';
 import { comparedLine, referenceLine, servedLine, type CompareReport, type PipelineSpeed, type PromptResult } from './compare-report.js';
 import { clip, esc } from './html.js';
+import { servePointName, type ServeBenchReport } from './serve-bench-report.js';
 import { ratioText, type RatioInterval } from './speed-stats.js';
 
 /** Report text as Markdown inline text, safe in a table cell: no markup, no HTML, one line. */
@@ -159,6 +160,31 @@ export function benchSummaryMd(r: BenchReport, files?: { json: string; html: str
     }
     const other = g.reasons.filter((x) => !failing.some((b) => x.startsWith(`${pointName(b)}:`)));
     if (other.length) lines.push('', '### Why the gate failed', '', ...other.map((x) => `- ${md(x)}`));
+  }
+  lines.push(...reportsLine(files));
+  return `${lines.join('\n')}\n`;
+}
+
+/** bench --url: the server, then a row per point (throughput, the medians, the tails, goodput, failures by kind). */
+export function serveBenchSummaryMd(r: ServeBenchReport, files?: { json: string; html: string }): string {
+  const s = r.settings;
+  const failed = r.points.reduce((a, p) => a + p.failed, 0);
+  const slo = s.slo ? Object.entries(s.slo).map(([k, v]) => `${k.replace(/Ms$/, '')} ≤ ${v} ms`).join(', ') : undefined;
+  const lines = [
+    gateHeading('bench --url', undefined, r.status).replace('done (no --baseline, no gate)', 'load test'),
+    '',
+    `**${md(r.target.model)}** at ${md(r.target.url)} · ${plural(r.points.length, 'point')} · max_tokens ${s.maxTokens}${s.ignoreEos ? ' (end-of-sequence ignored)' : ''} · prompts: ${md(s.prompts)} · output tokens counted by ${s.tokenCounting === 'tokenizer' ? "the model's tokenizer" : "the server's usage"}${slo ? ` · SLO: ${md(slo)}` : ''}`,
+    '',
+    ...statusLine(r.status, undefined, 'The rows cover the points that finished.'),
+    ...table(
+      ['point', 'completed', 'failed', 'output tok/s', 'TTFT median ms', 'TPOT median ms', 'ITL p99 ms', 'E2E p99 ms', ...(slo ? ['goodput req/s'] : [])],
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', ...(slo ? (['r'] as const) : [])],
+      r.points.map((p) => [md(servePointName(p)), String(p.completed), String(p.failed), num(p.outputThroughput, 1), num(p.ttftMs.median, 1), num(p.tpotMs.median, 2), num(p.itlMs.p99, 1), num(p.e2eMs.p99, 0), ...(slo ? [num(p.goodput, 2)] : [])]),
+    ),
+  ];
+  if (failed > 0) {
+    lines.push('', `**${plural(failed, 'failed request')}**:`);
+    for (const p of r.points.filter((x) => x.failed > 0)) lines.push(`- ${md(servePointName(p))}: ${Object.entries(p.errors).map(([k, n]) => `${md(k)} ${n}`).join(', ')}`);
   }
   lines.push(...reportsLine(files));
   return `${lines.join('\n')}\n`;
