@@ -55,7 +55,7 @@
 import { archFor } from '../src/arch/index.js';
 import { readModelConfig } from '../src/checkpoint/config.js';
 import { UnsupportedError } from '../src/errors.js';
-import { topK } from '../src/pipeline/common.js';
+import { logSumExp, topK } from '../src/pipeline/common.js';
 import type { DType, Device, TopK } from '../src/pipeline/types.js';
 
 export interface Tolerance {
@@ -358,11 +358,7 @@ export interface LogprobRow {
 
 /** A logits row as log-probabilities: its top-k, with the row kept so that any id can be read. */
 export function logprobRow(logits: ArrayLike<number>, k: number): LogprobRow {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
-  let z = 0;
-  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - max);
-  const logZ = max + Math.log(z);
+  const logZ = logSumExp(logits);
   // The top-k of the logits are the top-k of the log-probabilities, largest first.
   const top = topK(logits, k);
   return { top: { ids: top.ids, values: top.values.map((v) => v - logZ) }, logits, logZ };

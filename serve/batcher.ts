@@ -11,7 +11,7 @@
  * back and each row is decided on the host.
  */
 import { CapacityError } from '../src/errors.js';
-import { topK } from '../src/pipeline/common.js';
+import { logSumExp, topK } from '../src/pipeline/common.js';
 import { makeSampler, type Sampler } from '../src/pipeline/sampling.js';
 import type { StepAccess } from '../src/pipeline/types.js';
 import type { StepInput } from '../src/step.js';
@@ -194,14 +194,14 @@ export class ContinuousBatcher {
           let chosen: GeneratedToken;
           if (out.logits) {
             const row = out.logits.subarray(b * V, (b + 1) * V);
-            const logprobs = s.job.logprobs ? logSoftmaxOf(row) : undefined; // of the model's own distribution, as vLLM returns by default
+            // The model's own log-probabilities (as vLLM returns them by default), read before end-of-sequence is masked.
+            const lse = s.job.logprobs ? logSumExp(row) : 0;
+            const top = s.job.logprobs && s.job.topLogprobs > 0 ? topLogprobs(row, s.job.topLogprobs, lse) : undefined;
             if (!s.job.ignoreEos && s.ids.length < s.job.minTokens) for (const e of eos) row[e] = -Infinity;
             const id = s.sampler(row);
             chosen = { id };
-            if (logprobs) {
-              chosen.logprob = logprobs.of(id);
-              if (s.job.topLogprobs > 0) chosen.top = logprobs.top(s.job.topLogprobs);
-            }
+            if (s.job.logprobs) chosen.logprob = row[id]! - lse; // the chosen id is never a masked one
+            if (top) chosen.top = top;
           } else chosen = { id: out.ids![b]! };
           s.ids.push(chosen.id);
           const stopped = s.job.onToken?.(chosen) === true;
@@ -247,24 +247,8 @@ export class ContinuousBatcher {
   }
 }
 
-/** log-softmax of one logits row, lazily: the chosen id's value, and the top k. */
-export function logSoftmaxOf(row: Float32Array): { of: (id: number) => number; rank: (id: number) => number; top: (k: number) => Array<{ id: number; logprob: number }> } {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
-  let sum = 0;
-  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - max);
-  const lse = max + Math.log(sum);
-  const copy = Float32Array.from(row); // the sampler may mask the row afterwards
-  return {
-    of: (id) => copy[id]! - lse,
-    rank: (id) => {
-      let above = 0;
-      for (let i = 0; i < copy.length; i++) if (copy[i]! > copy[id]!) above++;
-      return above + 1;
-    },
-    top: (k) => {
-      const t = topK(copy, k);
-      return t.ids.map((id, i) => ({ id, logprob: t.values[i]! - lse }));
-    },
-  };
+/** The k most likely ids of a logits row with their log-probabilities (`lse`: the row's logSumExp). */
+export function topLogprobs(row: ArrayLike<number>, k: number, lse: number): Array<{ id: number; logprob: number }> {
+  const t = topK(row, k);
+  return t.ids.map((id, i) => ({ id, logprob: t.values[i]! - lse }));
 }

@@ -11,9 +11,10 @@
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { PreTrainedTokenizer } from '@huggingface/transformers';
 import { FusegenError, UsageError } from '../src/errors.js';
+import { logSumExp } from '../src/pipeline/common.js';
 import { decodeText, encode } from '../src/pipeline/tokenizer.js';
 import type { StepAccess, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { ContinuousBatcher, logSoftmaxOf, type GeneratedToken, type Job, type JobResult } from './batcher.js';
+import { ContinuousBatcher, topLogprobs, type GeneratedToken, type Job, type JobResult } from './batcher.js';
 import { ServeMetrics } from './metrics.js';
 
 export interface ServeOptions {
@@ -493,10 +494,18 @@ async function promptLogprobs(batcher: ContinuousBatcher, pipeline: TextGenerati
   const text = (i: number) => whole.slice(starts[i], i + 1 < ids.length ? starts[i + 1] : whole.length);
   const out: Array<{ t: GeneratedToken; text: string }> = [{ t: { id: ids[0]! }, text: text(0) }];
   for (let i = 1; i < ids.length; i++) {
-    const lp = logSoftmaxOf(rows[0]![i - 1]!);
-    out.push({ t: { id: ids[i]!, logprob: lp.of(ids[i]!), rank: lp.rank(ids[i]!), top: k > 0 ? lp.top(k) : [] }, text: text(i) });
+    const row = rows[0]![i - 1]!;
+    const lse = logSumExp(row);
+    out.push({ t: { id: ids[i]!, logprob: row[ids[i]!]! - lse, rank: rankOf(row, ids[i]!), top: k > 0 ? topLogprobs(row, k, lse) : [] }, text: text(i) });
   }
   return out;
+}
+
+/** 1-based rank of `id` in a logits row (ties count for it). */
+function rankOf(row: ArrayLike<number>, id: number): number {
+  let above = 0;
+  for (let i = 0; i < row.length; i++) if (row[i]! > row[id]!) above++;
+  return above + 1;
 }
 
 /** One position in vLLM's prompt_logprobs form: the top k and the token itself, by id, with rank and text. */

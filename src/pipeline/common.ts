@@ -61,6 +61,15 @@ export function finishSequences(
   });
 }
 
+/** log Σ exp(row), stably: a logits row's log-probabilities are its logits minus this. */
+export function logSumExp(row: ArrayLike<number>): number {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - max);
+  return max + Math.log(sum);
+}
+
 /** The k largest entries, largest first (ties: lower id first). */
 export function topK(row: ArrayLike<number>, k: number): TopK {
   const ids: number[] = [];
