@@ -17,6 +17,18 @@ export interface StepInput {
    * (`tokens` then holds placeholders of length 1). Only for engines with `feedsBack`.
    */
   fromDevice?: boolean;
+  /**
+   * With a paged KV cache (`begin`'s `paging`): row b's blocks in order, block i holding its
+   * positions i * blockSize ..; they must cover every position up to the row's last new token
+   * (an idle row's throwaway token too). A scheduler keeps a block for such rows.
+   */
+  blockTables?: number[][];
+}
+
+/** A KV cache paged from a pool (vLLM's PagedAttention): `blocks` blocks of `blockSize` positions, any row any block. */
+export interface KvPaging {
+  blockSize: number;
+  blocks: number;
 }
 
 /**
@@ -36,7 +48,10 @@ export interface Stepper {
    * Two keep the device busy while the host waits for a readback and encodes the next step.
    */
   readonly stepsAhead?: number;
-  begin(batch: number, capacity: number): void | Promise<void>;
+  /** Whether `begin` takes `paging` (a block pool in place of a cache of `capacity` positions a row). */
+  readonly pagedKv?: boolean;
+  /** Sizes the engine for `batch` rows of up to `capacity` positions; with `paging` the KV cache is a block pool, each step's rows naming their blocks. */
+  begin(batch: number, capacity: number, paging?: KvPaging): void | Promise<void>;
   step(input: StepInput, needLogits: boolean): Promise<{ logits?: Float32Array; ids?: number[] }>;
   end(): void;
 }

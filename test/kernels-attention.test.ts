@@ -160,6 +160,8 @@ interface Case {
   qScale?: number;
   /** Scores soft-capped at this (Gemma 2's attn_logit_softcapping). */
   softcap?: number;
+  /** A paged cache: blocks of this many positions, in a pool with spare blocks, each row's blocks scattered over it (seeded). */
+  blockSize?: number;
 }
 
 interface Chain {
@@ -187,12 +189,53 @@ function cacheMatches(got: Float32Array, want: Float64Array): boolean {
  * against the float64 reference. The cache holds random prior keys below each row's offset
  * and NaN everywhere else, so reading any key the step did not write shows up as NaN.
  */
+/**
+ * A block pool for a paged cache: row b's i-th block is `table[b][i]`, the blocks shuffled over a
+ * pool with two spare blocks (never named), and conversions between the contiguous layout
+ * [B, Hkv, M, D] and the pool's [blocks, Hkv, BS, D] (unnamed blocks NaN).
+ */
+function pagedLayout(B: number, Hkv: number, M: number, D: number, BS: number, rand: () => number) {
+  const NB = M / BS;
+  const blocks = B * NB + 2;
+  const order = Array.from({ length: blocks }, (_, i) => i);
+  for (let i = blocks - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  const table = Array.from({ length: B }, (_, b) => order.slice(b * NB, (b + 1) * NB));
+  const slot = (b: number, h: number, p: number) => ((table[b]![Math.floor(p / BS)]! * Hkv + h) * BS + (p % BS)) * D;
+  const each = (f: (contiguous: number, pooled: number) => void) => {
+    for (let b = 0; b < B; b++) for (let h = 0; h < Hkv; h++) for (let p = 0; p < M; p++) for (let e = 0; e < D; e++) f(((b * Hkv + h) * M + p) * D + e, slot(b, h, p) + e);
+  };
+  return {
+    paged: { blockSize: BS, blocksPerRow: NB },
+    table: table.flat(),
+    toPool(c: Float32Array): Float32Array {
+      const pool = new Float32Array(blocks * Hkv * BS * D).fill(NaN);
+      each((i, j) => (pool[j] = c[i]!));
+      return pool;
+    },
+    fromPool(pool: Float32Array): Float32Array {
+      const c = new Float32Array(B * Hkv * M * D);
+      each((i, j) => (c[i] = pool[j]!));
+      return c;
+    },
+  };
+}
+
 async function runChain(c: Case): Promise<Chain> {
   const rand = rng(c.seed);
   const { S, H, Hkv, D, M } = c;
   const B = c.offsets.length;
   const T = B * S;
   const theta = 10000;
+  // Drawn from its own generator, so that a paged case sees the same data as its contiguous twin.
+  const pages = c.blockSize ? pagedLayout(B, Hkv, M, D, c.blockSize, rng(c.seed + 7)) : undefined;
+  const toCache = (x: Float32Array) => (pages ? pages.toPool(x) : x);
+  const readCache = async (buf: GPUBuffer, n: number) => {
+    const got = await readF32(buf, pages ? buf.size / 4 : n);
+    return pages ? pages.fromPool(got) : got;
+  };
   const positions: number[] = [];
   const valid: number[] = [];
   for (let b = 0; b < B; b++) {
@@ -220,6 +263,7 @@ async function runChain(c: Case): Promise<Chain> {
   }
   const slopes = c.alibi ? alibiSlopes(H) : undefined;
   const dims: Dims = { T, S, H, Hkv, D, M, scale: 1 / Math.sqrt(D) };
+  const paged = pages ? { paged: pages.paged } : {};
 
   // Reference: rotate, write the cache, attend.
   const qr = c.alibi ? Float64Array.from(q) : refRotary(q, T, H, D, positions, theta);
@@ -243,29 +287,30 @@ async function runChain(c: Case): Promise<Chain> {
   const bufs = {
     qkv: upload(ctx, packQkv(q, k, v, T, H, Hkv, D)),
     q: poisoned(T * H * D),
-    kCache: upload(ctx, cacheK),
-    vCache: upload(ctx, cacheV),
-    positions: upload(ctx, u32(positions)),
+    kCache: upload(ctx, toCache(cacheK)),
+    vCache: upload(ctx, toCache(cacheV)),
+    // A paged step's block tables follow its positions.
+    positions: upload(ctx, u32([...positions, ...(pages?.table ?? [])])),
     valid: upload(ctx, u32(valid)),
     slopes: upload(ctx, Float32Array.from(slopes ?? [0])),
   };
   const outs = { split: poisoned(T * H * D), prefill: poisoned(T * H * D) };
   submit(ctx, (pass) => {
-    kern.encodeQkvScatter(pass, bufs, { T, S, H, Hkv, D, M, ...(c.alibi ? {} : { theta }) });
+    kern.encodeQkvScatter(pass, bufs, { T, S, H, Hkv, D, M, ...paged, ...(c.alibi ? {} : { theta }) });
     for (const path of ['split', 'prefill'] as const) {
-      const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, ...cap, alibi: c.alibi, path });
+      const took = kern.encodeAttention(pass, { ...bufs, out: outs[path] }, { ...dims, ...paged, ...cap, alibi: c.alibi, path });
       expect(took).toBe(path);
     }
   });
   const got: Chain['got'] = { split: await readF32(outs.split, T * H * D), prefill: await readF32(outs.prefill, T * H * D) };
-  const cacheOk = cacheMatches(await readF32(bufs.kCache, refK.length), refK);
+  const cacheOk = cacheMatches(await readCache(bufs.kCache, refK.length), refK);
   let fusedCacheOk: boolean | undefined;
   if (S === 1) {
     // The same step with no scatter: the split kernel reads the packed qkv, on fresh caches.
-    const fused = { ...bufs, q: bufs.qkv, kCache: upload(ctx, cacheK), vCache: upload(ctx, cacheV), out: poisoned(T * H * D) };
-    submit(ctx, (pass) => kern.encodeAttention(pass, { ...fused, packedQkv: c.alibi ? {} : { theta } }, { ...dims, ...cap, alibi: c.alibi }));
+    const fused = { ...bufs, q: bufs.qkv, kCache: upload(ctx, toCache(cacheK)), vCache: upload(ctx, toCache(cacheV)), out: poisoned(T * H * D) };
+    submit(ctx, (pass) => kern.encodeAttention(pass, { ...fused, packedQkv: c.alibi ? {} : { theta } }, { ...dims, ...paged, ...cap, alibi: c.alibi }));
     got.fused = await readF32(fused.out, T * H * D);
-    fusedCacheOk = cacheMatches(await readF32(fused.kCache, refK.length), refK) && cacheMatches(await readF32(fused.vCache, refV.length), refV);
+    fusedCacheOk = cacheMatches(await readCache(fused.kCache, refK.length), refK) && cacheMatches(await readCache(fused.vCache, refV.length), refV);
     for (const b of [fused.kCache, fused.vCache, fused.out]) b.destroy();
   }
   for (const b of [...Object.values(bufs), ...Object.values(outs)]) b.destroy();
@@ -448,6 +493,33 @@ describe('attention, long context (4100 keys)', () => {
   it('a 24-row chunk after 4076 cached keys, ALiBi, D=64', async () => {
     const r = await runChain({ S: 24, offsets: [4076], counts: [24], H: 4, Hkv: 4, D: 64, M: 4100, alibi: true, seed: 4101 });
     expectChain(r, 1e-5);
+  });
+});
+
+describe('attention over a paged cache (block tables after the positions)', () => {
+  // Each row's blocks scattered over a pool with spare blocks: every path (scatter, split, fused
+  // split, prefill) must find each key through the table. Same data as the contiguous twin, so
+  // the same sums in the same order: equal to the last bit.
+  it.each([
+    { S: 1, offsets: [0, 6, 32, 299, 12], counts: [1, 1, 1, 1, 0], H: 8, Hkv: 2, D: 64, alibi: false, BS: 16 },
+    { S: 9, offsets: [0, 3, 290], counts: [9, 5, 1], H: 8, Hkv: 2, D: 64, alibi: false, BS: 48 },
+    { S: 1, offsets: [0, 6, 32, 299, 12], counts: [1, 1, 1, 1, 1], H: 4, Hkv: 4, D: 16, alibi: true, BS: 16 },
+  ])('S=$S D=$D H=$H/$Hkv alibi=$alibi, blocks of $BS: the reference, and the contiguous cache bit for bit', async ({ BS, ...c }) => {
+    const M = 336; // a multiple of 16 and 48, past the longest row
+    const base = { ...c, M, seed: 77 + c.S + c.D };
+    const pagedRun = await runChain({ ...base, blockSize: BS });
+    expectChain(pagedRun, 1e-5);
+    const contiguous = await runChain(base);
+    for (const path of Object.keys(contiguous.got) as Array<keyof Chain['got']>) {
+      expect(Buffer.from(pagedRun.got[path]!.buffer).equals(Buffer.from(contiguous.got[path]!.buffer)), `${path} path`).toBe(true);
+    }
+  });
+
+  it('refuses a block table that does not make M', () => {
+    const b = storageBuffer(ctx, 64);
+    const pass = { setPipeline() {}, setBindGroup() {}, dispatchWorkgroups() {} } as unknown as GPUComputePassEncoder;
+    expect(() => kern.encodeAttention(pass, { q: b, kCache: b, vCache: b, positions: b, valid: b, out: b }, { T: 1, S: 1, H: 4, Hkv: 4, D: 16, M: 40, scale: 1, paged: { blockSize: 16, blocksPerRow: 2 } })).toThrow(/2 blocks of 16 positions a row do not make M = 40/);
+    b.destroy();
   });
 });
 

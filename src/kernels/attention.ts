@@ -14,6 +14,8 @@
  *   positions u32 [T]                               absolute position of row t in its batch row
  *   valid u32 [T]                                   0 = padding row (not written, output zeros)
  *   kCache, vCache [B, Hkv, M, D]                   B = T / S, M = capacity (keys per batch row)
+ *     or paged [blocks, Hkv, BS, D]                 with `paged`: row b's block table follows the T
+ *                                                   positions (u32 [B, NB], M = NB * BS; kv_slot.wgsl)
  *   slopes f32 [H]                                  ALiBi slopes (only read when alibi is on)
  */
 import { UnsupportedError } from '../errors.js';
@@ -33,6 +35,16 @@ export interface QkvScatterBuffers {
   invFreq?: GPUBuffer;
 }
 
+/**
+ * A paged KV cache: the caches are a pool of blocks of `blockSize` positions, and `positions`
+ * holds, after the step's T positions, each batch row's table of `blocksPerRow` block ids
+ * (block i of the table holds the row's positions i * blockSize ..). M is then blocksPerRow * blockSize.
+ */
+export interface KvPages {
+  blockSize: number;
+  blocksPerRow: number;
+}
+
 export interface QkvScatterDims {
   T: number;
   S: number;
@@ -40,6 +52,7 @@ export interface QkvScatterDims {
   Hkv: number;
   D: number;
   M: number;
+  paged?: KvPages;
   /** Rotary base; absent: no rotary (learned or ALiBi positions). */
   theta?: number;
 }
@@ -72,6 +85,7 @@ export interface AttentionDims {
   Hkv: number;
   D: number;
   M: number;
+  paged?: KvPages;
   /** Multiplies q.k (usually 1/sqrt(D)). */
   scale: number;
   /** Scaled scores become softcap * tanh(score / softcap) before the mask and softmax (Gemma 2's attn_logit_softcapping); absent: none. */
@@ -148,12 +162,13 @@ export class AttentionKernels {
   encodeQkvScatter(pass: GPUComputePassEncoder, buf: QkvScatterBuffers, dims: QkvScatterDims): void {
     const { T, S, H, Hkv, D, M, theta } = dims;
     checkHeadDim(D);
+    const [BS, NB] = pageDims(dims);
     if (T === 0) return;
     const rotary = theta !== undefined;
     const inv = buf.invFreq ?? (rotary ? this.invFreq(D, theta) : this.dummy);
-    const kernel = this.kernel(`qkv-scatter${rotary ? ' rotary' : ''}`, 'qkv-scatter.wgsl', { ROTARY: String(rotary) });
-    const b = this.bind('qkv-scatter', kernel, [buf.qkv, buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, inv], [T, S, H, Hkv, D, M], () =>
-      params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: D }, { u32: M }),
+    const kernel = this.kernel(`qkv-scatter${rotary ? ' rotary' : ''}${dims.paged ? ' paged' : ''}`, 'qkv-scatter.wgsl', { ROTARY: String(rotary) }, !!dims.paged);
+    const b = this.bind('qkv-scatter', kernel, [buf.qkv, buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, inv], [T, S, H, Hkv, D, M, BS, NB], () =>
+      params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: D }, { u32: M }, { u32: BS }, { u32: NB }),
     );
     const [y, z] = rows(T);
     kernel.encode(pass, b.groups[0]!, Math.ceil(((H + 2 * Hkv) * D) / 2 / 64), y, z);
@@ -188,6 +203,8 @@ export class AttentionKernels {
     if (dims.softcap !== undefined && !(Number.isFinite(softcap) && softcap > 0)) throw new UnsupportedError('attention', `softcap ${dims.softcap} must be a positive number`);
     if (alibi && !buf.slopes) throw new UnsupportedError('attention', 'ALiBi needs a slopes buffer');
     const G = H / Hkv;
+    const [BS, NB] = pageDims(dims);
+    const paged = !!dims.paged;
     const path = this.choosePath(dims);
     if (T === 0) return path;
     const packed = buf.packedQkv;
@@ -202,13 +219,13 @@ export class AttentionKernels {
     const slopes = alibi ? buf.slopes! : rotary ? (packed!.invFreq ?? this.invFreq(D, packed!.theta!)) : this.dummy;
     const SPLIT = this.split;
     const NS = Math.ceil(M / SPLIT);
-    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 }, { f32: softcap });
+    const words = () => params({ u32: T }, { u32: S }, { u32: H }, { u32: Hkv }, { u32: M }, { u32: NS }, { f32: scale }, { u32: 0 }, { u32: alibi ? 1 : 0 }, { f32: softcap }, { u32: BS }, { u32: NB });
     const common = [buf.q, buf.kCache, buf.vCache, buf.positions, buf.valid, slopes, buf.out];
-    const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0, softcap];
+    const sizes = [T, S, H, Hkv, D, M, scale, alibi ? 1 : 0, softcap, BS, NB];
 
     if (path === 'prefill') {
       const { BQ, BK } = this.prefillShape(D, G);
-      const kernel = this.kernel(`prefill/${D}/${G}`, 'attention-prefill.wgsl', { D4: D / 4, G, BQ, BK, WG });
+      const kernel = this.kernel(`prefill/${D}/${G}${paged ? '/paged' : ''}`, 'attention-prefill.wgsl', { D4: D / 4, G, BQ, BK, WG }, paged);
       const b = this.bind('prefill', kernel, common, sizes, words);
       if (Math.ceil(S / BQ) > MAX_DISPATCH || T / S > MAX_DISPATCH) throw new UnsupportedError('attention', `${T} rows exceed the dispatch limit`);
       kernel.encode(pass, b.groups[0]!, Math.ceil(S / BQ), Hkv, T / S);
@@ -220,7 +237,7 @@ export class AttentionKernels {
     const GW = headsPerWorkgroup(G, T * H * splits);
     const splitBytes = 16 * (GW * (D / 4) + WG + 2 * (D / 4)) + 4 * (GW * (SPLIT + WG + 16) + WG) + 4;
     if (splitBytes > this.storageLimit) throw new UnsupportedError('attention', `${GW} heads per workgroup of dim ${D} need more workgroup memory than ${this.storageLimit} bytes`);
-    const split = this.kernel(`split/${D}/${GW}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}`, 'attention-split.wgsl', {
+    const split = this.kernel(`split/${D}/${GW}${packed ? (rotary ? '/qkv-rotary' : '/qkv') : ''}${paged ? '/paged' : ''}`, 'attention-split.wgsl', {
       D4: D / 4,
       G: GW,
       SPLIT,
@@ -230,7 +247,7 @@ export class AttentionKernels {
       PREFETCH: String(splitPrefetches(D, SPLIT)),
       KV_ACCESS: packed ? 'read_write' : 'read',
       KV_WRITE: packed ? 'kc[i] = k;\n  vc[i] = v;' : '',
-    });
+    }, paged);
     const wgc = Math.min(64, D / 4);
     const MAXNS = Math.max(512, 2 ** Math.ceil(Math.log2(NS)));
     if (MAXNS * 12 > this.storageLimit) throw new UnsupportedError('attention', `a cache of ${M} keys needs too many flash-decoding splits`);
@@ -274,10 +291,16 @@ export class AttentionKernels {
     return buf;
   }
 
-  private kernel(key: string, file: string, defines: Record<string, string | number>): Kernel {
+  private kernel(key: string, file: string, defines: Record<string, string | number>, paged = false): Kernel {
     let k = this.kernels.get(key);
     if (!k) {
-      k = new Kernel(this.ctx, key, file, { ...defines, PARAMS: `${loadWgsl('attention_params.wgsl')}\n${loadWgsl('softcap.wgsl')}`, ROTARY_FNS: loadWgsl('rotary.wgsl'), DYN: this.unroll ? '' : ' + P.zero' });
+      k = new Kernel(this.ctx, key, file, {
+        ...defines,
+        PARAMS: `${loadWgsl('attention_params.wgsl')}\n${loadWgsl('softcap.wgsl')}`,
+        KV_SLOT: loadWgsl('kv_slot.wgsl', { PAGED: String(paged) }),
+        ROTARY_FNS: loadWgsl('rotary.wgsl'),
+        DYN: this.unroll ? '' : ' + P.zero',
+      });
       this.kernels.set(key, k);
     }
     return k;
@@ -332,6 +355,16 @@ const MIN_WORKGROUPS = 128;
 function headsPerWorkgroup(G: number, headSplits: number): number {
   for (let gw = G; gw > 1; gw--) if (G % gw === 0 && (headSplits / gw) >= MIN_WORKGROUPS) return gw;
   return 1;
+}
+
+/** The kernels' (BS, NB): the page size and a row's table length, or (M, 1) for contiguous caches (unused then). */
+function pageDims(dims: { M: number; paged?: KvPages }): [number, number] {
+  const p = dims.paged;
+  if (!p) return [dims.M, 1];
+  if (!(p.blockSize >= 1 && p.blocksPerRow >= 1 && p.blockSize * p.blocksPerRow === dims.M)) {
+    throw new UnsupportedError('attention', `paged caches of ${p.blocksPerRow} blocks of ${p.blockSize} positions a row do not make M = ${dims.M}`);
+  }
+  return [p.blockSize, p.blocksPerRow];
 }
 
 function checkHeadDim(D: number): void {

@@ -20,9 +20,9 @@ import type { Checkpoint } from '../arch/checkpoint.js';
 import { alibiSlopes, ropeInvFreq } from '../arch/positions.js';
 import { savedFile, type SavedFile } from '../checkpoint/saved.js';
 import { layerAttentionScale, type ArchTraits } from '../arch/spec.js';
-import { UnsupportedError } from '../errors.js';
+import { CapacityError, UnsupportedError } from '../errors.js';
 import type { Quantization } from '../inject/plan.js';
-import type { StepInput, Stepper } from '../step.js';
+import type { KvPaging, StepInput, Stepper } from '../step.js';
 import { AttentionKernels } from './attention.js';
 import { Kernel, params, storageBuffer, uniform, upload, type AdapterInfo, type GpuContext } from './device.js';
 import { ElementwiseKernels } from './elementwise.js';
@@ -49,8 +49,10 @@ interface Run {
   buf: Record<'ids' | 'positions' | 'valid' | 'rows' | 'x' | 'res' | 'qkv' | 'q' | 'attn' | 'mlp' | 'picked' | 'logits' | 'next' | 'suppress', GPUBuffer>;
   kCache: GPUBuffer[];
   vCache: GPUBuffer[];
-  /** Rows the KV caches hold (at least B). */
+  /** Rows the KV caches hold (at least B; contiguous caches). */
   cacheRows: number;
+  /** A paged KV cache: the caches are the block pool, and `positions` carries each row's table of `perRow` blocks after the T positions. */
+  pages: (KvPaging & { perRow: number }) | undefined;
   /** Readback buffers, one per step in flight (STAGING_RING). */
   staging: GPUBuffer[];
   /** Steps submitted so far (picks the staging buffer). */
@@ -158,6 +160,8 @@ interface StepShape {
  */
 class Stage {
   run: Run | undefined;
+  /** The KV cache's block pool, from begin (absent: a cache of `capacity` positions a row). */
+  paging: KvPaging | undefined;
   private readonly gather: Kernel;
   private readonly slopes: GPUBuffer | undefined;
   /** Rotary inverse frequencies from the spec's rope settings (positions.ts), when rotary. */
@@ -200,11 +204,14 @@ class Stage {
   /** Buffers for B rows of up to S new tokens, `capacity` cached tokens and R logits rows. */
   ensure(B: number, S: number, capacity: number, R: number): Run {
     const r = this.run;
-    if (r && r.B === B && r.S >= S && r.capacity >= capacity && r.R >= R) return r;
+    const pg = this.paging;
+    if (pg) capacity = Math.ceil(capacity / pg.blockSize) * pg.blockSize;
+    if (r && r.B === B && r.S >= S && r.capacity >= capacity && r.R >= R && samePaging(r.pages, pg)) return r;
     // The KV caches outlive a new step shape (a prompt step between decode steps, a server's batch
     // gaining or losing rows): row b's cache sits at the same offset whatever B a step has, so they
-    // are kept while they hold B rows of `capacity` positions.
-    const kept = r && r.cacheRows >= B && r.capacity >= capacity ? { kCache: r.kCache, vCache: r.vCache, rows: r.cacheRows, capacity: r.capacity } : undefined;
+    // are kept while they hold B rows of `capacity` positions. A block pool serves any rows and capacity.
+    const keep = r && samePaging(r.pages, pg) && (pg ? true : r.cacheRows >= B && r.capacity >= capacity);
+    const kept = keep ? { kCache: r.kCache, vCache: r.vCache, rows: r.cacheRows, capacity: pg ? capacity : r.capacity } : undefined;
     this.release(kept !== undefined);
     capacity = kept?.capacity ?? capacity;
     const { dims } = this.ckpt;
@@ -213,7 +220,8 @@ class Stage {
     const D = dims.headDim;
     const { from, to } = this.weights.slice;
     const f = (n: number, label: string) => storageBuffer(this.ctx, n * 4, label);
-    const cache = (i: number, kind: string) => f(B * dims.numKvHeads * capacity * D, `${kind}-cache-${i}`);
+    const pages = pg ? { ...pg, perRow: capacity / pg.blockSize } : undefined;
+    const cache = (i: number, kind: string) => f(pg ? pg.blocks * dims.numKvHeads * pg.blockSize * D : B * dims.numKvHeads * capacity * D, `${kind}-cache-${i}`);
     const layers = Array.from({ length: to - from }, (_, j) => from + j);
     this.run = {
       B,
@@ -222,7 +230,7 @@ class Stage {
       R,
       buf: {
         ids: f(T, 'ids'),
-        positions: f(T, 'positions'),
+        positions: f(T + (pages ? B * pages.perRow : 0), 'positions'),
         valid: f(T, 'valid'),
         rows: f(R, 'rows'),
         x: f(T * E, 'x'),
@@ -239,6 +247,7 @@ class Stage {
       kCache: kept?.kCache ?? layers.map((i) => cache(i, 'k')),
       vCache: kept?.vCache ?? layers.map((i) => cache(i, 'v')),
       cacheRows: kept?.rows ?? B,
+      pages,
       staging: Array.from({ length: STAGING_RING }, () => this.ctx.device.createBuffer({ size: Math.max(16, Math.max(this.outputBytes(T, R, true), this.outputBytes(T, R, false))), usage: 0x1 | 0x8 })),
       submitted: 0,
       feedback: false,
@@ -318,7 +327,7 @@ class Stage {
     w.layers.forEach((layer, j) => {
       const i = w.slice.from + j;
       linear(buf.res, layer.qkv, buf.qkv, T, { norm: layer.inputNorm });
-      const heads = { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity };
+      const heads = { T, S, H: dims.numHeads, Hkv: dims.numKvHeads, D, M: run.capacity, ...(run.pages ? { paged: { blockSize: run.pages.blockSize, blocksPerRow: run.pages.perRow } } : {}) };
       const rope = this.invFreq ? { theta: dims.rope!.theta, invFreq: this.invFreq } : {};
       const cache = { kCache: run.kCache[j]!, vCache: run.vCache[j]!, positions: buf.positions, valid: buf.valid };
       // Decode reads the packed projection in place (split, rotary and cache write in the attention kernel).
@@ -416,6 +425,29 @@ class Stage {
   }
 }
 
+function samePaging(a: KvPaging | undefined, b: KvPaging | undefined): boolean {
+  return a === b || (!!a && !!b && a.blockSize === b.blockSize && a.blocks === b.blocks);
+}
+
+/** The step's block tables, [B, perRow] (entries past a row's blocks are 0: read as stale keys past its last, never used). */
+function blockTables(input: StepInput, pages: KvPaging & { perRow: number }): Uint32Array {
+  const { blockSize, blocks, perRow } = pages;
+  const tables = input.blockTables;
+  if (!tables) throw new UnsupportedError('paging', 'a step on a paged KV cache names no block tables');
+  const out = new Uint32Array(input.tokens.length * perRow);
+  input.tokens.forEach((tokens, b) => {
+    const table = tables[b] ?? [];
+    const need = Math.ceil((input.start[b]! + tokens.length) / blockSize);
+    if (table.length < need) throw new CapacityError('paging', `row ${b} holds ${table.length} blocks, short of the ${need} its positions up to ${input.start[b]! + tokens.length} take`);
+    if (table.length > perRow) throw new CapacityError('paging', `row ${b} names ${table.length} blocks, over the ${perRow} a row holds`);
+    table.forEach((block, i) => {
+      if (!(Number.isInteger(block) && block >= 0 && block < blocks)) throw new CapacityError('paging', `row ${b}'s block ${block} is not in the pool of ${blocks}`);
+      out[b * perRow + i] = block;
+    });
+  });
+  return out;
+}
+
 /**
  * Runs `encode` against a pass that only records (pipeline, bind group, workgroups): the
  * kernel classes' cache lookups then happen once per step shape, not on every step.
@@ -495,8 +527,16 @@ export class WgslEngine implements Stepper {
     }));
   }
 
-  begin(batch: number, capacity: number): void {
-    for (const st of this.stages) st.ensure(batch, 1, capacity, batch);
+  readonly pagedKv = true;
+
+  begin(batch: number, capacity: number, paging?: KvPaging): void {
+    if (paging && !(Number.isInteger(paging.blockSize) && paging.blockSize >= 1 && Number.isInteger(paging.blocks) && paging.blocks >= 1)) {
+      throw new UnsupportedError('paging', `${paging.blocks} blocks of ${paging.blockSize} positions is not a block pool`);
+    }
+    for (const st of this.stages) {
+      st.paging = paging && { blockSize: paging.blockSize, blocks: paging.blocks };
+      st.ensure(batch, 1, capacity, batch);
+    }
   }
 
   end(): void {}
@@ -554,6 +594,7 @@ export class WgslEngine implements Stepper {
       if (hidden) q.writeBuffer(buf.res, 0, hidden);
       q.writeBuffer(buf.positions, 0, positions);
       q.writeBuffer(buf.valid, 0, valid);
+      if (run.pages) q.writeBuffer(buf.positions, T * 4, blockTables(input, run.pages));
       if (stage.last && !allRows) q.writeBuffer(buf.rows, 0, Uint32Array.from(rows));
       if (stage.last && input.suppress.length) q.writeBuffer(buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
       const list = stage.dispatches(run, shape);

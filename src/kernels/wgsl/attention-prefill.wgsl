@@ -5,13 +5,14 @@
 // 0..min(positions[t], M-1); rows with valid[t] == 0 see none and get zeros.
 // Scores are q.k * scale, soft-capped when P.softcap > 0 (capScore), plus ALiBi when on.
 //
-// Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D]; T = B * S, row t = b * S + s; positions, valid u32 [T];
+// Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] or paged (kv_slot.wgsl); T = B * S, row t = b * S + s; positions, valid u32 [T];
 //          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D].
 //          All f32, D % 4 == 0. Same Params as attention-split (NS unused).
 // Dispatch: (ceil(S / BQ), Hkv, B), workgroup WG (BK divides WG, D/4 <= WG).
 // Workgroup memory: 16 * (R * D/4 + BK * (D/4 + 1)) + 4 * (R * (BK + 1) + 3R + 2BQ + G) + 4 bytes.
 
 {{PARAMS}}
+{{KV_SLOT}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -55,7 +56,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let s0 = wid.x * BQ;
   let g = wid.y;
   let b = wid.z;
-  let bh = b * P.Hkv + g;
 
   if (tid < BQ) {
     var lim = 0u;
@@ -109,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let kj = k0 + j;
       var kv = vec4<f32>(0.0);
       if (kj < ext) {
-        kv = kc[(bh * P.M + kj) * D4 + idx % D4];
+        kv = kc[kvSlot(b, g, kj) * D4 + idx % D4];
       }
       kv_sh[j * KP + idx % D4] = kv;
     }
@@ -166,7 +166,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let kj = k0 + j;
       var vv = vec4<f32>(0.0);
       if (kj < ext) {
-        vv = vc[(bh * P.M + kj) * D4 + idx % D4];
+        vv = vc[kvSlot(b, g, kj) * D4 + idx % D4];
       }
       kv_sh[j * KP + idx % D4] = vv;
     }

@@ -3,7 +3,7 @@
 // or fewer for more workgroups when there are few rows), softmax statistics and the unnormalised P.V over
 // the keys [s*SPLIT, min((s+1)*SPLIT, L)), L = min(positions[t], M-1) + 1 (causal).
 //
-// Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] (b = t / S); positions, valid u32 [T];
+// Layout:  q [T, H*D]; Kc, Vc [B, Hkv, M, D] (b = t / S), or paged (kv_slot.wgsl); positions, valid u32 [T];
 //          slopes f32 [H] (ALiBi, read when P.alibi == 1; else any buffer); out [T, H*D];
 //          part_o [T, H, NS, D] (unnormalised accumulators), part_ml [T, H, NS] vec2 (max, sum).
 //          All f32, D % 4 == 0. NS = ceil(M / SPLIT), the partials' stride.
@@ -20,6 +20,7 @@
 //          the caches (a PREFETCH may load its stale slot, then drops it), so none waits for that write.
 
 {{PARAMS}}
+{{KV_SLOT}}
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -95,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let head = wid.y * G; // this workgroup's first head
   let perKv = P.H / P.Hkv;
   let kvh = head / perKv;
-  let bh = (t / P.S) * P.Hkv + kvh;
+  let b = t / P.S;
   let head0 = t * P.H + head; // as a row of q / out
   let start = s * SPLIT;
   let lane = tid / D4; // P.V phase: key lane and output vec4 of this thread
@@ -104,12 +105,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var vreg: array<vec4<f32>, VR>;
   if (PREFETCH) {
     for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
-      let kb = (bh * P.M + min(start + kk * WG + tid, P.M - 1u)) * D4;
+      let kb = kvSlot(b, kvh, min(start + kk * WG + tid, P.M - 1u)) * D4;
       for (var e = 0u; e < D4{{DYN}}; e++) { kreg[kk * D4 + e] = kc[kb + e]; }
     }
     if (lane < NL) {
       for (var jj = 0u; jj < KPL{{DYN}}; jj++) {
-        vreg[jj] = vc[(bh * P.M + min(start + lane + jj * NL, P.M - 1u)) * D4 + d];
+        vreg[jj] = vc[kvSlot(b, kvh, min(start + lane + jj * NL, P.M - 1u)) * D4 + d];
       }
     }
   }
@@ -126,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // The split holding this step's key (when the row is valid and position < M: then L = position + 1).
     if (valid[t] != 0u && position < P.M && position / SPLIT == s) {
       own = position - start;
-      let dst = (bh * P.M + position) * D4;
+      let dst = kvSlot(b, kvh, position) * D4;
       for (var e = tid; e < D4; e += WG) {
         let k = packedHead(row + (P.H + kvh) * D4, e, pos);
         let v = q[row + (P.H + P.Hkv + kvh) * D4 + e];
@@ -177,7 +178,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var kk = 0u; kk < KPT{{DYN}}; kk++) {
     let j = kk * WG + tid;
     if (j < n) {
-      let kb = (bh * P.M + start + j) * D4;
+      let kb = kvSlot(b, kvh, start + j) * D4;
       // Zeroed explicitly: some backends hoist a loop-local var's zero-init out of the loop.
       var acc: array<f32, G>;
       for (var i = 0u; i < G{{DYN}}; i++) {
@@ -230,7 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let j = lane + jj * NL;
       if (j < n) {
         var v: vec4<f32>;
-        if (j == own) { v = vnew_sh[d]; } else if (PREFETCH) { v = vreg[jj]; } else { v = vc[(bh * P.M + start + j) * D4 + d]; }
+        if (j == own) { v = vnew_sh[d]; } else if (PREFETCH) { v = vreg[jj]; } else { v = vc[kvSlot(b, kvh, start + j) * D4 + d]; }
         for (var i = 0u; i < G{{DYN}}; i++) {
           let p = exp(s_sh[i * SPLIT + j] - mx[i]);
           acc[i] += p * v;

@@ -3,7 +3,7 @@
 // One kernel where there were three (split, rotary, cache write): decode runs it once per layer.
 //
 // Layout:  qkv [T, (H + 2 Hkv) * D] f32 (q heads, then k heads, then v heads; one row per token);
-//          q [T, H * D] f32 out; caches Kc, Vc [B, Hkv, M, D] f32; positions u32 [T];
+//          q [T, H * D] f32 out; caches Kc, Vc [B, Hkv, M, D] f32 or paged (kv_slot.wgsl); positions u32 [T];
 //          valid u32 [T]; inv_freq f32 [D/2] (1 / theta^(2i/D), computed in f32 on the host).
 //          Row t belongs to batch row b = t / S; its k and v go to [b, h, positions[t], :],
 //          skipped for padding rows (valid[t] == 0) and positions >= M.
@@ -19,7 +19,11 @@ struct Params {
   Hkv: u32,
   D: u32,
   M: u32,
+  BS: u32,
+  NB: u32,
 }
+
+{{KV_SLOT}}
 
 const ROTARY: bool = {{ROTARY}};
 
@@ -66,7 +70,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   }
   let isK = hh < P.H + P.Hkv;
   let h = select(hh - P.H - P.Hkv, hh - P.H, isK);
-  let dst = ((t / P.S * P.Hkv + h) * P.M + pos) * P.D + i;
+  let dst = kvSlot(t / P.S, h, pos) * P.D + i;
   if (isK) {
     kc[dst] = x1;
     kc[dst + half] = x2;
