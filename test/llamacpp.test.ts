@@ -2,9 +2,10 @@
  * llama.cpp as a second opinion (issue 27): fusegen's GGUF export (src/graph/gguf.ts, the layouts
  * in src/arch/gguf.ts), its own Q8_0 / Q4_0 quantizer (src/graph/gguf-format.ts), the llamacpp
  * pipeline (src/pipeline/llamacpp.ts, node-llama-cpp's prebuilt CPU binary) against Hugging Face's
- * goldens, and `compare --candidate llamacpp` through the CLI.
+ * goldens, `compare --candidate llamacpp` and `generate --engine llamacpp` through the CLI.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
@@ -18,6 +19,7 @@ import { float16BitsToFloat32, openSafetensorsFile } from '../src/checkpoint/saf
 import { main } from '../src/cli/main.js';
 import { FusegenError } from '../src/errors.js';
 import { exportGguf, type GgufExport } from '../src/graph/gguf.js';
+import { DSPipeline } from '../src/pipeline/ds-pipeline.js';
 import { GGUF_ALIGNMENT, quantizeQ4_0, quantizeQ8_0, readGguf, readGgufTensor, writeGguf, type GgmlTypeName, type GgufFile } from '../src/graph/gguf-format.js';
 import { LlamaCppPipeline } from '../src/pipeline/llamacpp.js';
 import { loadTokenizer } from '../src/pipeline/tokenizer.js';
@@ -490,5 +492,107 @@ describe('bench --pipelines llamacpp: llama.cpp beside fusegen on the CPU', () =
     expect(code).toBe(2);
     expect(err).toHaveLength(1);
     expect(err[0]).toMatch(message);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('generate --engine llamacpp: the seed\'s command on llama.cpp', () => {
+  async function generate(args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['generate', ...args], { out: (l) => out.push(l), err: (l) => err.push(l) });
+    return { code, out, err };
+  }
+  /** The seed's blocks (`in=` / `out=` / dashes) from generate's lines. */
+  function blocks(out: string[]): Array<{ prompt: string; text: string }> {
+    const text = out.map((l) => `${l}\n`).join('');
+    return [...text.matchAll(/\nin=([^\n]*)\nout=([\s\S]*?)\n-{60}\n/g)].map((m) => ({ prompt: m[1]!, text: m[2]! }));
+  }
+  const FIGURES = /^fusegen figures \(llamacpp pipeline \(llama\.cpp through node-llama-cpp\), cpu, (\w+), batch (\d+), 27 runs after warm-up\):$/;
+
+  it.each(['llama', 'gpt2', 'bloom'] as const)('tiny-%s, greedy, batch 8: the seed\'s format, every text the Hugging Face golden\'s, figures labelled llamacpp', async (arch) => {
+    const golden = loadGolden(arch);
+    const r = await generate(['--model', tinyModelDir(arch), '--engine', 'llamacpp', '--greedy', '--batch_size', '8', '--max_new_tokens', String(golden.max_new_tokens), '--test_performance']);
+    expect(r.err, r.err.join('\n')).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.out[0]).toMatch(/^initialization time: \d+\.\d{2}ms$/);
+    expect(r.out[1]).toMatch(/^generation time is \d+\.\d{4} sec$/);
+    expect(blocks(r.out)).toEqual(golden.batch.prompts.map((prompt, i) => ({ prompt, text: golden.batch.rows[i]!.text })));
+    // The label proves llama.cpp ran: fusegen's own loop also reproduces these goldens.
+    const header = r.out.find((l) => l.startsWith('fusegen figures ('));
+    expect(header).toMatch(FIGURES);
+    expect(FIGURES.exec(header!)!.slice(1)).toEqual(['float32', '8']);
+    expect(r.out.filter((l) => /^Avg (Per Token Latency|BW|flops):/.test(l))).toHaveLength(3);
+    expect(r.out.join('\n')).not.toContain('n/a');
+    expect(r.out.at(-1)).toBe('Done !');
+  });
+
+  it('DSPipeline with engine llamacpp (the same mapping, backendFor): float32 gives the golden token ids; each dtype runs its GGUF type', async () => {
+    const golden = loadGolden('llama');
+    for (const [dtype, gguf] of [['float32', 'F32'], ['float16', 'F16'], ['int8', 'Q8_0'], ['int4', 'Q4_0']] as const) {
+      const pipe = await DSPipeline.create({ model: tinyModelDir('llama'), engine: 'llamacpp', dtype });
+      try {
+        expect(pipe.pipeline.info.name, dtype).toBe('llamacpp');
+        expect(pipe.pipeline.info.executionProviders[0], dtype).toContain(`GGUF ${gguf})`);
+        const r = await pipe.pipeline.generate({ prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false });
+        if (dtype === 'float32') expect(r.sequences.map((s) => s.newIds)).toEqual(golden.batch.rows.map((g) => g.new_ids));
+        else expect(r.sequences.every((s) => s.newIds.length > 0), dtype).toBe(true);
+      } finally {
+        await pipe.dispose();
+      }
+    }
+  });
+
+  it.each(['float16', 'int8', 'int4'] as const)('--dtype %s through the CLI: a run in the seed\'s format, the figures naming the dtype', async (dtype) => {
+    const r = await generate(['--model', tinyModelDir('llama'), '--engine', 'llamacpp', '--greedy', '--dtype', dtype, '--max_new_tokens', '6', '--test_performance']);
+    expect(r.err, r.err.join('\n')).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(blocks(r.out).map((b) => b.prompt)).toEqual([loadGolden('llama').batch.prompts[0]]);
+    expect(FIGURES.exec(r.out.find((l) => l.startsWith('fusegen figures ('))!)?.slice(1)).toEqual([dtype, '1']);
+    expect(r.out.at(-1)).toBe('Done !');
+  });
+
+  const saveDir = join(cacheDir, 'never-saved');
+  it.each([
+    [['--device', 'webgpu'], '--device', /webgpu: the llamacpp engine runs node-llama-cpp's prebuilt CPU binary \(--device cpu\)/],
+    [['--device', 'cuda'], '--device', /cuda: the llamacpp engine runs/],
+    [['--use_kernel'], '--use_kernel', /does not apply to --engine llamacpp/],
+    [['--kernels', 'wgsl'], '--kernels', /does not apply to --engine llamacpp/],
+    [['--kernels', 'ort'], '--kernels', /does not apply to --engine llamacpp/],
+    [['--hf_baseline'], '--hf_baseline', /does not apply to --engine llamacpp/],
+    [['--reference', 'hf'], '--reference', /does not apply to --engine llamacpp/],
+    [['--dtype', 'int8', '--accuracy_level', '4'], '--accuracy_level', /does not apply to --engine llamacpp/],
+    [['--world_size', '2'], '--world_size', /does not apply to --engine llamacpp/],
+    // Another rank would print its one line and exit 0: refused first.
+    [['--world_size', '2', '--local_rank', '1'], '--world_size', /does not apply to --engine llamacpp/],
+    [['--save_mp_checkpoint_path', saveDir], '--save_mp_checkpoint_path', /does not apply to --engine llamacpp/],
+    [['--dtype', 'bfloat16'], '--dtype', /bfloat16 is not available for the llamacpp pipeline/],
+    [['--engine', 'llama.cpp'], '--engine', /expected one of llamacpp, got "llama\.cpp"/],
+  ] as const)('refuses %j: one line naming %s, exit 2, nothing on stdout', async (args, flag, why) => {
+    const r = await generate(['--model', tinyModelDir('llama'), '--engine', 'llamacpp', '--greedy', '--max_new_tokens', '2', ...args]);
+    expect(r.out).toEqual([]);
+    expect(r.err).toHaveLength(1);
+    expect(r.err[0]!.startsWith(`error: ${flag}: `), r.err[0]).toBe(true);
+    expect(r.err[0]).toMatch(why);
+    expect(r.code).toBe(2);
+    expect(existsSync(saveDir)).toBe(false);
+  });
+
+  it('a checkpoint llama.cpp has no architecture for (OPT) is refused in one line before any export', async () => {
+    const r = await generate(['--model', tinyModelDir('opt'), '--engine', 'llamacpp', '--greedy', '--max_new_tokens', '2']);
+    expect(r.out).toEqual([]);
+    expect(r.err).toHaveLength(1);
+    expect(r.err[0]).toMatch(/^error: .*config\.json: model_type: "opt": llama\.cpp has no opt architecture/);
+    expect(r.code).toBe(2);
+  });
+
+  it('the built binary: a refusal exits 2 with one stderr line and an empty stdout', () => {
+    const bin = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+    expect(existsSync(bin), `${bin} is missing: npm run build`).toBe(true);
+    const p = spawnSync(process.execPath, [bin, 'generate', '--model', tinyModelDir('llama'), '--engine', 'llamacpp', '--use_kernel', '--max_new_tokens', '2'], { encoding: 'utf8', timeout: 110_000 });
+    expect(p.stdout).toBe('');
+    expect(p.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^error: --use_kernel: does not apply to --engine llamacpp/)]);
+    expect(p.status).toBe(2);
   });
 });

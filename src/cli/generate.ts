@@ -13,6 +13,7 @@ import { ensureDefaultModel } from '../../fixtures/checkpoints.js';
 import { seedBatch } from '../../fixtures/prompts.js';
 import { accuracyLevelOption, allowNonfiniteOption, checkAccuracyLevel, checkDtype, checkKvBudget, dtypeOption, intAtLeast, oneOf, text, type Engine, type OptionTable } from './options.js';
 import { checkpointPathOption, checkWorldSize, localRankOption, openModel, otherRankLine, saveOption, useMetaTensorOption, worldSizeOption } from './load-options.js';
+import { checkLlamaCpp } from '../pipeline/llamacpp.js';
 import { checkSavedRun, checkSaveTarget, savedLine, saveInjected } from '../pipeline/saved.js';
 import { checkDevice, checkPrompts } from './validate.js';
 import { decodeStats, seedPerfLines, type RunTiming } from '../report/perf.js';
@@ -40,6 +41,7 @@ export interface GenerateOptions {
   accuracy_level: 0 | 4 | undefined;
   seed: number;
   allow_nonfinite: boolean;
+  engine: 'llamacpp' | undefined;
 }
 
 export const generateOptions: OptionTable<GenerateOptions> = {
@@ -47,7 +49,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   checkpoint_path: checkpointPathOption,
   save_mp_checkpoint_path: saveOption,
   batch_size: { flag: 'batch_size', arg: 'n', help: 'batch size: the 8 seed prompts repeated to fill it', default: 1, parse: intAtLeast(1) },
-  dtype: dtypeOption(['transformersjs', 'hf', 'ort', 'wgsl'], 'default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels'),
+  dtype: dtypeOption(['transformersjs', 'hf', 'ort', 'wgsl', 'llamacpp'], 'default: float16 as in the seed on gpu devices, float32 on cpu, where ONNX Runtime lacks most fp16 kernels'),
   hf_baseline: { flag: 'hf_baseline', help: 'the reference pipeline: transformers.js on the plain graph, or Hugging Face transformers with --reference hf (default: fusegen\'s loop on the plain graph)', default: false },
   reference: { flag: 'reference', arg: 'library', help: "with --hf_baseline: transformersjs or hf (Hugging Face transformers itself, PyTorch in python3 or $FUSEGEN_PYTHON, on cuda where torch sees a GPU, else cpu)", defaultHelp: 'transformersjs', parse: oneOf<ReferenceKind>(['transformersjs', 'hf']) },
   use_kernel: { flag: 'use_kernel', help: 'kernel injection: fused ONNX Runtime ops (GroupQueryAttention, SkipLayerNorm, FastGelu, packed projections)', default: false },
@@ -64,10 +66,22 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
+  engine: { flag: 'engine', arg: 'name', help: "llamacpp: run the prompts on llama.cpp (node-llama-cpp's prebuilt CPU binary, --device cpu) on fusegen's GGUF export (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0), as compare's --candidate llamacpp; a flag of its own, not a --kernels backend, since llama.cpp replaces fusegen's whole forward pass instead of injecting kernels into its graph", defaultHelp: "fusegen's pipelines, as the seed's flags pick them", parse: oneOf(['llamacpp'] as const) },
 };
+
+/**
+ * --engine llamacpp replaces fusegen's pipelines: the flags that pick or build those are refused
+ * (backendFor names them; saving has no llama.cpp form), before anything else, another rank's line included.
+ */
+function refuseEngineFlags(o: GenerateOptions): void {
+  if (o.engine === undefined) return;
+  backendOf(o);
+  if (o.save_mp_checkpoint_path !== undefined) throw new UsageError('--save_mp_checkpoint_path', "does not apply to --engine llamacpp: it saves fusegen's kernel-injected model, and llama.cpp runs fusegen's GGUF export, which is cached already");
+}
 
 /** Flags the seed has that later work implements: refused, never silently ignored. */
 function refuseUnavailable(o: GenerateOptions): void {
+  refuseEngineFlags(o);
   otherRankLine(o.local_rank, o.world_size);
   if (o.checkpoint_path !== undefined && o.hf_baseline && o.reference === 'hf') throw new UsageError('--checkpoint_path', "the hf reference loads the weights of --model's directory with from_pretrained; drop --checkpoint_path or --reference hf");
   if (o.kernels && !o.use_kernel) throw new UsageError('--kernels', 'picks the kernel-injection backend: add --use_kernel');
@@ -75,13 +89,14 @@ function refuseUnavailable(o: GenerateOptions): void {
   if (o.hf_baseline && o.use_kernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
 }
 
-type BackendFlags = Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'> & Partial<Pick<GenerateOptions, 'accuracy_level' | 'world_size'>>;
+type BackendFlags = Pick<GenerateOptions, 'hf_baseline' | 'reference' | 'use_kernel' | 'device' | 'kernels'> & Partial<Pick<GenerateOptions, 'accuracy_level' | 'world_size' | 'engine'>>;
 
-/** What runs the prompts, as the one factory takes it: a reference library (--hf_baseline), the WGSL engine, or fusegen's loop on ONNX Runtime. */
+/** What runs the prompts, as the one factory takes it: a reference library (--hf_baseline), the WGSL engine, fusegen's loop on ONNX Runtime, or llama.cpp (--engine llamacpp). */
 export function backendOf(o: BackendFlags): Backend {
   return backendFor({
     device: o.device, hfBaseline: o.hf_baseline, reference: o.reference, useKernel: o.use_kernel, kernels: o.kernels,
     ...(o.accuracy_level !== undefined ? { accuracyLevel: o.accuracy_level } : {}), ...(o.world_size !== undefined ? { worldSize: o.world_size } : {}),
+    ...(o.engine !== undefined ? { engine: o.engine } : {}),
   });
 }
 
@@ -124,6 +139,7 @@ export async function validateGenerate(o: GenerateOptions): Promise<{ ckpt: Chec
   checkDevice(o.device, [engine]);
   const ckpt = openModel(o.model, o.checkpoint_path, o.allow_nonfinite, ensureDefaultModel);
   checkWeightShapes(ckpt);
+  if (engine === 'llamacpp') checkLlamaCpp(ckpt, dtype, o.device); // an architecture llama.cpp lacks, before the export
   checkSavedRun(ckpt, backendOf(o), { device: o.device, dtype, maxTokens: o.max_tokens });
   if (o.save_mp_checkpoint_path !== undefined) checkSaveTarget(o.save_mp_checkpoint_path, backendOf(o));
   checkWorldSize(o.world_size, ckpt);
@@ -143,6 +159,7 @@ const DASHES = '-'.repeat(60);
 
 export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
   const t0 = performance.now();
+  refuseEngineFlags(o);
   const other = otherRankLine(o.local_rank, o.world_size);
   if (other) {
     io.out(other);

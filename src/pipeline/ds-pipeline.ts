@@ -67,10 +67,22 @@ export interface PipelineChoice {
   accuracyLevel?: 0 | 4;
   /** The seed's --world_size: the WGSL engine splits the layers across this many devices. */
   worldSize?: number;
+  /** generate's --engine: llamacpp runs llama.cpp on fusegen's GGUF export (CPU) in place of fusegen's pipelines; the flags above that pick or build those are refused with it. */
+  engine?: 'llamacpp';
 }
 
-/** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected (ORT or WGSL) or not. */
+/** --engine llamacpp: llama.cpp replaces fusegen's pipelines, so the flags that pick or build those are refused, one line naming the flag. */
+function llamaCppBackend(o: Omit<PipelineChoice, 'dtype' | 'maxTokens'>): Backend {
+  const why = "does not apply to --engine llamacpp (llama.cpp through node-llama-cpp on fusegen's GGUF export, in place of fusegen's pipelines)";
+  if (o.device !== 'cpu') throw new UsageError('--device', `${o.device}: the llamacpp engine runs node-llama-cpp's prebuilt CPU binary (--device cpu)`);
+  const other = ([['--hf_baseline', o.hfBaseline], ['--reference', o.reference !== undefined], ['--use_kernel', o.useKernel], ['--kernels', o.kernels !== undefined], ['--accuracy_level', o.accuracyLevel !== undefined], ['--world_size', (o.worldSize ?? 1) > 1]] as const).find(([, on]) => on);
+  if (other) throw new UsageError(other[0], why);
+  return { kind: 'llamacpp' };
+}
+
+/** As the seed: --hf_baseline is the plain library; otherwise fusegen's engine, injected (ORT or WGSL) or not; beyond the seed, --engine llamacpp is llama.cpp. */
 export function backendFor(o: Omit<PipelineChoice, 'dtype' | 'maxTokens'>): Backend {
+  if (o.engine === 'llamacpp') return llamaCppBackend(o);
   if (o.hfBaseline && o.useKernel) throw new UsageError('--hf_baseline', 'runs the reference pipeline without kernel injection; drop --use_kernel or --hf_baseline');
   if (o.kernels === 'wgsl' && o.device !== 'webgpu') throw new UsageError('--kernels', 'wgsl runs on --device webgpu');
   const wgsl = !o.hfBaseline && o.useKernel && kernelsFor(o.device, o.kernels) === 'wgsl';
