@@ -25,6 +25,8 @@ export class ServeMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'fusegen_' });
     new Gauge({ name: 'fusegen_num_requests_running', help: 'Requests in the running batch', registers: [this.registry], collect() { this.set(stats().running); } });
     new Gauge({ name: 'fusegen_num_requests_waiting', help: 'Requests queued for a slot', registers: [this.registry], collect() { this.set(stats().waiting); } });
+    new Gauge({ name: 'fusegen_kv_cache_usage_perc', help: 'Share of the KV block pool in use (0..1; absent where each slot holds a whole cache)', registers: [this.registry], collect() { const u = stats().kvUsage; if (u !== undefined) this.set(u); } });
+    new Counter({ name: 'fusegen_num_preemptions_total', help: 'Running requests sent back to the queue to free KV blocks (recomputed when readmitted)', registers: [this.registry], collect() { this.reset(); this.inc(stats().preemptions); } });
   }
 
   text(): Promise<string> {

@@ -14,7 +14,7 @@ import { FusegenError, UsageError } from '../src/errors.js';
 import { logSumExp } from '../src/pipeline/common.js';
 import { decodeText, encode } from '../src/pipeline/tokenizer.js';
 import type { StepAccess, TextGenerationPipeline } from '../src/pipeline/types.js';
-import { ContinuousBatcher, topLogprobs, type GeneratedToken, type Job, type JobResult } from './batcher.js';
+import { ContinuousBatcher, topLogprobs, type GeneratedToken, type Job, type JobResult, type PagingOptions } from './batcher.js';
 import { ServeMetrics } from './metrics.js';
 
 export interface ServeOptions {
@@ -25,6 +25,8 @@ export interface ServeOptions {
   maxBatch: number;
   /** Tokens a step may carry while prompts join running rows (chunked prefill); default 512. */
   maxBatchedTokens?: number;
+  /** The KV block pool, where the engine pages its cache (the WGSL engine); elsewhere each slot holds a whole cache. */
+  paging?: PagingOptions;
   /** Checked on every route but /health when set. */
   apiKey?: string;
   /** Largest max_tokens a request may ask. */
@@ -122,7 +124,7 @@ export async function buildServer(o: ServeOptions): Promise<Server> {
   const access: StepAccess | undefined = o.pipeline.steps?.();
   if (!access) throw new UsageError('--hf_baseline', "the reference libraries run its own generate loop; fusegen serve batches fusegen's own steps: serve the plain, ORT-injected or WGSL pipeline");
   const { tokenizer } = access;
-  const batcher = new ContinuousBatcher(access, o.maxBatch, o.maxBatchedTokens);
+  const batcher = new ContinuousBatcher(access, o.maxBatch, o.maxBatchedTokens, o.paging);
   const metrics = new ServeMetrics(() => batcher.stats);
   batcher.onStep = (rows) => metrics.batchRows.observe(rows);
   const app = Fastify({ bodyLimit: o.bodyLimit, logger: false, ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } } });

@@ -285,6 +285,7 @@ describe('fusegen serve on the command line', () => {
     [['--max_model_len', '100000'], /--max_model_len: 100000 exceeds the model's/],
     [['--port', '70000'], /--port: 70000 is not a TCP port/],
     [['--hf_baseline'], /unknown option '--hf_baseline'/],
+    [['--num_kv_blocks', '64'], /--num_kv_blocks: the ort pipeline holds a whole cache per slot .*WGSL engine/],
   ])('refuses %j in one line with exit 2', async (args, message) => {
     const err: string[] = [];
     const code = await main(['serve', '--model', tinyModelDir('llama'), ...args], { out: () => {}, err: (l) => err.push(l) });
@@ -335,6 +336,23 @@ describe('fusegen serve on the WGSL engine (lavapipe): rows join mid-batch, prom
       expect(echoed.choices[0]!.logprobs).toEqual(quiet.choices[0]!.logprobs);
     } finally {
       await server.close();
+    }
+
+    // The same engine with a paged KV cache too small for every request at once: each still gets
+    // exactly its tokens alone, some after being preempted and recomputed.
+    const paged = await serveOn(pipe, { maxBatchedTokens: 8, paging: { blockSize: 4, blocks: 12 } });
+    try {
+      const alone = [];
+      for (const p of PROMPTS) alone.push((await pipe.generate({ prompts: [p], maxNewTokens: 10, doSample: false, ignoreEos: true })).sequences[0]!.newIds);
+      const results = await Promise.all(PROMPTS.map((prompt) => complete(paged.url, { prompt, max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 0, return_tokens_as_token_ids: true })));
+      results.forEach((r, i) => expect(idsOf(r)).toEqual(alone[i]));
+      expect(paged.server.batcher.stats.preemptions).toBeGreaterThan(0);
+      expect(paged.server.batcher.pool!.freeBlocks).toBe(11);
+      const metrics = await (await fetch(`${paged.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+      expect(Number(metrics.match(/^fusegen_num_preemptions_total (\d+)/m)![1])).toBe(paged.server.batcher.stats.preemptions);
+      expect(metrics).toMatch(/^fusegen_kv_cache_usage_perc 0$/m);
+    } finally {
+      await paged.server.close();
       await pipe.dispose();
     }
   });

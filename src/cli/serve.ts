@@ -28,6 +28,8 @@ export interface ServeCliOptions {
   max_model_len: number;
   max_batch_size: number;
   max_num_batched_tokens: number;
+  block_size: number;
+  num_kv_blocks: number | undefined;
   max_tokens_limit: number | undefined;
   host: string;
   port: number;
@@ -47,9 +49,11 @@ export const serveOptions: OptionTable<ServeCliOptions> = {
   kernels: { flag: 'kernels', arg: 'backend', help: 'with --use_kernel: ort or wgsl', defaultHelp: defaultKernelsHelp(), parse: oneOf<Kernels>(['ort', 'wgsl']) },
   accuracy_level: accuracyLevelOption,
   world_size: worldSizeOption,
-  max_model_len: { flag: 'max_model_len', arg: 'n', help: 'positions a request may hold, prompt and generated together (each batch slot\'s KV cache)', default: 1024, parse: intAtLeast(2) },
+  max_model_len: { flag: 'max_model_len', arg: 'n', help: 'positions a request may hold, prompt and generated together (the ORT pipelines reserve this much KV cache a slot)', default: 1024, parse: intAtLeast(2) },
   max_batch_size: { flag: 'max_batch_size', arg: 'n', help: 'requests in the running batch at once (KV slots); more wait in a queue', default: 16, parse: intAtLeast(1) },
   max_num_batched_tokens: { flag: 'max_num_batched_tokens', arg: 'n', help: "tokens a step may carry while prompts join running requests (rows x padded length): a joining prompt goes in by chunks that fit (chunked prefill), as vLLM's flag of that name bounds a step", default: 512, parse: intAtLeast(1) },
+  block_size: { flag: 'block_size', arg: 'n', help: 'positions a KV block holds (WGSL engine: requests take blocks from a pool as they grow, vLLM\'s paged KV cache)', default: 16, parse: intAtLeast(1) },
+  num_kv_blocks: { flag: 'num_kv_blocks', arg: 'n', help: 'KV blocks in the pool (WGSL engine), one kept for idle rows; fewer than the default bounds memory: requests wait, or the latest is preempted and recomputed, while the pool is full', defaultHelp: 'every slot\'s --max_model_len, and one', parse: intAtLeast(2) },
   max_tokens_limit: { flag: 'max_tokens_limit', arg: 'n', help: 'largest max_tokens a request may ask', defaultHelp: '--max_model_len', parse: intAtLeast(1) },
   host: { flag: 'host', arg: 'address', help: 'address to listen on (0.0.0.0 exposes the server to the network)', default: '127.0.0.1', parse: text },
   port: { flag: 'port', arg: 'n', help: 'port to listen on (0: any free port, printed)', default: 8000, parse: intAtLeast(0) },
@@ -78,15 +82,22 @@ export async function runServe(o: ServeCliOptions, io: ServeIo): Promise<number>
   checkWeightShapes(ckpt);
   checkWorldSize(o.world_size, ckpt);
   if (o.max_model_len > ckpt.dims.maxPositions) throw new UsageError('--max_model_len', `${o.max_model_len} exceeds the model's ${ckpt.dims.maxPositions} positions`);
-  checkKvBudget(o.max_batch_size, o.max_model_len, ckpt.dims);
+  // The WGSL engine pages its KV cache: a pool of blocks, by default as large as every slot's whole cache.
+  const paged = engine === 'wgsl';
+  if (!paged && o.num_kv_blocks !== undefined) throw new UsageError('--num_kv_blocks', `the ${engine} pipeline holds a whole cache per slot (--max_batch_size x --max_model_len); a paged KV pool is the WGSL engine's (--use_kernel --kernels wgsl on --device webgpu)`);
+  const blocks = o.num_kv_blocks ?? o.max_batch_size * Math.ceil(o.max_model_len / o.block_size) + 1;
+  if (paged && (blocks - 1) * o.block_size < o.max_model_len) throw new UsageError('--num_kv_blocks', `${blocks} blocks of ${o.block_size} (one kept for idle rows) hold fewer positions than one request may take (--max_model_len ${o.max_model_len})`);
+  if (paged) checkKvBudget(1, blocks * o.block_size, ckpt.dims, undefined, { batch: '--num_kv_blocks', tokens: '--num_kv_blocks' });
+  else checkKvBudget(o.max_batch_size, o.max_model_len, ckpt.dims);
 
   const pipeline = await createPipeline(ckpt, backend, { device: o.device, dtype, maxTokens: o.max_model_len });
   const modelName = o.served_model_name ?? basename(ckpt.dir);
   let server;
   try {
-    server = await buildServer({ pipeline, modelName, maxBatch: o.max_batch_size, maxBatchedTokens: o.max_num_batched_tokens, maxTokensLimit: o.max_tokens_limit ?? o.max_model_len, bodyLimit: o.max_body_bytes, requestTimeoutMs: o.request_timeout_s * 1000, ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}) });
+    server = await buildServer({ pipeline, modelName, maxBatch: o.max_batch_size, maxBatchedTokens: o.max_num_batched_tokens, ...(paged ? { paging: { blockSize: o.block_size, blocks } } : {}), maxTokensLimit: o.max_tokens_limit ?? o.max_model_len, bodyLimit: o.max_body_bytes, requestTimeoutMs: o.request_timeout_s * 1000, ...(o.api_key !== undefined ? { apiKey: o.api_key } : {}) });
     const address = await server.app.listen({ host: o.host, port: o.port });
-    io.out(`serving ${modelName} (${pipeline.info.name} pipeline, ${dtype} on ${o.device}, ${o.max_batch_size} slots of ${o.max_model_len} positions) at ${address}/v1`);
+    const kv = paged ? `a KV pool of ${blocks} blocks of ${o.block_size} positions` : `slots of ${o.max_model_len} positions`;
+    io.out(`serving ${modelName} (${pipeline.info.name} pipeline, ${dtype} on ${o.device}, ${o.max_batch_size} slots, ${kv}) at ${address}/v1`);
     if (o.host !== '127.0.0.1' && o.host !== 'localhost' && o.host !== '::1') io.out(`note: listening on ${o.host}, reachable beyond this machine${o.api_key ? '' : ' and without --api_key'}`);
   } catch (e) {
     await server?.close();
