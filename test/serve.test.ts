@@ -68,10 +68,19 @@ describe('fusegen serve (ORT-injected tiny-llama on the CPU)', () => {
   let server: Server;
   let url: string;
   const alone = new Map<string, number[]>();
+  /** Rows each engine step carried. */
+  const carried: number[] = [];
 
   beforeAll(async () => {
     pipe = await createPipeline(openCheckpoint(tinyModelDir('llama')), { kind: 'ort', fusions: ALL_FUSIONS }, { device: 'cpu', dtype: 'float32', maxTokens: 64 });
     for (const p of PROMPTS) alone.set(p, (await pipe.generate({ prompts: [p], maxNewTokens: 12, doSample: false, ignoreEos: true })).sequences[0]!.newIds);
+    const steps = pipe.steps!.bind(pipe);
+    pipe.steps = () => {
+      const access = steps();
+      const step = access.stepper.step.bind(access.stepper);
+      access.stepper.step = (input, needLogits) => (carried.push(input.tokens.length), step(input, needLogits));
+      return access;
+    };
     ({ server, url } = await serveOn(pipe));
   });
   afterAll(async () => {
@@ -106,6 +115,14 @@ describe('fusegen serve (ORT-injected tiny-llama on the CPU)', () => {
     server.batcher.onStep = observe;
     results.forEach((r, i) => expect(idsOf(r)).toEqual(alone.get(PROMPTS[i]!)));
     expect(Math.max(...rows)).toBeGreaterThan(1); // they shared steps
+  });
+
+  it('steps only the leading rows up to the last busy slot: a request alone costs one row, not every slot', async () => {
+    carried.length = 0;
+    const r = await complete(url, { prompt: PROMPTS[2], max_tokens: 12, temperature: 0, ignore_eos: true, logprobs: 0, return_tokens_as_token_ids: true });
+    expect(idsOf(r)).toEqual(alone.get(PROMPTS[2]!));
+    expect(carried.length).toBe(12);
+    expect(new Set(carried)).toEqual(new Set([1]));
   });
 
   it('queues requests beyond the batch slots and still answers each as alone', async () => {

@@ -16,7 +16,7 @@ import { exportGraph, type ExportedModel } from '../graph/export.js';
 import { buildInjectedDecoder, IO } from '../inject/decoder.js';
 import { policyFor } from '../inject/policy.js';
 import { ALL_FUSIONS, fusionsFor, NO_FUSIONS, type FusionCounts, type FusionSwitches, type InjectionPlan } from '../inject/plan.js';
-import { int32, int64, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
+import { int32, int64, leadingRows, readFloat32, Session, zeros, type Feeds, type OrtRun } from '../runtime/ort.js';
 import { checkCapacity, pipelineInfo } from './common.js';
 import { DTYPES, floatOf, refuseDtype } from './dtypes.js';
 import { generateLoop, type Stepper } from './loop.js';
@@ -233,16 +233,26 @@ export class InjectedPipeline implements TextGenerationPipeline {
         cache = this.emptyCache(batch, capacity);
       },
       step: async (input) => {
-        const r = await this.step(cache, input.tokens, input.start, input.last.map((i) => [i]));
-        cache = r.cache;
+        // Fewer rows than begun (a server's batch with idle slots at the end), on the host: the
+        // step runs on the caches' leading rows in place, the others' kept as they are.
+        const rows = input.tokens.length;
+        const part = rows < (Object.values(cache)[0]?.dims[0] ?? rows);
+        if (part && !this.cachesInPlace) throw new Error('InjectedPipeline: a step over fewer rows than begun needs the host caches');
+        const r = await this.step(part ? Object.fromEntries(Object.entries(cache).map(([k, t]) => [k, leadingRows(t, rows)])) : cache, input.tokens, input.start, input.last.map((i) => [i]));
+        if (!part) cache = r.cache;
         return { logits: r.logits };
       },
       end: release,
     };
   }
 
+  /** On the CPU the caches are host tensors the graph updates in place (see step): a step may take their leading rows. */
+  private get cachesInPlace(): boolean {
+    return this.session.device === 'cpu';
+  }
+
   steps(): StepAccess {
-    return { stepper: this.stepper(), ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: false, mixedSteps: false };
+    return { stepper: this.stepper(), ckpt: this.ckpt, tokenizer: this.tokenizer, maxTokens: this.maxTokens, leadingRows: this.cachesInPlace, mixedSteps: false };
   }
 
   /**

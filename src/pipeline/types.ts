@@ -131,7 +131,7 @@ export interface StepAccess {
   tokenizer: PreTrainedTokenizer;
   /** Positions a row may hold, prompt and generated together (the KV cache's capacity a row). */
   maxTokens: number;
-  /** A step may carry only the first rows of the batch begun, the others' caches kept (the WGSL engine); otherwise every step carries them all. */
+  /** A step may carry only the first rows of the batch begun, the others' caches kept (the WGSL engine, ORT on the CPU); otherwise every step carries them all. */
   leadingRows: boolean;
   /**
    * A step may give several tokens to a row while other rows continue from their caches (the WGSL

@@ -255,6 +255,17 @@ export function zeros(type: 'float32' | 'float16', dims: number[]): ort.Tensor {
   return type === 'float32' ? new ort.Tensor('float32', new Float32Array(n), dims) : new ort.Tensor('float16', new Uint16Array(n), dims);
 }
 
+/**
+ * The first `rows` entries of a host tensor's leading dimension, as a tensor over the same memory
+ * (a prefix of a row-major array): an op that writes it in place writes the whole tensor's rows.
+ */
+export function leadingRows(t: ort.Tensor, rows: number): ort.Tensor {
+  if (rows === t.dims[0]) return t;
+  const data = t.data as Float32Array | Uint16Array;
+  const per = data.length / t.dims[0]!;
+  return new ort.Tensor(t.type as 'float32' | 'float16', data.subarray(0, rows * per), [rows, ...t.dims.slice(1)]);
+}
+
 /** Host copy of a tensor's data as float32 (float16 widened). */
 export async function readFloat32(t: ort.Tensor): Promise<Float32Array> {
   const data = t.location === 'cpu' ? t.data : await t.getData();
