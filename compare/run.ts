@@ -5,7 +5,7 @@
  * timed side by side; a gate exit code.
  */
 import { readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { COMPARE_PROMPTS } from '../fixtures/prompts.js';
 import { openCheckpoint, type Checkpoint } from '../src/arch/checkpoint.js';
 import { CapacityError, InputError, UsageError } from '../src/errors.js';
@@ -25,7 +25,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { FLOOR_POLICY, floorTolerance, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
+import { FLOOR_POLICY, floorTolerance, TWIN_POLICY, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -252,6 +252,12 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     if (floor) pipes.push(floor);
     const paired = floor ? pairedBounds(backend.kind, o.device, floor.info.accuracyLevel) : undefined;
     if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;
+    // A candidate checkpoint: the candidate's own pipeline on the reference checkpoint (the twin), whose difference from the candidate is the checkpoint's alone.
+    const twin = resolve(candCkpt.dir) !== resolve(refCkpt.dir) && !served.candidate && backend.kind !== 'llamacpp' && !lpTol ? await createPipeline(refCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    if (twin) {
+      pipes.push(twin);
+      report.tolerance.twin = { ...TWIN_POLICY };
+    }
     report.fusions = cand instanceof InjectedPipeline ? cand.fused : {};
     if (cand.info.accuracyLevel !== undefined) report.settings.accuracyLevel = cand.info.accuracyLevel;
     if (cand instanceof WgslPipeline) report.environment.adapter = cand.adapter.description;
@@ -283,7 +289,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
           ? { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol }
           : lpTol
             ? { result: await judgeServed(index, prompt, seqs, { ref, cand }, mode, tol, lpTol, tokenizer), refLogits: undefined, tol }
-            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor }, tol, tokenizer, paired);
+            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor, twin }, tol, tokenizer, paired);
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: (triageCkpt ??= triageCheckpoint(candCkpt, open)), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
@@ -345,7 +351,7 @@ async function judge(
   index: number,
   prompt: string,
   seqs: { ref: SequenceResult; cand: SequenceResult; floor?: SequenceResult },
-  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined },
+  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined; twin?: TextGenerationPipeline | undefined },
   tableTol: Tolerance,
   tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
   /** The bounds of the candidate against the floor itself, where they are gated (tolerance.ts pairedBounds). */
@@ -363,9 +369,10 @@ async function judge(
     // Teacher forcing: both sides read the reference's tokens.
     refLogits = await scoredOn(r, pipes.ref);
     const candLogits = await scoredOn(r, pipes.cand);
+    const figures = (x: ReturnType<typeof teacherForced>) => ({ unionMaxAbs: x.full.unionMaxAbs, maxKl: x.full.maxKl, top1Agreement: x.agreement.top1Agreement });
+    if (pipes.twin) base.twin = figures(teacherForced(await scoredOn(r, pipes.twin), candLogits, r.promptIds.length, tableTol));
     if (pipes.floor) {
       const floorLogits = await scoredOn(r, pipes.floor);
-      const figures = (x: ReturnType<typeof teacherForced>) => ({ unionMaxAbs: x.full.unionMaxAbs, maxKl: x.full.maxKl, top1Agreement: x.agreement.top1Agreement });
       const f = figures(teacherForced(refLogits, floorLogits, r.promptIds.length, tableTol));
       tol = floorTolerance(tableTol, f);
       base.floor = { ...f, bounds: { atol: tol.atol, maxKl: tol.maxKl, minTop1Agreement: tol.minTop1Agreement }, paired: figures(teacherForced(floorLogits, candLogits, r.promptIds.length, tableTol)) };
@@ -384,10 +391,24 @@ async function judge(
       }
       base.reason += `; floor (the plain graph at this dtype): max |error| ${e(floor.unionMaxAbs)}, max KL ${e(floor.maxKl)}, top-1 ${(floor.top1Agreement * 100).toFixed(1)}% against the reference; the candidate against it: max |error| ${e(paired.unionMaxAbs)}, max KL ${e(paired.maxKl)}`;
     }
+    // Within the reference's tolerance, yet apart from its own pipeline on the reference checkpoint: the checkpoint changed something.
+    if (base.twin && !withinTwin(base.twin) && base.verdict !== 'mismatch') {
+      base.verdict = 'mismatch';
+      base.reason = `apart from the same pipeline on the reference checkpoint: ${twinFigures(base.twin)}; ${base.reason}`;
+    }
   } catch (e) {
     Object.assign(base, { verdict: 'errored', reason: e instanceof Error ? e.message.split('\n')[0] : String(e) });
   }
   return refLogits ? { result: base, refLogits, tol } : { result: base, tol };
+}
+
+function withinTwin(t: NonNullable<PromptResult['twin']>): boolean {
+  return t.unionMaxAbs <= TWIN_POLICY.atol && t.maxKl <= TWIN_POLICY.maxKl;
+}
+
+function twinFigures(t: NonNullable<PromptResult['twin']>): string {
+  const e = (x: number) => x.toExponential(2);
+  return `max |error| ${e(t.unionMaxAbs)} (bound ${TWIN_POLICY.atol}) over both sides' top-10, max KL ${e(t.maxKl)} (bound ${TWIN_POLICY.maxKl})`;
 }
 
 /** What a run with served sides compares: log-probabilities where every served side returns them (teacher-forced where every one echoes the prompt's), else tokens. */

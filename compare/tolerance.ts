@@ -198,6 +198,18 @@ export const PAIRED_POLICY = {
   floatActivations: { atol: 1e-3, maxKl: 1e-6 },
 };
 
+/**
+ * A candidate checkpoint (--candidate_model) against the reference checkpoint through the
+ * candidate's own pipeline at its dtype, teacher-forced on the reference's tokens: the twin. The
+ * same engine, kernels, quantization and rounding run both, so what differs is the checkpoint
+ * alone, however far that precision's own error is from float32: an identical copy gives the same
+ * logits to the last bit (fusegen's engines are deterministic for a given shape), which
+ * lets float16 and int8 see defects smaller than their rounding (issue 29 item 2). Bounds:
+ * float32's noise (the paired check's float-activation bounds), far above the 0 identical copies
+ * measure (scripts/defect-detection.mjs; bench/results/2026-12-07-lavapipe-twin-defects).
+ */
+export const TWIN_POLICY = { atol: 1e-3, maxKl: 1e-6 };
+
 /** The paired check's bounds for a candidate, or undefined where it is reported only. */
 export function pairedBounds(engine: string, device: Device, accuracyLevel: 0 | 4 | undefined): { atol: number; maxKl: number } | undefined {
   if (engine !== 'ort' || device !== 'cpu' || accuracyLevel === undefined) return undefined;

@@ -3,7 +3,8 @@
 // defects that matter: those that move the float32 logits by more than 0.05 anywhere in the
 // vocabulary (the float32 candidate's fullMaxAbs). Identical copies in every dtype are the false
 // alarms. ORT-injected candidates on the CPU at the seed's lengths (200-300 tokens). One JSON line
-// per run, then a summary line per dtype.
+// per run, then a summary line per dtype: detection with every check, and without the twin (the
+// candidate's own pipeline on the reference checkpoint), so one run gives both rates.
 //
 //   npm run -s build && node scripts/defect-detection.mjs [archs|all] [dtypes] [defects per arch] [prompts] [seed] [accuracy_level]
 //   node scripts/defect-detection.mjs all float32,int8 16 1 1
@@ -34,11 +35,15 @@ async function compare(arch, candidate, dtype, numInputs) {
     { out: () => {}, interrupted: () => (live ? live.prompts.length >= numInputs : false), live: (x) => (live = x) },
   );
   const worst = (key) => Math.max(...r.prompts.map((p) => Math.max(p.logits?.prefill[key] ?? 0, p.logits?.decode[key] ?? 0)));
+  // Flagged by the twin alone (the candidate's own pipeline on the reference checkpoint; compare/tolerance.ts TWIN_POLICY): every other check passed.
+  const twinOnly = r.prompts.some((p) => p.verdict === 'mismatch' && p.reason.startsWith('apart from the same pipeline on the reference checkpoint'));
+  const twin = r.prompts.some((p) => p.twin) ? { unionMaxAbs: Math.max(...r.prompts.map((p) => p.twin?.unionMaxAbs ?? 0)), maxKl: Math.max(...r.prompts.map((p) => p.twin?.maxKl ?? 0)) } : undefined;
   const paired = r.prompts.some((p) => p.floor?.paired) ? { unionMaxAbs: Math.max(...r.prompts.map((p) => p.floor?.paired?.unionMaxAbs ?? 0)), maxKl: Math.max(...r.prompts.map((p) => p.floor?.paired?.maxKl ?? 0)), top1: Math.min(...r.prompts.map((p) => p.floor?.paired?.top1Agreement ?? 1)) } : undefined;
-  return { flagged: r.summary.mismatches + r.summary.errored > 0, summary: r.summary, fullMaxAbs: worst('fullMaxAbs'), maxKl: worst('maxKl'), ...(paired ? { paired } : {}) };
+  const flagged = r.summary.mismatches + r.summary.errored > 0;
+  return { flagged, withoutTwin: flagged && !twinOnly, summary: r.summary, fullMaxAbs: worst('fullMaxAbs'), maxKl: worst('maxKl'), ...(paired ? { paired } : {}), ...(twin ? { twin } : {}) };
 }
 
-const totals = Object.fromEntries(dtypes.map((d) => [d, { falseAlarms: 0, identical: 0, material: 0, flagged: 0, byKind: {} }]));
+const totals = Object.fromEntries(dtypes.map((d) => [d, { falseAlarms: 0, identical: 0, material: 0, flagged: 0, flaggedWithoutTwin: 0, byKind: {} }]));
 for (const arch of archs) {
   const copy = editedFixture(arch, 'identical', () => {});
   for (const dtype of dtypes) {
@@ -57,11 +62,12 @@ for (const arch of archs) {
     for (const dtype of dtypes) {
       const r = dtype === 'float32' ? f32 : material ? await compare(arch, d.dir, dtype, Number(promptsArg)) : undefined;
       if (!r) continue;
-      line.verdicts[dtype] = { flagged: r.flagged, fullMaxAbs: r.fullMaxAbs, maxKl: r.maxKl, ...(r.paired ? { paired: r.paired } : {}) };
+      line.verdicts[dtype] = { flagged: r.flagged, withoutTwin: r.withoutTwin, fullMaxAbs: r.fullMaxAbs, maxKl: r.maxKl, ...(r.paired ? { paired: r.paired } : {}), ...(r.twin ? { twin: r.twin } : {}) };
       if (material) {
         const t = totals[dtype];
         t.material++;
         if (r.flagged) t.flagged++;
+        if (r.withoutTwin) t.flaggedWithoutTwin++;
         const k = (t.byKind[d.kind] ??= { material: 0, flagged: 0 });
         k.material++;
         if (r.flagged) k.flagged++;
@@ -71,4 +77,4 @@ for (const arch of archs) {
     rmSync(d.dir, { recursive: true, force: true });
   }
 }
-for (const [dtype, t] of Object.entries(totals)) console.log(JSON.stringify({ summary: dtype, device: dtype === 'float32' ? 'cpu' : DEVICE, kernels: dtype === 'float32' ? 'ort' : KERNELS, seed: Number(seedArg), ...t, detection: t.material ? t.flagged / t.material : null }));
+for (const [dtype, t] of Object.entries(totals)) console.log(JSON.stringify({ summary: dtype, device: dtype === 'float32' ? 'cpu' : DEVICE, kernels: dtype === 'float32' ? 'ort' : KERNELS, seed: Number(seedArg), ...t, detection: t.material ? t.flagged / t.material : null, detectionWithoutTwin: t.material ? t.flaggedWithoutTwin / t.material : null }));

@@ -4,13 +4,15 @@
  * exactly where its description says; and compare flags in float32 the drawn defects that move
  * the logits (scripts/defect-detection.mjs measures the rates per dtype).
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCompare } from '../compare/run.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
-import { DEFECT_KINDS, plantedDefects } from '../fixtures/defects.js';
+import { DEFECT_KINDS, editedFixture, plantedDefects } from '../fixtures/defects.js';
 import { openSafetensorsFile } from '../src/checkpoint/safetensors.js';
+
+const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
 
 function tensors(dir: string): Map<string, { shape: number[]; data: Float32Array }> {
   const s = openSafetensorsFile(join(dir, 'model.safetensors'));
@@ -80,4 +82,34 @@ describe('plantedDefects', () => {
       for (const d of ds) rmSync(d.dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it('float16 on the WGSL engine (lavapipe): the twin flags a defect inside float16\'s own error; an identical copy is its twin to the last bit', async () => {
+    if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+    // One row of an MLP projection x1.02: a change well inside float16's own error here, which
+    // float16 compares let through before the twin (bench/results/2026-12-07-lavapipe-twin-defects).
+    const dir = editedFixture('gpt2', 'row-x1.02', (name, shape, data) => {
+      if (name === 'transformer.h.0.mlp.c_proj.weight') for (let j = 0; j < shape[1]!; j++) data[7 * shape[1]! + j]! *= 1.02;
+    });
+    const copy = editedFixture('gpt2', 'identical', () => {});
+    // At the seed's lengths: over a few dozen positions float16's top-1 agreement is too coarse a figure to gate.
+    const f16 = (candidateModel: string) =>
+      runCompare(
+        { model: tinyModelDir('gpt2'), candidateModel, dtype: 'float16', device: 'webgpu', useKernel: true, kernels: 'wgsl', numInputs: 1, minLength: 200, maxLength: 300, batchSize: 1, printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
+        { out: () => {}, interrupted: () => false },
+      );
+    try {
+      const defect = (await f16(dir)).prompts[0]!;
+      expect(defect.verdict).toBe('mismatch');
+      expect(defect.reason).toMatch(/^apart from the same pipeline on the reference checkpoint: max \|error\|/);
+      expect(defect.twin!.unionMaxAbs).toBeGreaterThan(1e-3);
+      const same = await f16(copy);
+      expect(same.tolerance.twin).toEqual({ atol: 1e-3, maxKl: 1e-6 });
+      expect(same.prompts[0]!.verdict).not.toBe('mismatch');
+      expect(same.prompts[0]!.twin).toEqual({ unionMaxAbs: 0, maxKl: 0, top1Agreement: 1 });
+      // Its float16 error against the reference is what hid the defect: far above the twin's bound.
+      expect(Math.max(same.prompts[0]!.logits!.prefill.fullMaxAbs, same.prompts[0]!.logits!.decode.fullMaxAbs)).toBeGreaterThan(0.05);
+    } finally {
+      for (const d of [dir, copy]) rmSync(d, { recursive: true, force: true });
+    }
+  }, 240_000);
 });

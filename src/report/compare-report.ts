@@ -107,6 +107,11 @@ export interface PromptResult {
     /** The candidate against the floor itself (both at this dtype, on the reference's tokens): what a defect adds beyond the shared quantization error. Absent in reports written before it was measured. */
     paired?: { unionMaxAbs: number; maxKl: number; top1Agreement: number };
   };
+  /**
+   * A candidate checkpoint: the candidate against its own pipeline on the reference checkpoint
+   * (the twin, same dtype, on the reference's tokens, worst position): the checkpoint's own effect.
+   */
+  twin?: { unionMaxAbs: number; maxKl: number; top1Agreement: number };
   /** Only for mismatches: reruns that say whether the device kernel, a fusion or quantization is to blame. */
   triage?: {
     /** The backend that was compared and whose reruns triage ran (absent in older reports, which reran ORT). */
@@ -210,6 +215,8 @@ export interface CompareReport {
     /** int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
     /** The candidate held to the floor's error of the reference (factor, absolute, ...), and to the floor itself (paired; absent in older reports). */
     floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
+    /** A candidate checkpoint: its bounds against the twin (its own pipeline on the reference checkpoint; compare/tolerance.ts TWIN_POLICY). */
+    twin?: { atol: number; maxKl: number };
     /** With a served side: the log-probability bounds (compare/tolerance.ts LOGPROB_TOLERANCE) that replace atol/rtol/maxKl. */
     logprobs?: { topK: number; maxAbs: number; maxKl: number; minTop1Agreement: number };
   };

@@ -73,8 +73,9 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
         },
         ['paired'],
       ),
+      twin: object({ atol: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 } }),
       logprobs: object({ topK: { type: 'integer', minimum: 1 }, maxAbs: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 }, minTop1Agreement: { type: 'number', minimum: 0, maximum: 1 } }),
-    }, ['maxKl', 'floor', 'logprobs']),
+    }, ['maxKl', 'floor', 'twin', 'logprobs']),
     environment: object({
       node: str,
       platform: str,
@@ -167,6 +168,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             bounds: object({ atol: nonNegMetric, maxKl: nonNegMetric, minTop1Agreement: share }),
             paired: object({ unionMaxAbs: nonNegMetric, maxKl: nonNegMetric, top1Agreement: share }),
           }, ['paired']),
+          twin: object({ unionMaxAbs: nonNegMetric, maxKl: nonNegMetric, top1Agreement: share }),
           triage: object(
             {
               backend: { enum: ['ort', 'wgsl'] },
@@ -182,7 +184,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
             ['backend'],
           ),
         },
-        ['triage', 'floor', 'logprobs'],
+        ['triage', 'floor', 'twin', 'logprobs'],
       ),
       // Triage reruns exist only for mismatches.
       if: { required: ['triage'] },
