@@ -8,6 +8,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCompare } from '../compare/run.js';
+import { renderCompareHtml } from '../src/report/html.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { DEFECT_KINDS, editedFixture, plantedDefects } from '../fixtures/defects.js';
 import { openSafetensorsFile } from '../src/checkpoint/safetensors.js';
@@ -104,6 +105,7 @@ describe('plantedDefects', () => {
       expect(defect.twin!.unionMaxAbs).toBeGreaterThan(1e-3);
       const same = await f16(copy);
       expect(same.tolerance.twin).toEqual({ atol: 1e-3, maxKl: 1e-6 });
+      expect(renderCompareHtml(same)).toContain('against its twin');
       expect(same.prompts[0]!.verdict).not.toBe('mismatch');
       expect(same.prompts[0]!.twin).toEqual({ unionMaxAbs: 0, maxKl: 0, top1Agreement: 1 });
       // Its float16 error against the reference is what hid the defect: far above the twin's bound.

@@ -348,6 +348,7 @@ ${banner}
           ...(t.maxKl === undefined ? [] : [['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.maxKl)} nats at every position`]]),
           ['top-1 agreement', `≥ ${pct(t.minTop1Agreement)}`],
         ]) as Array<[string, string]>),
+    ...(t.twin ? [['against its twin', `a candidate checkpoint: the candidate against its own pipeline at ${rich(r.settings.dtype)} on the reference checkpoint (what differs is the checkpoint): |Δ| ≤ ${sig(t.twin.atol)} over both sides' top-10, KL ≤ ${sig(t.twin.maxKl)} nats`] as [string, string]] : []),
     ['near tie', `top-2 margin ≤ ${sig(t.nearTie)}, both in top-${fixed(t.topN, 0)}`],
     ['gate', t.gate ? 'on: differences fail the run' : 'off: reported, never fails'],
   ])}</section>
