@@ -16,6 +16,7 @@ import { referenceDtype } from '../src/pipeline/dtypes.js';
 import { encode, loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { DType, Device, TextGenerationPipeline } from '../src/pipeline/types.js';
 import { WgslPipeline } from '../src/pipeline/wgsl.js';
+import { LlamaCppPipeline } from '../src/pipeline/llamacpp.js';
 import { decodeFigures, median, percentile, type RunTiming } from '../src/report/perf.js';
 import type { GenerateRequest } from '../src/pipeline/types.js';
 import { readJsonObject } from '../src/checkpoint/config.js';
@@ -148,9 +149,11 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
   };
   live?.(report);
   const points = o.pipelines.length * o.batchSizes.length * o.promptLengths.length;
-  const profiled = o.profile ? o.pipelines.filter((p) => p !== 'wgsl').length * o.batchSizes.length * o.promptLengths.length : 0;
+  const profiled = o.profile ? o.pipelines.filter((p) => p === 'ort' || p === 'reference').length * o.batchSizes.length * o.promptLengths.length : 0;
+  // llamacpp: one more run a point, for llama.cpp's own timings.
+  const llamaTimed = o.pipelines.includes('llamacpp') ? o.batchSizes.length * o.promptLengths.length : 0;
   let run = 0;
-  const totalRuns = points * (o.repeats + 1) + 2 * profiled;
+  const totalRuns = points * (o.repeats + 1) + 2 * profiled + llamaTimed;
   const tick = (point: number, what: string, step: BenchProgress['step']) => progress({ run: ++run, runs: totalRuns, point: point + 1, points, what, step });
   const requestFor = ({ batch, promptLength }: Pick<BenchRow, 'batch' | 'promptLength'>): GenerateRequest => {
     const promptTokens = Array.from({ length: batch }, (_, b) => promptOfLength(source, promptLength, b * 7));
@@ -181,6 +184,12 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
             peakRss = Math.max(peakRss, process.memoryUsage().rss);
           }
           const m = runs.slice(1); // the first run is the warm-up
+          // After the measured runs: reading llama.cpp's counters costs the run about a millisecond.
+          let llamaCppTimings: BenchRow['llamaCppTimings'];
+          if (pipe instanceof LlamaCppPipeline) {
+            tick(report.rows.length, `${name} batch ${batch} prompt ${promptLength}`, 'profiled');
+            llamaCppTimings = (await pipe.timedGenerate(request)).timings;
+          }
           const f = decodeFigures(runs, pipe.info, batch, 1);
           const byPosition = new Map<number, number[]>();
           for (const r of m) r.result.timings.decodeStepMs.forEach((ms, i) => byPosition.set(promptLength + i + 1, [...(byPosition.get(promptLength + i + 1) ?? []), ms]));
@@ -206,6 +215,7 @@ export async function runBench(o: BenchOptions, progress: (p: BenchProgress) => 
             outlierPositions: perPosition.filter(([, ms]) => ms > 3 * f.tpotMs).map(([p]) => p),
             samples: runSamples(m),
             ...(pipe instanceof WgslPipeline ? await wgslProfile(pipe) : {}),
+            ...(llamaCppTimings ? { llamaCppTimings } : {}),
           });
         }
       }

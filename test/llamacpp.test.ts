@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, LlamaLogLevel, type Token } from 'node-llama-cpp';
+import { LlamaLogLevel, type Token } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { llamaCppCandidate, toleranceFor } from '../compare/tolerance.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
@@ -21,11 +21,20 @@ import { FusegenError } from '../src/errors.js';
 import { exportGguf, type GgufExport } from '../src/graph/gguf.js';
 import { DSPipeline } from '../src/pipeline/ds-pipeline.js';
 import { GGUF_ALIGNMENT, quantizeQ4_0, quantizeQ8_0, readGguf, readGgufTensor, writeGguf, type GgmlTypeName, type GgufFile } from '../src/graph/gguf-format.js';
-import { LlamaCppPipeline } from '../src/pipeline/llamacpp.js';
+import { cudaRefusal, llamaCppBackendFor, LlamaCppPipeline, llamaOptions, parsePerf, sharedLlama, type LlamaCppPhase } from '../src/pipeline/llamacpp.js';
 import { loadTokenizer } from '../src/pipeline/tokenizer.js';
 import type { BenchReport } from '../src/report/bench-report.js';
+import { runBench, type BenchOptions, type BenchProgress } from '../bench/run.js';
 import { validateBenchReport } from '../src/report/bench-validate.js';
 import { loadGolden, maxLogitError } from './helpers.js';
+
+// llama.cpp's Vulkan build on Mesa's lavapipe (vitest.config.ts points VK_ICD_FILENAMES at it):
+// ggml_vulkan takes a CPU-type device only where GGML_VK_VISIBLE_DEVICES names it.
+const LAVAPIPE = '/usr/share/vulkan/icd.d/lvp_icd.json';
+const onLavapipe = process.env['VK_ICD_FILENAMES'] === LAVAPIPE;
+if (onLavapipe && process.env['GGML_VK_VISIBLE_DEVICES'] === undefined) process.env['GGML_VK_VISIBLE_DEVICES'] = '0';
+/** A string as a RegExp matching it literally. */
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'fusegen-gguf-test-'));
 afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
@@ -344,7 +353,8 @@ describe.each(['llama', 'gpt2', 'bloom'] as const)('llamacpp pipeline on tiny-%s
 describe("llama.cpp reads fusegen's Q8_0 and Q4_0 blocks as llama.cpp's dequantization defines them", () => {
   /** Logits of one token row through node-llama-cpp directly (the anchor recovers them), every position. */
   async function logitsOf(path: string, anchor: number, row: number[]): Promise<Float64Array[]> {
-    const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+    // The pipeline's own Llama: a second one of the binary would take llama.cpp's log from it (sharedLlama).
+    const llama = await sharedLlama('cpu');
     const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 });
     const ctx = await model.createContext({ contextSize: 256, flashAttention: false, threads: 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
     try {
@@ -443,10 +453,10 @@ describe('compare --candidate llamacpp through the CLI', () => {
     }
   });
 
-  it('bad input is refused with one line, exit 2, before any run: OPT (llama.cpp has none), another device, bfloat16, int4, --use_kernel', async () => {
+  it('bad input is refused with one line, exit 2, before any run: OPT (llama.cpp has none), cuda, bfloat16, int4, --use_kernel', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--model', tinyModelDir('opt'), '--candidate', 'llamacpp'], /^error: .*config\.json: model_type: "opt": llama\.cpp has no opt architecture/],
-      [['--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--device', 'webgpu'], /^error: --device: webgpu: does not apply to --candidate llamacpp/],
+      [['--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--device', 'cuda'], /^error: --device: cuda: node-llama-cpp's prebuilt CUDA binaries \(@node-llama-cpp\/linux-x64-cuda, @node-llama-cpp\/linux-x64-cuda-ext\) are installed here but not wired: .*--device webgpu/],
       [['--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--dtype', 'bfloat16'], /^error: --dtype: bfloat16 is not available for the llamacpp pipeline/],
       [['--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--use_kernel'], /^error: --use_kernel: does not apply to --candidate llamacpp/],
       [['--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--dtype', 'int4'], /^error: --dtype: int4: llama\.cpp's Q4_0 is not fusegen's int4/],
@@ -459,6 +469,215 @@ describe('compare --candidate llamacpp through the CLI', () => {
       expect(r.err[0], args.join(' ')).toMatch(want);
       expect(r.report, args.join(' ')).toBeUndefined();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe("the llama.cpp backend a device runs on, and node-llama-cpp's options for it", () => {
+  it('cpu is the CPU build, webgpu the Vulkan build; cuda is refused in one line naming --device and why', () => {
+    expect(llamaCppBackendFor('cpu')).toBe('cpu');
+    expect(llamaCppBackendFor('webgpu')).toBe('vulkan');
+    expect(() => llamaCppBackendFor('cuda')).toThrow(FusegenError);
+    expect(() => llamaCppBackendFor('cuda')).toThrow(/^--device: cuda: node-llama-cpp's prebuilt CUDA binaries \(@node-llama-cpp\/linux-x64-cuda, @node-llama-cpp\/linux-x64-cuda-ext\) /);
+    // Whether they are installed is read from the tree, not assumed.
+    const installed = existsSync(join(import.meta.dirname, '..', 'node_modules', '@node-llama-cpp', 'linux-x64-cuda', 'package.json'));
+    expect(cudaRefusal()).toContain(installed ? 'are installed here but not wired' : 'are not installed here');
+    expect(cudaRefusal().includes('\n')).toBe(false);
+  });
+
+  it('getLlama is asked for that prebuilt binary alone: gpu names it (no fallback to another), never built, never downloaded', () => {
+    const logger = () => {};
+    const common = { build: 'never', usePrebuiltBinaries: true, skipDownload: true, progressLogs: true, logLevel: LlamaLogLevel.error, logger };
+    expect(llamaOptions('vulkan', LlamaLogLevel.error, logger)).toEqual({ gpu: 'vulkan', ...common });
+    expect(llamaOptions('cpu', LlamaLogLevel.error, logger)).toEqual({ gpu: false, ...common });
+  });
+
+  it("llama_perf_context_print's lines parsed; a count of 1 in 0.00 ms is llama.cpp's max(1, n) floor for none", () => {
+    const lines = (prompt: string, evals: string, reused = 6) => [
+      'llama_perf_context_print:        load time =       4.79 ms',
+      `llama_perf_context_print: prompt eval time = ${prompt} (    0.25 ms per token,  3958.83 tokens per second)`,
+      `llama_perf_context_print:        eval time = ${evals}   (    0.15 ms per token,  6809.34 tokens per second)`,
+      'llama_perf_context_print:       total time =       5.29 ms /     8 tokens',
+      `llama_perf_context_print:    graphs reused = ${String(reused).padStart(10)}`,
+    ];
+    expect(parsePerf(lines('      1.26 ms /     5 tokens', '      0.00 ms /     1 runs', 0))).toEqual({ promptEvalMs: 1.26, promptEvalTokens: 5, evalMs: 0, evalRuns: 0, graphsReused: 0 });
+    expect(parsePerf(lines('      0.00 ms /     1 tokens', '   1234.03 ms /  4097 runs'))).toEqual({ promptEvalMs: 0, promptEvalTokens: 0, evalMs: 1234.03, evalRuns: 4097, graphsReused: 6 });
+    // One real call of one token is 1, not 0.
+    expect(parsePerf(lines('      0.00 ms /     1 tokens', '      0.15 ms /     1 runs')).evalRuns).toBe(1);
+    expect(() => parsePerf(lines('1.26 ms / 5 tokens', '0.00 ms / 1 runs').filter((l) => !l.includes(' eval time') || l.includes('prompt')))).toThrow(/^llamacpp: llama\.cpp printed no "eval time" line in its timings \(4 lines; /);
+  });
+});
+
+describe("llama.cpp's own timings of a run (timedGenerate), on the CPU build", () => {
+  let pipe: LlamaCppPipeline;
+  beforeAll(async () => {
+    pipe = await LlamaCppPipeline.create(openCheckpoint(tinyModelDir('llama')), { device: 'cpu', dtype: 'float32', maxTokens: 128 });
+  });
+  afterAll(async () => {
+    await pipe?.dispose();
+  });
+  const request = (batch: number, promptLength: number, maxNewTokens: number) => ({
+    prompts: Array.from({ length: batch }, (_, b) => `p${b}`),
+    promptTokens: Array.from({ length: batch }, (_, b) => Array.from({ length: promptLength }, (_, i) => 100 + 37 * b + 11 * i)),
+    maxNewTokens,
+    doSample: false,
+    ignoreEos: true,
+  });
+
+  it('batch 1: the prompt step is llama.cpp prompt eval of the prompt, the decode steps n - 1 evals; each inside its wall time; the same ids as an untimed run', async () => {
+    const plain = await pipe.generate(request(1, 12, 10)); // leaves llama.cpp's counters running: the timed run resets them first
+    const { result, timings } = await pipe.timedGenerate(request(1, 12, 10));
+    expect(result.sequences[0]!.newIds).toEqual(plain.sequences[0]!.newIds);
+    expect(timings).toMatchObject({ backend: 'cpu', devices: [], prefill: { promptEvalTokens: 12, evalRuns: 0, graphsReused: 0 }, decode: { promptEvalTokens: 0, evalRuns: 9, graphsReused: 8 } });
+    expect(timings.prefill.promptEvalMs).toBeGreaterThan(0);
+    expect(timings.decode.evalMs).toBeGreaterThan(0);
+    expect(timings.prefill.wallMs).toBe(result.timings.firstTokenMs);
+    expect(timings.decode.wallMs).toBeCloseTo(result.timings.decodeStepMs.reduce((a, b) => a + b, 0), 9);
+    expect(timings.prefill.promptEvalMs).toBeLessThanOrEqual(timings.prefill.wallMs);
+    expect(timings.decode.evalMs).toBeLessThanOrEqual(timings.decode.wallMs);
+  });
+
+  it('batch 3: rows decode together, so llama.cpp counts the decode steps as prompt eval, 3 tokens a step', async () => {
+    const { timings } = await pipe.timedGenerate(request(3, 5, 6));
+    expect(timings).toMatchObject({ prefill: { promptEvalTokens: 15, evalRuns: 0 }, decode: { promptEvalTokens: 15, evalRuns: 0 } });
+    expect(timings.decode.promptEvalMs).toBeGreaterThan(0);
+  });
+
+  it('a one-token prompt is an eval for llama.cpp (its prompt eval then reads 0, not the floor 1)', async () => {
+    const { timings } = await pipe.timedGenerate(request(1, 1, 4));
+    expect(timings).toMatchObject({ prefill: { promptEvalTokens: 0, evalRuns: 1 }, decode: { promptEvalTokens: 0, evalRuns: 3 } });
+    expect(timings.prefill.evalMs).toBeGreaterThan(0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe("llamacpp on llama.cpp's Vulkan build (--device webgpu), here on Mesa's lavapipe", () => {
+  // ggml_vulkan's first run of a shape compiles its pipelines: on lavapipe on a cold Mesa shader
+  // cache that took minutes (13 on 2 busy cores for the batch of 8); seconds once cached.
+  const COLD = 900_000;
+  const golden = loadGolden('llama');
+  let vk: LlamaCppPipeline;
+  let cpu: LlamaCppPipeline;
+
+  beforeAll(async () => {
+    vk = await LlamaCppPipeline.create(openCheckpoint(tinyModelDir('llama')), { device: 'webgpu', dtype: 'float32', maxTokens: 512 });
+    cpu = await LlamaCppPipeline.create(openCheckpoint(tinyModelDir('llama')), { device: 'cpu', dtype: 'float32', maxTokens: 512 });
+  }, COLD);
+  afterAll(async () => {
+    await vk?.dispose();
+    await cpu?.dispose();
+  });
+
+  it('loads on the Vulkan device with every layer offloaded, and says so', () => {
+    expect(vk.backend).toBe('vulkan');
+    expect(vk.devices.length).toBeGreaterThan(0);
+    if (onLavapipe) expect(vk.devices[0]).toMatch(/^llvmpipe/);
+    expect(vk.info.device).toBe('webgpu');
+    expect(vk.info.executionProviders).toEqual([expect.stringMatching(new RegExp(`^llama\\.cpp \\S+ vulkan on ${escape(vk.devices.join(', '))}, 3/3 layers offloaded \\(node-llama-cpp 3\\.21\\.1, prebuilt binary, GGUF F32\\)$`))]);
+  });
+
+  it("a left-padded batch of eight: the Hugging Face goldens' greedy ids and texts, as the CPU build gives, from logits of its own", async () => {
+    const req = { prompts: golden.batch.prompts, maxNewTokens: golden.max_new_tokens, doSample: false, recordTopK: golden.top_k };
+    const [onVk, onCpu] = [await vk.generate(req), await cpu.generate(req)];
+    onVk.sequences.forEach((seq, i) => {
+      expect(seq.newIds, seq.prompt).toEqual(golden.batch.rows[i]!.new_ids);
+      expect(seq.text, seq.prompt).toBe(golden.batch.rows[i]!.text);
+    });
+    expect(onVk.sequences.map((s) => s.newIds)).toEqual(onCpu.sequences.map((s) => s.newIds));
+    // Measured on lavapipe: top-10 within 3.2e-2 of the goldens (the CPU build 2.6e-5): not
+    // float32-exact, and not the CPU's numbers either, so the GPU computed them.
+    const worst = Math.max(...onVk.sequences.map((s, i) => maxLogitError(s, golden.batch.rows[i]!)));
+    expect(worst).toBeLessThan(0.1);
+    expect(worst).toBeGreaterThan(Math.max(...onCpu.sequences.map((s, i) => maxLogitError(s, golden.batch.rows[i]!))));
+    // The greedy path without logits (llama.cpp's own sampler) picks the same ids.
+    const fast = await vk.generate({ ...req, recordTopK: 0 });
+    expect(fast.sequences.map((s) => s.newIds)).toEqual(golden.batch.rows.map((g) => g.new_ids));
+  }, COLD);
+
+  it("llama.cpp's timings name the Vulkan backend and its device, and count as on the CPU", async () => {
+    const g = golden.single[0]!;
+    const { result, timings } = await vk.timedGenerate({ prompts: [g.prompt], maxNewTokens: 6, doSample: false, ignoreEos: true });
+    expect(result.sequences[0]!.newIds).toEqual(g.new_ids.slice(0, 6));
+    expect(timings).toMatchObject({ backend: 'vulkan', devices: vk.devices, prefill: { promptEvalTokens: g.input_ids.length, evalRuns: 0 }, decode: { promptEvalTokens: 0, evalRuns: 5 } });
+    expect(timings.prefill.promptEvalMs).toBeGreaterThan(0);
+    expect(timings.decode.evalMs).toBeGreaterThan(0);
+    expect(timings.decode.evalMs).toBeLessThanOrEqual(timings.decode.wallMs);
+  }, COLD);
+
+  it('bench --pipelines llamacpp --device webgpu: the row names the Vulkan device and carries its timings', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fusegen-bench-llamacpp-vk-'));
+    try {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await main(['bench', '--model', tinyModelDir('llama'), '--device', 'webgpu', '--dtype', 'float32', '--pipelines', 'llamacpp', '--batch_sizes', '1', '--prompt_lengths', '8', '--max_new_tokens', '4', '--repeats', '1', '--report_dir', dir], { out: (l) => out.push(l), err: (l) => err.push(l) });
+      expect(code, err.join('\n')).toBe(0);
+      const report = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith('-bench.json'))!), 'utf8')) as BenchReport;
+      validateBenchReport(report);
+      expect(report.device).toBe('webgpu');
+      const [row] = report.rows;
+      expect(row!.executionProviders[0]).toMatch(/ vulkan on .+, 3\/3 layers offloaded /);
+      expect(row!.llamaCppTimings).toMatchObject({ backend: 'vulkan', devices: vk.devices, prefill: { promptEvalTokens: 8, evalRuns: 0 }, decode: { promptEvalTokens: 0, evalRuns: 3 } });
+      expect(out.some((l) => l.startsWith(`llamacpp b1 p8 llama.cpp's own timings (vulkan on ${vk.devices[0]}, one run): prompt step `))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, COLD);
+
+  it('generate --engine llamacpp --device webgpu: the seed\'s output, then which build ran on what', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(['generate', '--model', tinyModelDir('llama'), '--engine', 'llamacpp', '--device', 'webgpu', '--dtype', 'float32', '--greedy', '--max_new_tokens', String(golden.max_new_tokens)], { out: (l) => out.push(l), err: (l) => err.push(l) });
+    expect(err).toEqual([]);
+    expect(code).toBe(0);
+    expect(out.join('\n')).toContain(`\nin=${golden.batch.prompts[0]}\nout=${golden.batch.rows[0]!.text}\n${'-'.repeat(60)}`);
+    expect(out.slice(-2)).toEqual([`llamacpp: ${vk.info.executionProviders[0]}`, 'Done !']);
+  }, COLD);
+
+  it('compare --candidate llamacpp --device webgpu runs llama.cpp on the Vulkan device; float32 gets the same tokens but logits beyond the float32 row (measured, README)', async () => {
+    const reportDir = mkdtempSync(join(tmpdir(), 'fusegen-llamacpp-vk-compare-'));
+    try {
+      const out: string[] = [];
+      const err: string[] = [];
+      const code = await main(['compare', '--model', tinyModelDir('llama'), '--candidate', 'llamacpp', '--device', 'webgpu', '--dtype', 'float32', '--num_inputs', '2', '--min_length', '40', '--max_length', '60', '--speed_repeats', '1', '--report_dir', reportDir], { out: (l) => out.push(l), err: (l) => err.push(l) });
+      expect(err).toEqual([]);
+      const line = out.find((l) => l.startsWith('reports: '))!;
+      const rep = JSON.parse(readFileSync(line.slice('reports: '.length).split('\n')[0]!.trim(), 'utf8')) as Record<string, any>;
+      expect(rep.environment.executionProviders.candidate).toEqual([vk.info.executionProviders[0]]);
+      expect(rep.speed.candidate.pipeline).toBe('llamacpp');
+      expect(code).toBe(1);
+      for (const p of rep.prompts) {
+        expect(p.similarity, p.reason).toBe(1); // every greedy token the reference's
+        expect(p.logits.decode.unionMaxAbs).toBeGreaterThan(1e-4); // beyond the float32 row's atol...
+        expect(p.logits.decode.unionMaxAbs).toBeLessThan(0.1); // ...by a Vulkan build's rounding, not a defect
+      }
+    } finally {
+      rmSync(reportDir, { recursive: true, force: true });
+    }
+  }, COLD);
+
+  /** The built CLI in a process of its own (node-llama-cpp loads the Vulkan build once a process), with `env` over this one's. */
+  function cli(env: Record<string, string | undefined>): { stdout: string; stderr: string; status: number | null } {
+    const bin = join(import.meta.dirname, '..', 'dist', 'src', 'cli', 'main.js');
+    expect(existsSync(bin), `${bin} is missing: npm run build`).toBe(true);
+    const merged: NodeJS.ProcessEnv = { ...process.env };
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete merged[k]; else merged[k] = v;
+    return spawnSync(process.execPath, [bin, 'generate', '--model', tinyModelDir('llama'), '--engine', 'llamacpp', '--device', 'webgpu', '--dtype', 'float32', '--greedy', '--max_new_tokens', '2'], { encoding: 'utf8', timeout: 110_000, env: merged });
+  }
+
+  it("a Vulkan binary that does not load is one line naming the backend and node-llama-cpp's reason, exit 2; never the CPU in its place", () => {
+    const p = cli({ VK_ICD_FILENAMES: join(tmpdir(), 'no-such-icd.json') });
+    expect(p.stdout).toBe('');
+    expect(p.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^error: llamacpp: llama\.cpp's Vulkan backend: node-llama-cpp 3\.21\.1 cannot load its prebuilt Vulkan binary \(@node-llama-cpp\/linux-x64-vulkan\): The prebuilt binary for platform "linux" "x64" with Vulkan support is not compatible with the current system; NoBinaryFoundError$/)]);
+    expect(p.status).toBe(2);
+  });
+
+  it('a Vulkan build that finds no device it takes (lavapipe without GGML_VK_VISIBLE_DEVICES) is refused in one line, exit 2', () => {
+    const p = cli({ VK_ICD_FILENAMES: LAVAPIPE, GGML_VK_VISIBLE_DEVICES: undefined });
+    expect(p.stdout).toBe('');
+    expect(p.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^error: llamacpp: llama\.cpp's Vulkan backend \(@node-llama-cpp\/linux-x64-vulkan\) loaded but found no Vulkan device to offload to \(.*GGML_VK_VISIBLE_DEVICES.*\): not running on the CPU in its place$/)]);
+    expect(p.status).toBe(2);
   });
 });
 
@@ -478,13 +697,47 @@ describe('bench --pipelines llamacpp: llama.cpp beside fusegen on the CPU', () =
       for (const r of rows) expect(r.decodeTokensPerSec).toBeGreaterThan(0);
       // Its speedup is stated against the first pipeline, as for any pair.
       expect(rows.every((r) => r.versus?.pipeline === 'ort')).toBe(true);
+      // llama.cpp's own counters, as llama.cpp counts: the prompt step is one decode call of
+      // batch x 8 tokens (prompt eval); each of the 7 later steps one call of one token a row, which
+      // llama.cpp counts as eval at batch 1 and as prompt eval (2 tokens a call) at batch 2.
+      const [b1, b2] = rows.map((r) => r.llamaCppTimings!);
+      expect(b1).toMatchObject({ backend: 'cpu', devices: [], prefill: { promptEvalTokens: 8, evalRuns: 0 }, decode: { promptEvalTokens: 0, evalRuns: 7, graphsReused: 6 } });
+      expect(b2).toMatchObject({ backend: 'cpu', devices: [], prefill: { promptEvalTokens: 16, evalRuns: 0 }, decode: { promptEvalTokens: 14, evalRuns: 0, graphsReused: 6 } });
+      for (const t of [b1!, b2!]) {
+        expect(t.prefill.promptEvalMs).toBeGreaterThan(0);
+        expect(t.decode.promptEvalMs + t.decode.evalMs).toBeGreaterThan(0);
+        // llama.cpp's time inside fusegen's wall time of the same phase.
+        expect(t.prefill.promptEvalMs + t.prefill.evalMs).toBeLessThanOrEqual(t.prefill.wallMs);
+        expect(t.decode.promptEvalMs + t.decode.evalMs).toBeLessThanOrEqual(t.decode.wallMs);
+      }
+      // The ORT rows carry none; the text output prints each llamacpp row's.
+      expect(report.rows.filter((r) => r.pipeline === 'ort').every((r) => r.llamaCppTimings === undefined)).toBe(true);
+      expect(out.filter((l) => l.includes("llama.cpp's own timings"))).toEqual([
+        expect.stringMatching(/^llamacpp b1 p8 llama\.cpp's own timings \(cpu, one run\): prompt step [\d.]+ ms wall, llama\.cpp [\d.]+ ms \(prompt eval [\d.]+ ms \/ 8 tokens, 0 graphs reused\); decode steps [\d.]+ ms wall, llama\.cpp [\d.]+ ms \(eval [\d.]+ ms \/ 7 runs, 6 graphs reused\)$/),
+        expect.stringMatching(/^llamacpp b2 p8 llama\.cpp's own timings \(cpu, one run\): .*decode steps .*\(prompt eval [\d.]+ ms \/ 14 tokens, 6 graphs reused\)$/),
+      ]);
+      // The HTML's "Where the time goes" has the same counters, a table per llamacpp row.
+      const html = readFileSync(join(dir, file.replace(/\.json$/, '.html')), 'utf8');
+      expect(html.match(/llama\.cpp&#39;s own counters \(llama_perf_context, cpu\)/g)).toHaveLength(2);
+      // The schema holds the field to its shape: a phase without a counter is not a bench report.
+      const broken = structuredClone(report);
+      delete (broken.rows.find((r) => r.pipeline === 'llamacpp')!.llamaCppTimings!.decode as Partial<LlamaCppPhase>).evalRuns;
+      expect(() => validateBenchReport(broken)).toThrow(/^invalid bench report: rows\[2\]\.llamaCppTimings\.decode\.evalRuns: is required$/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
+  it("counts the run that reads llama.cpp's timings: one a point after its measured runs (--profile's per-op runs are ORT's only)", async () => {
+    const events: BenchProgress[] = [];
+    const o: BenchOptions = { ckpt: openCheckpoint(tinyModelDir('llama')), device: 'cpu', dtype: 'float32', pipelines: ['llamacpp'], batchSizes: [1, 2], promptLengths: [4], maxNewTokens: 3, repeats: 1, profile: true };
+    const report = await runBench(o, (p) => events.push(p), () => false);
+    expect(events.map((e) => `${e.run}/${e.runs} ${e.point}/${e.points} ${e.step}`)).toEqual(['1/6 1/2 warm-up', '2/6 1/2 run 1/1', '3/6 1/2 profiled', '4/6 2/2 warm-up', '5/6 2/2 run 1/1', '6/6 2/2 profiled']);
+    expect(report.rows.map((r) => [r.llamaCppTimings!.prefill.promptEvalTokens, r.llamaCppTimings!.decode.evalRuns, r.llamaCppTimings!.decode.promptEvalTokens, r.opProfile])).toEqual([[4, 2, 0, undefined], [8, 0, 4, undefined]]);
+  });
+
   it.each([
-    [['--model', tinyModelDir('llama'), '--pipelines', 'llamacpp', '--device', 'webgpu'], /--pipelines: llamacpp runs on --device cpu/],
+    [['--model', tinyModelDir('llama'), '--pipelines', 'llamacpp', '--device', 'cuda'], /^error: --device: cuda: node-llama-cpp's prebuilt CUDA binaries .* are installed here but not wired/],
     [['--model', tinyModelDir('opt'), '--pipelines', 'ort,llamacpp'], /llama\.cpp has no opt architecture/],
   ])('refuses %j in one line before any run', async (args, message) => {
     const err: string[] = [];
@@ -555,8 +808,7 @@ describe('generate --engine llamacpp: the seed\'s command on llama.cpp', () => {
 
   const saveDir = join(cacheDir, 'never-saved');
   it.each([
-    [['--device', 'webgpu'], '--device', /webgpu: the llamacpp engine runs node-llama-cpp's prebuilt CPU binary \(--device cpu\)/],
-    [['--device', 'cuda'], '--device', /cuda: the llamacpp engine runs/],
+    [['--device', 'cuda'], '--device', /cuda: node-llama-cpp's prebuilt CUDA binaries .* are installed here but not wired: .*cannot travel to the GPU machine.*--device webgpu/],
     [['--use_kernel'], '--use_kernel', /does not apply to --engine llamacpp/],
     [['--kernels', 'wgsl'], '--kernels', /does not apply to --engine llamacpp/],
     [['--kernels', 'ort'], '--kernels', /does not apply to --engine llamacpp/],

@@ -42,7 +42,9 @@ describe('one factory', () => {
     expect(() => backendFor({ device: 'cpu', hfBaseline: true, useKernel: true })).toThrow(/^--hf_baseline: /);
     expect(() => backendFor({ device: 'cpu', useKernel: true, kernels: 'wgsl' })).toThrow('--kernels: wgsl runs on --device webgpu');
     expect(backendFor({ device: 'cpu', engine: 'llamacpp' })).toEqual({ kind: 'llamacpp' });
-    expect(() => backendFor({ device: 'webgpu', engine: 'llamacpp' })).toThrow(/^--device: webgpu: the llamacpp engine runs/);
+    // webgpu is llama.cpp's Vulkan build (pipeline/llamacpp.ts llamaCppBackendFor); cuda has no build wired.
+    expect(backendFor({ device: 'webgpu', engine: 'llamacpp' })).toEqual({ kind: 'llamacpp' });
+    expect(() => backendFor({ device: 'cuda', engine: 'llamacpp' })).toThrow(/^--device: cuda: node-llama-cpp's prebuilt CUDA binaries/);
     expect(() => backendFor({ device: 'cpu', engine: 'llamacpp', useKernel: true })).toThrow(/^--use_kernel: does not apply to --engine llamacpp/);
     const flags = { hf_baseline: false, reference: undefined, use_kernel: true, device: 'webgpu' as const, kernels: undefined };
     expect(backendOf(flags)).toEqual({ kind: 'wgsl' });

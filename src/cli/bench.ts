@@ -14,7 +14,7 @@ import { existsSync, statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { profileLine } from '../../bench/op-profile.js';
-import { benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport } from '../../bench/run.js';
+import { benchBackend, bencherBmf, readBenchBaseline, runBench, statsLines, type BenchPipeline, type BenchReport, type BenchRow } from '../../bench/run.js';
 import { comparePromptSet, fixedLengthPromptSet, loadServeTokenizer, probe, readPromptsFile, runServeBench, summaryLines, type ServeBenchOptions, type ServeBenchReport, type ServeLoad, type ServePromptSet, type ServeSlo } from '../../bench/serve-load.js';
 import { validateBenchReport } from '../report/bench-validate.js';
 import { ensureDefaultModel, fixtureModelsDir, PRESETS, writePresetCheckpoint, type PresetName } from '../../fixtures/checkpoints.js';
@@ -23,7 +23,8 @@ import { CapacityError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { checkCapacity } from '../pipeline/common.js';
 import { engineOf } from '../pipeline/ds-pipeline.js';
-import { checkLlamaCpp } from '../pipeline/llamacpp.js';
+import { checkLlamaCpp, llamaCppBackendFor, type LlamaCppPhase } from '../pipeline/llamacpp.js';
+import { pointName } from '../report/bench-report.js';
 import { referenceDtype } from '../pipeline/dtypes.js';
 import { checkSavedRun, checkSaveTarget, savedLine } from '../pipeline/saved.js';
 import { COMPARE_PROMPTS } from '../../fixtures/prompts.js';
@@ -100,7 +101,7 @@ const IN_PROCESS_SPECS: OptionTable<Pick<InProcessBenchOptions, InProcessOnly>> 
   dtype: dtypeOption(['ort', 'wgsl'], 'the reference runs float16 for float16, else float32; default: float32 on cpu, float16 on gpu'),
   batch_sizes: { flag: 'batch_sizes', arg: 'list', help: 'batch sizes to sweep', default: [1], parse: listOf(intAtLeast(1)) },
   prompt_lengths: { flag: 'prompt_lengths', arg: 'list', help: "prompt lengths in tokens to sweep (with --url: prompts of these lengths built with --tokenizer, each length a sweep of its own; without, the seed's compare prompts)", default: [16], parse: listOf(intAtLeast(1)) },
-  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu), llamacpp (llama.cpp through node-llama-cpp on fusegen\'s GGUF export, cpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl', 'llamacpp'])) },
+  pipelines: { flag: 'pipelines', arg: 'list', help: 'reference (transformers.js), ort (ORT-injected), wgsl (WGSL engine, webgpu), llamacpp (llama.cpp through node-llama-cpp on fusegen\'s GGUF export: its CPU build on cpu, its Vulkan build on webgpu)', default: ['reference', 'ort'], parse: listOf(oneOf<BenchPipeline>(['reference', 'ort', 'wgsl', 'llamacpp'])) },
   repeats: { flag: 'repeats', arg: 'n', help: 'measured runs per point, after one warm-up', default: 3, parse: intAtLeast(1) },
   profile: { flag: 'profile', help: 'then profile the ORT and reference pipelines per op (host and GPU time per node), in a second instance', default: false },
   accuracy_level: accuracyLevelOption,
@@ -204,6 +205,26 @@ export function cliffsCell(positions: readonly number[]): string {
   return `${positions.length} (at ${shown}${positions.length > 6 ? ',...' : ''})`;
 }
 
+/**
+ * A llamacpp row's llama.cpp timings in one line: per phase (the prompt's step, the decode steps)
+ * fusegen's wall time, llama.cpp's own time, and its counters as llama.cpp keeps them (prompt eval:
+ * tokens of decode calls of several tokens, so batched decode steps count there; eval: calls of one).
+ */
+export function llamaCppTimingsLine(r: BenchRow): string | undefined {
+  const t = r.llamaCppTimings;
+  if (!t) return undefined;
+  const phase = (p: LlamaCppPhase): string => {
+    const counters = [
+      ...(p.promptEvalTokens ? [`prompt eval ${p.promptEvalMs.toFixed(2)} ms / ${p.promptEvalTokens} tokens`] : []),
+      ...(p.evalRuns ? [`eval ${p.evalMs.toFixed(2)} ms / ${p.evalRuns} runs`] : []),
+      `${p.graphsReused} graphs reused`,
+    ];
+    return `${p.wallMs.toFixed(2)} ms wall, llama.cpp ${(p.promptEvalMs + p.evalMs).toFixed(2)} ms (${counters.join(', ')})`;
+  };
+  const where = t.backend === 'vulkan' ? `vulkan on ${t.devices.join(', ')}` : 'cpu';
+  return `${pointName(r)} llama.cpp's own timings (${where}, one run): prompt step ${phase(t.prefill)}; decode steps ${phase(t.decode)}`;
+}
+
 export function table(report: BenchReport): string[] {
   const lines = ['pipeline   batch prompt  TTFT ms   TPOT ms (p90)      decode tok/s  prefill tok/s  GB/s      peak RSS MB  GPU step ms  cliffs (steps > 3x median, at positions)'];
   for (const r of report.rows) {
@@ -213,6 +234,8 @@ export function table(report: BenchReport): string[] {
   }
   for (const r of report.rows) {
     if (r.opProfile) lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} decode ${profileLine(r.opProfile.decode)}`);
+    const llama = llamaCppTimingsLine(r);
+    if (llama) lines.push(llama);
     for (const k of r.stepProfile?.ranks ?? []) {
       lines.push(`${r.pipeline} b${r.batch} p${r.promptLength} rank ${k.rank} (layers ${k.layers[0]}-${k.layers[1] - 1}): ${k.msPerStep.toFixed(3)} ms a step${k.transferBytesPerStep ? `, hands on ${(k.transferBytesPerStep / 1024).toFixed(1)} KiB in ${k.transferMsPerStep.toFixed(3)} ms` : ''}`);
     }
@@ -241,7 +264,7 @@ export async function validateBench(o: InProcessBenchOptions): Promise<{ ckpt: C
   if (o.model && o.preset) throw new UsageError('--preset', 'give --model or --preset, not both');
   if (o.preset && o.checkpoint_path !== undefined) throw new UsageError('--checkpoint_path', 'a --preset writes its own weights; give --model (or nothing) with --checkpoint_path');
   if (o.pipelines.includes('wgsl') && o.device !== 'webgpu') throw new UsageError('--pipelines', 'wgsl runs on --device webgpu');
-  if (o.pipelines.includes('llamacpp') && o.device !== 'cpu') throw new UsageError('--pipelines', 'llamacpp runs on --device cpu here (llama.cpp\'s GPU builds are not wired yet)');
+  if (o.pipelines.includes('llamacpp')) llamaCppBackendFor(o.device); // cpu: llama.cpp's CPU build; webgpu: its Vulkan build; cuda refused
   otherRankLine(o.local_rank, o.world_size);
   if (o.world_size > 1 && !o.pipelines.includes('wgsl')) throw new UsageError('--world_size', `${o.world_size} splits the layers across WebGPU devices, which only the WGSL engine does: add wgsl to --pipelines (the other pipelines run on one device)`);
   const dtype = o.dtype ?? defaultDtype(o.device);

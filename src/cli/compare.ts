@@ -13,7 +13,7 @@ import { candidateBackend, candidatePipeline, checkBaseline, interruptedReport, 
 import { CapacityError, InputError, UnsupportedError, UsageError } from '../errors.js';
 import { checkWeightShapes } from '../graph/export.js';
 import { parameterCount } from '../pipeline/common.js';
-import { checkLlamaCpp } from '../pipeline/llamacpp.js';
+import { checkLlamaCpp, llamaCppBackendFor } from '../pipeline/llamacpp.js';
 import { engineOf, type ReferenceKind } from '../pipeline/ds-pipeline.js';
 import { defaultDtype, defaultKernelsHelp, type DType, type Device, type Kernels } from '../pipeline/types.js';
 import type { CompareReport } from '../report/compare-report.js';
@@ -88,7 +88,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   candidate_url: { flag: 'candidate_url', arg: 'url', help: 'the candidate is a model served over the OpenAI completions API at this base URL: compared on top-5 log-probabilities (teacher-forced where the server echoes the prompt\'s), or on tokens alone where it returns none', parse: (raw, flag) => normalizeServerUrl(raw, `--${flag}`) },
   served_model: { flag: 'served_model', arg: 'name', help: 'the model name requests to the server(s) carry', defaultHelp: 'the only model GET /v1/models lists', parse: text },
   api_key: { flag: 'api_key', arg: 'key', help: 'sent to the server(s) as Authorization: Bearer; never written to a report', parse: text },
-  candidate: { flag: 'candidate', arg: 'engine', help: "llamacpp: the candidate is llama.cpp (node-llama-cpp's prebuilt CPU binary, --device cpu) on fusegen's GGUF export of --candidate_model or --model (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0): a second opinion fusegen did not write", parse: oneOf(['llamacpp'] as const) },
+  candidate: { flag: 'candidate', arg: 'engine', help: "llamacpp: the candidate is llama.cpp through node-llama-cpp's prebuilt binaries (--device cpu: its CPU build; --device webgpu: its Vulkan build, every layer on the GPU) on fusegen's GGUF export of --candidate_model or --model (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0): a second opinion fusegen did not write", parse: oneOf(['llamacpp'] as const) },
 };
 
 /**
@@ -147,8 +147,9 @@ export async function validateCompare(o: CompareCliOptions): Promise<{ baseline:
   checkServedFlags(o, dtype);
   if (o.candidate !== undefined) {
     // llama.cpp replaces fusegen's candidate pipeline: the flags that build or time that one do not apply.
-    const other = ([['--use_kernel', o.use_kernel], ['--kernels', o.kernels !== undefined], ['--accuracy_level', o.accuracy_level !== undefined], ['--world_size', o.world_size > 1], ['--save_mp_checkpoint_path', o.save_mp_checkpoint_path !== undefined], ['--candidate_url', o.candidate_url !== undefined], ['--baseline', o.baseline !== undefined], ['--device', o.device !== 'cpu']] as const).find(([, on]) => on);
-    if (other) throw new UsageError(other[0], `${other[0] === '--device' ? `${o.device}: ` : ''}does not apply to --candidate llamacpp (llama.cpp on the CPU through node-llama-cpp)`);
+    const other = ([['--use_kernel', o.use_kernel], ['--kernels', o.kernels !== undefined], ['--accuracy_level', o.accuracy_level !== undefined], ['--world_size', o.world_size > 1], ['--save_mp_checkpoint_path', o.save_mp_checkpoint_path !== undefined], ['--candidate_url', o.candidate_url !== undefined], ['--baseline', o.baseline !== undefined]] as const).find(([, on]) => on);
+    if (other) throw new UsageError(other[0], 'does not apply to --candidate llamacpp (llama.cpp through node-llama-cpp)');
+    llamaCppBackendFor(o.device); // cpu: llama.cpp's CPU build; webgpu: its Vulkan build; cuda refused
     if (dtype === 'int4') throw new UnsupportedError('--dtype', "int4: llama.cpp's Q4_0 is not fusegen's int4, so the floor compare judges int4 against does not bound it (compare/tolerance.ts LLAMACPP_TOLERANCE); --candidate llamacpp compares float32, float16 and int8 (Q8_0)");
   }
   const candidate: Engine = engineOf(candidateBackend({ useKernel: o.use_kernel, kernels: kernelsFor(o.device, o.kernels), candidate: o.candidate }));

@@ -66,7 +66,7 @@ export const generateOptions: OptionTable<GenerateOptions> = {
   accuracy_level: accuracyLevelOption,
   seed: { flag: 'seed', arg: 'n', help: 'seed for sampling', default: 42, parse: intAtLeast(0) },
   allow_nonfinite: allowNonfiniteOption,
-  engine: { flag: 'engine', arg: 'name', help: "llamacpp: run the prompts on llama.cpp (node-llama-cpp's prebuilt CPU binary, --device cpu) on fusegen's GGUF export (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0), as compare's --candidate llamacpp; a flag of its own, not a --kernels backend, since llama.cpp replaces fusegen's whole forward pass instead of injecting kernels into its graph", defaultHelp: "fusegen's pipelines, as the seed's flags pick them", parse: oneOf(['llamacpp'] as const) },
+  engine: { flag: 'engine', arg: 'name', help: "llamacpp: run the prompts on llama.cpp through node-llama-cpp's prebuilt binaries (--device cpu: its CPU build; --device webgpu: its Vulkan build, every layer on the GPU) on fusegen's GGUF export (float32 F32, float16 F16, int8 Q8_0, int4 Q4_0), as compare's --candidate llamacpp; a flag of its own, not a --kernels backend, since llama.cpp replaces fusegen's whole forward pass instead of injecting kernels into its graph", defaultHelp: "fusegen's pipelines, as the seed's flags pick them", parse: oneOf(['llamacpp'] as const) },
 };
 
 /**
@@ -200,6 +200,8 @@ export async function runGenerate(o: GenerateOptions, io: Io): Promise<number> {
     }
     // Where each rank ran, after the seed's lines (which parsers of its output expect first).
     if (o.world_size > 1) for (const ep of pipe.info.executionProviders) io.out(`world_size ${o.world_size}: ${ep}`);
+    // Which llama.cpp build ran, and on what (its CPU build, or its Vulkan build on the named GPU).
+    if (pipe.info.name === 'llamacpp') io.out(`llamacpp: ${pipe.info.executionProviders.join('; ')}`);
     for (const line of notes) io.out(line);
     if (io.interrupted()) {
       io.out(`interrupted: ${runs.length} of ${iterations} iterations finished; figures above cover those`);

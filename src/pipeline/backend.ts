@@ -40,7 +40,7 @@ export type Backend =
       worldSize?: number;
     }
   | {
-      /** llama.cpp through node-llama-cpp on fusegen's GGUF export of the checkpoint (CPU; compare --candidate llamacpp). */
+      /** llama.cpp through node-llama-cpp on fusegen's GGUF export of the checkpoint (its CPU build on cpu, its Vulkan build on webgpu; compare --candidate llamacpp). */
       kind: 'llamacpp';
     };
 

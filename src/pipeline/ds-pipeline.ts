@@ -13,7 +13,7 @@ import type { Backend, PipelineRun, ReferenceKind } from './backend.js';
 import type { Engine } from './dtypes.js';
 import { HfPipeline } from './hf.js';
 import { InjectedPipeline } from './injected.js';
-import { LlamaCppPipeline } from './llamacpp.js';
+import { llamaCppBackendFor, LlamaCppPipeline } from './llamacpp.js';
 import { ReferencePipeline } from './reference.js';
 import { defaultDtype, kernelsFor, type DType, type Device, type Kernels, type TextGenerationPipeline } from './types.js';
 import { checkSavedRun } from './saved.js';
@@ -67,14 +67,14 @@ export interface PipelineChoice {
   accuracyLevel?: 0 | 4;
   /** The seed's --world_size: the WGSL engine splits the layers across this many devices. */
   worldSize?: number;
-  /** generate's --engine: llamacpp runs llama.cpp on fusegen's GGUF export (CPU) in place of fusegen's pipelines; the flags above that pick or build those are refused with it. */
+  /** generate's --engine: llamacpp runs llama.cpp on fusegen's GGUF export (CPU build, or Vulkan on webgpu) in place of fusegen's pipelines; the flags above that pick or build those are refused with it. */
   engine?: 'llamacpp';
 }
 
 /** --engine llamacpp: llama.cpp replaces fusegen's pipelines, so the flags that pick or build those are refused, one line naming the flag. */
 function llamaCppBackend(o: Omit<PipelineChoice, 'dtype' | 'maxTokens'>): Backend {
   const why = "does not apply to --engine llamacpp (llama.cpp through node-llama-cpp on fusegen's GGUF export, in place of fusegen's pipelines)";
-  if (o.device !== 'cpu') throw new UsageError('--device', `${o.device}: the llamacpp engine runs node-llama-cpp's prebuilt CPU binary (--device cpu)`);
+  llamaCppBackendFor(o.device); // cpu: llama.cpp's CPU build; webgpu: its Vulkan build; cuda refused
   const other = ([['--hf_baseline', o.hfBaseline], ['--reference', o.reference !== undefined], ['--use_kernel', o.useKernel], ['--kernels', o.kernels !== undefined], ['--accuracy_level', o.accuracyLevel !== undefined], ['--world_size', (o.worldSize ?? 1) > 1]] as const).find(([, on]) => on);
   if (other) throw new UsageError(other[0], why);
   return { kind: 'llamacpp' };

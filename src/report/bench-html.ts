@@ -156,6 +156,23 @@ function profileSection(r: BenchRow): string {
       ),
     );
   }
+  const t = r.llamaCppTimings;
+  if (t) {
+    const where = t.backend === 'vulkan' ? `vulkan on ${t.devices.join(', ')}` : 'cpu';
+    const body = (
+      [
+        ['prompt step', t.prefill],
+        ['decode steps', t.decode],
+      ] as const
+    )
+      .map(([phase, p]) => `<tr><td>${esc(phase)}</td><td class="num">${fixed(p.wallMs, 2)}</td><td class="num">${fixed(p.promptEvalMs, 2)}</td><td class="num">${fixed(p.promptEvalTokens, 0)}</td><td class="num">${fixed(p.evalMs, 2)}</td><td class="num">${fixed(p.evalRuns, 0)}</td><td class="num">${fixed(p.graphsReused, 0)}</td><td class="num">${fixed(p.wallMs > 0 ? (100 * (p.promptEvalMs + p.evalMs)) / p.wallMs : NaN, 1)}</td></tr>`)
+      .join('');
+    parts.push(
+      `<figure><div class="table-wrap"><table class="table rows-table"><thead><tr>${['phase', 'wall ms', 'prompt eval ms', 'prompt eval tokens', 'eval ms', 'eval runs', 'graphs reused', 'llama.cpp % of wall'].map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table></div><figcaption>${esc(
+        `${rowLabel(r)}: llama.cpp's own counters (llama_perf_context, ${where}) for one run after the measured ones, beside fusegen's wall time of each phase; prompt eval counts decode calls of several tokens (batched decode steps too), eval calls of one; the rest of the wall time is node-llama-cpp's and fusegen's loop.`,
+      )}</figcaption></figure>`,
+    );
+  }
   return parts.join('\n');
 }
 
@@ -189,7 +206,7 @@ ${r.gate ? gateSection(r.gate) : ''}
 <h2 class="sub">Time per output token</h2>
 <figure>${tpotBars(r.rows)}<figcaption>Median and p90 decode-step latency of each row.</figcaption></figure>
 </section>
-${r.rows.some((x) => x.opProfile || x.kernelProfile?.length) ? `<section class="card" id="profiles"><h2>Where the time goes</h2>\n${r.rows.map(profileSection).join('\n')}\n</section>` : ''}
+${r.rows.some((x) => x.opProfile || x.kernelProfile?.length || x.llamaCppTimings) ? `<section class="card" id="profiles"><h2>Where the time goes</h2>\n${r.rows.map(profileSection).join('\n')}\n</section>` : ''}
 <section class="card" id="positions"><h2>Per-token latency against context position</h2>
 <div class="charts-grid">${r.rows.map(positionChart).join('\n')}</div>
 </section>

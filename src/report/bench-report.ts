@@ -3,10 +3,11 @@
  * readers see only this object (and never import bench/). Its JSON Schema and validator are in
  * bench-validate.ts. Bump BENCH_SCHEMA when a field changes meaning.
  *
- * samples, versus and gate came after the first reports were written: all optional, so those
- * reports (bench/results) stay valid and the schema stays /1.
+ * samples, versus, gate and llamaCppTimings came after the first reports were written: all
+ * optional, so those reports (bench/results) stay valid and the schema stays /1.
  */
 import type { KernelTime } from '../kernels/engine.js';
+import type { LlamaCppTimings } from '../pipeline/llamacpp.js';
 import type { DType, Device } from '../pipeline/types.js';
 import type { StepTimes } from '../pipeline/wgsl.js';
 import type { Environment } from './environment.js';
@@ -105,6 +106,12 @@ export interface BenchRow {
   prefillKernelProfile?: KernelTime[];
   /** ONNX Runtime pipelines with --profile: the prompt's step and the mean decode step, per op. */
   opProfile?: { prefill: OpProfile; decode: OpProfile };
+  /**
+   * llamacpp only (added after the first reports): llama.cpp's own counters (llama_perf_context)
+   * for one more run of the point after the measured ones, the prompt's step and the decode steps
+   * each beside fusegen's wall time of it, and the backend (cpu, or vulkan and its devices) that ran.
+   */
+  llamaCppTimings?: LlamaCppTimings;
 }
 
 /** One row's speed against the same point of a baseline report. */

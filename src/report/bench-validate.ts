@@ -6,7 +6,7 @@
  * regression beyond the allowed one.
  *
  * Every field added since the first reports (stepProfile's stepsAhead, submitMsPerStep and ranks,
- * samples, versus, gate, load) is optional: the reports in bench/results stay valid.
+ * samples, versus, gate, load, llamaCppTimings) is optional: the reports in bench/results stay valid.
  */
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { BENCH_SCHEMA, type BenchReport } from './bench-report.js';
@@ -20,6 +20,7 @@ const positive = { type: 'integer', minimum: 1 } as const;
 const stats = { $ref: '#/$defs/stats' } as const;
 const opProfile = { $ref: '#/$defs/opProfile' } as const;
 const kernelTimes = { type: 'array', items: { $ref: '#/$defs/kernelTime' } } as const;
+const llamaCppPhase = { $ref: '#/$defs/llamaCppPhase' } as const;
 
 export const BENCH_REPORT_JSON_SCHEMA = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
@@ -71,6 +72,7 @@ export const BENCH_REPORT_JSON_SCHEMA = {
     ratioInterval: RATIO_INTERVAL_SCHEMA,
     stats: object({ mean: nonNegMetric, median: nonNegMetric, p90: nonNegMetric, p99: nonNegMetric }),
     kernelTime: object({ kernel: nonEmpty, dispatches: count, totalUs: nonNegMetric, marginalUs: metric }),
+    llamaCppPhase: object({ wallMs: nonNegMetric, promptEvalMs: nonNegMetric, promptEvalTokens: count, evalMs: nonNegMetric, evalRuns: count, graphsReused: count }),
     opProfile: object({
       steps: count,
       wallUs: nonNegMetric,
@@ -117,8 +119,9 @@ export const BENCH_REPORT_JSON_SCHEMA = {
         prefillGpuUs: nonNegMetric,
         prefillKernelProfile: kernelTimes,
         opProfile: object({ prefill: opProfile, decode: opProfile }),
+        llamaCppTimings: object({ backend: { enum: ['cpu', 'vulkan'] }, devices: strings, prefill: llamaCppPhase, decode: llamaCppPhase }),
       },
-      ['accuracyLevel', 'load', 'samples', 'versus', 'stepProfile', 'stepGpuUs', 'kernelProfile', 'prefillGpuUs', 'prefillKernelProfile', 'opProfile'],
+      ['accuracyLevel', 'load', 'samples', 'versus', 'stepProfile', 'stepGpuUs', 'kernelProfile', 'prefillGpuUs', 'prefillKernelProfile', 'opProfile', 'llamaCppTimings'],
     ),
   },
 } as const;
