@@ -7,7 +7,7 @@
  * pool (BlockPool) as its positions grow, not a slot's whole capacity: the pool may be smaller
  * than slots x positions. A request is admitted only when the pool can take its prompt beside
  * what the running ones still need for theirs; when a running request needs a block and none is
- * free, the latest admitted is preempted (vLLM's recompute preemption): its blocks go back, and it
+ * free, the latest arrival is preempted (vLLM's recompute preemption): its blocks go back, and it
  * waits at the head of the queue to read its prompt and the tokens it had generated again, then
  * goes on where it stopped. Elsewhere (ORT) each slot holds a cache of the engine's capacity.
  *
@@ -98,8 +98,6 @@ export interface PagingOptions {
   /** Blocks in the pool, the scratch block included (default: every slot's whole capacity, and one). */
   blocks?: number;
 }
-
-
 
 export class ContinuousBatcher {
   private readonly slots: Array<Slot | undefined>;
