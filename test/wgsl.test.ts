@@ -139,6 +139,38 @@ describe('WGSL engine over long runs', () => {
   });
 });
 
+describe('WGSL engine over a paged KV cache', () => {
+  it('gives the contiguous cache\'s logits to the last bit, the rows\' blocks scattered over the pool, and refuses tables that do not cover a step', async () => {
+    const wgsl = await WgslPipeline.create(openCheckpoint(tinyModelDir('llama')), { dtype: 'float32', maxTokens: 64 });
+    const engine = wgsl.engine;
+    // A prompt step (two rows of 7 and 3 tokens), then a decode step, then a step of one row only (the other's cache kept).
+    const steps = [
+      { tokens: [[5, 17, 301, 42, 7, 88, 9], [9, 8, 7]], start: [0, 0], last: [6, 2], suppress: [] },
+      { tokens: [[11], [12]], start: [7, 3], last: [0, 0], suppress: [] },
+      { tokens: [[13, 14]], start: [8], last: [1], suppress: [] },
+    ];
+    const bits = (x: { logits?: Float32Array }) => Buffer.from(x.logits!.buffer);
+    try {
+      engine.begin(2, 64);
+      const contiguous = [];
+      for (const st of steps) contiguous.push(await engine.step(st, true));
+      // Blocks of 4 in a pool of 12: row 0 takes blocks 7, 2, 10 (positions up to 10), row 1 block 5.
+      engine.begin(2, 64, { blockSize: 4, blocks: 12 });
+      const tables = [[7, 2, 10], [5]];
+      for (const [i, st] of steps.entries()) {
+        const paged = await engine.step({ ...st, blockTables: tables.slice(0, st.tokens.length) }, true);
+        expect(bits(paged).equals(bits(contiguous[i]!)), `step ${i}`).toBe(true);
+      }
+      const next = { tokens: [[1, 2, 3, 4, 5]], start: [11], last: [4], suppress: [] };
+      await expect(engine.step({ ...next, blockTables: [[7, 2, 10]] }, true)).rejects.toThrow(/row 0 holds 3 blocks, short of the 4 its positions up to 16 take/);
+      await expect(engine.step({ ...next, blockTables: [[7, 2, 10, 12]] }, true)).rejects.toThrow(/row 0's block 12 is not in the pool of 12/);
+      await expect(engine.step(next, true)).rejects.toThrow(/names no block tables/);
+    } finally {
+      await wgsl.dispose();
+    }
+  });
+});
+
 describe('WGSL engine profiling', () => {
   it('times every kernel of the last step with timestamp queries, grouped by kernel', async () => {
     const pipe = await WgslPipeline.create(openCheckpoint(tinyModelDir('llama')), { dtype: 'float32', maxTokens: 64 });
