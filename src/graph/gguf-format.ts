@@ -135,49 +135,42 @@ class ByteWriter {
     this.buf = next;
   }
 
+  /** Appends n bytes that `write` puts at the given offset. */
+  private put(n: number, write: (at: number) => void): void {
+    this.room(n);
+    write(this.length);
+    this.length += n;
+  }
+
   u32(v: number): void {
-    this.room(4);
-    this.buf.writeUInt32LE(v, this.length);
-    this.length += 4;
+    this.put(4, (at) => this.buf.writeUInt32LE(v, at));
   }
 
   i32(v: number): void {
-    this.room(4);
-    this.buf.writeInt32LE(v, this.length);
-    this.length += 4;
+    this.put(4, (at) => this.buf.writeInt32LE(v, at));
   }
 
   u64(v: number): void {
-    this.room(8);
-    this.buf.writeBigUInt64LE(BigInt(v), this.length);
-    this.length += 8;
+    this.put(8, (at) => this.buf.writeBigUInt64LE(BigInt(v), at));
   }
 
   f32(v: number): void {
-    this.room(4);
-    this.buf.writeFloatLE(v, this.length);
-    this.length += 4;
+    this.put(4, (at) => this.buf.writeFloatLE(v, at));
   }
 
   u8(v: number): void {
-    this.room(1);
-    this.buf.writeUInt8(v, this.length);
-    this.length += 1;
+    this.put(1, (at) => this.buf.writeUInt8(v, at));
   }
 
   str(s: string): void {
     const bytes = Buffer.from(s, 'utf8');
     this.u64(bytes.length);
-    this.room(bytes.length);
-    bytes.copy(this.buf, this.length);
-    this.length += bytes.length;
+    this.put(bytes.length, (at) => bytes.copy(this.buf, at));
   }
 
   pad(alignment: number): void {
     const n = (alignment - (this.length % alignment)) % alignment;
-    this.room(n);
-    this.buf.fill(0, this.length, this.length + n);
-    this.length += n;
+    this.put(n, (at) => this.buf.fill(0, at, at + n));
   }
 
   bytes(): Buffer {

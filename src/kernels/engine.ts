@@ -583,6 +583,8 @@ export class WgslEngine implements Stepper {
     const allRows = R === T && rows.every((r, i) => r === i);
     const shape: StepShape = { B, S, T, R, allRows, maxKeys: Math.max(...positions) + 1, needLogits, suppress: input.suppress.length };
     let hidden: ArrayBuffer | undefined;
+    // A paged cache's block tables (the same on every device), built at the first stage.
+    let tables: Uint32Array | undefined;
     for (const [r, stage] of this.stages.entries()) {
       const t0 = performance.now();
       const before = stage.run;
@@ -594,7 +596,7 @@ export class WgslEngine implements Stepper {
       if (hidden) q.writeBuffer(buf.res, 0, hidden);
       q.writeBuffer(buf.positions, 0, positions);
       q.writeBuffer(buf.valid, 0, valid);
-      if (run.pages) q.writeBuffer(buf.positions, T * 4, blockTables(input, run.pages));
+      if (run.pages) q.writeBuffer(buf.positions, T * 4, (tables ??= blockTables(input, run.pages)));
       if (stage.last && !allRows) q.writeBuffer(buf.rows, 0, Uint32Array.from(rows));
       if (stage.last && input.suppress.length) q.writeBuffer(buf.suppress, 0, Uint32Array.from(input.suppress.slice(0, 4)));
       const list = stage.dispatches(run, shape);

@@ -224,6 +224,7 @@ export class InjectedPipeline implements TextGenerationPipeline {
   /** fusegen's step over the graph: the KV cache lives between begin and end. */
   private stepper(): Stepper {
     let cache: Feeds = {};
+    let begun = 0;
     const release = () => {
       for (const t of Object.values(cache)) if (t.location === 'gpu-buffer') t.dispose();
     };
@@ -231,12 +232,13 @@ export class InjectedPipeline implements TextGenerationPipeline {
       begin: (batch, capacity) => {
         release();
         cache = this.emptyCache(batch, capacity);
+        begun = batch;
       },
       step: async (input) => {
         // Fewer rows than begun (a server's batch with idle slots at the end), on the host: the
         // step runs on the caches' leading rows in place, the others' kept as they are.
         const rows = input.tokens.length;
-        const part = rows < (Object.values(cache)[0]?.dims[0] ?? rows);
+        const part = rows < begun;
         if (part && !this.cachesInPlace) throw new Error('InjectedPipeline: a step over fewer rows than begun needs the host caches');
         const r = await this.step(part ? Object.fromEntries(Object.entries(cache).map(([k, t]) => [k, leadingRows(t, rows)])) : cache, input.tokens, input.start, input.last.map((i) => [i]));
         if (!part) cache = r.cache;
