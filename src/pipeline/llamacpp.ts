@@ -463,8 +463,8 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
       const suppress = t < (request.minNewTokens ?? 0) ? eos : [];
       const needLogits = request.doSample || k > 0 || suppress.length > 0;
       const live = seqs.map((_, b) => b).filter((b) => !done[b]);
-      const results = await Promise.all(
-        live.map(async (b) => {
+      const results = await this.eachRow(
+        live, async (b) => {
           const input = t === 0 ? prompts[b]! : [generated[b]![generated[b]!.length - 1]!];
           const last = needLogits ? { generateNext: { probabilities: true } } : { generateNext: { token: true, options: { tokenBias: greedyBias } } };
           const items = input.map((id, i): ControlledEvaluateInputItem => (i === input.length - 1 ? [id as Token, last] : (id as Token)));
@@ -472,7 +472,7 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
             throw new LlamaCppError(`llama.cpp failed at step ${t} of row ${b}: ${firstLine(e)}`);
           });
           return { b, next: out[items.length - 1]?.next };
-        }),
+        },
       );
       // Rows in order, as fusegen's loop draws from one sampler.
       for (const { b, next } of results.sort((x, y) => x.b - y.b)) {
@@ -526,15 +526,29 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
     const longest = Math.max(...rows.map((r) => r.length));
     if (longest > this.maxTokens) throw new LlamaCppError(`a scored row of ${longest} tokens exceeds the context of ${this.maxTokens}`);
     const seqs = await this.rows(rows.length);
-    return Promise.all(
-      rows.map(async (row, b) => {
+    return this.eachRow(
+      rows.map((_, b) => b),
+      async (b) => {
+        const row = rows[b]!;
         const items = row.map((id, i): ControlledEvaluateInputItem => (i >= from[b]! ? [id as Token, { generateNext: { probabilities: true } }] : (id as Token)));
         const out = await seqs[b]!.controlledEvaluate(items).catch((e: unknown) => {
           throw new LlamaCppError(`llama.cpp failed to score row ${b}: ${firstLine(e)}`);
         });
         return row.slice(from[b]!).map((_, i) => this.logits(out[from[b]! + i]?.next.probabilities));
-      }),
+      },
     );
+  }
+
+  /**
+   * Rows' evaluations: together on the CPU (node-llama-cpp batches them into one decode), one after
+   * another on the Vulkan build, which otherwise gave a row tokens of no sequence of its own in 5
+   * of 12 runs of test/llamacpp.test.ts's batch of eight on lavapipe (0 of 12 one at a time).
+   */
+  private async eachRow<R>(rows: number[], evaluate: (b: number) => Promise<R>): Promise<R[]> {
+    if (this.backend !== 'vulkan') return Promise.all(rows.map(evaluate));
+    const out: R[] = [];
+    for (const b of rows) out.push(await evaluate(b));
+    return out;
   }
 
   async dispose(): Promise<void> {
