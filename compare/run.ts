@@ -175,7 +175,7 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 }
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
-  const tol: Tolerance = toleranceFor(o.dtype, o.device, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
+  const tol: Tolerance = toleranceFor(o.dtype, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
   const { dtypes: flooredDtypes, ...floorFactors } = FLOOR_POLICY;
   const floored = flooredDtypes.includes(o.dtype);
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
@@ -208,7 +208,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     candidate: o.candidateUrl !== undefined ? await serve(o.candidateUrl, '--candidate_url') : undefined,
   };
   const mode = comparedOn(served);
-  const ref = served.reference ?? (await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: referenceDtype(o.dtype), maxTokens: o.maxLength }));
+  // A floored dtype is judged against the float32 reference, beside the reference's own error at that dtype (the floor).
+  const refDtype: DType = floored && !lpTol ? 'float32' : referenceDtype(o.dtype);
+  const ref = served.reference ?? (await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: refDtype, maxTokens: o.maxLength }));
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
     schema: COMPARE_SCHEMA,
@@ -220,6 +222,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       dtype: o.dtype,
       device: o.device,
       ...(served.reference ? {} : { reference: referenceKind }),
+      referenceDtype: refDtype,
       useKernel: !served.candidate && o.useKernel,
       kernels: !served.candidate && o.useKernel ? o.kernels : 'none',
       batchSize: o.batchSize,

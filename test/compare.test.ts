@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
 import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
-import { FLOOR_POLICY, logitAgreement, PAIRED_POLICY, TOLERANCE, toleranceFor } from '../compare/tolerance.js';
+import { FLOOR_POLICY, logitAgreement, PAIRED_POLICY, TOLERANCE } from '../compare/tolerance.js';
 import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
@@ -349,13 +349,6 @@ describe('compare metrics', () => {
     expect(same.full).toMatchObject({ unionMaxAbs: 0, fullMaxAbs: 0, maxKl: 0, klOutOfTolerance: 0, unionOutOfTolerance: 0 });
   });
 
-  it('float16 on a GPU device takes its own, measured maxKl; every other figure is the table\'s', () => {
-    expect(toleranceFor('float16', 'cpu')).toBe(TOLERANCE.float16);
-    expect(toleranceFor('float16', 'webgpu')).toEqual({ ...TOLERANCE.float16, maxKl: 0.15 });
-    expect(toleranceFor('float16', 'cuda').maxKl).toBe(0.15);
-    for (const dtype of ['float32', 'int8', 'int4'] as const) expect(toleranceFor(dtype, 'webgpu')).toEqual(TOLERANCE[dtype]);
-  });
-
   it("the seed's count is labelled as identical texts, with fusegen's verdicts beside it", () => {
     const verdicts = (...v: Array<'match' | 'tolerated' | 'mismatch' | 'errored'>) => v.map((verdict) => ({ verdict }));
     expect(seedLine(8, verdicts(...new Array<'mismatch'>(8).fill('mismatch')))).toBe("Matches: 8 / Mismatches: 0 (identical texts: the seed's count) | fusegen's verdicts: 0 match, 0 tolerated, 8 mismatch, 0 errored");
@@ -443,9 +436,31 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
     expect(broken.prompts.every((p) => p.verdict === 'mismatch')).toBe(true);
   });
 
-  it('leaves float32 and float16 to the table: no floor run, no floor in the report', async () => {
+  it('leaves float32 to the table: no floor run, no floor in the report', async () => {
     const report = await runCompare(options(), { out: () => {}, interrupted: () => false });
     expect(report.tolerance.floor).toBeUndefined();
     expect(report.prompts.every((p) => p.floor === undefined)).toBe(true);
+  });
+
+  it('judges float16 against the float32 reference beside its floor: an identical copy passes, a defect the float16 row let through fails', async () => {
+    const f16 = { ...seedLengths, dtype: 'float16' as const, numInputs: 2, model: tinyModelDir('llama') };
+    const same = await runCompare(options(f16), { out: () => {}, interrupted: () => false });
+    expect(same.tolerance.floor).toMatchObject({ pipeline: 'plain', factor: FLOOR_POLICY.factor });
+    expect(same.settings.referenceDtype).toBe('float32');
+    expect(same.gate.exitCode, same.gate.reasons.join('; ')).toBe(0);
+    for (const p of same.prompts) expect(p.floor!.bounds.atol).toBeLessThan(TOLERANCE.float16.atol);
+    // The first MLP output projection x1.01: within float16's fixed row (atol 0.25 + 3%, KL 1e-2), beyond its floor's bounds.
+    const cand = scaledFixture('llama', /layers\.0\.mlp\.down_proj\.weight$/, 1.01, 'f16-floor').dir;
+    const broken = await runCompare(options({ ...f16, candidateModel: cand }), { out: () => {}, interrupted: () => false });
+    for (const p of broken.prompts) {
+      const l = p.logits!;
+      const [err, kl] = [Math.max(l.prefill.unionMaxAbs!, l.decode.unionMaxAbs!), Math.max(l.prefill.maxKl!, l.decode.maxKl!)];
+      expect(err).toBeLessThan(TOLERANCE.float16.atol);
+      expect(kl).toBeLessThan(TOLERANCE.float16.maxKl);
+      expect(err > p.floor!.bounds.atol || kl > p.floor!.bounds.maxKl).toBe(true);
+      expect(p.verdict).toBe('mismatch');
+      // Flagged against the float32 reference, not by the twin alone.
+      expect(p.reason).toMatch(/^teacher-forced logits: /);
+    }
   });
 });

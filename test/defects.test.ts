@@ -8,6 +8,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCompare } from '../compare/run.js';
+import { TOLERANCE } from '../compare/tolerance.js';
 import { renderCompareHtml } from '../src/report/html.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { DEFECT_KINDS, editedFixture, plantedDefects } from '../fixtures/defects.js';
@@ -108,10 +109,25 @@ describe('plantedDefects', () => {
       expect(renderCompareHtml(same)).toContain('against its twin');
       expect(same.prompts[0]!.verdict).not.toBe('mismatch');
       expect(same.prompts[0]!.twin).toEqual({ unionMaxAbs: 0, maxKl: 0, top1Agreement: 1 });
-      // Its float16 error against the reference is what hid the defect: far above the twin's bound.
-      expect(Math.max(same.prompts[0]!.logits!.prefill.fullMaxAbs, same.prompts[0]!.logits!.decode.fullMaxAbs)).toBeGreaterThan(0.05);
+      // float16's own error (the floor: the plain graph at float16 against the float32 reference) is what hid the defect: its bound is far above the twin's.
+      expect(same.prompts[0]!.floor!.bounds.atol).toBeGreaterThan(0.05);
     } finally {
       for (const d of [dir, copy]) rmSync(d, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it('float16 on the WGSL engine (lavapipe): an identical copy of tiny-bloom passes against its floor, where the float16 row flagged it', async () => {
+    if (!process.env['VK_ICD_FILENAMES'] && existsSync(LAVAPIPE)) process.env['VK_ICD_FILENAMES'] = LAVAPIPE;
+    const r = await runCompare(
+      { model: tinyModelDir('bloom'), dtype: 'float16', device: 'webgpu', useKernel: true, kernels: 'wgsl', numInputs: 2, minLength: 200, maxLength: 300, batchSize: 1, printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
+      { out: () => {}, interrupted: () => false },
+    );
+    expect(r.settings.referenceDtype).toBe('float32');
+    expect(r.gate.exitCode, r.gate.reasons.join('; ')).toBe(0);
+    // The floor, fusegen's plain graph at float16 on ORT's WebGPU EP, parts from the float32 reference
+    // by more than the float16 row's atol (0.25 + 3%): two float16 pipelines against each other added
+    // both their errors, which is what the row flagged (bench/results/2026-12-07-lavapipe-twin-defects).
+    expect(Math.max(...r.prompts.map((p) => p.floor!.unionMaxAbs))).toBeGreaterThan(TOLERANCE.float16.atol);
+    for (const p of r.prompts) expect(Math.max(p.logits!.prefill.unionMaxAbs!, p.logits!.decode.unionMaxAbs!)).toBeLessThan(p.floor!.bounds.atol);
+  }, 300_000);
 });

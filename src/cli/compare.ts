@@ -64,7 +64,7 @@ export const compareOptions: OptionTable<CompareCliOptions> = {
   checkpoint_path: checkpointPathOption,
   use_meta_tensor: useMetaTensorOption,
   candidate_model: { flag: 'candidate_model', arg: 'dir', help: 'run the optimized side on another checkpoint of the same architecture (edited, quantized, fine-tuned)', defaultHelp: '--model', parse: text },
-  dtype: dtypeOption(['ort', 'wgsl'], 'the candidate runs it, the reference float16 for float16, else float32; default: float32 on cpu, float16 on gpu devices'),
+  dtype: dtypeOption(['ort', 'wgsl'], 'the candidate runs it, the reference float32; float16, int8 and int4 are judged against the reference\'s own error at that dtype (its floor: fusegen\'s plain graph on the reference checkpoint); default: float32 on cpu, float16 on gpu devices'),
   num_inputs: { flag: 'num_inputs', arg: 'n', help: "how many of the seed's 43 prompts", default: 1, parse: intAtLeast(1) },
   min_length: { flag: 'min_length', arg: 'n', help: 'minimum total tokens (prompt included), as HF min_length', default: 200, parse: intAtLeast(1) },
   max_length: { flag: 'max_length', arg: 'n', help: 'maximum total tokens (prompt included), as HF max_length', default: 300, parse: intAtLeast(2) },

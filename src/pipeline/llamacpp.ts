@@ -540,12 +540,13 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
   }
 
   /**
-   * Rows' evaluations: together on the CPU (node-llama-cpp batches them into one decode), one after
-   * another on the Vulkan build, which otherwise gave a row tokens of no sequence of its own in 5
-   * of 12 runs of test/llamacpp.test.ts's batch of eight on lavapipe (0 of 12 one at a time).
+   * Rows' evaluations: together (node-llama-cpp batches them into one decode), except one after
+   * another where the Vulkan build runs on a CPU device (Mesa's llvmpipe), where together gave a
+   * row tokens of no sequence of its own in 5 of 12 runs of test/llamacpp.test.ts's batch of eight
+   * (0 of 12 one at a time). On a GPU rows go together, as a peer's batch should.
    */
   private async eachRow<R>(rows: number[], evaluate: (b: number) => Promise<R>): Promise<R[]> {
-    if (this.backend !== 'vulkan') return Promise.all(rows.map(evaluate));
+    if (this.backend !== 'vulkan' || !this.devices.some((d) => /llvmpipe/i.test(d))) return Promise.all(rows.map(evaluate));
     const out: R[] = [];
     for (const b of rows) out.push(await evaluate(b));
     return out;

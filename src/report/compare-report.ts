@@ -96,7 +96,7 @@ export interface PromptResult {
    */
   logprobs?: { from: 'teacher-forced' | 'generation'; prefill: LogprobStats | null; decode: LogprobStats; perPositionMaxAbs: number[]; perPositionKl: number[] };
   /**
-   * int8/int4: the reference's own error at the candidate's dtype (fusegen's plain graph on the
+   * float16/int8/int4: the reference's own error at the candidate's dtype (fusegen's plain graph on the
    * reference checkpoint, teacher-forced, worst position) and the bounds the candidate was held to.
    */
   floor?: {
@@ -183,6 +183,12 @@ export interface CompareReport {
      * which all ran transformers.js.
      */
     reference?: 'transformersjs' | 'hf';
+    /**
+     * The dtype the reference ran: float32 beside a floored dtype (float16, int8, int4), the
+     * candidate's elsewhere. Absent in reports written before float16 was floored (then float16's
+     * reference ran float16, every other dtype's float32).
+     */
+    referenceDtype?: string;
     useKernel: boolean;
     /** The injected backend: ort, wgsl, or none without kernel injection. */
     kernels: 'ort' | 'wgsl' | 'none';
@@ -212,7 +218,7 @@ export interface CompareReport {
     nearTie: number;
     topN: number;
     gate: boolean;
-    /** int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
+    /** float16/int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
     /** The candidate held to the floor's error of the reference (factor, absolute, ...), and to the floor itself (paired; absent in older reports). */
     floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
     /** A candidate checkpoint: its bounds against the twin (its own pipeline on the reference checkpoint; compare/tolerance.ts TWIN_POLICY). */

@@ -47,6 +47,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       dtype: nonEmpty,
       device: nonEmpty,
       reference: { enum: ['transformersjs', 'hf'] },
+      referenceDtype: nonEmpty,
       useKernel: { type: 'boolean' },
       kernels: { enum: ['ort', 'wgsl', 'none'] },
       batchSize: { type: 'integer', minimum: 1 },
@@ -57,7 +58,7 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       allowNonfinite: { type: 'boolean' },
       compared: { enum: ['logits', 'logprobs', 'tokens'] },
       remote: object({ reference: { $ref: '#/$defs/remoteSide' }, candidate: { $ref: '#/$defs/remoteSide' } }, ['reference', 'candidate']),
-    }, ['accuracyLevel', 'reference', 'allowNonfinite', 'compared', 'remote']),
+    }, ['accuracyLevel', 'reference', 'referenceDtype', 'allowNonfinite', 'compared', 'remote']),
     tolerance: object({
       atol: { type: 'number', minimum: 0 },
       rtol: { type: 'number', minimum: 0 },
