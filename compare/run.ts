@@ -25,7 +25,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { FLOOR_POLICY, floorTolerance, TWIN_POLICY, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
+import { floorPolicyFor, floorTolerance, TWIN_POLICY, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type FloorPolicy, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -176,8 +176,8 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
   const tol: Tolerance = toleranceFor(o.dtype, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
-  const { dtypes: flooredDtypes, ...floorFactors } = FLOOR_POLICY;
-  const floored = flooredDtypes.includes(o.dtype);
+  const floorPolicy = floorPolicyFor(o.dtype);
+  const floored = floorPolicy !== undefined;
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
   let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
   if (o.numInputs > COMPARE_PROMPTS.length) {
@@ -232,7 +232,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       compared: mode.compared,
       ...(served.reference || served.candidate ? { remote: { ...(served.reference ? { reference: remoteSide(served.reference) } : {}), ...(served.candidate ? { candidate: remoteSide(served.candidate) } : {}) } } : {}),
     },
-    tolerance: { ...tol, ...(floored && !lpTol ? { floor: { pipeline: 'plain', ...floorFactors } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
+    tolerance: { ...tol, ...(floorPolicy && !lpTol ? { floor: { pipeline: 'plain', ...floorPolicy } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -292,7 +292,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
           ? { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol }
           : lpTol
             ? { result: await judgeServed(index, prompt, seqs, { ref, cand }, mode, tol, lpTol, tokenizer), refLogits: undefined, tol }
-            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor, twin }, tol, tokenizer, paired);
+            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor: floor && floorPolicy ? { pipe: floor, policy: floorPolicy } : undefined, twin }, tol, tokenizer, paired);
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: (triageCkpt ??= triageCheckpoint(candCkpt, open)), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
@@ -354,7 +354,7 @@ async function judge(
   index: number,
   prompt: string,
   seqs: { ref: SequenceResult; cand: SequenceResult; floor?: SequenceResult },
-  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: TextGenerationPipeline | undefined; twin?: TextGenerationPipeline | undefined },
+  pipes: { ref: TextGenerationPipeline; cand: TextGenerationPipeline; floor?: { pipe: TextGenerationPipeline; policy: FloorPolicy } | undefined; twin?: TextGenerationPipeline | undefined },
   tableTol: Tolerance,
   tokenizer: Awaited<ReturnType<typeof loadTokenizer>>,
   /** The bounds of the candidate against the floor itself, where they are gated (tolerance.ts pairedBounds). */
@@ -375,9 +375,9 @@ async function judge(
     const figures = (x: ReturnType<typeof teacherForced>) => ({ unionMaxAbs: x.full.unionMaxAbs, maxKl: x.full.maxKl, top1Agreement: x.agreement.top1Agreement });
     if (pipes.twin) base.twin = figures(teacherForced(await scoredOn(r, pipes.twin), candLogits, r.promptIds.length, tableTol));
     if (pipes.floor) {
-      const floorLogits = await scoredOn(r, pipes.floor);
+      const floorLogits = await scoredOn(r, pipes.floor.pipe);
       const f = figures(teacherForced(refLogits, floorLogits, r.promptIds.length, tableTol));
-      tol = floorTolerance(tableTol, f);
+      tol = floorTolerance(tableTol, f, pipes.floor.policy);
       base.floor = { ...f, bounds: { atol: tol.atol, maxKl: tol.maxKl, minTop1Agreement: tol.minTop1Agreement }, paired: figures(teacherForced(floorLogits, candLogits, r.promptIds.length, tableTol)) };
     }
     const tf = teacherForced(refLogits, candLogits, r.promptIds.length, tol);

@@ -31,6 +31,16 @@ for (const arch of archs) {
       refTop10MaxAbs: worst((s) => s.maxAbs), unionMaxAbs: worst((s) => s.unionMaxAbs), fullMaxAbs: worst((s) => s.fullMaxAbs),
       maxKl: worst((s) => s.maxKl), meanKl: worst((s) => s.meanKl), minTop1: Math.min(...sections.map((s) => s.top1Agreement)),
       notMatch: r.prompts.filter((p) => p.verdict !== 'match').map((p) => `${p.index} ${p.verdict}: ${p.reason.slice(0, 160)}`),
+      // A floored dtype (compare/tolerance.ts FLOOR_POLICY): the floor's worst figures, and the candidate's worst share of its own prompt's floor.
+      ...(r.prompts.some((p) => p.floor) ? {
+        floor: {
+          unionMaxAbs: Math.max(...r.prompts.map((p) => p.floor?.unionMaxAbs ?? 0)), maxKl: Math.max(...r.prompts.map((p) => p.floor?.maxKl ?? 0)), minTop1: Math.min(...r.prompts.map((p) => p.floor?.top1Agreement ?? 1)),
+          candidateShare: {
+            unionMaxAbs: Math.max(...r.prompts.map((p) => Math.max(p.logits.prefill.unionMaxAbs, p.logits.decode.unionMaxAbs) / p.floor.unionMaxAbs)),
+            maxKl: Math.max(...r.prompts.map((p) => Math.max(p.logits.prefill.maxKl, p.logits.decode.maxKl) / p.floor.maxKl)),
+          },
+        },
+      } : {}),
     }));
   }
 }
