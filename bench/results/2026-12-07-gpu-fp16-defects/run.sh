@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 29 item 2, float16: what compare catches among the planted defects on a GPU (the WGSL
-# engine in float16 against transformers.js in float16 on ORT's WebGPU EP), counted among the
+# engine in float16 against transformers.js in float32 on ORT's WebGPU EP, beside the float16
+# floor: fusegen's plain graph at float16 there; since 2026-12-08), counted among the
 # defects whose float32 effect (from the CPU run of the same seed and count) exceeds 0.05.
 # Four processes in parallel, two architectures each; one JSON line per run.
 #   DEADLINE=540 bash bench/results/2026-12-07-gpu-fp16-defects/run.sh   (on the device, carrying .gpu and dist)
