@@ -28,6 +28,9 @@ run load-llama-1.1b-f16 timeout 90 $M generate --model /tmp/llama-1.1b --device 
 wait $TRAIN
 cat $R/train.txt >> $R/commands.txt
 step "trained"
+# Its goldens: Hugging Face transformers' greedy ids and top-10 logits (float32, CPU) on the checkpoint it wrote.
+log "python3 fixtures/golden/make_goldens.py --model docstring-llama=$R/docstring-llama --out $R/docstring-llama"
+python3 fixtures/golden/make_goldens.py --model docstring-llama=$R/docstring-llama --out $R/docstring-llama >> $R/commands.txt 2>&1
 
 # serve_sweep <slots> <port> <concurrency list> <prompts>
 serve_sweep() {
