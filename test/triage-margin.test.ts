@@ -17,7 +17,7 @@ import { validateCompareReport } from '../src/report/compare-validate.js';
 const fake = vi.hoisted(() => ({
   /** The error (added to one top-2 logit at every position) of the pipeline a backend and run give. */
   errorOf: (_b: unknown, _r: unknown, _onReference: boolean): number => 0,
-  calls: [] as Array<{ backend: unknown; run: unknown }>,
+  calls: [] as Array<{ backend: unknown; run: unknown; onReference: boolean }>,
   /** The reference pipeline's checkpoint (the first one created): int8's floor runs on it. */
   reference: undefined as unknown,
 }));
@@ -27,8 +27,8 @@ vi.mock('../src/pipeline/ds-pipeline.js', async (importOriginal) => {
   return {
     ...orig,
     createPipeline: async (ckpt: unknown, backend: Backend, run: PipelineRun): Promise<TextGenerationPipeline> => {
-      fake.calls.push({ backend, run });
       if (backend.kind === 'reference') fake.reference = ckpt;
+      fake.calls.push({ backend, run, onReference: ckpt === fake.reference });
       return fakePipeline(backend.kind === 'reference' ? 0 : fake.errorOf(backend, run, ckpt === fake.reference), run);
     },
   };
@@ -149,32 +149,37 @@ describe('triage blames with margin', () => {
 
 describe('triage reruns the backend that was compared', () => {
   const wgsl = { useKernel: true, kernels: 'wgsl' as const, device: 'webgpu' as const, dtype: 'float16' as const, candidateModel: tinyModelDir('opt') };
+  // float16's floor (the plain graph at float16 on the reference checkpoint) is exact here: only the candidate's side carries an error.
+  const onCandidate = (errorOf: (b: Backend, r: PipelineRun) => number) => (b: Backend, r: PipelineRun, onReference: boolean) => (onReference ? 0 : errorOf(b, r));
 
   it('a WGSL candidate is rerun on the WGSL engine with float32 weights: its float16 weights are blamed, no ORT fusion', async () => {
-    const { triage, variants } = await triaged(wgsl, (b, r) => (b.kind === 'wgsl' && r.dtype === 'float32' ? 0 : 5));
+    const { triage, variants } = await triaged(wgsl, onCandidate((b, r) => (b.kind === 'wgsl' && r.dtype === 'float32' ? 0 : 5)));
     expect(triage.backend).toBe('wgsl');
     expect(variants).toEqual(['wgsl-float32']);
     expect(triage.runs[0]!.backend).toBe('wgsl');
     expect(triage.blame).toMatch(/^float16 weights in the WGSL engine/);
-    // Only the WGSL engine was built for the candidate and its rerun: the ORT graph never ran.
-    expect(fake.calls.filter((c) => (c.backend as Backend).kind !== 'reference').map((c) => [(c.backend as Backend).kind, (c.run as PipelineRun).device, (c.run as PipelineRun).dtype])).toEqual([
+    const built = (onReference: boolean) => fake.calls.filter((c) => c.onReference === onReference && (c.backend as Backend).kind !== 'reference').map((c) => [(c.backend as Backend).kind, (c.run as PipelineRun).device, (c.run as PipelineRun).dtype]);
+    // Only the WGSL engine was built for the candidate and its rerun: no ORT graph ran on the candidate checkpoint.
+    expect(built(false)).toEqual([
       ['wgsl', 'webgpu', 'float16'],
       ['wgsl', 'webgpu', 'float32'],
     ]);
+    // On the reference checkpoint, beside the float32 reference, the floor: the plain graph at float16 on the same device.
+    expect(built(true)).toEqual([['ort', 'webgpu', 'float16']]);
   });
 
   it('when only fusegen\'s plain graph on the CPU (an ORT rerun, labelled so) is right, the WGSL kernels are blamed', async () => {
-    const { triage, variants } = await triaged(wgsl, (b) => (b.kind === 'ort' ? 0 : 5));
+    const { triage, variants } = await triaged(wgsl, onCandidate((b) => (b.kind === 'ort' ? 0 : 5)));
     expect(variants).toEqual(['wgsl-float32', 'ort-plain-cpu']);
     expect(triage.runs.map((r) => r.backend)).toEqual(['wgsl', 'ort']);
-    const ortRun = fake.calls.find((c) => (c.backend as Backend).kind === 'ort')!;
+    const ortRun = fake.calls.find((c) => !c.onReference && (c.backend as Backend).kind === 'ort')!;
     expect(offFusions(ortRun.backend as Backend)).toHaveLength(5);
     expect((ortRun.run as PipelineRun).device).toBe('cpu');
     expect(triage.blame).toMatch(/^the WGSL kernels \(fusegen's plain ONNX graph on the CPU, an ORT rerun/);
   });
 
   it('a defect every backend shows is the candidate checkpoint\'s, after both WGSL reruns', async () => {
-    const { triage, variants } = await triaged(wgsl, () => 5);
+    const { triage, variants } = await triaged(wgsl, onCandidate(() => 5));
     expect(variants).toEqual(['wgsl-float32', 'ort-plain-cpu']);
     expect(triage.blame).toMatch(/^the candidate checkpoint: no rerun \(float32 weights on the WGSL engine; fusegen's plain ONNX graph on the CPU, an ORT rerun\) removes most of the error/);
   });
