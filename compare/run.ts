@@ -25,7 +25,7 @@ import { decodeFigures, type RunTiming } from '../src/report/perf.js';
 import { environment } from '../src/report/environment.js';
 import { bootstrapRatio, decodeSteps, ratioText, regression, runSamples } from '../src/report/speed-stats.js';
 import { promptVerdict, similarity, speedIntervals, teacherForced, tokenDiff } from './metrics.js';
-import { floorPolicyFor, floorTolerance, TWIN_POLICY, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type FloorPolicy, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
+import { floorDevice, floorPolicyFor, floorTolerance, TWIN_POLICY, llamaCppCandidate, logprobAgreement, logprobRow, logprobToleranceFor, pairedBounds, tokenVerdict, toleranceFor, type LogprobAgreement, type LogprobRow, type FloorPolicy, type LogprobTolerance, type Tolerance, type TokenVerdict } from './tolerance.js';
 
 export interface CompareOptions {
   model: string;
@@ -197,6 +197,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   if (o.maxLength > refCkpt.dims.maxPositions) throw new CapacityError('--max_length', `${o.maxLength} exceeds the model's ${refCkpt.dims.maxPositions} positions`);
 
   const backend = candidateBackend(o);
+  const floorAt = floorDevice(o.dtype, backend.kind, o.device);
   const referenceKind = o.reference ?? 'transformersjs';
   // Served sides first: a server that cannot be reached, or whose tokenizer differs, is refused before any work.
   const lpTol = o.referenceUrl !== undefined || o.candidateUrl !== undefined ? logprobToleranceFor(o.dtype) : undefined;
@@ -232,7 +233,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       compared: mode.compared,
       ...(served.reference || served.candidate ? { remote: { ...(served.reference ? { reference: remoteSide(served.reference) } : {}), ...(served.candidate ? { candidate: remoteSide(served.candidate) } : {}) } } : {}),
     },
-    tolerance: { ...tol, ...(floorPolicy && !lpTol ? { floor: { pipeline: 'plain', ...floorPolicy } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
+    tolerance: { ...tol, ...(floorPolicy && !lpTol ? { floor: { pipeline: 'plain', device: floorAt, ...floorPolicy } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -251,7 +252,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
     // The floor quantizes as the candidate does (its accuracy_level too: int8 activations round differently from float ones).
     const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
-    const floor = floored && !lpTol ? await createPipeline(refCkpt, floorBackend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
+    const floor = floored && !lpTol ? await createPipeline(refCkpt, floorBackend, { device: floorAt, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
     if (floor) pipes.push(floor);
     const paired = floor ? pairedBounds(backend.kind, o.device, floor.info.accuracyLevel) : undefined;
     if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pyRepr, runCompare, seedLine, type CompareOptions } from '../compare/run.js';
 import { similarity, klDivergence, promptVerdict, rowFigures, teacherForced, TOLERANCE_TOPK } from '../compare/metrics.js';
-import { FLOOR_POLICY, logitAgreement, PAIRED_POLICY, TOLERANCE } from '../compare/tolerance.js';
+import { floorDevice, FLOOR_POLICY, floorPolicyFor, logitAgreement, PAIRED_POLICY, TOLERANCE } from '../compare/tolerance.js';
 import { conformanceModelDir } from '../fixtures/conformance.js';
 import { topK } from '../src/pipeline/common.js';
 import { openCheckpoint } from '../src/arch/checkpoint.js';
@@ -434,6 +434,15 @@ describe('int8 judged against the reference\'s own int8 error (issue 29 item 2)'
     const broken = await runCompare(options({ ...seedLengths, dtype: 'int4', numInputs: 2, model: tinyModelDir('gpt2'), candidateModel: scaledAttentionFixture('gpt2', 3, 'int4') }), { out: () => {}, interrupted: () => false });
     expect(broken.gate.exitCode).toBe(1);
     expect(broken.prompts.every((p) => p.verdict === 'mismatch')).toBe(true);
+  });
+
+  it('runs the floor on the candidate\'s device, except float16 for engines that keep activations float32 (the WGSL engine, llama.cpp): on the CPU', () => {
+    expect(floorDevice('float16', 'wgsl', 'webgpu')).toBe('cpu');
+    expect(floorDevice('float16', 'llamacpp', 'webgpu')).toBe('cpu');
+    expect(floorDevice('float16', 'ort', 'webgpu')).toBe('webgpu'); // ORT's WebGPU kernels round as its floor there does
+    for (const dtype of ['int8', 'int4'] as const) expect(floorDevice(dtype, 'wgsl', 'webgpu')).toBe('webgpu');
+    expect(floorPolicyFor('float32')).toBeUndefined();
+    expect(floorPolicyFor('bfloat16')).toBeUndefined(); // ONNX Runtime runs no bfloat16 plain graph to floor it
   });
 
   it('leaves float32 to the table: no floor run, no floor in the report', async () => {

@@ -8,7 +8,6 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCompare } from '../compare/run.js';
-import { TOLERANCE } from '../compare/tolerance.js';
 import { renderCompareHtml } from '../src/report/html.js';
 import { tinyModelDir } from '../fixtures/checkpoints.js';
 import { DEFECT_KINDS, editedFixture, plantedDefects } from '../fixtures/defects.js';
@@ -122,12 +121,14 @@ describe('plantedDefects', () => {
       { model: tinyModelDir('bloom'), dtype: 'float16', device: 'webgpu', useKernel: true, kernels: 'wgsl', numInputs: 2, minLength: 200, maxLength: 300, batchSize: 1, printOutputs: false, speedRepeats: 1, maxRegression: 10, command: [] },
       { out: () => {}, interrupted: () => false },
     );
+    // The float32 reference beside the floor. The WGSL engine keeps activations float32, so its floor is the plain graph on the CPU
+    // (float16 weights, float32 arithmetic), not ORT's WebGPU kernels, which accumulate in half precision.
     expect(r.settings.referenceDtype).toBe('float32');
+    expect(r.tolerance.floor?.device).toBe('cpu');
     expect(r.gate.exitCode, r.gate.reasons.join('; ')).toBe(0);
-    // The floor, fusegen's plain graph at float16 on ORT's WebGPU EP, parts from the float32 reference
-    // by more than the float16 row's atol (0.25 + 3%): two float16 pipelines against each other added
-    // both their errors, which is what the row flagged (bench/results/2026-12-07-lavapipe-twin-defects).
-    expect(Math.max(...r.prompts.map((p) => p.floor!.unionMaxAbs))).toBeGreaterThan(TOLERANCE.float16.atol);
-    for (const p of r.prompts) expect(Math.max(p.logits!.prefill.unionMaxAbs!, p.logits!.decode.unionMaxAbs!)).toBeLessThan(p.floor!.bounds.atol);
+    for (const p of r.prompts) {
+      expect(p.floor!.unionMaxAbs).toBeGreaterThan(0);
+      expect(Math.max(p.logits!.prefill.unionMaxAbs!, p.logits!.decode.unionMaxAbs!)).toBeLessThan(p.floor!.bounds.atol);
+    }
   }, 300_000);
 });

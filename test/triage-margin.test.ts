@@ -164,8 +164,8 @@ describe('triage reruns the backend that was compared', () => {
       ['wgsl', 'webgpu', 'float16'],
       ['wgsl', 'webgpu', 'float32'],
     ]);
-    // On the reference checkpoint, beside the float32 reference, the floor: the plain graph at float16 on the same device.
-    expect(built(true)).toEqual([['ort', 'webgpu', 'float16']]);
+    // On the reference checkpoint, beside the float32 reference, the floor: the plain graph at float16, on the CPU for the WGSL engine (compare/tolerance.ts floorDevice).
+    expect(built(true)).toEqual([['ort', 'cpu', 'float16']]);
   });
 
   it('when only fusegen\'s plain graph on the CPU (an ORT rerun, labelled so) is right, the WGSL kernels are blamed', async () => {

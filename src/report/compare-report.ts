@@ -220,7 +220,8 @@ export interface CompareReport {
     gate: boolean;
     /** float16/int8/int4: logits judged against the floor (each prompt's `floor`) by these factors instead of atol/rtol/maxKl/minTop1Agreement. */
     /** The candidate held to the floor's error of the reference (factor, absolute, ...), and to the floor itself (paired; absent in older reports). */
-    floor?: { pipeline: 'plain'; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
+    /** `device`: where the floor ran (compare/tolerance.ts floorDevice); absent in reports written before it could differ from the candidate's. */
+    floor?: { pipeline: 'plain'; device?: string; factor: number; absolute: number; klAbsolute: number; top1Slack: number; paired?: { atol: number; maxKl: number } };
     /** A candidate checkpoint: its bounds against the twin (its own pipeline on the reference checkpoint; compare/tolerance.ts TWIN_POLICY). */
     twin?: { atol: number; maxKl: number };
     /** With a served side: the log-probability bounds (compare/tolerance.ts LOGPROB_TOLERANCE) that replace atol/rtol/maxKl. */

@@ -69,10 +69,10 @@ export const COMPARE_REPORT_JSON_SCHEMA = {
       gate: { type: 'boolean' },
       floor: object(
         {
-          pipeline: { const: 'plain' }, factor: { type: 'number', minimum: 0 }, absolute: { type: 'number', minimum: 0 }, klAbsolute: { type: 'number', minimum: 0 }, top1Slack: { type: 'number', minimum: 0, maximum: 1 },
+          pipeline: { const: 'plain' }, device: nonEmpty, factor: { type: 'number', minimum: 0 }, absolute: { type: 'number', minimum: 0 }, klAbsolute: { type: 'number', minimum: 0 }, top1Slack: { type: 'number', minimum: 0, maximum: 1 },
           paired: object({ atol: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 } }),
         },
-        ['paired'],
+        ['paired', 'device'],
       ),
       twin: object({ atol: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 } }),
       logprobs: object({ topK: { type: 'integer', minimum: 1 }, maxAbs: { type: 'number', minimum: 0 }, maxKl: { type: 'number', minimum: 0 }, minTop1Agreement: { type: 'number', minimum: 0, maximum: 1 } }),

@@ -336,7 +336,7 @@ ${banner}
     ...(comparedLine(r) ? [['compared (a side served)', rich(comparedLine(r)!)] as [string, string]] : []),
     ...((t.floor
       ? [
-          ['floor', `each prompt's own ${rich(r.settings.dtype)} error: fusegen's plain graph at ${rich(r.settings.dtype)} on the reference checkpoint, teacher-forced against the reference`],
+          ['floor', `each prompt's own ${rich(r.settings.dtype)} error: fusegen's plain graph at ${rich(r.settings.dtype)} on the reference checkpoint${t.floor.device ? ` (${rich(t.floor.device)})` : ''}, teacher-forced against the reference`],
           ['logits', `|Δ| ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.absolute)} over both sides' top-10`],
           ['full vocabulary', `KL(reference ‖ candidate) ≤ ${sig(t.floor.factor)} × the floor's worst + ${sig(t.floor.klAbsolute)} nats at every position`],
           ['top-1 agreement', `≥ the floor's − ${pct(t.floor.top1Slack)}`],

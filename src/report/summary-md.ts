@@ -96,7 +96,7 @@ export function compareSummaryMd(r: CompareReport, files?: { json: string; html:
       : !r.tolerance.gate
       ? `Not gated at ${md(r.settings.dtype)}: differences are reported, never fail the run.`
       : r.tolerance.floor
-        ? `Tolerance (${md(r.settings.dtype)}): each prompt within ${r.tolerance.floor.factor}× its floor (the reference checkpoint on fusegen's plain graph at ${md(r.settings.dtype)}) + ${r.tolerance.floor.absolute} in the logits, ${r.tolerance.floor.factor}× + ${r.tolerance.floor.klAbsolute} in KL.`
+        ? `Tolerance (${md(r.settings.dtype)}): each prompt within ${r.tolerance.floor.factor}× its floor (the reference checkpoint on fusegen's plain graph at ${md(r.settings.dtype)}${r.tolerance.floor.device ? ` on ${md(r.tolerance.floor.device)}` : ''}) + ${r.tolerance.floor.absolute} in the logits, ${r.tolerance.floor.factor}× + ${r.tolerance.floor.klAbsolute} in KL.`
         : `Tolerance (${md(r.settings.dtype)}): logits within atol ${r.tolerance.atol} + rtol ${r.tolerance.rtol}${r.tolerance.maxKl !== undefined ? `, KL at most ${r.tolerance.maxKl} per position` : ''}.`,
   ];
   if (r.speed) {
