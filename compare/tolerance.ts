@@ -178,14 +178,15 @@ export const FLOOR_POLICY = {
 };
 
 /**
- * Where the floor runs: on the candidate's device, except float16 for a candidate that keeps its
- * activations float32 (the WGSL engine, llama.cpp), whose float16 error is its weights' rounding
- * alone. ORT's WebGPU kernels accumulate in half precision, so a floor there is several times the
- * error of such a candidate and hides what the candidate adds; the plain graph on the CPU
- * computes in float32 from the same float16 weights (bench/results/2026-12-08-lavapipe-float16-floor).
+ * Where the floor runs: on the candidate's device, except float16 on the WGSL engine, which keeps
+ * activations float32, so that its float16 error is its weights' rounding alone. ORT's WebGPU
+ * kernels accumulate in half precision, so a floor there is several times the engine's error and
+ * hides what the candidate adds; the plain graph on the CPU computes in float32 from the same
+ * float16 weights (bench/results/2026-12-08-lavapipe-float16-floor). llama.cpp's Vulkan build is
+ * not measured at float16 and keeps the rule (its CPU build is on the CPU either way).
  */
 export function floorDevice(dtype: DType, engine: string, device: Device): Device {
-  return dtype === 'float16' && (engine === 'wgsl' || engine === 'llamacpp') ? 'cpu' : device;
+  return dtype === 'float16' && engine === 'wgsl' ? 'cpu' : device;
 }
 
 /** A floored dtype's bounds on its floor (what the report's tolerance.floor records). */
