@@ -27,7 +27,7 @@ export interface DTypeSpec {
   bits: 0 | 4 | 8;
   /** Bytes a weight takes, for bandwidth figures (quantized: bits / 8; scales and float tables not counted). */
   bytesPerWeight: number;
-  /** What the reference runs beside a candidate of this dtype (compare, bench): no reference library runs fusegen's int8/int4. */
+  /** What the reference runs beside a candidate of this dtype in bench (no reference library runs fusegen's int8/int4); compare judges float16, int8 and int4 against float32 beside their floor. */
   reference: DType;
   /** The engines that run it, in the order --help names them. */
   engines: readonly Engine[];
