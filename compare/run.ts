@@ -177,7 +177,6 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
   const tol: Tolerance = toleranceFor(o.dtype, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
   const floorPolicy = floorPolicyFor(o.dtype);
-  const floored = floorPolicy !== undefined;
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
   let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
   if (o.numInputs > COMPARE_PROMPTS.length) {
@@ -210,7 +209,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   };
   const mode = comparedOn(served);
   // A floored dtype is judged against the float32 reference, beside the reference's own error at that dtype (the floor).
-  const refDtype: DType = floored && !lpTol ? 'float32' : referenceDtype(o.dtype);
+  const refDtype: DType = floorPolicy && !lpTol ? 'float32' : referenceDtype(o.dtype);
   const ref = served.reference ?? (await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: refDtype, maxTokens: o.maxLength }));
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
@@ -252,9 +251,9 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
     // The floor quantizes as the candidate does (its accuracy_level too: int8 activations round differently from float ones).
     const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
-    const floor = floored && !lpTol ? await createPipeline(refCkpt, floorBackend, { device: floorAt, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
-    if (floor) pipes.push(floor);
-    const paired = floor ? pairedBounds(backend.kind, o.device, floor.info.accuracyLevel) : undefined;
+    const floor = floorPolicy && !lpTol ? { pipe: await createPipeline(refCkpt, floorBackend, { device: floorAt, dtype: o.dtype, maxTokens: o.maxLength }), policy: floorPolicy } : undefined;
+    if (floor) pipes.push(floor.pipe);
+    const paired = floor ? pairedBounds(backend.kind, o.device, floor.pipe.info.accuracyLevel) : undefined;
     if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;
     // A candidate checkpoint: the candidate's own pipeline on the reference checkpoint (the twin), whose difference from the candidate is the checkpoint's alone.
     const twin = resolve(candCkpt.dir) !== resolve(refCkpt.dir) && !served.candidate && backend.kind !== 'llamacpp' && !lpTol ? await createPipeline(refCkpt, backend, { device: o.device, dtype: o.dtype, maxTokens: o.maxLength }) : undefined;
@@ -282,7 +281,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       try {
         refGen = await ref.generate(request);
         candGen = await cand.generate(request);
-        if (floor) floorGen = await floor.generate(request);
+        if (floor) floorGen = await floor.pipe.generate(request);
       } catch (e) {
         batchError = e instanceof Error ? e.message.split('\n')[0]! : String(e);
       }
@@ -293,7 +292,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
           ? { result: errored(index, prompt, batchError ?? 'no result'), refLogits: undefined, tol }
           : lpTol
             ? { result: await judgeServed(index, prompt, seqs, { ref, cand }, mode, tol, lpTol, tokenizer), refLogits: undefined, tol }
-            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor: floor && floorPolicy ? { pipe: floor, policy: floorPolicy } : undefined, twin }, tol, tokenizer, paired);
+            : await judge(index, prompt, { ...seqs, ...(floorGen ? { floor: floorGen.sequences[i]! } : {}) }, { ref, cand, floor, twin }, tol, tokenizer, paired);
         if (result.verdict === 'mismatch' && tol.gate && refLogits && result.logits) result.triage = await triage(refGen!.sequences[i]!, refLogits, meanKl(result.logits), { o, candCkpt: (triageCkpt ??= triageCheckpoint(candCkpt, open)), backend, tol: promptTol, cache: triagePipes });
         report.prompts.push(result);
         const textsEqual = result.reference.text === result.candidate.text && result.verdict !== 'errored';
