@@ -55,8 +55,8 @@
  * tokens or more (which compare's teacher-forced scoring is) gives every position from the ninth on
  * wrong logits (errors 0.2-5 on tiny-llama and tiny-gpt2, float32, every other fusion off); rows of
  * up to 31 tokens agree with the CPU to 2e-5. Lavapipe's subgroups are 8 lanes wide, and ORT's
- * WebGPU flash-attention prefill, which it takes from 32 tokens, has had subgroup-size
- * assumptions (microsoft/onnxruntime#26064, #28520). Not yet worked around: to be fixed (the fused
+ * WebGPU flash-attention prefill (presumably the path from 32 tokens on; not confirmed in ORT's
+ * source) has had subgroup-size assumptions (microsoft/onnxruntime#26064, #28520). Not yet worked around: to be fixed (the fused
  * attention left out where the adapter's subgroups are narrower than 16, or ORT updated), not tolerated.
  */
 import { archFor } from '../src/arch/index.js';
