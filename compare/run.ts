@@ -176,7 +176,6 @@ function speedOf(name: string, runs: RunTiming[], pipe: TextGenerationPipeline, 
 
 export async function runCompare(o: CompareOptions, io: CompareIo): Promise<CompareReport> {
   const tol: Tolerance = toleranceFor(o.dtype, o.candidate === 'llamacpp' ? llamaCppCandidate(o.candidateModel ?? o.model) : undefined);
-  const floorPolicy = floorPolicyFor(o.dtype);
   if (o.minLength > o.maxLength) throw new UsageError('--min_length', `${o.minLength} is above --max_length ${o.maxLength}`);
   let prompts = COMPARE_PROMPTS.slice(0, o.numInputs);
   if (o.numInputs > COMPARE_PROMPTS.length) {
@@ -200,6 +199,8 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   const referenceKind = o.reference ?? 'transformersjs';
   // Served sides first: a server that cannot be reached, or whose tokenizer differs, is refused before any work.
   const lpTol = o.referenceUrl !== undefined || o.candidateUrl !== undefined ? logprobToleranceFor(o.dtype) : undefined;
+  // A served side is judged on its log-probabilities, with no floor.
+  const floorPolicy = lpTol ? undefined : floorPolicyFor(o.dtype);
   if (o.candidateUrl !== undefined && o.candidateModel) throw new UsageError('--candidate_url', 'the candidate is the served model: drop --candidate_model');
   const serve = (url: string, flag: string) =>
     RemotePipeline.create(refCkpt, { url, flag, dtype: o.dtype, maxTokens: o.maxLength, topK: lpTol!.topK, ...(o.servedModel !== undefined ? { model: o.servedModel } : {}), ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}) });
@@ -209,7 +210,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
   };
   const mode = comparedOn(served);
   // A floored dtype is judged against the float32 reference, beside the reference's own error at that dtype (the floor).
-  const refDtype: DType = floorPolicy && !lpTol ? 'float32' : referenceDtype(o.dtype);
+  const refDtype: DType = floorPolicy ? 'float32' : referenceDtype(o.dtype);
   const ref = served.reference ?? (await createPipeline(refCkpt, { kind: 'reference', reference: referenceKind }, { device: o.device, dtype: refDtype, maxTokens: o.maxLength }));
   const pipes: TextGenerationPipeline[] = [ref];
   const report: CompareReport = {
@@ -232,7 +233,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
       compared: mode.compared,
       ...(served.reference || served.candidate ? { remote: { ...(served.reference ? { reference: remoteSide(served.reference) } : {}), ...(served.candidate ? { candidate: remoteSide(served.candidate) } : {}) } } : {}),
     },
-    tolerance: { ...tol, ...(floorPolicy && !lpTol ? { floor: { pipeline: 'plain', device: floorAt, ...floorPolicy } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
+    tolerance: { ...tol, ...(floorPolicy ? { floor: { pipeline: 'plain', device: floorAt, ...floorPolicy } } : {}), ...(lpTol ? { logprobs: { ...lpTol } } : {}) },
     environment: { ...environment(), executionProviders: {}, adapter: null, ...(ref instanceof HfPipeline ? { hf: { ...ref.runtime } } : {}) },
     fusions: {},
     prompts: [],
@@ -251,7 +252,7 @@ export async function runCompare(o: CompareOptions, io: CompareIo): Promise<Comp
     // The reference's own error at the candidate's precision: fusegen's plain graph on the reference checkpoint.
     // The floor quantizes as the candidate does (its accuracy_level too: int8 activations round differently from float ones).
     const floorBackend: Backend = { kind: 'ort', fusions: NO_FUSIONS, ...(o.accuracyLevel !== undefined ? { accuracyLevel: o.accuracyLevel } : {}) };
-    const floor = floorPolicy && !lpTol ? { pipe: await createPipeline(refCkpt, floorBackend, { device: floorAt, dtype: o.dtype, maxTokens: o.maxLength }), policy: floorPolicy } : undefined;
+    const floor = floorPolicy ? { pipe: await createPipeline(refCkpt, floorBackend, { device: floorAt, dtype: o.dtype, maxTokens: o.maxLength }), policy: floorPolicy } : undefined;
     if (floor) pipes.push(floor.pipe);
     const paired = floor ? pairedBounds(backend.kind, o.device, floor.pipe.info.accuracyLevel) : undefined;
     if (paired && report.tolerance.floor) report.tolerance.floor.paired = paired;

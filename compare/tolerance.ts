@@ -56,8 +56,9 @@
  * wrong logits (errors 0.2-5 on tiny-llama and tiny-gpt2, float32, every other fusion off); rows of
  * up to 31 tokens agree with the CPU to 2e-5. Lavapipe's subgroups are 8 lanes wide, and ORT's
  * WebGPU flash-attention prefill (presumably the path from 32 tokens on; not confirmed in ORT's
- * source) has had subgroup-size assumptions (microsoft/onnxruntime#26064, #28520). Not yet worked around: to be fixed (the fused
- * attention left out where the adapter's subgroups are narrower than 16, or ORT updated), not tolerated.
+ * source) has had subgroup-size assumptions (microsoft/onnxruntime#26064, #28520). Not yet worked
+ * around: to be fixed (the fused attention left out where the adapter's subgroups are narrower
+ * than 16, or ORT updated), not tolerated.
  */
 import { archFor } from '../src/arch/index.js';
 import { readModelConfig } from '../src/checkpoint/config.js';
@@ -169,8 +170,8 @@ export function toleranceFor(dtype: DType, candidate?: LlamaCppCandidate): Toler
  * union, KL 6e-5 to 5e-3) it is within 1.18x of its prompt's floor in the error and 1.19x in KL on
  * all eight fixtures; a floor on ORT's WebGPU EP (lavapipe), which accumulates in half precision,
  * is 0.06-0.76 (bloom worst), 4x to 6x the engine's own error. Every prompt passes (64, against 4
- * of 8 fixtures flagged before). On the CPU the ORT-injected candidate and
- * the plain graph round float16 at different ops, so their errors are alike and apart: identical
+ * of 8 fixtures flagged before). On the CPU the ORT-injected candidate and the plain graph round
+ * float16 at different ops, so their errors are alike and apart: identical
  * copies reach 1.93x their prompt's floor in the error (phi3, one position of one prompt beyond
  * int8's 1.5x) and 2.7x in KL (`node scripts/measure-floors.mjs all float16 8 200,300 cpu
  * injected`). int8's candidates share their floor's quantization error (1.00x); float16's do not,

@@ -330,7 +330,12 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
     private readonly loaded: Loaded,
     private readonly model: LlamaModel,
     private readonly threads: number | undefined,
-  ) {}
+  ) {
+    this.rowsOneAtATime = backend === 'vulkan' && devices.some((d) => /llvmpipe/i.test(d));
+  }
+
+  /** Whether a step's rows are evaluated one after another (eachRow says why). */
+  private readonly rowsOneAtATime: boolean;
 
   static async create(ckpt: Checkpoint, o: LlamaCppOptions): Promise<LlamaCppPipeline> {
     const t0 = performance.now();
@@ -546,7 +551,7 @@ export class LlamaCppPipeline implements TextGenerationPipeline {
    * (0 of 12 one at a time). On a GPU rows go together, as a peer's batch should.
    */
   private async eachRow<R>(rows: number[], evaluate: (b: number) => Promise<R>): Promise<R[]> {
-    if (this.backend !== 'vulkan' || !this.devices.some((d) => /llvmpipe/i.test(d))) return Promise.all(rows.map(evaluate));
+    if (!this.rowsOneAtATime) return Promise.all(rows.map(evaluate));
     const out: R[] = [];
     for (const b of rows) out.push(await evaluate(b));
     return out;
